@@ -1,0 +1,148 @@
+//! Builds the guest crates under `plugins/` for `wasm32-wasip2` and leaves the components in
+//! `$OUT_DIR/plugins/`: the built-in defaults are embedded in the binary from there, and the
+//! example and test fixtures are found there by tests (`TANDEM_GUEST_DIR`).
+//!
+//! The guests build in their own target folder (`target/wasm-guests`), shared by every host
+//! profile, so `cargo build`, `cargo test` and `cargo clippy` reuse one guest build.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "wasm32-wasip2";
+
+/// (package, cargo features, output file name). Features select a hostile fixture's behaviour.
+const GUESTS: &[(&str, &str, &str)] = &[
+    ("tandem-plugin-whitelist", "", "whitelist.wasm"),
+    ("tandem-plugin-path-filter", "", "path-filter.wasm"),
+    ("tandem-plugin-purge-policy", "", "purge-policy.wasm"),
+    (
+        "tandem-plugin-example-skip-bak",
+        "",
+        "example-skip-bak.wasm",
+    ),
+    (
+        "tandem-fixture-future-major",
+        "",
+        "fixture-future-major.wasm",
+    ),
+    (
+        "tandem-fixture-not-a-policy",
+        "",
+        "fixture-not-a-policy.wasm",
+    ),
+    ("tandem-fixture-hostile", "", "fixture-hostile-late.wasm"),
+    (
+        "tandem-fixture-hostile",
+        "loop",
+        "fixture-hostile-loop.wasm",
+    ),
+    (
+        "tandem-fixture-hostile",
+        "alloc",
+        "fixture-hostile-alloc.wasm",
+    ),
+    (
+        "tandem-fixture-hostile",
+        "trap",
+        "fixture-hostile-trap.wasm",
+    ),
+    (
+        "tandem-fixture-hostile",
+        "short",
+        "fixture-hostile-short.wasm",
+    ),
+];
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
+    let workspace = manifest_dir.parent().unwrap().to_path_buf();
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap());
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("plugins").display()
+    );
+    println!("cargo:rerun-if-changed={}", workspace.join("wit").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("Cargo.lock").display()
+    );
+
+    let guest_target = guest_target_dir(&out_dir);
+    let dest = out_dir.join("plugins");
+    fs::create_dir_all(&dest).unwrap();
+
+    // One cargo run for all featureless guests, then one per hostile feature.
+    let plain: Vec<&str> = GUESTS
+        .iter()
+        .filter(|g| g.1.is_empty())
+        .map(|g| g.0)
+        .collect();
+    let mut plain_unique = plain.clone();
+    plain_unique.dedup();
+    cargo_build(&workspace, &guest_target, &plain_unique, "");
+    copy_outputs(&guest_target, &dest, |(_, features, _)| features.is_empty());
+    for (package, features, _) in GUESTS.iter().filter(|g| !g.1.is_empty()) {
+        cargo_build(&workspace, &guest_target, &[package], features);
+        copy_outputs(&guest_target, &dest, |g| g.1 == *features);
+    }
+    println!("cargo:rustc-env=TANDEM_GUEST_DIR={}", dest.display());
+}
+
+/// `<workspace target>/wasm-guests`, found from OUT_DIR (`<target>/<profile>/build/<pkg>/out`).
+fn guest_target_dir(out_dir: &Path) -> PathBuf {
+    out_dir
+        .ancestors()
+        .nth(4)
+        .filter(|t| t.join("CACHEDIR.TAG").exists())
+        .map(|t| t.join("wasm-guests"))
+        .unwrap_or_else(|| out_dir.join("wasm-guests"))
+}
+
+fn cargo_build(workspace: &Path, target_dir: &Path, packages: &[&str], features: &str) {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace)
+        .args(["build", "--release", "--target", TARGET])
+        .arg("--target-dir")
+        .arg(target_dir);
+    for p in packages {
+        cmd.args(["-p", p]);
+    }
+    if !features.is_empty() {
+        cmd.args(["--features", features]);
+    }
+    // The outer build's flags and wrappers (clippy, coverage) are for the host, not the guests.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().expect("running cargo for the wasm guests");
+    assert!(
+        status.success(),
+        "building the wasm guests failed; is the target installed? `rustup target add {TARGET}`"
+    );
+}
+
+fn copy_outputs(target_dir: &Path, dest: &Path, pick: impl Fn(&(&str, &str, &str)) -> bool) {
+    let built = target_dir.join(TARGET).join("release");
+    for guest in GUESTS.iter().filter(|g| pick(g)) {
+        // A library's artifact is named with underscores, a binary's keeps its dashes.
+        let lib = built.join(format!("{}.wasm", guest.0.replace('-', "_")));
+        let artifact = if lib.exists() {
+            lib
+        } else {
+            built.join(format!("{}.wasm", guest.0))
+        };
+        fs::copy(&artifact, dest.join(guest.2))
+            .unwrap_or_else(|e| panic!("copying {}: {e}", artifact.display()));
+    }
+}

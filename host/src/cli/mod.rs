@@ -1,0 +1,96 @@
+//! The `tandem` command line: flags (clap) in, a validated [`Config`] and a subsystem call out.
+//! Errors surface here as `anyhow` with context, one line each, and an exit code.
+
+mod args;
+mod eval;
+mod plugins;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+pub use args::{Cli, Command, ConfigCommand, PeerCommand, PluginsCommand};
+
+use crate::config::{Config, DEFAULT_TOML};
+use crate::logging;
+use crate::peer::{ClusterSecret, PeerIdentity};
+
+/// Parses the process arguments and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tandem: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Daemon => {
+            let _guard = logging::init(&config.log, &config.log.level, true)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let shutdown = CancellationToken::new();
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    tracing::info!("stopping on signal");
+                    stop.cancel();
+                });
+                crate::daemon::run(config, shutdown).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugins(cmd) => {
+            let _guard = logging::init(&config.log, "warn", false)?;
+            plugins::run(config, cmd)
+        }
+        Command::Peer(PeerCommand::Ping { addr }) => {
+            let _guard = logging::init(&config.log, "warn", false)?;
+            let secret_file = config.peer.secret_file.clone().expect("resolved");
+            let secret = ClusterSecret::load(&secret_file)?;
+            let me = PeerIdentity::new(config.node_name.clone());
+            let runtime = tokio::runtime::Runtime::new()?;
+            let report = runtime
+                .block_on(crate::peer::ping::ping(
+                    addr,
+                    &secret,
+                    &me,
+                    config.peer.max_frame_bytes,
+                ))
+                .with_context(|| format!("ping {addr}"))?;
+            println!(
+                "{addr}: node `{}` answered in {:.2} ms",
+                report.node,
+                report.round_trip.as_secs_f64() * 1e3
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Default) => {
+            print!("{DEFAULT_TOML}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Check) => {
+            println!(
+                "{}",
+                toml::to_string_pretty(&config).context("printing the configuration")?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

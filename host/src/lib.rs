@@ -1,0 +1,18 @@
+//! tandem: a replication host. It keeps an application's state replicated: PostgreSQL WAL and
+//! file trees from a primary to a warm standby, and runtime configuration changes across a
+//! cluster through a captain commit log, with policies decided by sandboxed WASM plugins.
+//!
+//! # Layout
+//! - [`plugin`]: the wasmtime runtime for policy plugins (whitelist, path filter, purge).
+//! - [`peer`]: the authenticated, encrypted, framed transport between tandem hosts.
+//! - [`config`]: `tandem.toml`, validated.
+//! - [`logging`]: tracing to the terminal and to per-job files.
+//! - [`daemon`]: the long-running host that wires the subsystems together.
+//! - [`cli`]: the `tandem` command line (the binary is a thin shell over it).
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod logging;
+pub mod peer;
+pub mod plugin;

@@ -1,0 +1,183 @@
+//! Opening a connection: greetings, then a Noise `NNpsk0` handshake keyed by the cluster
+//! secret. Both sides prove they know the secret before any payload moves (a wrong secret
+//! fails the AEAD check of the first message), ephemeral keys give forward secrecy, and the
+//! handshake payloads carry each side's identity (node name and instance id).
+//!
+//! A responder that finds a wrong secret sends an empty record before closing, so the
+//! initiator can say why it was refused instead of seeing a bare hang-up.
+
+use snow::{Builder, StatelessTransportState};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::codec::{GREETING_LEN, MAX_RECORD, decode_greeting, encode_greeting, record_prefix};
+use super::error::PeerError;
+use super::secret::ClusterSecret;
+
+const PATTERN: &str = "Noise_NNpsk0_25519_AESGCM_SHA256";
+const PROLOGUE: &[u8] = b"tandem-peer";
+const MAX_NAME: usize = 255;
+
+/// Who is at one end of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// The configured node name (for logs and status; not a credential).
+    pub node: String,
+    /// Random per process; two ends with the same id are one process talking to itself.
+    pub instance: [u8; 16],
+}
+
+impl PeerIdentity {
+    /// A new identity for this process.
+    pub fn new(node: impl Into<String>) -> Self {
+        let mut instance = [0u8; 16];
+        getrandom::fill(&mut instance).expect("the OS random source works");
+        let mut node = node.into();
+        node.truncate(MAX_NAME);
+        Self { node, instance }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + self.node.len() + 16);
+        out.push(self.node.len() as u8);
+        out.extend_from_slice(self.node.as_bytes());
+        out.extend_from_slice(&self.instance);
+        out
+    }
+
+    fn decode(buf: &[u8]) -> Result<Self, PeerError> {
+        let bad = PeerError::Malformed("handshake identity");
+        let (&len, rest) = buf.split_first().ok_or(bad)?;
+        let len = usize::from(len);
+        if rest.len() != len + 16 {
+            return Err(PeerError::Malformed("handshake identity"));
+        }
+        let node = String::from_utf8(rest[..len].to_vec())
+            .map_err(|_| PeerError::Malformed("node name"))?;
+        Ok(Self {
+            node,
+            instance: rest[len..].try_into().expect("16 bytes"),
+        })
+    }
+}
+
+/// The keys and the peer's identity after a successful handshake.
+pub struct Established {
+    pub transport: StatelessTransportState,
+    pub peer: PeerIdentity,
+}
+
+/// Opens the connection from the dialling side.
+pub async fn initiate(
+    stream: &mut TcpStream,
+    secret: &ClusterSecret,
+    me: &PeerIdentity,
+) -> Result<Established, PeerError> {
+    exchange_greetings(stream).await?;
+    let mut noise = builder(secret)?.build_initiator()?;
+    let mut buf = vec![0u8; MAX_RECORD];
+    let n = noise.write_message(&me.encode(), &mut buf)?;
+    write_record(stream, &buf[..n]).await?;
+    let msg = read_record(stream).await?;
+    if msg.is_empty() {
+        return Err(PeerError::RefusedBySecret);
+    }
+    let n = noise
+        .read_message(&msg, &mut buf)
+        .map_err(|_| PeerError::BadSecret)?;
+    let peer = PeerIdentity::decode(&buf[..n])?;
+    check_not_self(me, &peer)?;
+    Ok(Established {
+        transport: noise.into_stateless_transport_mode()?,
+        peer,
+    })
+}
+
+/// Answers a connection on the listening side.
+pub async fn respond(
+    stream: &mut TcpStream,
+    secret: &ClusterSecret,
+    me: &PeerIdentity,
+) -> Result<Established, PeerError> {
+    exchange_greetings(stream).await?;
+    let mut noise = builder(secret)?.build_responder()?;
+    let mut buf = vec![0u8; MAX_RECORD];
+    let msg = read_record(stream).await?;
+    let n = match noise.read_message(&msg, &mut buf) {
+        Ok(n) => n,
+        Err(_) => {
+            // Best effort: tell the initiator why before hanging up.
+            let _ = write_record(stream, &[]).await;
+            return Err(PeerError::BadSecret);
+        }
+    };
+    let peer = PeerIdentity::decode(&buf[..n])?;
+    check_not_self(me, &peer)?;
+    let n = noise.write_message(&me.encode(), &mut buf)?;
+    write_record(stream, &buf[..n]).await?;
+    Ok(Established {
+        transport: noise.into_stateless_transport_mode()?,
+        peer,
+    })
+}
+
+fn builder(secret: &ClusterSecret) -> Result<Builder<'_>, PeerError> {
+    Ok(Builder::new(PATTERN.parse()?)
+        .prologue(PROLOGUE)?
+        .psk(0, secret.psk())?)
+}
+
+fn check_not_self(me: &PeerIdentity, peer: &PeerIdentity) -> Result<(), PeerError> {
+    if me.instance == peer.instance {
+        Err(PeerError::SelfConnection)
+    } else {
+        Ok(())
+    }
+}
+
+async fn exchange_greetings(stream: &mut TcpStream) -> Result<(), PeerError> {
+    stream.write_all(&encode_greeting()).await?;
+    let mut theirs = [0u8; GREETING_LEN];
+    read_exact(stream, &mut theirs).await?;
+    decode_greeting(&theirs)
+}
+
+async fn write_record(stream: &mut TcpStream, body: &[u8]) -> Result<(), PeerError> {
+    let mut out = Vec::with_capacity(body.len() + 2);
+    out.extend_from_slice(&record_prefix(body.len()));
+    out.extend_from_slice(body);
+    stream.write_all(&out).await?;
+    Ok(())
+}
+
+async fn read_record(stream: &mut TcpStream) -> Result<Vec<u8>, PeerError> {
+    let mut prefix = [0u8; 2];
+    read_exact(stream, &mut prefix).await?;
+    let mut body = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
+    read_exact(stream, &mut body).await?;
+    Ok(body)
+}
+
+async fn read_exact(stream: &mut TcpStream, buf: &mut [u8]) -> Result<(), PeerError> {
+    match stream.read_exact(buf).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(PeerError::HandshakeClosed),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_round_trip_and_refuse_garbage() {
+        let id = PeerIdentity::new("node-a");
+        assert_eq!(PeerIdentity::decode(&id.encode()).unwrap(), id);
+        assert!(PeerIdentity::decode(&[]).is_err());
+        assert!(PeerIdentity::decode(&[5, b'a']).is_err());
+        let mut long = id.encode();
+        long.push(0);
+        assert!(PeerIdentity::decode(&long).is_err());
+    }
+}

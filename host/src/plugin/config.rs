@@ -1,0 +1,130 @@
+//! Settings of the plugin runtime (`[plugins]` in tandem.toml).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::loaded::Limits;
+use super::world::World;
+
+/// Default memory cap of one plugin instance.
+pub const DEFAULT_MEMORY_LIMIT_MIB: u64 = 64;
+/// Default time cap of one call.
+pub const DEFAULT_CALL_TIMEOUT_MS: u64 = 50;
+/// How often the plugin folder is checked for new, changed or removed files.
+pub const DEFAULT_RELOAD_INTERVAL_MS: u64 = 250;
+
+/// A setting's value as written in TOML; plugins receive it as text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SettingValue {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl SettingValue {
+    fn as_text(&self) -> String {
+        match self {
+            SettingValue::Text(s) => s.clone(),
+            SettingValue::Integer(i) => i.to_string(),
+            SettingValue::Float(f) => f.to_string(),
+            SettingValue::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Folder of site plugins (`*.wasm`), watched for changes. None: built-ins only.
+    pub dir: Option<PathBuf>,
+    /// Folder of compiled plugins, so a restart does not recompile. None: no cache.
+    pub cache_dir: Option<PathBuf>,
+    pub memory_limit_mib: u64,
+    pub call_timeout_ms: u64,
+    pub reload_interval_ms: u64,
+    /// Settings per world: `[plugins.settings.whitelist]`, `.path-filter`, `.purge-policy`.
+    pub settings: BTreeMap<String, BTreeMap<String, SettingValue>>,
+}
+
+impl Default for PluginConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            cache_dir: None,
+            memory_limit_mib: DEFAULT_MEMORY_LIMIT_MIB,
+            call_timeout_ms: DEFAULT_CALL_TIMEOUT_MS,
+            reload_interval_ms: DEFAULT_RELOAD_INTERVAL_MS,
+            settings: BTreeMap::new(),
+        }
+    }
+}
+
+impl PluginConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=4096).contains(&self.memory_limit_mib) {
+            return Err(format!(
+                "plugins.memory_limit_mib = {}: expected 1 to 4096",
+                self.memory_limit_mib
+            ));
+        }
+        if !(1..=60_000).contains(&self.call_timeout_ms) {
+            return Err(format!(
+                "plugins.call_timeout_ms = {}: expected 1 to 60000",
+                self.call_timeout_ms
+            ));
+        }
+        if !(10..=60_000).contains(&self.reload_interval_ms) {
+            return Err(format!(
+                "plugins.reload_interval_ms = {}: expected 10 to 60000",
+                self.reload_interval_ms
+            ));
+        }
+        for world in self.settings.keys() {
+            world
+                .parse::<World>()
+                .map_err(|e| format!("[plugins.settings.{world}]: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// A config for tests: plugins from `dir`, fast reloads.
+    pub fn for_test(dir: Option<PathBuf>) -> Self {
+        Self {
+            dir,
+            reload_interval_ms: 50,
+            ..Self::default()
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            memory_bytes: (self.memory_limit_mib << 20) as usize,
+            call_timeout: Duration::from_millis(self.call_timeout_ms),
+        }
+    }
+
+    pub fn reload_interval(&self) -> Duration {
+        Duration::from_millis(self.reload_interval_ms)
+    }
+
+    /// The settings a plugin of `world` receives.
+    pub fn settings_for(&self, world: World) -> Vec<(String, String)> {
+        self.settings
+            .get(world.name())
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_text())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Sets one setting (used by `tandem plugins eval --set`).
+    pub fn set(&mut self, world: World, key: &str, value: &str) {
+        self.settings
+            .entry(world.name().to_string())
+            .or_default()
+            .insert(key.to_string(), SettingValue::Text(value.to_string()));
+    }
+}

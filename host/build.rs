@@ -12,80 +12,43 @@ use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
 
-/// (package, cargo features, output file name). Features select a hostile fixture's behaviour.
-const GUESTS: &[(&str, &str, &str)] = &[
-    ("tandem-plugin-whitelist", "", "whitelist.wasm"),
-    ("tandem-plugin-path-filter", "", "path-filter.wasm"),
-    ("tandem-plugin-purge-policy", "", "purge-policy.wasm"),
-    (
-        "tandem-plugin-example-skip-bak",
-        "",
-        "example-skip-bak.wasm",
-    ),
-    (
-        "tandem-fixture-future-major",
-        "",
-        "fixture-future-major.wasm",
-    ),
-    (
-        "tandem-fixture-not-a-policy",
-        "",
-        "fixture-not-a-policy.wasm",
-    ),
-    ("tandem-fixture-hostile", "", "fixture-hostile-late.wasm"),
-    (
-        "tandem-fixture-hostile",
-        "loop",
-        "fixture-hostile-loop.wasm",
-    ),
-    (
-        "tandem-fixture-hostile",
-        "alloc",
-        "fixture-hostile-alloc.wasm",
-    ),
-    (
-        "tandem-fixture-hostile",
-        "trap",
-        "fixture-hostile-trap.wasm",
-    ),
-    (
-        "tandem-fixture-hostile",
-        "short",
-        "fixture-hostile-short.wasm",
-    ),
+/// (package, output file name) of the guests built without features.
+const GUESTS: &[(&str, &str)] = &[
+    ("tandem-plugin-whitelist", "whitelist.wasm"),
+    ("tandem-plugin-path-filter", "path-filter.wasm"),
+    ("tandem-plugin-purge-policy", "purge-policy.wasm"),
+    ("tandem-plugin-example-skip-bak", "example-skip-bak.wasm"),
+    ("tandem-fixture-future-major", "fixture-future-major.wasm"),
+    ("tandem-fixture-not-a-policy", "fixture-not-a-policy.wasm"),
+    ("tandem-fixture-hostile", "fixture-hostile-late.wasm"),
 ];
+
+/// The hostile fixture is built once per misbehaviour (a cargo feature) into
+/// `fixture-hostile-<feature>.wasm`.
+const HOSTILE: &str = "tandem-fixture-hostile";
+const HOSTILE_FEATURES: &[&str] = &["loop", "alloc", "trap", "short", "snoop"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let workspace = manifest_dir.parent().unwrap().to_path_buf();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap());
-    println!(
-        "cargo:rerun-if-changed={}",
-        workspace.join("plugins").display()
-    );
+    println!("cargo:rerun-if-changed={}", workspace.join("plugins").display());
     println!("cargo:rerun-if-changed={}", workspace.join("wit").display());
-    println!(
-        "cargo:rerun-if-changed={}",
-        workspace.join("Cargo.lock").display()
-    );
+    println!("cargo:rerun-if-changed={}", workspace.join("Cargo.lock").display());
 
     let guest_target = guest_target_dir(&out_dir);
     let dest = out_dir.join("plugins");
     fs::create_dir_all(&dest).unwrap();
 
     // One cargo run for all featureless guests, then one per hostile feature.
-    let plain: Vec<&str> = GUESTS
-        .iter()
-        .filter(|g| g.1.is_empty())
-        .map(|g| g.0)
-        .collect();
-    let mut plain_unique = plain.clone();
-    plain_unique.dedup();
-    cargo_build(&workspace, &guest_target, &plain_unique, "");
-    copy_outputs(&guest_target, &dest, |(_, features, _)| features.is_empty());
-    for (package, features, _) in GUESTS.iter().filter(|g| !g.1.is_empty()) {
-        cargo_build(&workspace, &guest_target, &[package], features);
-        copy_outputs(&guest_target, &dest, |g| g.1 == *features);
+    let packages: Vec<&str> = GUESTS.iter().map(|g| g.0).collect();
+    cargo_build(&workspace, &guest_target, &packages, "");
+    for (package, file) in GUESTS {
+        copy_output(&guest_target, package, &dest.join(file));
+    }
+    for feature in HOSTILE_FEATURES {
+        cargo_build(&workspace, &guest_target, &[HOSTILE], feature);
+        copy_output(&guest_target, HOSTILE, &dest.join(format!("fixture-hostile-{feature}.wasm")));
     }
     println!("cargo:rustc-env=TANDEM_GUEST_DIR={}", dest.display());
 }
@@ -132,17 +95,10 @@ fn cargo_build(workspace: &Path, target_dir: &Path, packages: &[&str], features:
     );
 }
 
-fn copy_outputs(target_dir: &Path, dest: &Path, pick: impl Fn(&(&str, &str, &str)) -> bool) {
+fn copy_output(target_dir: &Path, package: &str, dest: &Path) {
     let built = target_dir.join(TARGET).join("release");
-    for guest in GUESTS.iter().filter(|g| pick(g)) {
-        // A library's artifact is named with underscores, a binary's keeps its dashes.
-        let lib = built.join(format!("{}.wasm", guest.0.replace('-', "_")));
-        let artifact = if lib.exists() {
-            lib
-        } else {
-            built.join(format!("{}.wasm", guest.0))
-        };
-        fs::copy(&artifact, dest.join(guest.2))
-            .unwrap_or_else(|e| panic!("copying {}: {e}", artifact.display()));
-    }
+    // A library's artifact is named with underscores, a binary's keeps its dashes.
+    let lib = built.join(format!("{}.wasm", package.replace('-', "_")));
+    let artifact = if lib.exists() { lib } else { built.join(format!("{package}.wasm")) };
+    fs::copy(&artifact, dest).unwrap_or_else(|e| panic!("copying {}: {e}", artifact.display()));
 }

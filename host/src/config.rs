@@ -19,10 +19,7 @@ pub const DEFAULT_TOML: &str = include_str!("../tandem.default.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid setting: {0}")]
@@ -60,14 +57,10 @@ impl Config {
         let config = match path {
             None => Config::default(),
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                Self::parse(&text).map_err(|message| ConfigError::Parse {
-                    path: path.to_path_buf(),
-                    message,
-                })?
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+                Self::parse(&text)
+                    .map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })?
             }
         };
         config.resolved()
@@ -88,12 +81,8 @@ impl Config {
         }
         let data = self.data_dir.clone();
         self.plugins.dir.get_or_insert_with(|| data.join("plugins"));
-        self.plugins
-            .cache_dir
-            .get_or_insert_with(|| data.join("plugin-cache"));
-        self.peer
-            .secret_file
-            .get_or_insert_with(|| data.join("cluster.secret"));
+        self.plugins.cache_dir.get_or_insert_with(|| data.join("plugin-cache"));
+        self.peer.secret_file.get_or_insert_with(|| data.join("cluster.secret"));
         self.log.dir.get_or_insert_with(|| data.join("logs"));
         Ok(self)
     }
@@ -123,27 +112,16 @@ mod tests {
         let c = Config::parse("[plugins]\ncall_timeout_ms = 0\n").unwrap();
         let e = c.resolved().unwrap_err().to_string();
         assert!(e.contains("call_timeout_ms"), "{e}");
-        let c = Config::parse("[plugins.settings.whitelistt]\na = 1\n").unwrap();
-        assert!(
-            c.resolved()
-                .unwrap_err()
-                .to_string()
-                .contains("unknown world")
-        );
+        let c = Config::parse("[plugins.settings.\"x.wasm\"]\na = 1\n").unwrap();
+        assert!(c.resolved().unwrap_err().to_string().contains("file's stem"));
         assert!(Config::parse("[peer]\nlisten = \"nowhere\"\n").is_err());
     }
 
     #[test]
     fn folders_default_under_the_data_dir() {
-        let c = Config::parse("data_dir = \"/srv/t\"\n")
-            .unwrap()
-            .resolved()
-            .unwrap();
+        let c = Config::parse("data_dir = \"/srv/t\"\n").unwrap().resolved().unwrap();
         assert_eq!(c.plugins.dir.as_deref(), Some(Path::new("/srv/t/plugins")));
-        assert_eq!(
-            c.peer.secret_file.as_deref(),
-            Some(Path::new("/srv/t/cluster.secret"))
-        );
+        assert_eq!(c.peer.secret_file.as_deref(), Some(Path::new("/srv/t/cluster.secret")));
         assert!(!c.node_name.is_empty());
     }
 }

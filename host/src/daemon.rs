@@ -30,15 +30,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     for status in plugins.statuses() {
         info!(world = ?status.world, plugin = %status.name, state = %status.state, "plugin");
     }
-    let watcher = plugins
-        .spawn_watcher(shutdown.clone())
-        .context("starting the plugin watcher")?;
+    let watcher = plugins.spawn_watcher(shutdown.clone()).context("starting the plugin watcher")?;
 
-    let secret_file = config
-        .peer
-        .secret_file
-        .clone()
-        .expect("resolved config has a secret file");
+    let secret_file = config.peer.secret_file.clone().expect("resolved config has a secret file");
     let secret = ClusterSecret::load_or_create(&secret_file)?;
     let me = Arc::new(PeerIdentity::new(config.node_name.clone()));
     let listener = TcpListener::bind(config.peer.listen)
@@ -56,9 +50,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     peer::serve(listener, acceptor, peer::ping::answer, shutdown.clone()).await;
     shutdown.cancel();
-    watcher
-        .join()
-        .map_err(|_| anyhow::anyhow!("the plugin watcher panicked"))?;
+    watcher.join().map_err(|_| anyhow::anyhow!("the plugin watcher panicked"))?;
     info!("tandem stopped");
     Ok(())
 }

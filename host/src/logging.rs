@@ -29,27 +29,18 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            dir: None,
-            format: LogFormat::Human,
-            level: DEFAULT_LEVEL.to_string(),
-        }
+        Self { dir: None, format: LogFormat::Human, level: DEFAULT_LEVEL.to_string() }
     }
 }
 
 impl LogConfig {
     pub fn validate(&self) -> Result<(), String> {
-        EnvFilter::try_new(&self.level)
-            .map(drop)
-            .map_err(|e| format!("log.level `{}`: {e}", self.level))
+        EnvFilter::try_new(&self.level).map(drop).map_err(|e| format!("log.level `{}`: {e}", self.level))
     }
 }
 
 /// The jobs with a file of their own: (file, target prefix).
-const JOB_FILES: &[(&str, &str)] = &[
-    ("plugins.log", "tandem::plugin"),
-    ("peer.log", "tandem::peer"),
-];
+const JOB_FILES: &[(&str, &str)] = &[("plugins.log", "tandem::plugin"), ("peer.log", "tandem::peer")];
 
 /// Keeps the file writers flushing; drop it last.
 pub struct LogGuard {
@@ -60,38 +51,22 @@ type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 
 /// Installs the global subscriber: the terminal (stderr) at `terminal_level`, and with a log
 /// folder, the per-job files at the configured level.
-pub fn init(
-    config: &LogConfig,
-    terminal_level: &str,
-    with_files: bool,
-) -> std::io::Result<LogGuard> {
+pub fn init(config: &LogConfig, terminal_level: &str, with_files: bool) -> std::io::Result<LogGuard> {
     let mut layers: Vec<BoxedLayer> = Vec::new();
     let mut guards = Vec::new();
     let terminal_filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(terminal_level));
-    layers.push(
-        fmt_layer(config.format, std::io::stderr, true)
-            .with_filter(terminal_filter)
-            .boxed(),
-    );
+    layers.push(fmt_layer(config.format, std::io::stderr, true).with_filter(terminal_filter).boxed());
     if let (true, Some(dir)) = (with_files, &config.dir) {
         std::fs::create_dir_all(dir)?;
         let (all, guard) = file_writer(dir, "tandem.log");
         guards.push(guard);
-        layers.push(
-            fmt_layer(config.format, all, false)
-                .with_filter(EnvFilter::new(&config.level))
-                .boxed(),
-        );
+        layers.push(fmt_layer(config.format, all, false).with_filter(EnvFilter::new(&config.level)).boxed());
         for (file, target) in JOB_FILES {
             let (writer, guard) = file_writer(dir, file);
             guards.push(guard);
             let filter = Targets::new().with_target(*target, level_of(&config.level));
-            layers.push(
-                fmt_layer(config.format, writer, false)
-                    .with_filter(filter)
-                    .boxed(),
-            );
+            layers.push(fmt_layer(config.format, writer, false).with_filter(filter).boxed());
         }
     }
     // A second init (tests) keeps the first subscriber.
@@ -103,26 +78,18 @@ fn fmt_layer<W>(format: LogFormat, writer: W, ansi: bool) -> BoxedLayer
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    let layer = tracing_subscriber::fmt::layer()
-        .with_writer(writer)
-        .with_ansi(ansi);
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi);
     match format {
         LogFormat::Human => layer.boxed(),
         LogFormat::Json => layer.json().boxed(),
     }
 }
 
-fn file_writer(
-    dir: &Path,
-    file: &str,
-) -> (tracing_appender::non_blocking::NonBlocking, WorkerGuard) {
+fn file_writer(dir: &Path, file: &str) -> (tracing_appender::non_blocking::NonBlocking, WorkerGuard) {
     tracing_appender::non_blocking(tracing_appender::rolling::never(dir, file))
 }
 
 /// The level part of a filter such as `info` or `warn,tandem=debug` (first bare level wins).
 fn level_of(filter: &str) -> tracing::Level {
-    filter
-        .split(',')
-        .find_map(|d| d.trim().parse::<tracing::Level>().ok())
-        .unwrap_or(tracing::Level::INFO)
+    filter.split(',').find_map(|d| d.trim().parse::<tracing::Level>().ok()).unwrap_or(tracing::Level::INFO)
 }

@@ -10,12 +10,7 @@ use crate::plugin::World;
 /// tandem keeps an application's state replicated: a warm standby (PostgreSQL WAL and file
 /// trees) and configuration changes across a cluster, with policies from WASM plugins.
 #[derive(Debug, Parser)]
-#[command(
-    name = "tandem",
-    version,
-    propagate_version = true,
-    max_term_width = 100
-)]
+#[command(name = "tandem", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     /// Configuration file (TOML). Without it, the embedded defaults (`tandem config default`).
     #[arg(short, long, global = true, env = "TANDEM_CONFIG", value_name = "FILE")]
@@ -71,7 +66,8 @@ pub enum PluginsCommand {
         /// Use this plugin file instead of the active plugin of the world.
         #[arg(long, value_name = "FILE")]
         plugin: Option<PathBuf>,
-        /// A setting for the plugin, on top of the configuration's (repeatable).
+        /// A setting for the plugin evaluated, on top of its table in the configuration
+        /// (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_setting)]
         settings: Vec<(String, String)>,
         /// The input: JSON text, @FILE, or - for standard input.
@@ -98,8 +94,6 @@ pub enum ConfigCommand {
 }
 
 fn parse_setting(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("`{s}`: expected KEY=VALUE"))?;
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("`{s}`: expected KEY=VALUE"))?;
     Ok((k.trim().to_string(), v.trim().to_string()))
 }

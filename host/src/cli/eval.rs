@@ -72,8 +72,7 @@ struct HistoryIn {
 
 /// Runs one decision of `world` on the JSON `input`.
 pub fn decide(plugins: &Plugins, world: World, input: &str) -> anyhow::Result<Value> {
-    let bad_input =
-        || format!("the input is not a {world} request (see `tandem plugins eval --help`)");
+    let bad_input = || format!("the input is not a {world} request (see `tandem plugins eval --help`)");
     Ok(match world {
         World::Whitelist => {
             let c: ChangeIn = serde_json::from_str(input).with_context(bad_input)?;
@@ -82,22 +81,14 @@ pub fn decide(plugins: &Plugins, world: World, input: &str) -> anyhow::Result<Va
                 ScopeIn::App(app) => Scope::App(app),
                 ScopeIn::User { app, user } => Scope::User(UserScope { app, user }),
             };
-            let change = ConfChange {
-                conf_type: c.conf_type,
-                scope,
-                meta: c.meta,
-            };
+            let change = ConfChange { conf_type: c.conf_type, scope, meta: c.meta };
             json!({ "replicates": plugins.replicates(&change)? })
         }
         World::PathFilter => {
             let b: BatchIn = serde_json::from_str(input).with_context(bad_input)?;
             let mut batch = EntryBatch::new(b.tree);
             for e in &b.entries {
-                anyhow::ensure!(
-                    !e.path.contains('\0'),
-                    "path `{}` contains NUL",
-                    e.path.escape_debug()
-                );
+                anyhow::ensure!(!e.path.contains('\0'), "path `{}` contains NUL", e.path.escape_debug());
                 let kind = match e.kind {
                     KindIn::File => EntryKind::File,
                     KindIn::Dir => EntryKind::Dir,
@@ -124,11 +115,7 @@ pub fn decide(plugins: &Plugins, world: World, input: &str) -> anyhow::Result<Va
         }
         World::PurgePolicy => {
             let h: HistoryIn = serde_json::from_str(input).with_context(bad_input)?;
-            let history = History {
-                count: h.count,
-                oldest: h.oldest,
-                now: h.now.unwrap_or_else(now_ms),
-            };
+            let history = History { count: h.count, oldest: h.oldest, now: h.now.unwrap_or_else(now_ms) };
             json!({ "purgeable": plugins.purgeable(&history)? })
         }
     })

@@ -58,12 +58,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let me = PeerIdentity::new(config.node_name.clone());
             let runtime = tokio::runtime::Runtime::new()?;
             let report = runtime
-                .block_on(crate::peer::ping::ping(
-                    addr,
-                    &secret,
-                    &me,
-                    config.peer.max_frame_bytes,
-                ))
+                .block_on(crate::peer::ping::ping(addr, &secret, &me, config.peer.max_frame_bytes))
                 .with_context(|| format!("ping {addr}"))?;
             println!(
                 "{addr}: node `{}` answered in {:.2} ms",
@@ -77,10 +72,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(ConfigCommand::Check) => {
-            println!(
-                "{}",
-                toml::to_string_pretty(&config).context("printing the configuration")?
-            );
+            println!("{}", toml::to_string_pretty(&config).context("printing the configuration")?);
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use super::args::PluginsCommand;
 use super::eval;
 use crate::config::Config;
-use crate::plugin::{Plugins, Source};
+use crate::plugin::{PluginConfig, Plugins, Source};
 
 pub fn run(config: Config, cmd: PluginsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -20,10 +20,7 @@ pub fn run(config: Config, cmd: PluginsCommand) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&statuses)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            println!(
-                "{:<13} {:<28} {:<22} {:<9} STATE",
-                "WORLD", "NAME", "VERSION", "SOURCE"
-            );
+            println!("{:<13} {:<28} {:<22} {:<9} STATE", "WORLD", "NAME", "VERSION", "SOURCE");
             for s in statuses {
                 let world = s.world.map(|w| w.to_string()).unwrap_or_else(|| "?".into());
                 let source = match s.source {
@@ -31,27 +28,17 @@ pub fn run(config: Config, cmd: PluginsCommand) -> anyhow::Result<ExitCode> {
                     Source::File(_) => "file",
                 };
                 let version = s.version.unwrap_or_else(|| "-".into());
-                println!(
-                    "{world:<13} {:<28} {version:<22} {source:<9} {}",
-                    s.name, s.state
-                );
+                println!("{world:<13} {:<28} {version:<22} {source:<9} {}", s.name, s.state);
             }
             Ok(ExitCode::SUCCESS)
         }
         PluginsCommand::Check { file } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let plugins = Plugins::new(without_folder(config).plugins)?;
-            let name = file
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             match plugins.check(&name, &bytes) {
                 Ok(info) => {
-                    println!(
-                        "ok: {name} is a {} plugin built for {}",
-                        info.world, info.version
-                    );
+                    println!("ok: {name} is a {} plugin built for {}", info.world, info.version);
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
@@ -60,30 +47,22 @@ pub fn run(config: Config, cmd: PluginsCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        PluginsCommand::Eval {
-            world,
-            plugin,
-            settings,
-            input,
-        } => {
+        PluginsCommand::Eval { world, plugin, settings, input } => {
             let mut config = config;
+            let source = plugin.clone().map_or(Source::BuiltIn, Source::File);
+            let settings_key = PluginConfig::settings_key(&source, world);
             for (key, value) in &settings {
-                config.plugins.set(world, key, value);
+                config.plugins.set(&settings_key, key, value);
             }
             if plugin.is_some() {
                 config = without_folder(config);
             }
             let plugins = Plugins::new(config.plugins)?;
             if let Some(path) = &plugin {
-                let bytes =
-                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
                 let info = plugins.install(path, &bytes)?;
                 if info.world != world {
-                    bail!(
-                        "{} is a {} plugin, not a {world} plugin",
-                        path.display(),
-                        info.world
-                    );
+                    bail!("{} is a {} plugin, not a {world} plugin", path.display(), info.world);
                 }
             }
             let text = read_input(&input)?;
@@ -103,9 +82,7 @@ fn without_folder(mut config: Config) -> Config {
 fn read_input(input: &str) -> anyhow::Result<String> {
     if input == "-" {
         let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("reading standard input")?;
+        std::io::stdin().read_to_string(&mut text).context("reading standard input")?;
         Ok(text)
     } else if let Some(path) = input.strip_prefix('@') {
         std::fs::read_to_string(Path::new(path)).with_context(|| format!("reading {path}"))

@@ -36,10 +36,7 @@ pub fn decode_greeting(buf: &[u8; GREETING_LEN]) -> Result<(), PeerError> {
     }
     let theirs = u16::from_be_bytes([buf[4], buf[5]]);
     if theirs != PROTOCOL_VERSION {
-        return Err(PeerError::Version {
-            ours: PROTOCOL_VERSION,
-            theirs,
-        });
+        return Err(PeerError::Version { ours: PROTOCOL_VERSION, theirs });
     }
     Ok(())
 }
@@ -68,24 +65,16 @@ impl FrameHeader {
     /// Reads a header from the start of a record's plaintext, refusing frames over `max`.
     pub fn decode(plain: &[u8], max: u64) -> Result<Self, PeerError> {
         let Some(h) = plain.get(..FRAME_HEADER_LEN) else {
-            return Err(PeerError::Malformed(
-                "a frame's first record is shorter than its header",
-            ));
+            return Err(PeerError::Malformed("a frame's first record is shorter than its header"));
         };
         if h[6..8] != [0, 0] {
             return Err(PeerError::Malformed("reserved header bits are set"));
         }
         let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
         if u64::from(len) > max {
-            return Err(PeerError::Oversized {
-                len: len.into(),
-                max,
-            });
+            return Err(PeerError::Oversized { len: len.into(), max });
         }
-        Ok(Self {
-            len,
-            kind: u16::from_be_bytes([h[4], h[5]]),
-        })
+        Ok(Self { len, kind: u16::from_be_bytes([h[4], h[5]]) })
     }
 }
 
@@ -97,16 +86,10 @@ mod tests {
     fn greeting_round_trips_and_refuses_strangers() {
         let g = encode_greeting();
         decode_greeting(&g).unwrap();
-        assert!(matches!(
-            decode_greeting(b"GET / HT"),
-            Err(PeerError::NotTandem)
-        ));
+        assert!(matches!(decode_greeting(b"GET / HT"), Err(PeerError::NotTandem)));
         let mut v2 = g;
         v2[5] = 2;
-        assert!(matches!(
-            decode_greeting(&v2),
-            Err(PeerError::Version { ours: 1, theirs: 2 })
-        ));
+        assert!(matches!(decode_greeting(&v2), Err(PeerError::Version { ours: 1, theirs: 2 })));
     }
 
     #[test]
@@ -115,20 +98,11 @@ mod tests {
         assert_eq!(FrameHeader::decode(&h.encode(), 1000).unwrap(), h);
         assert!(matches!(
             FrameHeader::decode(&h.encode(), 999),
-            Err(PeerError::Oversized {
-                len: 1000,
-                max: 999
-            })
+            Err(PeerError::Oversized { len: 1000, max: 999 })
         ));
-        assert!(matches!(
-            FrameHeader::decode(&[0; 7], 10),
-            Err(PeerError::Malformed(_))
-        ));
+        assert!(matches!(FrameHeader::decode(&[0; 7], 10), Err(PeerError::Malformed(_))));
         let mut bad = h.encode();
         bad[7] = 1;
-        assert!(matches!(
-            FrameHeader::decode(&bad, 1000),
-            Err(PeerError::Malformed(_))
-        ));
+        assert!(matches!(FrameHeader::decode(&bad, 1000), Err(PeerError::Malformed(_))));
     }
 }

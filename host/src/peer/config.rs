@@ -37,10 +37,7 @@ impl Default for PeerConfig {
 impl PeerConfig {
     pub fn validate(&self) -> Result<(), String> {
         if !(1024..=1 << 32).contains(&self.max_frame_bytes) {
-            return Err(format!(
-                "peer.max_frame_bytes = {}: expected 1024 to 4 GiB",
-                self.max_frame_bytes
-            ));
+            return Err(format!("peer.max_frame_bytes = {}: expected 1024 to 4 GiB", self.max_frame_bytes));
         }
         if !(100..=600_000).contains(&self.handshake_timeout_ms) {
             return Err(format!(

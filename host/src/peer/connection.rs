@@ -13,8 +13,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::codec::{
-    FRAME_HEADER_LEN, FrameHeader, MAX_RECORD, MAX_RECORD_PLAINTEXT, RECORD_PREFIX, TAG_LEN,
-    record_prefix,
+    FRAME_HEADER_LEN, FrameHeader, MAX_RECORD, MAX_RECORD_PLAINTEXT, RECORD_PREFIX, TAG_LEN, record_prefix,
 };
 use super::error::PeerError;
 use super::handshake::{self, Established, PeerIdentity};
@@ -32,10 +31,7 @@ pub struct Frame {
 
 impl Frame {
     pub fn new(kind: u16, body: impl Into<Vec<u8>>) -> Self {
-        Self {
-            kind,
-            body: body.into(),
-        }
+        Self { kind, body: body.into() }
     }
 }
 
@@ -74,12 +70,7 @@ impl PeerConnection {
         Ok(Self::new(stream, established, remote, max_frame))
     }
 
-    fn new(
-        stream: TcpStream,
-        established: Established,
-        remote: SocketAddr,
-        max_frame: u64,
-    ) -> Self {
+    fn new(stream: TcpStream, established: Established, remote: SocketAddr, max_frame: u64) -> Self {
         let Established { transport, peer } = established;
         let keys = Arc::new(transport);
         let (read, write) = stream.into_split();
@@ -92,12 +83,7 @@ impl PeerConnection {
                 plain: vec![0; MAX_RECORD],
                 max_frame,
             },
-            writer: PeerWriter {
-                stream: write,
-                keys,
-                nonce: 0,
-                out: Vec::new(),
-            },
+            writer: PeerWriter { stream: write, keys, nonce: 0, out: Vec::new() },
             peer,
             remote,
         }
@@ -134,21 +120,13 @@ impl PeerReader {
         let mut body = Vec::with_capacity(len);
         body.extend_from_slice(&self.plain[FRAME_HEADER_LEN..n]);
         while body.len() < len {
-            let n = self
-                .read_record(false)
-                .await?
-                .expect("EOF inside a frame is an error");
+            let n = self.read_record(false).await?.expect("EOF inside a frame is an error");
             body.extend_from_slice(&self.plain[..n]);
         }
         if body.len() != len {
-            return Err(PeerError::Malformed(
-                "frame body longer than its header says",
-            ));
+            return Err(PeerError::Malformed("frame body longer than its header says"));
         }
-        Ok(Some(Frame {
-            kind: header.kind,
-            body,
-        }))
+        Ok(Some(Frame { kind: header.kind, body }))
     }
 
     /// Reads and opens one record into `self.plain`; its plaintext length.
@@ -159,18 +137,13 @@ impl PeerReader {
             0 => return Err(PeerError::Truncated("inside a frame")),
             _ => {}
         }
-        self.read_exact_or(&mut prefix[1..], "inside a record header")
-            .await?;
+        self.read_exact_or(&mut prefix[1..], "inside a record header").await?;
         let len = usize::from(u16::from_be_bytes(prefix));
         if len < TAG_LEN {
-            return Err(PeerError::Malformed(
-                "record shorter than its authentication tag",
-            ));
+            return Err(PeerError::Malformed("record shorter than its authentication tag"));
         }
         let mut record = std::mem::take(&mut self.record);
-        let read = self
-            .read_exact_or(&mut record[..len], "inside a record")
-            .await;
+        let read = self.read_exact_or(&mut record[..len], "inside a record").await;
         let opened = read.and_then(|()| {
             self.keys
                 .read_message(self.nonce, &record[..len], &mut self.plain)
@@ -185,9 +158,7 @@ impl PeerReader {
     async fn read_exact_or(&mut self, buf: &mut [u8], what: &'static str) -> Result<(), PeerError> {
         match self.stream.read_exact(buf).await {
             Ok(_) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                Err(PeerError::Truncated(what))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(PeerError::Truncated(what)),
             Err(e) => Err(e.into()),
         }
     }
@@ -217,19 +188,10 @@ impl PeerWriter {
 
     /// Encrypts `frame` as records appended to `out`.
     pub fn seal(&mut self, frame: &Frame, out: &mut Vec<u8>) -> Result<(), PeerError> {
-        let len = u32::try_from(frame.body.len()).map_err(|_| PeerError::Oversized {
-            len: frame.body.len() as u64,
-            max: u32::MAX.into(),
-        })?;
-        let header = FrameHeader {
-            len,
-            kind: frame.kind,
-        }
-        .encode();
-        let first = frame
-            .body
-            .len()
-            .min(MAX_RECORD_PLAINTEXT - FRAME_HEADER_LEN);
+        let len = u32::try_from(frame.body.len())
+            .map_err(|_| PeerError::Oversized { len: frame.body.len() as u64, max: u32::MAX.into() })?;
+        let header = FrameHeader { len, kind: frame.kind }.encode();
+        let first = frame.body.len().min(MAX_RECORD_PLAINTEXT - FRAME_HEADER_LEN);
         let mut plain = Vec::with_capacity(FRAME_HEADER_LEN + first);
         plain.extend_from_slice(&header);
         plain.extend_from_slice(&frame.body[..first]);
@@ -243,9 +205,7 @@ impl PeerWriter {
     fn seal_record(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), PeerError> {
         let start = out.len();
         out.resize(start + RECORD_PREFIX + plain.len() + TAG_LEN, 0);
-        let n = self
-            .keys
-            .write_message(self.nonce, plain, &mut out[start + RECORD_PREFIX..])?;
+        let n = self.keys.write_message(self.nonce, plain, &mut out[start + RECORD_PREFIX..])?;
         out[start..start + RECORD_PREFIX].copy_from_slice(&record_prefix(n));
         out.truncate(start + RECORD_PREFIX + n);
         self.nonce += 1;

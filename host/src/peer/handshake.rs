@@ -52,12 +52,8 @@ impl PeerIdentity {
         if rest.len() != len + 16 {
             return Err(PeerError::Malformed("handshake identity"));
         }
-        let node = String::from_utf8(rest[..len].to_vec())
-            .map_err(|_| PeerError::Malformed("node name"))?;
-        Ok(Self {
-            node,
-            instance: rest[len..].try_into().expect("16 bytes"),
-        })
+        let node = String::from_utf8(rest[..len].to_vec()).map_err(|_| PeerError::Malformed("node name"))?;
+        Ok(Self { node, instance: rest[len..].try_into().expect("16 bytes") })
     }
 }
 
@@ -82,15 +78,10 @@ pub async fn initiate(
     if msg.is_empty() {
         return Err(PeerError::RefusedBySecret);
     }
-    let n = noise
-        .read_message(&msg, &mut buf)
-        .map_err(|_| PeerError::BadSecret)?;
+    let n = noise.read_message(&msg, &mut buf).map_err(|_| PeerError::BadSecret)?;
     let peer = PeerIdentity::decode(&buf[..n])?;
     check_not_self(me, &peer)?;
-    Ok(Established {
-        transport: noise.into_stateless_transport_mode()?,
-        peer,
-    })
+    Ok(Established { transport: noise.into_stateless_transport_mode()?, peer })
 }
 
 /// Answers a connection on the listening side.
@@ -115,24 +106,15 @@ pub async fn respond(
     check_not_self(me, &peer)?;
     let n = noise.write_message(&me.encode(), &mut buf)?;
     write_record(stream, &buf[..n]).await?;
-    Ok(Established {
-        transport: noise.into_stateless_transport_mode()?,
-        peer,
-    })
+    Ok(Established { transport: noise.into_stateless_transport_mode()?, peer })
 }
 
 fn builder(secret: &ClusterSecret) -> Result<Builder<'_>, PeerError> {
-    Ok(Builder::new(PATTERN.parse()?)
-        .prologue(PROLOGUE)?
-        .psk(0, secret.psk())?)
+    Ok(Builder::new(PATTERN.parse()?).prologue(PROLOGUE)?.psk(0, secret.psk())?)
 }
 
 fn check_not_self(me: &PeerIdentity, peer: &PeerIdentity) -> Result<(), PeerError> {
-    if me.instance == peer.instance {
-        Err(PeerError::SelfConnection)
-    } else {
-        Ok(())
-    }
+    if me.instance == peer.instance { Err(PeerError::SelfConnection) } else { Ok(()) }
 }
 
 async fn exchange_greetings(stream: &mut TcpStream) -> Result<(), PeerError> {

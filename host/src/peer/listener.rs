@@ -28,12 +28,8 @@ pub struct Acceptor {
 }
 
 /// Accepts connections until `shutdown`, then waits for the handlers to finish.
-pub async fn serve<H, F>(
-    listener: TcpListener,
-    acceptor: Acceptor,
-    handler: H,
-    shutdown: CancellationToken,
-) where
+pub async fn serve<H, F>(listener: TcpListener, acceptor: Acceptor, handler: H, shutdown: CancellationToken)
+where
     H: Fn(PeerConnection, CancellationToken) -> F + Send + Sync + 'static,
     F: Future<Output = Result<(), PeerError>> + Send + 'static,
 {
@@ -61,17 +57,10 @@ pub async fn serve<H, F>(
             async move {
                 let accepted = tokio::time::timeout(
                     acceptor.handshake_timeout,
-                    PeerConnection::accept(
-                        stream,
-                        &acceptor.secret,
-                        &acceptor.me,
-                        acceptor.max_frame,
-                    ),
+                    PeerConnection::accept(stream, &acceptor.secret, &acceptor.me, acceptor.max_frame),
                 )
                 .await
-                .unwrap_or(Err(PeerError::HandshakeTimeout(
-                    acceptor.handshake_timeout.as_millis() as u64,
-                )));
+                .unwrap_or(Err(PeerError::HandshakeTimeout(acceptor.handshake_timeout.as_millis() as u64)));
                 let conn = match accepted {
                     Ok(conn) => conn,
                     Err(e) => {

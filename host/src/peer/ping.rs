@@ -12,10 +12,7 @@ pub const PING: u16 = 1;
 pub const PONG: u16 = 2;
 
 /// Answers pings on a connection until the peer leaves or `shutdown`.
-pub async fn answer(
-    mut conn: PeerConnection,
-    shutdown: CancellationToken,
-) -> Result<(), PeerError> {
+pub async fn answer(mut conn: PeerConnection, shutdown: CancellationToken) -> Result<(), PeerError> {
     loop {
         let frame = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -48,13 +45,9 @@ pub async fn ping(
     let body = b"tandem ping".to_vec();
     conn.write_frame(&Frame::new(PING, body.clone())).await?;
     match conn.read_frame().await? {
-        Some(Frame {
-            kind: PONG,
-            body: echoed,
-        }) if echoed == body => Ok(PingReport {
-            node: conn.peer.node.clone(),
-            round_trip: started.elapsed(),
-        }),
+        Some(Frame { kind: PONG, body: echoed }) if echoed == body => {
+            Ok(PingReport { node: conn.peer.node.clone(), round_trip: started.elapsed() })
+        }
         Some(_) => Err(PeerError::Malformed("bad pong")),
         None => Err(PeerError::Truncated("before the pong")),
     }

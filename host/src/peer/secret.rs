@@ -30,21 +30,14 @@ impl ClusterSecret {
     pub fn from_text(text: &str) -> Result<Self, String> {
         let text = text.trim();
         if text.len() < MIN_SECRET_LEN {
-            return Err(format!(
-                "a cluster secret needs at least {MIN_SECRET_LEN} characters"
-            ));
+            return Err(format!("a cluster secret needs at least {MIN_SECRET_LEN} characters"));
         }
-        Ok(Self {
-            psk: blake3::derive_key(KDF_CONTEXT, text.as_bytes()),
-        })
+        Ok(Self { psk: blake3::derive_key(KDF_CONTEXT, text.as_bytes()) })
     }
 
     /// Reads the secret file.
     pub fn load(path: &Path) -> Result<Self, PeerError> {
-        let bad = |why: String| PeerError::SecretFile {
-            path: path.display().to_string(),
-            why,
-        };
+        let bad = |why: String| PeerError::SecretFile { path: path.display().to_string(), why };
         let text = fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
         Self::from_text(&text).map_err(bad)
     }
@@ -93,10 +86,7 @@ mod tests {
         let a = ClusterSecret::from_text("0123456789abcdef\n").unwrap();
         let b = ClusterSecret::from_text("  0123456789abcdef").unwrap();
         assert_eq!(a.psk, b.psk);
-        assert_ne!(
-            a.psk,
-            ClusterSecret::from_text("0123456789abcdeg").unwrap().psk
-        );
+        assert_ne!(a.psk, ClusterSecret::from_text("0123456789abcdeg").unwrap().psk);
     }
 
     #[test]
@@ -107,9 +97,6 @@ mod tests {
         let a = ClusterSecret::load_or_create(&path).unwrap();
         let b = ClusterSecret::load_or_create(&path).unwrap();
         assert_eq!(a.psk, b.psk);
-        assert_eq!(
-            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 }

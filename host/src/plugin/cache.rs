@@ -60,29 +60,15 @@ impl CompileCache {
 
 fn key(engine: &Engine, bytes: &[u8]) -> String {
     let mut engine_hash = DefaultHasher::new();
-    engine
-        .precompile_compatibility_hash()
-        .hash(&mut engine_hash);
-    format!(
-        "{}-{:016x}.cwasm",
-        blake3::hash(bytes).to_hex(),
-        engine_hash.finish()
-    )
+    engine.precompile_compatibility_hash().hash(&mut engine_hash);
+    format!("{}-{:016x}.cwasm", blake3::hash(bytes).to_hex(), engine_hash.finish())
 }
 
 /// Write-then-rename, so a crash never leaves a torn artifact under the final name.
 fn store(dir: &Path, path: &Path, artifact: &[u8]) -> std::io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
+    let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
     file.write_all(artifact)?;
     file.sync_all()?;
     fs::rename(&tmp, path)

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::loaded::Limits;
+use super::loaded::{Limits, Source};
 use super::world::World;
 
 /// Default memory cap of one plugin instance.
@@ -47,7 +47,10 @@ pub struct PluginConfig {
     pub memory_limit_mib: u64,
     pub call_timeout_ms: u64,
     pub reload_interval_ms: u64,
-    /// Settings per world: `[plugins.settings.whitelist]`, `.path-filter`, `.purge-policy`.
+    /// Settings per plugin: `[plugins.settings.<world>]` for a built-in default
+    /// (`whitelist`, `path-filter`, `purge-policy`), `[plugins.settings.<file stem>]` for the
+    /// site plugin `<file stem>.wasm`. Each plugin sees only its own table, so a site plugin's
+    /// keys never reach the built-in kept as its fallback.
     pub settings: BTreeMap<String, BTreeMap<String, SettingValue>>,
 }
 
@@ -67,16 +70,10 @@ impl Default for PluginConfig {
 impl PluginConfig {
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=4096).contains(&self.memory_limit_mib) {
-            return Err(format!(
-                "plugins.memory_limit_mib = {}: expected 1 to 4096",
-                self.memory_limit_mib
-            ));
+            return Err(format!("plugins.memory_limit_mib = {}: expected 1 to 4096", self.memory_limit_mib));
         }
         if !(1..=60_000).contains(&self.call_timeout_ms) {
-            return Err(format!(
-                "plugins.call_timeout_ms = {}: expected 1 to 60000",
-                self.call_timeout_ms
-            ));
+            return Err(format!("plugins.call_timeout_ms = {}: expected 1 to 60000", self.call_timeout_ms));
         }
         if !(10..=60_000).contains(&self.reload_interval_ms) {
             return Err(format!(
@@ -84,21 +81,19 @@ impl PluginConfig {
                 self.reload_interval_ms
             ));
         }
-        for world in self.settings.keys() {
-            world
-                .parse::<World>()
-                .map_err(|e| format!("[plugins.settings.{world}]: {e}"))?;
+        for name in self.settings.keys() {
+            if name.is_empty() || name.contains('/') || name.ends_with(".wasm") {
+                return Err(format!(
+                    "[plugins.settings.\"{name}\"]: name a world or a plugin file's stem (`skip-bak` for skip-bak.wasm)"
+                ));
+            }
         }
         Ok(())
     }
 
     /// A config for tests: plugins from `dir`, fast reloads.
     pub fn for_test(dir: Option<PathBuf>) -> Self {
-        Self {
-            dir,
-            reload_interval_ms: 50,
-            ..Self::default()
-        }
+        Self { dir, reload_interval_ms: 50, ..Self::default() }
     }
 
     pub fn limits(&self) -> Limits {
@@ -112,18 +107,29 @@ impl PluginConfig {
         Duration::from_millis(self.reload_interval_ms)
     }
 
-    /// The settings a plugin of `world` receives.
-    pub fn settings_for(&self, world: World) -> Vec<(String, String)> {
+    /// The settings table a plugin reads: its world's name for a built-in, its file stem
+    /// for a site plugin.
+    pub fn settings_key(source: &Source, world: World) -> String {
+        match source {
+            Source::BuiltIn => world.name().to_string(),
+            Source::File(path) => {
+                path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+            }
+        }
+    }
+
+    /// The settings the plugin under `key` receives.
+    pub fn settings_for(&self, key: &str) -> Vec<(String, String)> {
         self.settings
-            .get(world.name())
+            .get(key)
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_text())).collect())
             .unwrap_or_default()
     }
 
-    /// Sets one setting (used by `tandem plugins eval --set`).
-    pub fn set(&mut self, world: World, key: &str, value: &str) {
+    /// Sets one setting of the plugin under `plugin` (used by `tandem plugins eval --set`).
+    pub fn set(&mut self, plugin: &str, key: &str, value: &str) {
         self.settings
-            .entry(world.name().to_string())
+            .entry(plugin.to_string())
             .or_default()
             .insert(key.to_string(), SettingValue::Text(value.to_string()));
     }

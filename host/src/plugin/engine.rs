@@ -14,12 +14,8 @@ pub fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
         let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            .parallel_compilation(true);
-        let engine =
-            Engine::new(&config).expect("the plugin engine's fixed configuration is valid");
+        config.wasm_component_model(true).epoch_interruption(true).parallel_compilation(true);
+        let engine = Engine::new(&config).expect("the plugin engine's fixed configuration is valid");
         let ticker = engine.weak();
         std::thread::Builder::new()
             .name("plugin-epoch".into())

@@ -12,10 +12,7 @@ pub struct PluginError {
 
 impl PluginError {
     pub fn new(plugin: impl Into<String>, kind: FailureKind) -> Self {
-        Self {
-            plugin: plugin.into(),
-            kind,
-        }
+        Self { plugin: plugin.into(), kind }
     }
 }
 

@@ -14,8 +14,7 @@ use wasmtime::component::Linker;
 use wasmtime::{Store, Trap};
 
 use super::bindings::{
-    ConfChange, EntryBatch, EntryKind, History, Scope, Verdict, path_filter, purge_policy,
-    whitelist,
+    ConfChange, EntryBatch, EntryKind, History, Scope, Verdict, path_filter, purge_policy, whitelist,
 };
 use super::cache::{CompileCache, Origin};
 use super::engine::{deadline_ticks, engine};
@@ -84,8 +83,8 @@ pub struct LoadContext<'a> {
     pub linker: &'a Linker<PluginState>,
     pub cache: &'a CompileCache,
     pub limits: Limits,
-    /// The settings for each world, from the site's configuration.
-    pub settings: &'a dyn Fn(World) -> Vec<(String, String)>,
+    /// The settings of a plugin, by its source and world.
+    pub settings: &'a dyn Fn(&Source, World) -> Vec<(String, String)>,
 }
 
 impl LoadedPlugin {
@@ -104,24 +103,14 @@ impl LoadedPlugin {
         if bytes.get(6..8) == Some(&[0, 0]) {
             return Err(fail(FailureKind::CoreModule));
         }
-        let (component, origin) = cx
-            .cache
-            .load(engine(), bytes)
-            .map_err(|e| fail(FailureKind::Compile(chain(&e))))?;
+        let (component, origin) =
+            cx.cache.load(engine(), bytes).map_err(|e| fail(FailureKind::Compile(chain(&e))))?;
         let ty = component.component_type();
-        let (world, version) =
-            identify(ty.exports(engine()).map(|(name, _)| name)).map_err(fail)?;
-        let link = |e: wasmtime::Error| {
-            fail(FailureKind::Link {
-                world: world.name(),
-                detail: chain(&e),
-            })
-        };
+        let (world, version) = identify(ty.exports(engine()).map(|(name, _)| name)).map_err(fail)?;
+        let link = |e: wasmtime::Error| fail(FailureKind::Link { world: world.name(), detail: chain(&e) });
         let instance_pre = cx.linker.instantiate_pre(&component).map_err(link)?;
         let pre = match world {
-            World::Whitelist => {
-                Pre::Whitelist(whitelist::WhitelistPre::new(instance_pre).map_err(link)?)
-            }
+            World::Whitelist => Pre::Whitelist(whitelist::WhitelistPre::new(instance_pre).map_err(link)?),
             World::PathFilter => {
                 Pre::PathFilter(path_filter::PathFilterPre::new(instance_pre).map_err(link)?)
             }
@@ -129,6 +118,7 @@ impl LoadedPlugin {
                 Pre::PurgePolicy(purge_policy::PurgePolicyPre::new(instance_pre).map_err(link)?)
             }
         };
+        let settings = (cx.settings)(&source, world);
         let plugin = Arc::new(Self {
             info: PluginInfo {
                 name: name.to_string(),
@@ -139,7 +129,7 @@ impl LoadedPlugin {
                 origin,
             },
             pre,
-            settings: (cx.settings)(world),
+            settings,
             limits: cx.limits,
             live: Mutex::new(None),
         });
@@ -154,9 +144,9 @@ impl LoadedPlugin {
     /// Whether a conf change replicates.
     pub fn replicates(&self, change: &ConfChange) -> Result<bool, PluginError> {
         self.call(|store, bound| match bound {
-            Bound::Whitelist(b) => Ok(Ok(b
-                .tandem_policy_replication_whitelist()
-                .call_replicates(store, change)?)),
+            Bound::Whitelist(b) => {
+                Ok(Ok(b.tandem_policy_replication_whitelist().call_replicates(store, change)?))
+            }
             _ => Ok(Err(wrong_world())),
         })
     }
@@ -167,17 +157,15 @@ impl LoadedPlugin {
             let Bound::PathFilter(b) = bound else {
                 return Ok(Err(wrong_world()));
             };
-            Ok(
-                match b.tandem_policy_tree_filter().call_filter(store, batch)? {
-                    Ok(v) if v.len() == batch.kinds.len() => Ok(v),
-                    Ok(v) => Err(FailureKind::Malformed(format!(
-                        "{} verdicts for a batch of {} entries",
-                        v.len(),
-                        batch.kinds.len()
-                    ))),
-                    Err(msg) => Err(FailureKind::Refused(msg)),
-                },
-            )
+            Ok(match b.tandem_policy_tree_filter().call_filter(store, batch)? {
+                Ok(v) if v.len() == batch.kinds.len() => Ok(v),
+                Ok(v) => Err(FailureKind::Malformed(format!(
+                    "{} verdicts for a batch of {} entries",
+                    v.len(),
+                    batch.kinds.len()
+                ))),
+                Err(msg) => Err(FailureKind::Refused(msg)),
+            })
         })
     }
 
@@ -187,9 +175,7 @@ impl LoadedPlugin {
             let Bound::PurgePolicy(b) = bound else {
                 return Ok(Err(wrong_world()));
             };
-            let n = b
-                .tandem_policy_history_purge()
-                .call_purgeable(store, history)?;
+            let n = b.tandem_policy_history_purge().call_purgeable(store, history)?;
             let window = history.oldest.len() as u64;
             Ok(if n <= window {
                 Ok(n)
@@ -212,13 +198,9 @@ impl LoadedPlugin {
                 })
                 .map(drop),
             World::PathFilter => self.filter(&probe_batch()).map(drop),
-            World::PurgePolicy => self
-                .purgeable(&History {
-                    count: 1,
-                    oldest: vec![0],
-                    now: now_ms(),
-                })
-                .map(drop),
+            World::PurgePolicy => {
+                self.purgeable(&History { count: 1, oldest: vec![0], now: now_ms() }).map(drop)
+            }
         }
     }
 
@@ -256,15 +238,11 @@ impl LoadedPlugin {
         }
         .map_err(|e| fail(self.classify(&e, store.data())))?;
         let configured = match &bound {
-            Bound::Whitelist(b) => b
-                .tandem_policy_replication_whitelist()
-                .call_configure(&mut store, settings),
-            Bound::PathFilter(b) => b
-                .tandem_policy_tree_filter()
-                .call_configure(&mut store, settings),
-            Bound::PurgePolicy(b) => b
-                .tandem_policy_history_purge()
-                .call_configure(&mut store, settings),
+            Bound::Whitelist(b) => {
+                b.tandem_policy_replication_whitelist().call_configure(&mut store, settings)
+            }
+            Bound::PathFilter(b) => b.tandem_policy_tree_filter().call_configure(&mut store, settings),
+            Bound::PurgePolicy(b) => b.tandem_policy_history_purge().call_configure(&mut store, settings),
         };
         match configured {
             Ok(Ok(())) => Ok(Live { store, bound }),
@@ -281,14 +259,18 @@ impl LoadedPlugin {
             };
         }
         if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-            return FailureKind::Timeout {
-                limit_ms: self.limits.call_timeout.as_millis() as u64,
-            };
+            return FailureKind::Timeout { limit_ms: self.limits.call_timeout.as_millis() as u64 };
         }
-        let mut reason = chain(err);
+        // The root cause ("wasm `unreachable` instruction executed"), not the wasm backtrace.
+        let mut reason = err.chain().last().map(|c| c.to_string()).unwrap_or_default();
         let stderr = state.stderr_text();
-        if !stderr.is_empty() {
-            reason.push_str(&format!(" (plugin stderr: {stderr})"));
+        let said: Vec<&str> = stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("note: run with"))
+            .collect();
+        if !said.is_empty() {
+            reason.push_str(&format!("; the plugin said: {}", said.join(" ")));
         }
         FailureKind::Trap(reason)
     }
@@ -324,8 +306,5 @@ fn chain(err: &wasmtime::Error) -> String {
 
 /// The current Unix time in milliseconds.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

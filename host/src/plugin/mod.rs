@@ -27,13 +27,7 @@ pub use world::{PACKAGE, VERSION, Version, World};
 impl EntryBatch {
     /// An empty batch for `tree`.
     pub fn new(tree: impl Into<String>) -> Self {
-        Self {
-            tree: tree.into(),
-            paths: Vec::new(),
-            kinds: Vec::new(),
-            sizes: Vec::new(),
-            modes: Vec::new(),
-        }
+        Self { tree: tree.into(), paths: Vec::new(), kinds: Vec::new(), sizes: Vec::new(), modes: Vec::new() }
     }
 
     /// Adds one entry; `path` is relative to the tree root and must not contain NUL.

@@ -88,17 +88,9 @@ pub struct RescanReport {
 impl Plugins {
     /// Loads the built-in defaults, then the site plugins in the configured folder.
     pub fn new(config: PluginConfig) -> Result<Self, PluginError> {
-        config
-            .validate()
-            .map_err(|e| PluginError::new("config", FailureKind::Configure(e)))?;
+        config.validate().map_err(|e| PluginError::new("config", FailureKind::Configure(e)))?;
         let linker = linker().map_err(|e| {
-            PluginError::new(
-                "host",
-                FailureKind::Link {
-                    world: "host",
-                    detail: e.to_string(),
-                },
-            )
+            PluginError::new("host", FailureKind::Link { world: "host", detail: e.to_string() })
         })?;
         let cache = CompileCache::new(config.cache_dir.clone());
         let plugins = Self {
@@ -111,11 +103,7 @@ impl Plugins {
             }),
         };
         for world in World::ALL {
-            let plugin = plugins.load(
-                &builtin::name(world),
-                Source::BuiltIn,
-                builtin::component(world),
-            )?;
+            let plugin = plugins.load(&builtin::name(world), Source::BuiltIn, builtin::component(world))?;
             plugins.slot(world).stack.push(plugin);
         }
         plugins.rescan();
@@ -139,8 +127,7 @@ impl Plugins {
 
     /// Validates a component without installing it (`tandem plugins check`).
     pub fn check(&self, name: &str, bytes: &[u8]) -> Result<PluginInfo, PluginError> {
-        self.load(name, Source::File(PathBuf::from(name)), bytes)
-            .map(|p| p.info.clone())
+        self.load(name, Source::File(PathBuf::from(name)), bytes).map(|p| p.info.clone())
     }
 
     /// Validates a component and makes it the active plugin of its world until the next
@@ -163,14 +150,7 @@ impl Plugins {
         for world in World::ALL {
             let slot = self.slot(world);
             for (i, p) in slot.stack.iter().rev().enumerate() {
-                out.push(status(
-                    &p.info,
-                    if i == 0 {
-                        "active".into()
-                    } else {
-                        "fallback".into()
-                    },
-                ));
+                out.push(status(&p.info, if i == 0 { "active".into() } else { "fallback".into() }));
             }
             for (info, why) in &slot.failed {
                 out.push(status(info, format!("failed: {why}")));
@@ -198,11 +178,7 @@ impl Plugins {
         };
         let present = scan_folder(&dir);
         let mut files = self.files();
-        let gone: Vec<PathBuf> = files
-            .keys()
-            .filter(|p| !present.contains_key(*p))
-            .cloned()
-            .collect();
+        let gone: Vec<PathBuf> = files.keys().filter(|p| !present.contains_key(*p)).cloned().collect();
         for path in gone {
             files.remove(&path);
             self.remove_source(&path, None);
@@ -241,14 +217,12 @@ impl Plugins {
     pub fn spawn_watcher(&self, shutdown: CancellationToken) -> std::io::Result<JoinHandle<()>> {
         let this = self.clone();
         let interval = self.inner.config.reload_interval();
-        std::thread::Builder::new()
-            .name("plugin-watch".into())
-            .spawn(move || {
-                while !shutdown.is_cancelled() {
-                    std::thread::sleep(interval);
-                    this.rescan();
-                }
-            })
+        std::thread::Builder::new().name("plugin-watch".into()).spawn(move || {
+            while !shutdown.is_cancelled() {
+                std::thread::sleep(interval);
+                this.rescan();
+            }
+        })
     }
 
     fn decide<R>(
@@ -274,14 +248,10 @@ impl Plugins {
         }
     }
 
-    fn load(
-        &self,
-        name: &str,
-        source: Source,
-        bytes: &[u8],
-    ) -> Result<Arc<LoadedPlugin>, PluginError> {
+    fn load(&self, name: &str, source: Source, bytes: &[u8]) -> Result<Arc<LoadedPlugin>, PluginError> {
         let config = &self.inner.config;
-        let settings = |world| config.settings_for(world);
+        let settings =
+            |source: &Source, world| config.settings_for(&PluginConfig::settings_key(source, world));
         let cx = LoadContext {
             linker: &self.inner.linker,
             cache: &self.inner.cache,
@@ -309,17 +279,11 @@ impl Plugins {
     }
 
     fn top(&self, world: World) -> Arc<LoadedPlugin> {
-        self.slot(world)
-            .stack
-            .last()
-            .cloned()
-            .expect("the built-in plugin is never removed")
+        self.slot(world).stack.last().cloned().expect("the built-in plugin is never removed")
     }
 
     fn slot(&self, world: World) -> MutexGuard<'_, Slot> {
-        self.inner.slots[world.index()]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.inner.slots[world.index()].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn files(&self) -> MutexGuard<'_, BTreeMap<PathBuf, FileState>> {
@@ -338,9 +302,7 @@ fn status(info: &PluginInfo, state: String) -> PluginStatus {
 }
 
 fn display_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string())
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
 }
 
 /// The `*.wasm` files of the folder with what identifies their content cheaply.
@@ -361,14 +323,7 @@ fn scan_folder(dir: &Path) -> BTreeMap<PathBuf, Stamp> {
         .filter_map(|p| {
             let m = fs::metadata(&p).ok().filter(|m| m.is_file())?;
             let mtime_ns = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
-            Some((
-                p,
-                Stamp {
-                    len: m.len(),
-                    mtime_ns,
-                    ino: m.ino(),
-                },
-            ))
+            Some((p, Stamp { len: m.len(), mtime_ns, ino: m.ino() }))
         })
         .collect()
 }

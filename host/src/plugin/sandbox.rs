@@ -38,21 +38,12 @@ impl PluginState {
     pub fn new(plugin: Arc<str>, memory_limit: usize) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
-        Self {
-            plugin,
-            wasi,
-            table: ResourceTable::new(),
-            stderr,
-            memory_limit,
-            memory_refused: None,
-        }
+        Self { plugin, wasi, table: ResourceTable::new(), stderr, memory_limit, memory_refused: None }
     }
 
     /// What the guest wrote to stderr, for an error message.
     pub fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.contents())
-            .trim()
-            .to_string()
+        String::from_utf8_lossy(&self.stderr.contents()).trim().to_string()
     }
 }
 
@@ -73,10 +64,7 @@ pub fn linker() -> wasmtime::Result<Linker<PluginState>> {
 
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 

@@ -11,11 +11,7 @@ use super::error::FailureKind;
 /// The WIT package every plugin is built against (`wit/policy.wit`).
 pub const PACKAGE: &str = "tandem:policy";
 /// The package version this host speaks.
-pub const VERSION: Version = Version {
-    major: 0,
-    minor: 1,
-    patch: 0,
-};
+pub const VERSION: Version = Version { major: 0, minor: 1, patch: 0 };
 
 /// A decision a plugin can make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -65,9 +61,7 @@ impl FromStr for World {
         World::ALL
             .into_iter()
             .find(|w| w.name() == s)
-            .ok_or_else(|| {
-                format!("unknown world `{s}` (expected whitelist, path-filter or purge-policy)")
-            })
+            .ok_or_else(|| format!("unknown world `{s}` (expected whitelist, path-filter or purge-policy)"))
     }
 }
 
@@ -83,11 +77,7 @@ impl Version {
     fn parse(s: &str) -> Option<Self> {
         let core = s.split(['-', '+']).next()?;
         let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
-        let v = Version {
-            major: parts.next()??,
-            minor: parts.next()??,
-            patch: parts.next()??,
-        };
+        let v = Version { major: parts.next()??, minor: parts.next()??, patch: parts.next()?? };
         parts.next().is_none().then_some(v)
     }
 
@@ -105,9 +95,7 @@ impl fmt::Display for Version {
 
 /// Finds the world a component targets from its export names
 /// (`tandem:policy/<interface>@<version>`), refusing other versions with a clear reason.
-pub fn identify<'a>(
-    exports: impl IntoIterator<Item = &'a str>,
-) -> Result<(World, Version), FailureKind> {
+pub fn identify<'a>(exports: impl IntoIterator<Item = &'a str>) -> Result<(World, Version), FailureKind> {
     let mut seen = Vec::new();
     let mut incompatible = None;
     for name in exports {
@@ -121,19 +109,11 @@ pub fn identify<'a>(
         };
         match Version::parse(version) {
             Some(v) if v.compatible_with(VERSION) => return Ok((world, v)),
-            _ => {
-                incompatible = Some(format!(
-                    "{PACKAGE}@{}",
-                    if version.is_empty() { "?" } else { version }
-                ))
-            }
+            _ => incompatible = Some(format!("{PACKAGE}@{}", if version.is_empty() { "?" } else { version })),
         }
     }
     match incompatible {
-        Some(found) => Err(FailureKind::IncompatibleVersion {
-            found,
-            supported: VERSION.to_string(),
-        }),
+        Some(found) => Err(FailureKind::IncompatibleVersion { found, supported: VERSION.to_string() }),
         None => Err(FailureKind::UnknownWorld(seen.join(", "))),
     }
 }

@@ -23,8 +23,7 @@ mod component {
 
     impl Guest for Plugin {
         fn configure(settings: Vec<(String, String)>) -> Result<(), String> {
-            let policy =
-                PathFilter::from_settings(settings.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+            let policy = PathFilter::from_settings(settings.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
             POLICY.with(|p| *p.borrow_mut() = policy);
             Ok(())
         }
@@ -41,10 +40,7 @@ mod component {
                 })
                 .collect();
             let mut out = Vec::with_capacity(kinds.len());
-            POLICY.with(|p| {
-                p.borrow()
-                    .decide_batch(&batch.tree, &batch.paths, &kinds, &mut out)
-            })?;
+            POLICY.with(|p| p.borrow().decide_batch(&batch.tree, &batch.paths, &kinds, &mut out))?;
             Ok(out
                 .into_iter()
                 .map(|v| match v {

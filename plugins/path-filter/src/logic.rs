@@ -26,16 +26,8 @@ pub enum Verdict {
 pub const DEFAULT_PACKAGE_TREES: &[&str] = &["pip_req", "rpm_req"];
 
 /// Basename suffixes of files being written by someone: editors, downloads, tandem itself.
-const TEMP_SUFFIXES: &[&[u8]] = &[
-    b".tmp",
-    b".temp",
-    b".part",
-    b".partial",
-    b".crdownload",
-    b".swp",
-    b".swx",
-    b"~",
-];
+const TEMP_SUFFIXES: &[&[u8]] =
+    &[b".tmp", b".temp", b".part", b".partial", b".crdownload", b".swp", b".swx", b"~"];
 /// Basename prefixes of the same.
 const TEMP_PREFIXES: &[&[u8]] = &[b".#", b".tandem-tmp-"];
 
@@ -53,10 +45,7 @@ impl Default for PathFilter {
     fn default() -> Self {
         Self {
             ignore_package_updates: false,
-            package_trees: DEFAULT_PACKAGE_TREES
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            package_trees: DEFAULT_PACKAGE_TREES.iter().map(|s| s.to_string()).collect(),
             path_excludes: Vec::new(),
             name_excludes: Vec::new(),
         }
@@ -72,9 +61,7 @@ const GLOB_OPTIONS: MatchOptions = MatchOptions {
 impl PathFilter {
     /// Settings: `ignore_package_updates = true|false`, `package_trees = "a,b"`, and
     /// `exclude` or `exclude.<label>` = one or more comma-separated globs.
-    pub fn from_settings<'a>(
-        settings: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Result<Self, String> {
+    pub fn from_settings<'a>(settings: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, String> {
         let mut filter = Self::default();
         for (key, value) in settings {
             match key {
@@ -90,8 +77,8 @@ impl PathFilter {
                 }
                 _ if key == "exclude" || key.starts_with("exclude.") => {
                     for glob in split_list(value) {
-                        let pattern = Pattern::new(glob)
-                            .map_err(|e| format!("`{key}`: bad glob `{glob}`: {e}"))?;
+                        let pattern =
+                            Pattern::new(glob).map_err(|e| format!("`{key}`: bad glob `{glob}`: {e}"))?;
                         if glob.contains('/') {
                             filter.path_excludes.push(pattern);
                         } else {
@@ -139,19 +126,13 @@ impl PathFilter {
         let mut rest = paths;
         for &kind in kinds {
             let Some(end) = rest.iter().position(|&b| b == 0) else {
-                return Err(format!(
-                    "batch has {} kinds but fewer NUL-terminated paths",
-                    kinds.len()
-                ));
+                return Err(format!("batch has {} kinds but fewer NUL-terminated paths", kinds.len()));
             };
             out.push(self.decide(tree_skipped, &rest[..end], kind));
             rest = &rest[end + 1..];
         }
         if !rest.is_empty() {
-            return Err(format!(
-                "batch has more paths than its {} kinds",
-                kinds.len()
-            ));
+            return Err(format!("batch has more paths than its {} kinds", kinds.len()));
         }
         Ok(())
     }
@@ -162,13 +143,8 @@ impl PathFilter {
         }
         let path = String::from_utf8_lossy(path);
         let name = path.rsplit('/').next().unwrap_or(&path);
-        self.path_excludes
-            .iter()
-            .any(|p| p.matches_with(&path, GLOB_OPTIONS))
-            || self
-                .name_excludes
-                .iter()
-                .any(|p| p.matches_with(name, GLOB_OPTIONS))
+        self.path_excludes.iter().any(|p| p.matches_with(&path, GLOB_OPTIONS))
+            || self.name_excludes.iter().any(|p| p.matches_with(name, GLOB_OPTIONS))
     }
 }
 
@@ -201,28 +177,16 @@ mod tests {
     #[test]
     fn keeps_ordinary_entries() {
         let f = PathFilter::default();
-        assert_eq!(
-            decide(&f, "vault", "a/b/report.pdf", Kind::File),
-            Verdict::Keep
-        );
+        assert_eq!(decide(&f, "vault", "a/b/report.pdf", Kind::File), Verdict::Keep);
         assert_eq!(decide(&f, "vault", "a/b", Kind::Dir), Verdict::Keep);
-        assert_eq!(
-            decide(&f, "etc", "ssl/current", Kind::Symlink),
-            Verdict::Keep
-        );
-        assert_eq!(
-            decide(&f, "pip_req", "requirements.txt", Kind::File),
-            Verdict::Keep
-        );
+        assert_eq!(decide(&f, "etc", "ssl/current", Kind::Symlink), Verdict::Keep);
+        assert_eq!(decide(&f, "pip_req", "requirements.txt", Kind::File), Verdict::Keep);
     }
 
     #[test]
     fn skips_special_files_and_temporaries() {
         let f = PathFilter::default();
-        assert_eq!(
-            decide(&f, "tmp", "run/app.sock", Kind::Other),
-            Verdict::Skip
-        );
+        assert_eq!(decide(&f, "tmp", "run/app.sock", Kind::Other), Verdict::Skip);
         for name in [
             "x.tmp",
             "d/x.part",
@@ -234,11 +198,7 @@ mod tests {
             ".tandem-tmp-123",
             "big.iso.crdownload",
         ] {
-            assert_eq!(
-                decide(&f, "vault", name, Kind::File),
-                Verdict::Skip,
-                "{name}"
-            );
+            assert_eq!(decide(&f, "vault", name, Kind::File), Verdict::Skip, "{name}");
         }
         // A directory that merely looks temporary is still walked.
         assert_eq!(decide(&f, "vault", "build.tmp", Kind::Dir), Verdict::Keep);
@@ -253,53 +213,31 @@ mod tests {
         assert_eq!(decide(&f, "pip_req", "", Kind::Dir), Verdict::Prune);
         assert_eq!(decide(&f, "rpm_req", "list.txt", Kind::File), Verdict::Skip);
         assert_eq!(decide(&f, "vault", "list.txt", Kind::File), Verdict::Keep);
-        let f = PathFilter::from_settings([
-            ("ignore_package_updates", "true"),
-            ("package_trees", "wheels"),
-        ])
-        .unwrap();
+        let f = PathFilter::from_settings([("ignore_package_updates", "true"), ("package_trees", "wheels")])
+            .unwrap();
         assert_eq!(decide(&f, "wheels", "x.whl", Kind::File), Verdict::Skip);
         assert_eq!(decide(&f, "pip_req", "x", Kind::File), Verdict::Keep);
     }
 
     #[test]
     fn glob_excludes_by_name_and_by_path() {
-        let f = PathFilter::from_settings([
-            ("exclude", "*.log, cache"),
-            ("exclude.reports", "reports/old/**"),
-        ])
-        .unwrap();
+        let f =
+            PathFilter::from_settings([("exclude", "*.log, cache"), ("exclude.reports", "reports/old/**")])
+                .unwrap();
         assert_eq!(decide(&f, "vault", "a/b/x.log", Kind::File), Verdict::Skip);
         assert_eq!(decide(&f, "vault", "a/cache", Kind::Dir), Verdict::Prune);
-        assert_eq!(
-            decide(&f, "vault", "reports/old/2020/x.pdf", Kind::File),
-            Verdict::Skip
-        );
-        assert_eq!(
-            decide(&f, "vault", "reports/new/x.pdf", Kind::File),
-            Verdict::Keep
-        );
+        assert_eq!(decide(&f, "vault", "reports/old/2020/x.pdf", Kind::File), Verdict::Skip);
+        assert_eq!(decide(&f, "vault", "reports/new/x.pdf", Kind::File), Verdict::Keep);
         // `*` does not cross `/` in a path pattern.
         let f = PathFilter::from_settings([("exclude", "top/*.pdf")]).unwrap();
         assert_eq!(decide(&f, "vault", "top/x.pdf", Kind::File), Verdict::Skip);
-        assert_eq!(
-            decide(&f, "vault", "top/sub/x.pdf", Kind::File),
-            Verdict::Keep
-        );
+        assert_eq!(decide(&f, "vault", "top/sub/x.pdf", Kind::File), Verdict::Keep);
     }
 
     #[test]
     fn bad_settings_are_refused() {
-        assert!(
-            PathFilter::from_settings([("exclude", "[")])
-                .unwrap_err()
-                .contains("bad glob")
-        );
-        assert!(
-            PathFilter::from_settings([("nope", "1")])
-                .unwrap_err()
-                .contains("unknown")
-        );
+        assert!(PathFilter::from_settings([("exclude", "[")]).unwrap_err().contains("bad glob"));
+        assert!(PathFilter::from_settings([("nope", "1")]).unwrap_err().contains("unknown"));
         assert!(
             PathFilter::from_settings([("ignore_package_updates", "sure")])
                 .unwrap_err()
@@ -311,22 +249,10 @@ mod tests {
     fn batch_decodes_nul_separated_paths_and_checks_counts() {
         let f = PathFilter::default();
         let mut out = Vec::new();
-        f.decide_batch(
-            "vault",
-            b"a\0b.tmp\0s\0",
-            &[Kind::File, Kind::File, Kind::Other],
-            &mut out,
-        )
-        .unwrap();
+        f.decide_batch("vault", b"a\0b.tmp\0s\0", &[Kind::File, Kind::File, Kind::Other], &mut out).unwrap();
         assert_eq!(out, [Verdict::Keep, Verdict::Skip, Verdict::Skip]);
         out.clear();
-        assert!(
-            f.decide_batch("vault", b"a\0b", &[Kind::File, Kind::File], &mut out)
-                .is_err()
-        );
-        assert!(
-            f.decide_batch("vault", b"a\0b\0", &[Kind::File], &mut out)
-                .is_err()
-        );
+        assert!(f.decide_batch("vault", b"a\0b", &[Kind::File, Kind::File], &mut out).is_err());
+        assert!(f.decide_batch("vault", b"a\0b\0", &[Kind::File], &mut out).is_err());
     }
 }

@@ -23,17 +23,13 @@ mod component {
 
     impl Guest for Plugin {
         fn configure(settings: Vec<(String, String)>) -> Result<(), String> {
-            let policy =
-                PurgePolicy::from_settings(settings.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+            let policy = PurgePolicy::from_settings(settings.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
             POLICY.with(|p| p.set(policy));
             Ok(())
         }
 
         fn purgeable(history: History) -> u64 {
-            POLICY.with(|p| {
-                p.get()
-                    .purgeable(history.count, &history.oldest, history.now)
-            })
+            POLICY.with(|p| p.get().purgeable(history.count, &history.oldest, history.now))
         }
     }
 

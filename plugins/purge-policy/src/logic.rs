@@ -15,19 +15,14 @@ pub struct PurgePolicy {
 
 impl Default for PurgePolicy {
     fn default() -> Self {
-        Self {
-            eligible_count: DEFAULT_ELIGIBLE_COUNT,
-            eligible_age_ms: DEFAULT_ELIGIBLE_AGE_MS,
-        }
+        Self { eligible_count: DEFAULT_ELIGIBLE_COUNT, eligible_age_ms: DEFAULT_ELIGIBLE_AGE_MS }
     }
 }
 
 impl PurgePolicy {
     /// Settings: `eligible_count = N`, `eligible_age = 86400 | 1d | 12h | 30m | 45s | 500ms`
     /// (a bare number is seconds, as in the seed's server.conf).
-    pub fn from_settings<'a>(
-        settings: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Result<Self, String> {
+    pub fn from_settings<'a>(settings: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, String> {
         let mut policy = Self::default();
         for (key, value) in settings {
             match key {
@@ -48,13 +43,9 @@ impl PurgePolicy {
     /// of the oldest entries, oldest first; the answer never exceeds its length.
     pub fn purgeable(&self, count: u64, oldest: &[u64], now_ms: u64) -> u64 {
         let over = count.saturating_sub(self.eligible_count);
-        let window = oldest
-            .len()
-            .min(usize::try_from(over).unwrap_or(usize::MAX));
-        oldest[..window]
-            .iter()
-            .take_while(|&&at| now_ms.saturating_sub(at) > self.eligible_age_ms)
-            .count() as u64
+        let window = oldest.len().min(usize::try_from(over).unwrap_or(usize::MAX));
+        oldest[..window].iter().take_while(|&&at| now_ms.saturating_sub(at) > self.eligible_age_ms).count()
+            as u64
     }
 }
 
@@ -62,9 +53,7 @@ fn parse_duration_ms(key: &str, value: &str) -> Result<u64, String> {
     let v = value.trim();
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (digits, unit) = v.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{key}`: `{value}` is not a duration"))?;
+    let n: u64 = digits.parse().map_err(|_| format!("`{key}`: `{value}` is not a duration"))?;
     let scale = match unit.trim() {
         "ms" => 1,
         "" | "s" => 1_000,
@@ -72,13 +61,10 @@ fn parse_duration_ms(key: &str, value: &str) -> Result<u64, String> {
         "h" => 3_600_000,
         "d" => 86_400_000,
         other => {
-            return Err(format!(
-                "`{key}`: unknown unit `{other}` (use ms, s, m, h or d)"
-            ));
+            return Err(format!("`{key}`: unknown unit `{other}` (use ms, s, m, h or d)"));
         }
     };
-    n.checked_mul(scale)
-        .ok_or_else(|| format!("`{key}`: `{value}` is too large"))
+    n.checked_mul(scale).ok_or_else(|| format!("`{key}`: `{value}` is too large"))
 }
 
 #[cfg(test)]
@@ -109,10 +95,7 @@ mod tests {
 
     #[test]
     fn both_limits_bind_and_purge_stops_at_the_first_young_entry() {
-        let p = PurgePolicy {
-            eligible_count: 3,
-            eligible_age_ms: 1_000,
-        };
+        let p = PurgePolicy { eligible_count: 3, eligible_age_ms: 1_000 };
         let oldest = [NOW - 5_000, NOW - 4_000, NOW - 500, NOW - 6_000];
         // 10 entries, 7 over the count: age stops it after two.
         assert_eq!(p.purgeable(10, &oldest, NOW), 2);
@@ -126,21 +109,9 @@ mod tests {
 
     #[test]
     fn settings_parse_units_and_refuse_garbage() {
-        let p =
-            PurgePolicy::from_settings([("eligible_count", "5"), ("eligible_age", "2h")]).unwrap();
-        assert_eq!(
-            p,
-            PurgePolicy {
-                eligible_count: 5,
-                eligible_age_ms: 7_200_000
-            }
-        );
-        for (v, ms) in [
-            ("86400", DAY),
-            ("1d", DAY),
-            ("30m", 1_800_000),
-            ("250ms", 250),
-        ] {
+        let p = PurgePolicy::from_settings([("eligible_count", "5"), ("eligible_age", "2h")]).unwrap();
+        assert_eq!(p, PurgePolicy { eligible_count: 5, eligible_age_ms: 7_200_000 });
+        for (v, ms) in [("86400", DAY), ("1d", DAY), ("30m", 1_800_000), ("250ms", 250)] {
             let p = PurgePolicy::from_settings([("eligible_age", v)]).unwrap();
             assert_eq!(p.eligible_age_ms, ms, "{v}");
         }

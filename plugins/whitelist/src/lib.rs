@@ -23,8 +23,7 @@ mod component {
 
     impl Guest for Plugin {
         fn configure(settings: Vec<(String, String)>) -> Result<(), String> {
-            let policy =
-                Whitelist::from_settings(settings.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+            let policy = Whitelist::from_settings(settings.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
             POLICY.with(|p| *p.borrow_mut() = policy);
             Ok(())
         }

@@ -57,9 +57,7 @@ pub struct Whitelist {
 impl Whitelist {
     /// Builds the whitelist from settings; an unknown key or a value that is not a boolean is
     /// an error, so a typo does not silently change what replicates.
-    pub fn from_settings<'a>(
-        settings: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Result<Self, String> {
+    pub fn from_settings<'a>(settings: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, String> {
         let mut overrides = BTreeMap::new();
         for (key, value) in settings {
             let Some(conf_type) = key.strip_prefix(INCLUDE_PREFIX) else {
@@ -118,10 +116,8 @@ mod tests {
 
     #[test]
     fn overrides_add_and_remove_types() {
-        let w = with(&[
-            ("conf_replication_include.inputs", "true"),
-            ("conf_replication_include.props", "false"),
-        ]);
+        let w =
+            with(&[("conf_replication_include.inputs", "true"), ("conf_replication_include.props", "false")]);
         assert!(w.replicates("inputs", false));
         assert!(!w.replicates("props", false));
         assert!(!w.replicates("props", true), "meta follows its type");
@@ -137,8 +133,7 @@ mod tests {
 
     #[test]
     fn bad_settings_are_refused_clearly() {
-        let e =
-            Whitelist::from_settings([("conf_replication_include.props", "maybe")]).unwrap_err();
+        let e = Whitelist::from_settings([("conf_replication_include.props", "maybe")]).unwrap_err();
         assert!(e.contains("not a boolean"), "{e}");
         let e = Whitelist::from_settings([("include.props", "true")]).unwrap_err();
         assert!(e.contains("unknown setting"), "{e}");

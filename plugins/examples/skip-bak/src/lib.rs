@@ -48,10 +48,7 @@ mod component {
                 }
             }
             let dir = SKIP_DIR.with(|d| String::from_utf8_lossy(&d.borrow()).into_owned());
-            log(
-                Level::Info,
-                &format!("skip-bak example ready: skipping *.bak and {dir}/"),
-            );
+            log(Level::Info, &format!("skip-bak example ready: skipping *.bak and {dir}/"));
             Ok(())
         }
 
@@ -86,11 +83,7 @@ mod tests {
     fn skips_bak_and_prunes_the_directory() {
         assert_eq!(skip(b"a/b.bak", false, false, b"cache"), Some(false));
         assert_eq!(skip(b"a/cache", true, false, b"cache"), Some(true));
-        assert_eq!(
-            skip(b"a/cache", false, false, b"cache"),
-            None,
-            "a file named cache stays"
-        );
+        assert_eq!(skip(b"a/cache", false, false, b"cache"), None, "a file named cache stays");
         assert_eq!(skip(b"a/fifo", false, true, b"cache"), Some(false));
         assert_eq!(skip(b"a/b.txt", false, false, b"cache"), None);
     }

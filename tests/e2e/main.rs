@@ -1,0 +1,7 @@
+//! tandem's end-to-end tests: real compiled plugin components, real sockets, real `tandem`
+//! processes. One harness, a module per theme.
+
+mod cli;
+mod peer;
+mod plugins;
+mod support;

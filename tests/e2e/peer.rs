@@ -1,0 +1,203 @@
+//! The peer transport over real loopback sockets: the secret is proven both ways, bad frames
+//! and strangers are refused with clear errors, large transfers arrive intact, and the accept
+//! loop survives bad peers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tandem::peer::{self, Acceptor, ClusterSecret, Frame, PeerConnection, PeerError, PeerIdentity};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+const MAX_FRAME: u64 = 64 << 20;
+
+fn secret(text: &str) -> ClusterSecret {
+    ClusterSecret::from_text(text).unwrap()
+}
+
+fn good() -> ClusterSecret {
+    secret("the cluster secret, shared by every host")
+}
+
+/// Accepts one connection on a fresh listener with `server_secret`; the accept result.
+async fn accept_one(
+    server_secret: ClusterSecret,
+    max_frame: u64,
+) -> (SocketAddr, tokio::task::JoinHandle<Result<PeerConnection, PeerError>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        PeerConnection::accept(stream, &server_secret, &PeerIdentity::new("server"), max_frame).await
+    });
+    (addr, task)
+}
+
+async fn connect(addr: SocketAddr, secret: &ClusterSecret) -> Result<PeerConnection, PeerError> {
+    PeerConnection::connect(addr, secret, &PeerIdentity::new("client"), MAX_FRAME).await
+}
+
+#[tokio::test]
+async fn peers_with_the_same_secret_learn_each_others_names() {
+    let (addr, server) = accept_one(good(), MAX_FRAME).await;
+    let client = connect(addr, &good()).await.unwrap();
+    let server = server.await.unwrap().unwrap();
+    assert_eq!(client.peer.node, "server");
+    assert_eq!(server.peer.node, "client");
+}
+
+#[tokio::test]
+async fn a_client_with_a_wrong_secret_is_refused_and_told_why() {
+    let (addr, server) = accept_one(good(), MAX_FRAME).await;
+    let client = connect(addr, &secret("a different secret entirely")).await;
+    assert!(matches!(client, Err(PeerError::RefusedBySecret)), "{:?}", client.err());
+    assert!(matches!(server.await.unwrap(), Err(PeerError::BadSecret)));
+}
+
+#[tokio::test]
+async fn a_server_with_a_wrong_secret_is_refused_by_the_client() {
+    // The impostor listens where the client expects its peer; it does not know the secret.
+    let (addr, impostor) = accept_one(secret("an impostor's guess at it"), MAX_FRAME).await;
+    let client = connect(addr, &good()).await;
+    assert!(client.is_err(), "the client must not talk to an impostor");
+    assert!(matches!(impostor.await.unwrap(), Err(PeerError::BadSecret)), "no payload reached the impostor");
+}
+
+#[tokio::test]
+async fn a_stranger_speaking_another_protocol_is_refused() {
+    let (addr, server) = accept_one(good(), MAX_FRAME).await;
+    let mut raw = TcpStream::connect(addr).await.unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    assert!(matches!(server.await.unwrap(), Err(PeerError::NotTandem)));
+}
+
+#[tokio::test]
+async fn another_protocol_version_is_refused_naming_both() {
+    let (addr, server) = accept_one(good(), MAX_FRAME).await;
+    let mut raw = TcpStream::connect(addr).await.unwrap();
+    raw.write_all(b"TNDM\x00\x09\x00\x00").await.unwrap();
+    let got = server.await.unwrap();
+    assert!(matches!(got, Err(PeerError::Version { ours: 1, theirs: 9 })), "{:?}", got.err());
+}
+
+#[tokio::test]
+async fn garbage_after_the_greeting_fails_authentication() {
+    let (addr, server) = accept_one(good(), MAX_FRAME).await;
+    let mut raw = TcpStream::connect(addr).await.unwrap();
+    raw.write_all(b"TNDM\x00\x01\x00\x00\x00\x30").await.unwrap();
+    raw.write_all(&[0x5a; 0x30]).await.unwrap();
+    assert!(matches!(server.await.unwrap(), Err(PeerError::BadSecret)));
+    // and the server told us so with an empty record after its greeting
+    let mut reply = Vec::new();
+    raw.read_to_end(&mut reply).await.unwrap();
+    assert_eq!(&reply[8..], [0, 0]);
+}
+
+#[tokio::test]
+async fn a_process_never_talks_to_itself() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let me = Arc::new(PeerIdentity::new("same"));
+    let me2 = me.clone();
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        PeerConnection::accept(stream, &good(), &me2, MAX_FRAME).await
+    });
+    let client = PeerConnection::connect(addr, &good(), &me, MAX_FRAME).await;
+    assert!(matches!(server.await.unwrap(), Err(PeerError::SelfConnection)));
+    assert!(client.is_err());
+}
+
+#[tokio::test]
+async fn a_large_transfer_round_trips_intact() {
+    let (addr, server) = accept_one(good(), MAX_FRAME).await;
+    let mut client = connect(addr, &good()).await.unwrap();
+    let mut server = server.await.unwrap().unwrap();
+    // Bodies from empty to 48 MiB, none a multiple of the record size.
+    let sizes = [0usize, 1, 65_511, 65_519, 65_520, 1 << 20, 48 << 20];
+    let bodies: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (0..n).map(|j| (j.wrapping_mul(31) ^ i) as u8).collect())
+        .collect();
+    let expected: Vec<_> = bodies.iter().map(|b| blake3::hash(b)).collect();
+    let sender = tokio::spawn(async move {
+        for (i, body) in bodies.into_iter().enumerate() {
+            client.write_frame(&Frame::new(i as u16 + 100, body)).await.unwrap();
+        }
+        client.writer.shutdown().await.unwrap();
+    });
+    for (i, hash) in expected.iter().enumerate() {
+        let frame = server.read_frame().await.unwrap().expect("a frame");
+        assert_eq!(frame.kind, i as u16 + 100);
+        assert_eq!(frame.body.len(), sizes[i]);
+        assert_eq!(blake3::hash(&frame.body), *hash, "frame {i} arrived altered");
+    }
+    assert!(server.read_frame().await.unwrap().is_none(), "clean end after the last frame");
+    sender.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_oversized_frame_is_refused_before_it_is_read() {
+    let (addr, server) = accept_one(good(), 4096).await;
+    let mut client = connect(addr, &good()).await.unwrap();
+    let mut server = server.await.unwrap().unwrap();
+    client.write_frame(&Frame::new(7, vec![1u8; 4096])).await.unwrap();
+    client.write_frame(&Frame::new(7, vec![1u8; 4097])).await.unwrap();
+    assert_eq!(server.read_frame().await.unwrap().unwrap().body.len(), 4096, "at the limit is fine");
+    let got = server.read_frame().await;
+    assert!(matches!(got, Err(PeerError::Oversized { len: 4097, max: 4096 })), "{got:?}");
+}
+
+#[tokio::test]
+async fn a_truncated_frame_is_an_error_not_a_short_frame() {
+    let (addr, server) = accept_one(good(), MAX_FRAME).await;
+    let mut client = connect(addr, &good()).await.unwrap();
+    let mut server = server.await.unwrap().unwrap();
+    let mut sealed = Vec::new();
+    client.writer.seal(&Frame::new(9, vec![3u8; 200_000]), &mut sealed).unwrap();
+    client.writer.write_raw(&sealed[..sealed.len() / 2]).await.unwrap();
+    client.writer.shutdown().await.unwrap();
+    let got = server.read_frame().await;
+    assert!(matches!(got, Err(PeerError::Truncated(_))), "{got:?}");
+}
+
+#[tokio::test]
+async fn an_altered_record_fails_the_integrity_check() {
+    let (addr, server) = accept_one(good(), MAX_FRAME).await;
+    let mut client = connect(addr, &good()).await.unwrap();
+    let mut server = server.await.unwrap().unwrap();
+    let mut sealed = Vec::new();
+    client.writer.seal(&Frame::new(9, b"transfer 10 to alice".to_vec()), &mut sealed).unwrap();
+    sealed[12] ^= 0x01;
+    client.writer.write_raw(&sealed).await.unwrap();
+    let got = server.read_frame().await;
+    assert!(matches!(got, Err(PeerError::Integrity)), "{got:?}");
+}
+
+#[tokio::test]
+async fn the_accept_loop_survives_bad_peers_and_answers_pings() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = Acceptor {
+        secret: good(),
+        me: Arc::new(PeerIdentity::new("daemon")),
+        max_frame: MAX_FRAME,
+        handshake_timeout: Duration::from_millis(300),
+    };
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(peer::serve(listener, acceptor, peer::ping::answer, shutdown.clone()));
+    // A silent peer (times out), a stranger, a wrong secret...
+    let _silent = TcpStream::connect(addr).await.unwrap();
+    let mut stranger = TcpStream::connect(addr).await.unwrap();
+    stranger.write_all(b"\x16\x03\x01 hello").await.unwrap();
+    assert!(connect(addr, &secret("not the right secret at all")).await.is_err());
+    // ... and the loop still serves a good peer.
+    let me = PeerIdentity::new("client");
+    let report = peer::ping::ping(addr, &good(), &me, MAX_FRAME).await.unwrap();
+    assert_eq!(report.node, "daemon");
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), server).await.expect("serve stops on shutdown").unwrap();
+}

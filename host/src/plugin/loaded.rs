@@ -17,6 +17,7 @@ use super::bindings::{
     ConfChange, EntryBatch, EntryKind, History, Scope, Verdict, path_filter, purge_policy, whitelist,
 };
 use super::cache::{CompileCache, Origin};
+use super::config::PluginConfig;
 use super::engine::{deadline_ticks, engine};
 use super::error::{FailureKind, PluginError};
 use super::sandbox::{PluginState, new_store};
@@ -82,9 +83,8 @@ pub struct LoadedPlugin {
 pub struct LoadContext<'a> {
     pub linker: &'a Linker<PluginState>,
     pub cache: &'a CompileCache,
-    pub limits: Limits,
-    /// The settings of a plugin, by its source and world.
-    pub settings: &'a dyn Fn(&Source, World) -> Vec<(String, String)>,
+    /// Caps and each plugin's settings table.
+    pub config: &'a PluginConfig,
 }
 
 impl LoadedPlugin {
@@ -118,7 +118,7 @@ impl LoadedPlugin {
                 Pre::PurgePolicy(purge_policy::PurgePolicyPre::new(instance_pre).map_err(link)?)
             }
         };
-        let settings = (cx.settings)(&source, world);
+        let settings = cx.config.settings_for(&PluginConfig::settings_key(&source, world));
         let plugin = Arc::new(Self {
             info: PluginInfo {
                 name: name.to_string(),
@@ -130,7 +130,7 @@ impl LoadedPlugin {
             },
             pre,
             settings,
-            limits: cx.limits,
+            limits: cx.config.limits(),
             live: Mutex::new(None),
         });
         plugin.probe()?;

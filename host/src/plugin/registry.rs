@@ -249,15 +249,7 @@ impl Plugins {
     }
 
     fn load(&self, name: &str, source: Source, bytes: &[u8]) -> Result<Arc<LoadedPlugin>, PluginError> {
-        let config = &self.inner.config;
-        let settings =
-            |source: &Source, world| config.settings_for(&PluginConfig::settings_key(source, world));
-        let cx = LoadContext {
-            linker: &self.inner.linker,
-            cache: &self.inner.cache,
-            limits: config.limits(),
-            settings: &settings,
-        };
+        let cx = LoadContext { linker: &self.inner.linker, cache: &self.inner.cache, config: &self.inner.config };
         LoadedPlugin::load(name, source, bytes, &cx)
     }
 

@@ -18,13 +18,14 @@ fn main() {
     let avg_len = entries.iter().map(|e| e.0.len()).sum::<usize>() as f64 / PATHS as f64;
     println!("path filter: {PATHS} paths (average {avg_len:.0} bytes), median of {ROUNDS} rounds\n");
 
-    // Native: the same logic the plugin runs, on the same NUL-joined buffer.
+    // Native: the same logic the plugin runs, on the same joined buffer.
     let native = PathFilter::default();
     let mut paths = Vec::new();
+    let mut ends = Vec::new();
     let mut kinds = Vec::new();
     for (p, k) in &entries {
         paths.extend_from_slice(p);
-        paths.push(0);
+        ends.push(paths.len() as u32);
         kinds.push(match k {
             EntryKind::File => Kind::File,
             EntryKind::Dir => Kind::Dir,
@@ -35,7 +36,7 @@ fn main() {
     let mut out = Vec::with_capacity(PATHS);
     let native_ns = median_ns_per_path(|| {
         out.clear();
-        native.decide_batch("vault", &paths, &kinds, &mut out).unwrap();
+        native.decide_batch("vault", &paths, &ends, kinds.iter().copied(), |v| out.push(v)).unwrap();
         std::hint::black_box(&out);
     });
     println!("{:<34} {:>10.1} ns/path", "native Rust (one batch)", native_ns);

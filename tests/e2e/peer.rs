@@ -178,6 +178,16 @@ async fn an_altered_record_fails_the_integrity_check() {
 }
 
 #[tokio::test]
+async fn a_dialler_gives_up_on_a_silent_listener() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let me = PeerIdentity::new("client");
+    let got = peer::ping::ping(addr, &good(), &me, MAX_FRAME, Duration::from_millis(200)).await;
+    assert!(matches!(got, Err(PeerError::HandshakeTimeout(200))), "{got:?}");
+    drop(listener);
+}
+
+#[tokio::test]
 async fn the_accept_loop_survives_bad_peers_and_answers_pings() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -196,7 +206,7 @@ async fn the_accept_loop_survives_bad_peers_and_answers_pings() {
     assert!(connect(addr, &secret("not the right secret at all")).await.is_err());
     // ... and the loop still serves a good peer.
     let me = PeerIdentity::new("client");
-    let report = peer::ping::ping(addr, &good(), &me, MAX_FRAME).await.unwrap();
+    let report = peer::ping::ping(addr, &good(), &me, MAX_FRAME, Duration::from_secs(5)).await.unwrap();
     assert_eq!(report.node, "daemon");
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(5), server).await.expect("serve stops on shutdown").unwrap();

@@ -58,7 +58,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let me = PeerIdentity::new(config.node_name.clone());
             let runtime = tokio::runtime::Runtime::new()?;
             let report = runtime
-                .block_on(crate::peer::ping::ping(addr, &secret, &me, config.peer.max_frame_bytes))
+                .block_on(crate::peer::ping::ping(
+                    addr,
+                    &secret,
+                    &me,
+                    config.peer.max_frame_bytes,
+                    config.peer.handshake_timeout(),
+                ))
                 .with_context(|| format!("ping {addr}"))?;
             println!(
                 "{addr}: node `{}` answered in {:.2} ms",

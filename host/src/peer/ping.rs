@@ -33,14 +33,18 @@ pub struct PingReport {
     pub round_trip: Duration,
 }
 
-/// Connects, authenticates and times one ping.
+/// Connects, authenticates (within `timeout`) and times one ping.
 pub async fn ping(
     addr: SocketAddr,
     secret: &ClusterSecret,
     me: &PeerIdentity,
     max_frame: u64,
+    timeout: Duration,
 ) -> Result<PingReport, PeerError> {
-    let mut conn = PeerConnection::connect(addr, secret, me, max_frame).await?;
+    let connect = PeerConnection::connect(addr, secret, me, max_frame);
+    let mut conn = tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| PeerError::HandshakeTimeout(timeout.as_millis() as u64))??;
     let started = Instant::now();
     let body = b"tandem ping".to_vec();
     conn.write_frame(&Frame::new(PING, body.clone())).await?;

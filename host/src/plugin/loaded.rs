@@ -287,7 +287,8 @@ fn version_string(v: Version) -> String {
 fn probe_batch() -> EntryBatch {
     EntryBatch {
         tree: "probe".into(),
-        paths: b"probe.txt\0probe-dir\0".to_vec(),
+        paths: b"probe.txtprobe-dir".to_vec(),
+        ends: vec![9, 18],
         kinds: vec![EntryKind::File, EntryKind::Dir],
         sizes: vec![1, 0],
         modes: vec![0o644, 0o755],

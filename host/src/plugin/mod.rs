@@ -27,14 +27,20 @@ pub use world::{PACKAGE, VERSION, Version, World};
 impl EntryBatch {
     /// An empty batch for `tree`.
     pub fn new(tree: impl Into<String>) -> Self {
-        Self { tree: tree.into(), paths: Vec::new(), kinds: Vec::new(), sizes: Vec::new(), modes: Vec::new() }
+        Self {
+            tree: tree.into(),
+            paths: Vec::new(),
+            ends: Vec::new(),
+            kinds: Vec::new(),
+            sizes: Vec::new(),
+            modes: Vec::new(),
+        }
     }
 
-    /// Adds one entry; `path` is relative to the tree root and must not contain NUL.
+    /// Adds one entry; `path` is relative to the tree root. A batch holds up to 4 GiB of paths.
     pub fn push(&mut self, path: &[u8], kind: EntryKind, size: u64, mode: u32) {
-        debug_assert!(!path.contains(&0), "a path never contains NUL");
         self.paths.extend_from_slice(path);
-        self.paths.push(0);
+        self.ends.push(u32::try_from(self.paths.len()).expect("a batch's paths fit in 4 GiB"));
         self.kinds.push(kind);
         self.sizes.push(size);
         self.modes.push(mode);
@@ -50,6 +56,7 @@ impl EntryBatch {
 
     pub fn clear(&mut self) {
         self.paths.clear();
+        self.ends.clear();
         self.kinds.clear();
         self.sizes.clear();
         self.modes.clear();

@@ -31,6 +31,9 @@ const MAX_FALLBACKS: usize = 4;
 const MAX_FAILURES: usize = 8;
 
 /// The plugin runtime: cheap to clone, shared by every subsystem that asks for decisions.
+///
+/// Decisions block the calling thread (up to the call cap, and longer when a plugin must be
+/// instantiated); async code calls them through `spawn_blocking`.
 #[derive(Clone)]
 pub struct Plugins {
     inner: Arc<Inner>,
@@ -249,7 +252,8 @@ impl Plugins {
     }
 
     fn load(&self, name: &str, source: Source, bytes: &[u8]) -> Result<Arc<LoadedPlugin>, PluginError> {
-        let cx = LoadContext { linker: &self.inner.linker, cache: &self.inner.cache, config: &self.inner.config };
+        let cx =
+            LoadContext { linker: &self.inner.linker, cache: &self.inner.cache, config: &self.inner.config };
         LoadedPlugin::load(name, source, bytes, &cx)
     }
 

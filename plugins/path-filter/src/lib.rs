@@ -29,26 +29,23 @@ mod component {
         }
 
         fn filter(batch: EntryBatch) -> Result<Vec<Verdict>, String> {
-            let kinds: Vec<Kind> = batch
-                .kinds
-                .iter()
-                .map(|k| match k {
-                    EntryKind::File => Kind::File,
-                    EntryKind::Dir => Kind::Dir,
-                    EntryKind::Symlink => Kind::Symlink,
-                    EntryKind::Other => Kind::Other,
+            let kinds = batch.kinds.iter().map(|k| match k {
+                EntryKind::File => Kind::File,
+                EntryKind::Dir => Kind::Dir,
+                EntryKind::Symlink => Kind::Symlink,
+                EntryKind::Other => Kind::Other,
+            });
+            let mut out = Vec::with_capacity(batch.kinds.len());
+            POLICY.with(|p| {
+                p.borrow().decide_batch(&batch.tree, &batch.paths, &batch.ends, kinds, |v| {
+                    out.push(match v {
+                        V::Keep => Verdict::Keep,
+                        V::Skip => Verdict::Skip,
+                        V::Prune => Verdict::Prune,
+                    })
                 })
-                .collect();
-            let mut out = Vec::with_capacity(kinds.len());
-            POLICY.with(|p| p.borrow().decide_batch(&batch.tree, &batch.paths, &kinds, &mut out))?;
-            Ok(out
-                .into_iter()
-                .map(|v| match v {
-                    V::Keep => Verdict::Keep,
-                    V::Skip => Verdict::Skip,
-                    V::Prune => Verdict::Prune,
-                })
-                .collect())
+            })?;
+            Ok(out)
         }
     }
 

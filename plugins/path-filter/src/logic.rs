@@ -114,25 +114,31 @@ impl PathFilter {
         }
     }
 
-    /// Decides a whole batch: `paths` holds each path followed by a NUL byte.
+    /// Decides a whole batch: entry i's path is `paths[ends[i-1]..ends[i]]`. Calls `emit` once
+    /// per entry, in order; an `ends` that is not a valid split of `paths` is an error.
     pub fn decide_batch(
         &self,
         tree: &str,
         paths: &[u8],
-        kinds: &[Kind],
-        out: &mut Vec<Verdict>,
+        ends: &[u32],
+        kinds: impl ExactSizeIterator<Item = Kind>,
+        mut emit: impl FnMut(Verdict),
     ) -> Result<(), String> {
-        let tree_skipped = self.skips_tree(tree);
-        let mut rest = paths;
-        for &kind in kinds {
-            let Some(end) = rest.iter().position(|&b| b == 0) else {
-                return Err(format!("batch has {} kinds but fewer NUL-terminated paths", kinds.len()));
-            };
-            out.push(self.decide(tree_skipped, &rest[..end], kind));
-            rest = &rest[end + 1..];
+        if ends.len() != kinds.len() {
+            return Err(format!("batch has {} path ends but {} kinds", ends.len(), kinds.len()));
         }
-        if !rest.is_empty() {
-            return Err(format!("batch has more paths than its {} kinds", kinds.len()));
+        let tree_skipped = self.skips_tree(tree);
+        let mut start = 0usize;
+        for (&end, kind) in ends.iter().zip(kinds) {
+            let end = end as usize;
+            let Some(path) = paths.get(start..end) else {
+                return Err(format!("path end {end} is outside 0..{} or before {start}", paths.len()));
+            };
+            emit(self.decide(tree_skipped, path, kind));
+            start = end;
+        }
+        if start != paths.len() {
+            return Err(format!("{} path bytes after the last entry", paths.len() - start));
         }
         Ok(())
     }
@@ -159,11 +165,21 @@ fn basename(path: &[u8]) -> &[u8] {
     }
 }
 
+/// Temporary files by name. Hot: one call per path, so it branches on the last byte before
+/// comparing any suffix, and looks at prefixes only for names starting with `.` or `#`.
 fn is_temporary(name: &[u8]) -> bool {
-    TEMP_SUFFIXES.iter().any(|s| name.ends_with(s))
-        || TEMP_PREFIXES.iter().any(|p| name.starts_with(p))
-        // Emacs auto-save files: #name#
-        || (name.len() > 2 && name.starts_with(b"#") && name.ends_with(b"#"))
+    let Some(&last) = name.last() else { return false };
+    let suffix = match last {
+        b'p' | b't' | b'l' | b'd' | b'x' | b'~' => TEMP_SUFFIXES.iter().any(|s| name.ends_with(s)),
+        _ => false,
+    };
+    suffix
+        || match name[0] {
+            b'.' => TEMP_PREFIXES.iter().any(|p| name.starts_with(p)),
+            // Emacs auto-save files: #name#
+            b'#' => name.len() > 2 && last == b'#',
+            _ => false,
+        }
 }
 
 #[cfg(test)]
@@ -245,14 +261,39 @@ mod tests {
         );
     }
 
-    #[test]
-    fn batch_decodes_nul_separated_paths_and_checks_counts() {
-        let f = PathFilter::default();
+    fn batch(f: &PathFilter, paths: &[u8], ends: &[u32], kinds: &[Kind]) -> Result<Vec<Verdict>, String> {
         let mut out = Vec::new();
-        f.decide_batch("vault", b"a\0b.tmp\0s\0", &[Kind::File, Kind::File, Kind::Other], &mut out).unwrap();
-        assert_eq!(out, [Verdict::Keep, Verdict::Skip, Verdict::Skip]);
-        out.clear();
-        assert!(f.decide_batch("vault", b"a\0b", &[Kind::File, Kind::File], &mut out).is_err());
-        assert!(f.decide_batch("vault", b"a\0b\0", &[Kind::File], &mut out).is_err());
+        f.decide_batch("vault", paths, ends, kinds.iter().copied(), |v| out.push(v)).map(|()| out)
+    }
+
+    #[test]
+    fn batch_splits_paths_at_their_ends_and_checks_them() {
+        let f = PathFilter::default();
+        let got = batch(&f, b"ab.tmps", &[1, 6, 7], &[Kind::File, Kind::File, Kind::Other]).unwrap();
+        assert_eq!(got, [Verdict::Keep, Verdict::Skip, Verdict::Skip]);
+        assert!(batch(&f, b"ab", &[1], &[Kind::File, Kind::File]).is_err(), "count mismatch");
+        assert!(batch(&f, b"ab", &[3], &[Kind::File]).is_err(), "end past the buffer");
+        assert!(batch(&f, b"ab", &[2, 1], &[Kind::File, Kind::File]).is_err(), "ends going back");
+        assert!(batch(&f, b"ab", &[1], &[Kind::File]).is_err(), "bytes left over");
+        assert_eq!(batch(&f, b"", &[], &[]).unwrap(), []);
+    }
+
+    #[test]
+    fn the_fast_temporary_check_matches_the_plain_rule() {
+        let plain = |name: &[u8]| {
+            TEMP_SUFFIXES.iter().any(|s| name.ends_with(s))
+                || TEMP_PREFIXES.iter().any(|p| name.starts_with(p))
+                || (name.len() > 2 && name.starts_with(b"#") && name.ends_with(b"#"))
+        };
+        let parts: [&[u8]; 12] =
+            [b"", b".", b"#", b"~", b"a", b"tmp", b".tmp", b"part", b".#", b"x.swx", b"tandem-tmp-", b"d"];
+        for a in parts {
+            for b in parts {
+                for c in parts {
+                    let name = [a, b, c].concat();
+                    assert_eq!(is_temporary(&name), plain(&name), "{:?}", String::from_utf8_lossy(&name));
+                }
+            }
+        }
     }
 }

@@ -55,8 +55,15 @@ mod component {
         fn filter(batch: EntryBatch) -> Result<Vec<Verdict>, String> {
             SKIP_DIR.with(|d| {
                 let skip_dir = d.borrow();
-                let paths = batch.paths.split(|&b| b == 0);
+                let mut start = 0usize;
+                let mut paths = Vec::with_capacity(batch.ends.len());
+                for &end in &batch.ends {
+                    let end = end as usize;
+                    paths.push(batch.paths.get(start..end).ok_or("bad path ends")?);
+                    start = end;
+                }
                 Ok(paths
+                    .into_iter()
                     .zip(&batch.kinds)
                     .map(|(path, kind)| {
                         let is_dir = matches!(kind, EntryKind::Dir);

@@ -30,6 +30,11 @@ struct Daemon {
 
 impl Daemon {
     fn start(secret: &str) -> Self {
+        Self::start_with(secret, "")
+    }
+
+    /// A daemon whose config ends with `extra` (whole TOML tables).
+    fn start_with(secret: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("secret"), secret).unwrap();
         let config = dir.path().join("tandem.toml");
@@ -37,8 +42,9 @@ impl Daemon {
             &config,
             format!(
                 "node_name = \"alpha\"\ndata_dir = \"{0}/data\"\n[plugins]\nreload_interval_ms = 100\n\
-                 [peer]\nlisten = \"127.0.0.1:0\"\nsecret_file = \"{0}/secret\"\n",
-                dir.path().display()
+                 [peer]\nlisten = \"127.0.0.1:0\"\nsecret_file = \"{0}/secret\"\n{1}",
+                dir.path().display(),
+                extra
             ),
         )
         .unwrap();
@@ -135,6 +141,25 @@ fn daemon_hot_reloads_plugins_and_logs_per_job() {
     assert!(daemon.log("plugins.log").contains("`broken.wasm`"));
     assert!(daemon.log("tandem.log").contains("tandem is up"));
     assert!(!daemon.log("peer.log").contains("plugin"), "peer.log holds only the peer job");
+}
+
+#[test]
+fn daemon_writes_json_logs_when_asked() {
+    let daemon = Daemon::start_with(SECRET, "[log]\nformat = \"json\"\nlevel = \"debug\"\n");
+    let up =
+        wait_for(Duration::from_secs(5), || daemon.log("tandem.log").contains("tandem is up").then_some(()));
+    assert!(up.is_some());
+    let log = daemon.log("tandem.log");
+    let mut seen_up = false;
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["target"].is_string(), "{line}");
+        if v["fields"]["message"] == "tandem is up" {
+            assert_eq!(v["fields"]["node"], "alpha");
+            seen_up = true;
+        }
+    }
+    assert!(seen_up, "{log}");
 }
 
 #[test]

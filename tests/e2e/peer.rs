@@ -211,3 +211,83 @@ async fn the_accept_loop_survives_bad_peers_and_answers_pings() {
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(5), server).await.expect("serve stops on shutdown").unwrap();
 }
+
+mod properties {
+    //! Framing under arbitrary input: frames written in arbitrary pieces arrive whole, and
+    //! arbitrary bytes from an authenticated peer end in an error, never a panic or a hang.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    async fn pair() -> (PeerConnection, PeerConnection) {
+        let (addr, server) = accept_one(good(), MAX_FRAME).await;
+        let client = connect(addr, &good()).await.unwrap();
+        (client, server.await.unwrap().unwrap())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn frames_cut_into_arbitrary_pieces_arrive_whole(
+            sizes in prop::collection::vec(0usize..200_000, 1..6),
+            cuts in prop::collection::vec(1usize..70_000, 1..20),
+        ) {
+            runtime().block_on(async {
+                let (mut client, mut server) = pair().await;
+                let frames: Vec<Frame> = sizes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &n)| Frame::new(i as u16, (0..n).map(|j| (j * 7 + i) as u8).collect::<Vec<u8>>()))
+                    .collect();
+                let mut wire = Vec::new();
+                for f in &frames {
+                    client.writer.seal(f, &mut wire).unwrap();
+                }
+                let writer = tokio::spawn(async move {
+                    let mut rest = &wire[..];
+                    for cut in cuts.iter().cycle() {
+                        if rest.is_empty() {
+                            break;
+                        }
+                        let n = (*cut).min(rest.len());
+                        client.writer.write_raw(&rest[..n]).await.unwrap();
+                        tokio::task::yield_now().await;
+                        rest = &rest[n..];
+                    }
+                    client.writer.shutdown().await.unwrap();
+                });
+                for f in &frames {
+                    assert_eq!(server.read_frame().await.unwrap().as_ref(), Some(f));
+                }
+                assert!(server.read_frame().await.unwrap().is_none());
+                writer.await.unwrap();
+            });
+        }
+
+        #[test]
+        fn arbitrary_bytes_from_a_peer_are_an_error_not_a_panic(
+            junk in prop::collection::vec(any::<u8>(), 0..300_000),
+        ) {
+            runtime().block_on(async {
+                let (mut client, mut server) = pair().await;
+                client.writer.write_raw(&junk).await.unwrap();
+                client.writer.shutdown().await.unwrap();
+                let got = tokio::time::timeout(Duration::from_secs(10), server.read_frame())
+                    .await
+                    .expect("the reader must not hang on a closed stream");
+                match got {
+                    Ok(None) => assert!(junk.is_empty(), "only an empty stream ends cleanly"),
+                    Ok(Some(_)) => panic!("random bytes passed the integrity check"),
+                    Err(PeerError::Integrity | PeerError::Truncated(_) | PeerError::Malformed(_)) => {}
+                    Err(other) => panic!("unexpected error {other}"),
+                }
+            });
+        }
+    }
+}

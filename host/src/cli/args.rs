@@ -38,7 +38,8 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum PluginsCommand {
-    /// List the plugins of each world: name, version, source (built-in or file) and state.
+    /// List the plugins of each world as this configuration loads them: name, version, source
+    /// (built-in or file) and state (active, fallback, refused or failed, with the reason).
     List {
         /// Print JSON instead of a table.
         #[arg(long)]

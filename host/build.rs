@@ -76,6 +76,8 @@ fn cargo_build(workspace: &Path, target_dir: &Path, packages: &[&str], features:
     if !features.is_empty() {
         cmd.args(["--features", features]);
     }
+    // Small components: no DWARF (the name section stays, so traps still name functions).
+    cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false").env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
     // The outer build's flags and wrappers (clippy, coverage) are for the host, not the guests.
     for var in [
         "CARGO_ENCODED_RUSTFLAGS",

@@ -28,7 +28,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let plugin_config = config.plugins.clone();
     let plugins = tokio::task::spawn_blocking(move || Plugins::new(plugin_config)).await??;
     for status in plugins.statuses() {
-        info!(world = ?status.world, plugin = %status.name, state = %status.state, "plugin");
+        let world = status.world.map_or_else(|| "-".to_string(), |w| w.to_string());
+        info!(%world, plugin = %status.name, state = %status.state, "plugin");
     }
     let watcher = plugins.spawn_watcher(shutdown.clone()).context("starting the plugin watcher")?;
 

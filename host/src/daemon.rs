@@ -48,6 +48,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         me,
         max_frame: config.peer.max_frame_bytes,
         handshake_timeout: config.peer.handshake_timeout(),
+        max_connections: config.peer.max_connections,
     };
     peer::serve(listener, acceptor, peer::ping::answer, shutdown.clone()).await;
     shutdown.cancel();

@@ -177,6 +177,137 @@ async fn an_altered_record_fails_the_integrity_check() {
     assert!(matches!(got, Err(PeerError::Integrity)), "{got:?}");
 }
 
+/// Relays an honest connection to `addr` and returns what the initiator sent first: its
+/// greeting and first handshake message, as someone on the path without the secret sees them.
+async fn record_first_message(addr: SocketAddr) -> Vec<u8> {
+    let relay = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    let honest = tokio::spawn(async move { connect(relay_addr, &good()).await });
+    let (from_client, _) = relay.accept().await.unwrap();
+    let to_server = TcpStream::connect(addr).await.unwrap();
+    let (mut cr, mut cw) = from_client.into_split();
+    let (mut sr, mut sw) = to_server.into_split();
+    // The copies run until the sockets close; they are never cut short mid-handshake.
+    tokio::spawn(async move { tokio::io::copy(&mut sr, &mut cw).await });
+    let mut first = vec![0u8; 8 + 2];
+    cr.read_exact(&mut first).await.unwrap();
+    let len = u16::from_be_bytes([first[8], first[9]]) as usize;
+    first.resize(10 + len, 0);
+    cr.read_exact(&mut first[10..]).await.unwrap();
+    sw.write_all(&first).await.unwrap();
+    tokio::spawn(async move { tokio::io::copy(&mut cr, &mut sw).await });
+    honest.await.unwrap().unwrap();
+    first
+}
+
+#[tokio::test]
+async fn a_replayed_first_message_is_not_a_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let mut results = Vec::new();
+        for _ in 0..2 {
+            let (stream, _) = listener.accept().await.unwrap();
+            results
+                .push(PeerConnection::accept(stream, &good(), &PeerIdentity::new("server"), MAX_FRAME).await);
+        }
+        results
+    });
+    // An honest connection, recorded on the wire by someone without the secret...
+    let recorded = record_first_message(addr).await;
+    // ... who then replays the greeting and first message, and cannot go on.
+    let mut replay = TcpStream::connect(addr).await.unwrap();
+    replay.write_all(&recorded).await.unwrap();
+    let mut reply = vec![0u8; 8 + 2];
+    replay.read_exact(&mut reply).await.unwrap();
+    let len = u16::from_be_bytes([reply[8], reply[9]]) as usize;
+    let mut second = vec![0u8; len];
+    replay.read_exact(&mut second).await.unwrap();
+    // A guess at the confirmation record fails.
+    replay.write_all(&[0, 40]).await.unwrap();
+    replay.write_all(&[0x11; 40]).await.unwrap();
+    let results = server.await.unwrap();
+    assert!(results[0].is_ok(), "the honest connection");
+    assert!(matches!(results[1], Err(PeerError::BadSecret)), "the replay: {:?}", results[1].as_ref().err());
+}
+
+#[tokio::test]
+async fn a_read_cancelled_midway_fails_cleanly_afterwards() {
+    let (addr, server) = accept_one(good(), MAX_FRAME).await;
+    let mut client = connect(addr, &good()).await.unwrap();
+    let mut server = server.await.unwrap().unwrap();
+    let mut sealed = Vec::new();
+    client.writer.seal(&Frame::new(9, vec![5u8; 100_000]), &mut sealed).unwrap();
+    client.writer.write_raw(&sealed[..50_000]).await.unwrap();
+    let cancelled = tokio::time::timeout(Duration::from_millis(200), server.read_frame()).await;
+    assert!(cancelled.is_err(), "the read was waiting for the rest");
+    client.writer.write_raw(&sealed[50_000..]).await.unwrap();
+    // The stream is now mid-frame from the reader's view: an error, not a panic.
+    let again = server.read_frame().await;
+    assert!(again.is_err(), "{again:?}");
+}
+
+#[tokio::test]
+async fn shutdown_is_not_held_up_by_a_peer_that_stops_reading() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = Acceptor {
+        secret: good(),
+        me: Arc::new(PeerIdentity::new("daemon")),
+        max_frame: MAX_FRAME,
+        handshake_timeout: Duration::from_millis(300),
+        max_connections: 16,
+    };
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(peer::serve(listener, acceptor, peer::ping::answer, shutdown.clone()));
+    let mut client = connect(addr, &good()).await.unwrap();
+    // Big pings, never reading a pong: the daemon's pong writes fill the socket buffers, and
+    // then our own writes block too, so they run in a task of their own.
+    let pinger = tokio::spawn(async move {
+        for _ in 0..8 {
+            if client.write_frame(&Frame::new(peer::ping::PING, vec![0u8; 8 << 20])).await.is_err() {
+                break;
+            }
+        }
+        client
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), server).await.expect("serve stopped").unwrap();
+    pinger.abort();
+}
+
+#[tokio::test]
+async fn connections_past_the_limit_are_closed_on_arrival() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = Acceptor {
+        secret: good(),
+        me: Arc::new(PeerIdentity::new("daemon")),
+        max_frame: MAX_FRAME,
+        handshake_timeout: Duration::from_secs(5),
+        max_connections: 2,
+    };
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(peer::serve(listener, acceptor, peer::ping::answer, shutdown.clone()));
+    let _held_a = connect(addr, &good()).await.unwrap();
+    let _held_b = connect(addr, &good()).await.unwrap();
+    let third = connect(addr, &good()).await;
+    assert!(third.is_err(), "a third connection must be refused while two are held");
+    drop(_held_a);
+    let mut fourth = false;
+    for _ in 0..50 {
+        if connect(addr, &good()).await.is_ok() {
+            fourth = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(fourth, "a slot frees up when a connection ends");
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), server).await.expect("serve stopped").unwrap();
+}
+
 #[tokio::test]
 async fn a_dialler_gives_up_on_a_silent_listener() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -196,6 +327,7 @@ async fn the_accept_loop_survives_bad_peers_and_answers_pings() {
         me: Arc::new(PeerIdentity::new("daemon")),
         max_frame: MAX_FRAME,
         handshake_timeout: Duration::from_millis(300),
+        max_connections: 16,
     };
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(peer::serve(listener, acceptor, peer::ping::answer, shutdown.clone()));

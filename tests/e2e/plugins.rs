@@ -324,6 +324,32 @@ fn bytes_that_are_not_wasm_are_refused() {
 }
 
 #[test]
+fn a_plugin_that_sleeps_is_stopped_not_waited_for() {
+    // Sleeping waits inside the host, where the epoch deadline cannot interrupt it.
+    let started = std::time::Instant::now();
+    let (_dir, plugins, report) = example_then("fixture-hostile-sleep.wasm");
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    match refused_kind(&report, "fixture-hostile-sleep.wasm") {
+        FailureKind::Trap(why) => assert!(why.contains("may not sleep"), "{why}"),
+        other => panic!("expected a trap, got {other}"),
+    }
+    assert_eq!(bak_verdict(&plugins), Verdict::Skip);
+}
+
+#[test]
+fn a_plugin_writing_to_stderr_on_every_call_keeps_working() {
+    let plugins = builtins();
+    plugins
+        .install(&guest("fixture-hostile-chatty.wasm"), &guest_bytes("fixture-hostile-chatty.wasm"))
+        .unwrap();
+    // ~60 bytes a call: far past the 4 KiB kept for error messages.
+    for _ in 0..1_000 {
+        assert_eq!(bak_verdict(&plugins), Verdict::Keep);
+    }
+    assert!(plugins.statuses().iter().all(|s| !s.state.starts_with("failed")));
+}
+
+#[test]
 fn the_sandbox_grants_no_files_environment_or_network() {
     let plugins = builtins();
     let e = plugins.check("snoop.wasm", &guest_bytes("fixture-hostile-snoop.wasm")).unwrap_err();

@@ -12,6 +12,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
 pub const DEFAULT_MAX_FRAME_BYTES: u64 = 64 << 20;
 /// A connection must finish its handshake within this time.
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+/// Peer connections served at once (a cluster has a handful of members).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -21,6 +23,7 @@ pub struct PeerConfig {
     pub secret_file: Option<PathBuf>,
     pub max_frame_bytes: u64,
     pub handshake_timeout_ms: u64,
+    pub max_connections: usize,
 }
 
 impl Default for PeerConfig {
@@ -30,6 +33,7 @@ impl Default for PeerConfig {
             secret_file: None,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -44,6 +48,9 @@ impl PeerConfig {
                 "peer.handshake_timeout_ms = {}: expected 100 to 600000",
                 self.handshake_timeout_ms
             ));
+        }
+        if !(1..=65_536).contains(&self.max_connections) {
+            return Err(format!("peer.max_connections = {}: expected 1 to 65536", self.max_connections));
         }
         Ok(())
     }

@@ -21,6 +21,11 @@ use super::secret::ClusterSecret;
 
 /// Read buffer size: several records per read system call.
 const READ_BUFFER: usize = 256 * 1024;
+/// A frame's body is reserved up to this much from its header, then grows as records arrive,
+/// so a header alone cannot make us reserve `max_frame` bytes.
+const INITIAL_BODY: usize = 1 << 20;
+/// The writer keeps its buffer between frames unless a frame made it larger than this.
+const KEEP_WRITE_BUFFER: usize = 4 << 20;
 
 /// One message between hosts: a kind (assigned by the subsystem that owns it) and a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,19 +76,19 @@ impl PeerConnection {
     }
 
     fn new(stream: TcpStream, established: Established, remote: SocketAddr, max_frame: u64) -> Self {
-        let Established { transport, peer } = established;
+        let Established { transport, peer, send_nonce, recv_nonce } = established;
         let keys = Arc::new(transport);
         let (read, write) = stream.into_split();
         Self {
             reader: PeerReader {
                 stream: BufReader::with_capacity(READ_BUFFER, read),
                 keys: keys.clone(),
-                nonce: 0,
+                nonce: recv_nonce,
                 record: vec![0; MAX_RECORD],
                 plain: vec![0; MAX_RECORD],
                 max_frame,
             },
-            writer: PeerWriter { stream: write, keys, nonce: 0, out: Vec::new() },
+            writer: PeerWriter { stream: write, keys, nonce: send_nonce, out: Vec::new() },
             peer,
             remote,
         }
@@ -110,14 +115,15 @@ pub struct PeerReader {
 
 impl PeerReader {
     /// The next frame, or `None` when the peer closed the connection between frames.
-    /// Not cancel-safe: a frame read halfway is lost with the connection.
+    /// Not cancel-safe: a frame read halfway is lost, and the connection must be dropped
+    /// (a later read fails cleanly, it does not panic).
     pub async fn read_frame(&mut self) -> Result<Option<Frame>, PeerError> {
         let Some(n) = self.read_record(true).await? else {
             return Ok(None);
         };
         let header = FrameHeader::decode(&self.plain[..n], self.max_frame)?;
         let len = header.len as usize;
-        let mut body = Vec::with_capacity(len);
+        let mut body = Vec::with_capacity(len.min(INITIAL_BODY));
         body.extend_from_slice(&self.plain[FRAME_HEADER_LEN..n]);
         while body.len() < len {
             let n = self.read_record(false).await?.expect("EOF inside a frame is an error");
@@ -131,36 +137,34 @@ impl PeerReader {
 
     /// Reads and opens one record into `self.plain`; its plaintext length.
     async fn read_record(&mut self, at_boundary: bool) -> Result<Option<usize>, PeerError> {
+        let Self { stream, keys, nonce, record, plain, .. } = self;
         let mut prefix = [0u8; RECORD_PREFIX];
-        match self.stream.read(&mut prefix[..1]).await? {
+        match stream.read(&mut prefix[..1]).await? {
             0 if at_boundary => return Ok(None),
             0 => return Err(PeerError::Truncated("inside a frame")),
             _ => {}
         }
-        self.read_exact_or(&mut prefix[1..], "inside a record header").await?;
+        read_exact_or(stream, &mut prefix[1..], "inside a record header").await?;
         let len = usize::from(u16::from_be_bytes(prefix));
         if len < TAG_LEN {
             return Err(PeerError::Malformed("record shorter than its authentication tag"));
         }
-        let mut record = std::mem::take(&mut self.record);
-        let read = self.read_exact_or(&mut record[..len], "inside a record").await;
-        let opened = read.and_then(|()| {
-            self.keys
-                .read_message(self.nonce, &record[..len], &mut self.plain)
-                .map_err(|_| PeerError::Integrity)
-        });
-        self.record = record;
-        let n = opened?;
-        self.nonce += 1;
+        read_exact_or(stream, &mut record[..len], "inside a record").await?;
+        let n = keys.read_message(*nonce, &record[..len], plain).map_err(|_| PeerError::Integrity)?;
+        *nonce += 1;
         Ok(Some(n))
     }
+}
 
-    async fn read_exact_or(&mut self, buf: &mut [u8], what: &'static str) -> Result<(), PeerError> {
-        match self.stream.read_exact(buf).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(PeerError::Truncated(what)),
-            Err(e) => Err(e.into()),
-        }
+async fn read_exact_or(
+    stream: &mut BufReader<OwnedReadHalf>,
+    buf: &mut [u8],
+    what: &'static str,
+) -> Result<(), PeerError> {
+    match stream.read_exact(buf).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(PeerError::Truncated(what)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -182,7 +186,9 @@ impl PeerWriter {
             Ok(()) => self.stream.write_all(&out).await.map_err(PeerError::from),
             Err(e) => Err(e),
         };
-        self.out = out;
+        if out.capacity() <= KEEP_WRITE_BUFFER {
+            self.out = out;
+        }
         written
     }
 

@@ -5,6 +5,11 @@
 //!
 //! A responder that finds a wrong secret sends an empty record before closing, so the
 //! initiator can say why it was refused instead of seeing a bare hang-up.
+//!
+//! The first message alone proves nothing about liveness (a recorded one can be replayed), so
+//! the initiator then sends a key-confirmation record under the new transport keys, which only
+//! the holder of its ephemeral key can produce; the responder accepts the connection only after
+//! opening it. Each side's first data record therefore uses nonce 1 initiator-to-responder.
 
 use snow::{Builder, StatelessTransportState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,7 +38,11 @@ impl PeerIdentity {
         let mut instance = [0u8; 16];
         getrandom::fill(&mut instance).expect("the OS random source works");
         let mut node = node.into();
-        node.truncate(MAX_NAME);
+        let mut cut = node.len().min(MAX_NAME);
+        while !node.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        node.truncate(cut);
         Self { node, instance }
     }
 
@@ -61,7 +70,13 @@ impl PeerIdentity {
 pub struct Established {
     pub transport: StatelessTransportState,
     pub peer: PeerIdentity,
+    /// The first nonce for data this side sends, and for data it receives.
+    pub send_nonce: u64,
+    pub recv_nonce: u64,
 }
+
+/// The content of the key-confirmation record.
+const CONFIRM: &[u8] = b"tandem-peer confirm";
 
 /// Opens the connection from the dialling side.
 pub async fn initiate(
@@ -81,7 +96,10 @@ pub async fn initiate(
     let n = noise.read_message(&msg, &mut buf).map_err(|_| PeerError::BadSecret)?;
     let peer = PeerIdentity::decode(&buf[..n])?;
     check_not_self(me, &peer)?;
-    Ok(Established { transport: noise.into_stateless_transport_mode()?, peer })
+    let transport = noise.into_stateless_transport_mode()?;
+    let n = transport.write_message(0, CONFIRM, &mut buf)?;
+    write_record(stream, &buf[..n]).await?;
+    Ok(Established { transport, peer, send_nonce: 1, recv_nonce: 0 })
 }
 
 /// Answers a connection on the listening side.
@@ -106,7 +124,14 @@ pub async fn respond(
     check_not_self(me, &peer)?;
     let n = noise.write_message(&me.encode(), &mut buf)?;
     write_record(stream, &buf[..n]).await?;
-    Ok(Established { transport: noise.into_stateless_transport_mode()?, peer })
+    let transport = noise.into_stateless_transport_mode()?;
+    let msg = read_record(stream).await?;
+    match transport.read_message(0, &msg, &mut buf) {
+        Ok(n) if &buf[..n] == CONFIRM => {}
+        // A replayed first message: the sender never had the keys.
+        _ => return Err(PeerError::BadSecret),
+    }
+    Ok(Established { transport, peer, send_nonce: 0, recv_nonce: 1 })
 }
 
 fn builder(secret: &ClusterSecret) -> Result<Builder<'_>, PeerError> {
@@ -151,6 +176,13 @@ async fn read_exact(stream: &mut TcpStream, buf: &mut [u8]) -> Result<(), PeerEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_names_are_cut_at_a_character_boundary() {
+        let id = PeerIdentity::new("é".repeat(200));
+        assert_eq!(id.node.len(), 254);
+        assert_eq!(PeerIdentity::decode(&id.encode()).unwrap(), id);
+    }
 
     #[test]
     fn identities_round_trip_and_refuse_garbage() {

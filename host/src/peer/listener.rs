@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
@@ -25,6 +26,8 @@ pub struct Acceptor {
     pub me: Arc<PeerIdentity>,
     pub max_frame: u64,
     pub handshake_timeout: Duration,
+    /// Connections served at once, handshakes included; more are closed on arrival.
+    pub max_connections: usize,
 }
 
 /// Accepts connections until `shutdown`, then waits for the handlers to finish.
@@ -34,6 +37,7 @@ where
     F: Future<Output = Result<(), PeerError>> + Send + 'static,
 {
     let handler = Arc::new(handler);
+    let slots = Arc::new(Semaphore::new(acceptor.max_connections));
     let mut tasks = JoinSet::new();
     let mut backoff = Duration::from_millis(10);
     loop {
@@ -43,11 +47,18 @@ where
                 Ok(pair) => { backoff = Duration::from_millis(10); pair }
                 Err(e) => {
                     warn!(error = %e, "accept failed; retrying");
-                    tokio::time::sleep(backoff).await;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
                     backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                     continue;
                 }
             },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            warn!(%remote, limit = acceptor.max_connections, "too many peer connections; closing this one");
+            continue;
         };
         let acceptor = acceptor.clone();
         let handler = handler.clone();
@@ -55,6 +66,7 @@ where
         let span = info_span!("peer", %remote);
         tasks.spawn(
             async move {
+                let _slot = slot;
                 let accepted = tokio::time::timeout(
                     acceptor.handshake_timeout,
                     PeerConnection::accept(stream, &acceptor.secret, &acceptor.me, acceptor.max_frame),

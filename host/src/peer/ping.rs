@@ -20,7 +20,14 @@ pub async fn answer(mut conn: PeerConnection, shutdown: CancellationToken) -> Re
         };
         match frame {
             None => return Ok(()),
-            Some(Frame { kind: PING, body }) => conn.write_frame(&Frame::new(PONG, body)).await?,
+            Some(Frame { kind: PING, body }) => {
+                let pong = Frame::new(PONG, body);
+                tokio::select! {
+                    // A peer that stops reading must not hold up shutdown.
+                    _ = shutdown.cancelled() => return Ok(()),
+                    written = conn.write_frame(&pong) => written?,
+                }
+            }
             Some(_) => return Err(PeerError::Malformed("unexpected frame kind")),
         }
     }

@@ -29,6 +29,8 @@ impl std::error::Error for PluginError {}
 pub enum FailureKind {
     #[error("cannot read the file: {0}")]
     Io(String),
+    #[error("{len} bytes is over the {max} byte limit for a plugin file")]
+    TooLarge { len: u64, max: u64 },
     #[error("not a WebAssembly file (no `\\0asm` header)")]
     NotWasm,
     #[error("a core WebAssembly module, not a component; build it with `--target wasm32-wasip2`")]

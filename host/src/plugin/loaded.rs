@@ -210,12 +210,18 @@ impl LoadedPlugin {
         &self,
         f: impl FnOnce(&mut Store<PluginState>, &Bound) -> wasmtime::Result<Result<R, FailureKind>>,
     ) -> Result<R, PluginError> {
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        // A panic while a store was entered leaves it unusable: start over.
+        let mut live = self.live.lock().unwrap_or_else(|poisoned| {
+            let mut live = poisoned.into_inner();
+            *live = None;
+            live
+        });
         if live.is_none() {
             *live = Some(self.instantiate()?);
         }
         let Live { store, bound } = live.as_mut().expect("instance was just created");
         store.set_epoch_deadline(deadline_ticks(self.limits.call_timeout));
+        store.data().clear_stderr();
         let outcome = match f(store, bound) {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(kind)) => kind,

@@ -14,6 +14,7 @@ mod error;
 mod loaded;
 mod registry;
 mod sandbox;
+mod tail;
 mod world;
 
 pub use bindings::{ConfChange, EntryBatch, EntryKind, History, Scope, UserScope, Verdict};

@@ -29,6 +29,8 @@ use super::world::World;
 const MAX_FALLBACKS: usize = 4;
 /// Failures remembered per world for status.
 const MAX_FAILURES: usize = 8;
+/// Largest plugin file read; policy components are tens to hundreds of KiB.
+const MAX_PLUGIN_BYTES: u64 = 32 << 20;
 
 /// The plugin runtime: cheap to clone, shared by every subsystem that asks for decisions.
 ///
@@ -193,9 +195,13 @@ impl Plugins {
                 continue;
             }
             let name = display_name(&path);
-            let loaded = fs::read(&path)
-                .map_err(|e| PluginError::new(&name, FailureKind::Io(e.to_string())))
-                .and_then(|bytes| self.load(&name, Source::File(path.clone()), &bytes));
+            let loaded = if stamp.len > MAX_PLUGIN_BYTES {
+                Err(PluginError::new(&name, FailureKind::TooLarge { len: stamp.len, max: MAX_PLUGIN_BYTES }))
+            } else {
+                fs::read(&path)
+                    .map_err(|e| PluginError::new(&name, FailureKind::Io(e.to_string())))
+                    .and_then(|bytes| self.load(&name, Source::File(path.clone()), &bytes))
+            };
             let refused = match loaded {
                 Ok(plugin) => {
                     info!(plugin = %name, world = %plugin.world(), "plugin loaded and active");

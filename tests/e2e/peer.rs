@@ -35,6 +35,25 @@ async fn accept_one(
     (addr, task)
 }
 
+/// The accept loop answering pings as the daemon does: its address, its shutdown, its task.
+async fn serve_pings(
+    handshake_timeout: Duration,
+    max_connections: usize,
+) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = Acceptor {
+        secret: good(),
+        me: Arc::new(PeerIdentity::new("daemon")),
+        max_frame: MAX_FRAME,
+        handshake_timeout,
+        max_connections,
+    };
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(peer::serve(listener, acceptor, peer::ping::answer, shutdown.clone()));
+    (addr, shutdown, server)
+}
+
 async fn connect(addr: SocketAddr, secret: &ClusterSecret) -> Result<PeerConnection, PeerError> {
     PeerConnection::connect(addr, secret, &PeerIdentity::new("client"), MAX_FRAME).await
 }
@@ -249,17 +268,7 @@ async fn a_read_cancelled_midway_fails_cleanly_afterwards() {
 
 #[tokio::test]
 async fn shutdown_is_not_held_up_by_a_peer_that_stops_reading() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let acceptor = Acceptor {
-        secret: good(),
-        me: Arc::new(PeerIdentity::new("daemon")),
-        max_frame: MAX_FRAME,
-        handshake_timeout: Duration::from_millis(300),
-        max_connections: 16,
-    };
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(peer::serve(listener, acceptor, peer::ping::answer, shutdown.clone()));
+    let (addr, shutdown, server) = serve_pings(Duration::from_millis(300), 16).await;
     let mut client = connect(addr, &good()).await.unwrap();
     // Big pings, never reading a pong: the daemon's pong writes fill the socket buffers, and
     // then our own writes block too, so they run in a task of their own.
@@ -279,17 +288,7 @@ async fn shutdown_is_not_held_up_by_a_peer_that_stops_reading() {
 
 #[tokio::test]
 async fn connections_past_the_limit_are_closed_on_arrival() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let acceptor = Acceptor {
-        secret: good(),
-        me: Arc::new(PeerIdentity::new("daemon")),
-        max_frame: MAX_FRAME,
-        handshake_timeout: Duration::from_secs(5),
-        max_connections: 2,
-    };
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(peer::serve(listener, acceptor, peer::ping::answer, shutdown.clone()));
+    let (addr, shutdown, server) = serve_pings(Duration::from_secs(5), 2).await;
     let _held_a = connect(addr, &good()).await.unwrap();
     let _held_b = connect(addr, &good()).await.unwrap();
     let third = connect(addr, &good()).await;
@@ -320,17 +319,7 @@ async fn a_dialler_gives_up_on_a_silent_listener() {
 
 #[tokio::test]
 async fn the_accept_loop_survives_bad_peers_and_answers_pings() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let acceptor = Acceptor {
-        secret: good(),
-        me: Arc::new(PeerIdentity::new("daemon")),
-        max_frame: MAX_FRAME,
-        handshake_timeout: Duration::from_millis(300),
-        max_connections: 16,
-    };
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(peer::serve(listener, acceptor, peer::ping::answer, shutdown.clone()));
+    let (addr, shutdown, server) = serve_pings(Duration::from_millis(300), 16).await;
     // A silent peer (times out), a stranger, a wrong secret...
     let _silent = TcpStream::connect(addr).await.unwrap();
     let mut stranger = TcpStream::connect(addr).await.unwrap();

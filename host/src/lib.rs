@@ -6,6 +6,7 @@
 //! - [`plugin`]: the wasmtime runtime for policy plugins (whitelist, path filter, purge).
 //! - [`peer`]: the authenticated, encrypted, framed transport between tandem hosts.
 //! - [`config`]: `tandem.toml`, validated.
+//! - [`durable`]: crash-safe replacement of small files tandem owns.
 //! - [`logging`]: tracing to the terminal and to per-job files.
 //! - [`daemon`]: the long-running host that wires the subsystems together.
 //! - [`cli`]: the `tandem` command line (the binary is a thin shell over it).
@@ -13,6 +14,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod durable;
 pub mod logging;
 pub mod peer;
 pub mod plugin;

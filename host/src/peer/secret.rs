@@ -3,11 +3,10 @@
 //! it; they derive a 32-byte Noise pre-shared key from it.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use super::error::PeerError;
+use crate::durable;
 
 /// Shortest secret accepted, in bytes.
 pub const MIN_SECRET_LEN: usize = 16;
@@ -55,17 +54,7 @@ impl ClusterSecret {
             if let Some(dir) = path.parent() {
                 fs::create_dir_all(dir).map_err(bad)?;
             }
-            let tmp = path.with_extension("tmp");
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(bad)?;
-            f.write_all(format!("{text}\n").as_bytes()).map_err(bad)?;
-            f.sync_all().map_err(bad)?;
-            fs::rename(&tmp, path).map_err(bad)?;
+            durable::write_private(path, format!("{text}\n").as_bytes()).map_err(bad)?;
             tracing::info!(path = %path.display(), "generated a new cluster secret; copy it to every peer");
         }
         Self::load(path)

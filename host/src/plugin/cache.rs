@@ -3,18 +3,19 @@
 //!
 //! Loading a cached artifact runs native code from it, so the cache is used only when nobody
 //! else can write there: the folder is ours, not a symlink, and has no group or other write
-//! bits (tandem creates it with mode 0700). A cache entry that fails to load is recompiled.
+//! bits (tandem creates it with mode 0700). Entries are written with [`durable::write_private`];
+//! one that fails to load is recompiled.
 
 use std::fs;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing::{debug, warn};
 use wasmtime::Engine;
 use wasmtime::component::Component;
+
+use crate::durable;
 
 /// Where a component came from on this load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +63,7 @@ impl CompileCache {
             }
         }
         let artifact = engine.precompile_component(bytes)?;
-        if let Err(e) = store(&path, &artifact) {
+        if let Err(e) = durable::write_private(&path, &artifact) {
             warn!(dir = %dir.display(), error = %e, "cannot write the plugin compile cache");
         } else {
             debug!(path = %path.display(), "cached compiled plugin");
@@ -95,21 +96,6 @@ fn make_private_dir(dir: &Path) -> Result<(), String> {
         return Err(format!("mode {:o} lets others write there; `chmod 700` it", meta.mode() & 0o777));
     }
     Ok(())
-}
-
-/// Write-then-rename, so a crash never leaves a torn artifact under the final name. The
-/// temporary name is new for every write and opened with `create_new`, never followed.
-fn store(path: &Path, artifact: &[u8]) -> std::io::Result<()> {
-    static WRITES: AtomicU64 = AtomicU64::new(0);
-    let n = WRITES.fetch_add(1, Ordering::Relaxed);
-    let tmp = path.with_extension(format!("{}.{n}.tmp", std::process::id()));
-    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-    let written =
-        file.write_all(artifact).and_then(|()| file.sync_all()).and_then(|()| fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written
 }
 
 #[cfg(test)]

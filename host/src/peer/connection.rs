@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use snow::StatelessTransportState;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -144,26 +144,27 @@ impl PeerReader {
             0 => return Err(PeerError::Truncated("inside a frame")),
             _ => {}
         }
-        read_exact_or(stream, &mut prefix[1..], "inside a record header").await?;
+        read_exact_or(stream, &mut prefix[1..], PeerError::Truncated("inside a record header")).await?;
         let len = usize::from(u16::from_be_bytes(prefix));
         if len < TAG_LEN {
             return Err(PeerError::Malformed("record shorter than its authentication tag"));
         }
-        read_exact_or(stream, &mut record[..len], "inside a record").await?;
+        read_exact_or(stream, &mut record[..len], PeerError::Truncated("inside a record")).await?;
         let n = keys.read_message(*nonce, &record[..len], plain).map_err(|_| PeerError::Integrity)?;
         *nonce += 1;
         Ok(Some(n))
     }
 }
 
-async fn read_exact_or(
-    stream: &mut BufReader<OwnedReadHalf>,
+/// Fills `buf`, or fails with `at_eof` when the peer closes first.
+pub(super) async fn read_exact_or<R: AsyncRead + Unpin>(
+    stream: &mut R,
     buf: &mut [u8],
-    what: &'static str,
+    at_eof: PeerError,
 ) -> Result<(), PeerError> {
     match stream.read_exact(buf).await {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(PeerError::Truncated(what)),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(at_eof),
         Err(e) => Err(e.into()),
     }
 }

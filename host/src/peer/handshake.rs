@@ -12,10 +12,11 @@
 //! opening it. Each side's first data record therefore uses nonce 1 initiator-to-responder.
 
 use snow::{Builder, StatelessTransportState};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::codec::{GREETING_LEN, MAX_RECORD, decode_greeting, encode_greeting, record_prefix};
+use super::connection::read_exact_or;
 use super::error::PeerError;
 use super::secret::ClusterSecret;
 
@@ -145,7 +146,7 @@ fn check_not_self(me: &PeerIdentity, peer: &PeerIdentity) -> Result<(), PeerErro
 async fn exchange_greetings(stream: &mut TcpStream) -> Result<(), PeerError> {
     stream.write_all(&encode_greeting()).await?;
     let mut theirs = [0u8; GREETING_LEN];
-    read_exact(stream, &mut theirs).await?;
+    read_exact_or(stream, &mut theirs, PeerError::HandshakeClosed).await?;
     decode_greeting(&theirs)
 }
 
@@ -159,18 +160,10 @@ async fn write_record(stream: &mut TcpStream, body: &[u8]) -> Result<(), PeerErr
 
 async fn read_record(stream: &mut TcpStream) -> Result<Vec<u8>, PeerError> {
     let mut prefix = [0u8; 2];
-    read_exact(stream, &mut prefix).await?;
+    read_exact_or(stream, &mut prefix, PeerError::HandshakeClosed).await?;
     let mut body = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
-    read_exact(stream, &mut body).await?;
+    read_exact_or(stream, &mut body, PeerError::HandshakeClosed).await?;
     Ok(body)
-}
-
-async fn read_exact(stream: &mut TcpStream, buf: &mut [u8]) -> Result<(), PeerError> {
-    match stream.read_exact(buf).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(PeerError::HandshakeClosed),
-        Err(e) => Err(e.into()),
-    }
 }
 
 #[cfg(test)]

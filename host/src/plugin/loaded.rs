@@ -158,11 +158,11 @@ impl LoadedPlugin {
                 return Ok(Err(wrong_world()));
             };
             Ok(match b.tandem_policy_tree_filter().call_filter(store, batch)? {
-                Ok(v) if v.len() == batch.kinds.len() => Ok(v),
+                Ok(v) if v.len() == batch.len() => Ok(v),
                 Ok(v) => Err(FailureKind::Malformed(format!(
                     "{} verdicts for a batch of {} entries",
                     v.len(),
-                    batch.kinds.len()
+                    batch.len()
                 ))),
                 Err(msg) => Err(FailureKind::Refused(msg)),
             })

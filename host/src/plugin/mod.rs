@@ -54,12 +54,4 @@ impl EntryBatch {
     pub fn is_empty(&self) -> bool {
         self.kinds.is_empty()
     }
-
-    pub fn clear(&mut self) {
-        self.paths.clear();
-        self.ends.clear();
-        self.kinds.clear();
-        self.sizes.clear();
-        self.modes.clear();
-    }
 }

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::ApiConfig;
+use crate::cluster::ClusterConfig;
 use crate::logging::LogConfig;
 use crate::peer::PeerConfig;
 use crate::plugin::PluginConfig;
@@ -36,6 +38,8 @@ pub struct Config {
     pub log: LogConfig,
     pub plugins: PluginConfig,
     pub peer: PeerConfig,
+    pub api: ApiConfig,
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -46,6 +50,8 @@ impl Default for Config {
             log: LogConfig::default(),
             plugins: PluginConfig::default(),
             peer: PeerConfig::default(),
+            api: ApiConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -76,6 +82,8 @@ impl Config {
         self.plugins.validate().map_err(ConfigError::Invalid)?;
         self.peer.validate().map_err(ConfigError::Invalid)?;
         self.log.validate().map_err(ConfigError::Invalid)?;
+        self.api.validate().map_err(ConfigError::Invalid)?;
+        self.cluster.validate().map_err(ConfigError::Invalid)?;
         if self.node_name.is_empty() {
             self.node_name = host_name();
         }
@@ -84,6 +92,8 @@ impl Config {
         self.plugins.cache_dir.get_or_insert_with(|| data.join("plugin-cache"));
         self.peer.secret_file.get_or_insert_with(|| data.join("cluster.secret"));
         self.log.dir.get_or_insert_with(|| data.join("logs"));
+        self.api.token_file.get_or_insert_with(|| data.join("api.token"));
+        self.cluster.conf_root.get_or_insert_with(|| data.join("etc"));
         Ok(self)
     }
 }

@@ -1,6 +1,6 @@
-//! The long-running host: loads the plugins (and watches their folder), opens the peer
-//! listener, and serves until shutdown. Later subsystems (commit log, tree sync, WAL) start
-//! here too.
+//! The long-running host: loads the plugins (and watches their folder), opens the conf tree
+//! and the cluster member (commit log, recovery, purge), the peer listener and the REST API,
+//! and serves until shutdown. Later subsystems (tree sync, WAL) start here too.
 
 use std::sync::Arc;
 
@@ -9,6 +9,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::api::{self, AppState, Tokens};
+use crate::cluster::{self, ClusterNode, Dialer, Member};
+use crate::conf::ConfTree;
 use crate::config::Config;
 use crate::peer::{self, Acceptor, ClusterSecret, PeerIdentity};
 use crate::plugin::Plugins;
@@ -16,6 +19,8 @@ use crate::plugin::Plugins;
 /// The file in the data folder that holds the address the peer listener is bound to (useful
 /// when the configuration asks for port 0).
 pub const PEER_ADDR_FILE: &str = "peer.addr";
+/// The same for the REST API.
+pub const API_ADDR_FILE: &str = "api.addr";
 
 /// Runs the host until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -43,6 +48,52 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     std::fs::write(config.data_dir.join(PEER_ADDR_FILE), format!("{addr}\n"))?;
     info!(node = %config.node_name, %addr, plugins = %config.plugins.dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default(), "tandem is up");
 
+    let api_listener = TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("binding the REST API on {}", config.api.listen))?;
+    let api_addr = api_listener.local_addr()?;
+    std::fs::write(config.data_dir.join(API_ADDR_FILE), format!("{api_addr}\n"))?;
+    let token_file = config.api.token_file.clone().expect("resolved config has a token file");
+    let tokens = Tokens::load(&config.api, &token_file)
+        .with_context(|| format!("loading the API token {}", token_file.display()))?;
+
+    let conf_root = config.cluster.conf_root.clone().expect("resolved config has a conf root");
+    let tree = ConfTree::open(&conf_root).with_context(|| format!("opening the conf tree {}", conf_root.display()))?;
+    let member = Member { peer: addr.to_string(), api: api_addr.to_string(), name: config.node_name.clone() };
+    let dialer = Dialer {
+        secret: secret.clone(),
+        me: me.clone(),
+        max_frame: config.peer.max_frame_bytes,
+        connect_timeout: config.peer.handshake_timeout(),
+    };
+    let node = ClusterNode::open(
+        config.cluster.clone(),
+        &config.data_dir.join("cluster"),
+        tree,
+        member,
+        dialer,
+        plugins.clone(),
+    )
+    .await
+    .context("starting the cluster member")?;
+    info!(%api_addr, conf_root = %conf_root.display(), "REST API and conf tree ready");
+
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let (n, stop) = (node.clone(), shutdown.clone());
+        tasks.spawn(async move { n.run_recovery(stop).await });
+        let (n, stop) = (node.clone(), shutdown.clone());
+        tasks.spawn(async move { n.run_purge(stop).await });
+        let state = AppState { node: node.clone(), tokens };
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = api::serve(api_listener, state, stop.clone()).await {
+                tracing::error!(error = %e, "the REST API stopped");
+                stop.cancel();
+            }
+        });
+    }
+
     let acceptor = Acceptor {
         secret,
         me,
@@ -50,8 +101,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         handshake_timeout: config.peer.handshake_timeout(),
         max_connections: config.peer.max_connections,
     };
-    peer::serve(listener, acceptor, peer::ping::answer, shutdown.clone()).await;
+    let handler_node = node.clone();
+    let handler = move |conn, stop| cluster::serve_connection(handler_node.clone(), conn, stop);
+    peer::serve(listener, acceptor, handler, shutdown.clone()).await;
     shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+    node.shutdown().await;
     watcher.join().map_err(|_| anyhow::anyhow!("the plugin watcher panicked"))?;
     info!("tandem stopped");
     Ok(())

@@ -5,13 +5,20 @@
 //! # Layout
 //! - [`plugin`]: the wasmtime runtime for policy plugins (whitelist, path filter, purge).
 //! - [`peer`]: the authenticated, encrypted, framed transport between tandem hosts.
+//! - [`conf`]: the Splunk-style conf model: `.conf` files, scopes, layers, typed change ops,
+//!   the on-disk tree and its snapshots.
+//! - [`cluster`]: the captain commit log (openraft) and the member lifecycle around it.
+//! - [`api`]: the REST API every member serves.
 //! - [`config`]: `tandem.toml`, validated.
 //! - [`durable`]: crash-safe replacement of small files tandem owns.
 //! - [`logging`]: tracing to the terminal and to per-job files.
 //! - [`daemon`]: the long-running host that wires the subsystems together.
 //! - [`cli`]: the `tandem` command line (the binary is a thin shell over it).
 
+pub mod api;
 pub mod cli;
+pub mod cluster;
+pub mod conf;
 pub mod config;
 pub mod daemon;
 pub mod durable;

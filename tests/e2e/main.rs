@@ -2,6 +2,7 @@
 //! processes. One harness, a module per theme.
 
 mod cli;
+mod cluster;
 mod peer;
 mod plugins;
 mod support;

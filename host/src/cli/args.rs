@@ -31,6 +31,12 @@ pub enum Command {
     /// Talk to another tandem host over the peer transport.
     #[command(subcommand)]
     Peer(PeerCommand),
+    /// Runtime configuration changes and reads on this member (through its REST API).
+    #[command(subcommand)]
+    Conf(ConfCommand),
+    /// The configuration cluster: members, status, resync.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Print the default configuration or the effective one.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -92,6 +98,126 @@ pub enum ConfigCommand {
     Default,
     /// Validate the configuration and print it with defaults filled in.
     Check,
+}
+
+/// Which conf file a key-level change targets.
+#[derive(Debug, clap::Args)]
+pub struct ConfTarget {
+    /// The conf type: the file's stem (savedsearches, macros, props, ...).
+    #[arg(long = "type", short = 't', value_name = "TYPE")]
+    pub conf_type: String,
+    /// system, app:NAME or user:APP:USER.
+    #[arg(long, short = 's', default_value = "system")]
+    pub scope: String,
+    /// Change the object's permissions in the scope's local.meta instead (the stanza is then
+    /// `TYPE` or `TYPE/NAME`).
+    #[arg(long)]
+    pub meta: bool,
+}
+
+impl ConfTarget {
+    pub fn resolve(self) -> anyhow::Result<(String, crate::conf::Scope, crate::conf::Target)> {
+        let scope = crate::api::parse_scope(&self.scope).map_err(anyhow::Error::msg)?;
+        let target = if self.meta { crate::conf::Target::Meta } else { crate::conf::Target::Conf };
+        Ok((self.conf_type, scope, target))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfCommand {
+    /// Set `KEY = VALUE` in `[STANZA]` of the scope's local file. A replicated type is
+    /// committed through the captain; others apply on this member only (the answer says which).
+    Set {
+        #[command(flatten)]
+        target: ConfTarget,
+        stanza: String,
+        key: String,
+        value: String,
+    },
+    /// Delete KEY from [STANZA], or the whole stanza when no key is given.
+    Delete {
+        #[command(flatten)]
+        target: ConfTarget,
+        stanza: String,
+        key: Option<String>,
+    },
+    /// Replace a whole file (a lookup table, a view, ...) with FILE's content.
+    PutFile {
+        /// lookups, views, nav, html, models, ...
+        #[arg(long = "type", short = 't', value_name = "TYPE")]
+        conf_type: String,
+        /// app:NAME or user:APP:USER.
+        #[arg(long, short = 's')]
+        scope: String,
+        /// The file's name in the tree (one path component).
+        #[arg(long)]
+        name: String,
+        file: PathBuf,
+    },
+    /// Delete a whole file (a lookup table, a view, ...).
+    DeleteFile {
+        #[arg(long = "type", short = 't', value_name = "TYPE")]
+        conf_type: String,
+        #[arg(long, short = 's')]
+        scope: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Show a conf type as seen from a scope: every layer merged (default < local,
+    /// system < app < user), each value with the file it came from.
+    Get {
+        #[arg(long = "type", short = 't', value_name = "TYPE")]
+        conf_type: String,
+        #[arg(long, short = 's', default_value = "system")]
+        scope: String,
+        /// Only this stanza.
+        stanza: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the files under the conf tree that runtime changes can write.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replicate a file's current content on purpose (direct edits are not captured): every
+    /// stanza of a .conf file is replaced on all members, a lookup or data file is sent whole.
+    Push {
+        /// Path relative to the conf root, e.g. apps/search/local/macros.conf.
+        path: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Make this member the first member (node 1) of a new cluster.
+    Init,
+    /// Add the tandem host listening at PEER (its peer address) as a new member. It must
+    /// not belong to a cluster; it downloads the captain's snapshot, then follows the log.
+    AddMember {
+        /// The new member's peer address, e.g. 127.0.0.1:7430.
+        peer: String,
+    },
+    /// Remove member NODE_ID. Its id is never reused; it must be cleaned before it rejoins.
+    RemoveMember { node_id: u64 },
+    /// The captain and every member: state, applied commit, last_conf_replication, pending
+    /// outbox, last error.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace this member's replicated configuration with the captain's, discarding its
+    /// pending local changes (needed when its history was purged meanwhile).
+    Resync {
+        /// Required: the resync discards pending local changes.
+        #[arg(long, required = true)]
+        destructive: bool,
+    },
+    /// Forget this host's cluster state (commit log, snapshot, outbox) so it can be added
+    /// again after removal. Its conf tree stays.
+    Clean,
+    /// Run the history purge now instead of waiting for the purge period.
+    Purge,
 }
 
 fn parse_setting(s: &str) -> Result<(String, String), String> {

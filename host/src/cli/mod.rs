@@ -2,7 +2,10 @@
 //! Errors surface here as `anyhow` with context, one line each, and an exit code.
 
 mod args;
+mod cluster;
+mod conf;
 mod eval;
+mod http;
 mod plugins;
 
 use std::process::ExitCode;
@@ -11,7 +14,7 @@ use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-pub use args::{Cli, Command, ConfigCommand, PeerCommand, PluginsCommand};
+pub use args::{Cli, ClusterCommand, Command, ConfCommand, ConfigCommand, PeerCommand, PluginsCommand};
 
 use crate::config::{Config, DEFAULT_TOML};
 use crate::logging;
@@ -72,6 +75,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 report.round_trip.as_secs_f64() * 1e3
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Conf(cmd) => {
+            let _guard = logging::init(&config.log, "warn", false)?;
+            conf::run(config, cmd)
+        }
+        Command::Cluster(cmd) => {
+            let _guard = logging::init(&config.log, "warn", false)?;
+            cluster::run(config, cmd)
         }
         Command::Config(ConfigCommand::Default) => {
             print!("{DEFAULT_TOML}");

@@ -1,0 +1,102 @@
+//! Bearer tokens and roles: the admin role may change configuration and membership, the
+//! read-only role may only read. Tokens are compared in constant time.
+
+use std::path::Path;
+
+use axum::http::HeaderMap;
+
+use super::config::ApiConfig;
+use crate::durable;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Read,
+    Admin,
+}
+
+#[derive(Clone)]
+pub struct Tokens {
+    admin: String,
+    read: Option<String>,
+}
+
+impl Tokens {
+    /// The configured tokens; the admin token is loaded from (or generated into) the token
+    /// file when the configuration has none.
+    pub fn load(config: &ApiConfig, token_file: &Path) -> std::io::Result<Self> {
+        let admin = match &config.admin_token {
+            Some(t) => t.clone(),
+            None => load_or_create(token_file)?,
+        };
+        Ok(Self { admin, read: config.read_token.clone() })
+    }
+
+    /// The role a request's `Authorization: Bearer` token grants, if any.
+    pub fn role(&self, headers: &HeaderMap) -> Option<Role> {
+        let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+        let token = value.strip_prefix("Bearer ")?.trim();
+        if constant_eq(token.as_bytes(), self.admin.as_bytes()) {
+            Some(Role::Admin)
+        } else if self.read.as_ref().is_some_and(|r| constant_eq(token.as_bytes(), r.as_bytes())) {
+            Some(Role::Read)
+        } else {
+            None
+        }
+    }
+}
+
+/// Reads the admin token a CLI uses: the configured one, else the token file.
+pub fn client_token(config: &ApiConfig, token_file: &Path) -> std::io::Result<String> {
+    match &config.admin_token {
+        Some(t) => Ok(t.clone()),
+        None => std::fs::read_to_string(token_file).map(|s| s.trim().to_string()),
+    }
+}
+
+fn load_or_create(path: &Path) -> std::io::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(t) if t.trim().len() >= super::config::MIN_TOKEN_LEN => Ok(t.trim().to_string()),
+        Ok(_) => Err(std::io::Error::other(format!("{}: token too short", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut raw = [0u8; 24];
+            getrandom::fill(&mut raw).expect("the OS random source works");
+            let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            durable::write_private(path, format!("{token}\n").as_bytes())?;
+            Ok(token)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn roles_follow_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ApiConfig { read_token: Some("read-only-token-0123".into()), ..ApiConfig::default() };
+        let tokens = Tokens::load(&config, &dir.path().join("api.token")).unwrap();
+        let admin = client_token(&config, &dir.path().join("api.token")).unwrap();
+        let mut h = HeaderMap::new();
+        assert_eq!(tokens.role(&h), None);
+        h.insert("authorization", HeaderValue::from_str(&format!("Bearer {admin}")).unwrap());
+        assert_eq!(tokens.role(&h), Some(Role::Admin));
+        h.insert("authorization", HeaderValue::from_static("Bearer read-only-token-0123"));
+        assert_eq!(tokens.role(&h), Some(Role::Read));
+        h.insert("authorization", HeaderValue::from_static("Bearer nope"));
+        assert_eq!(tokens.role(&h), None);
+        // the generated token is stable across loads
+        let again = Tokens::load(&config, &dir.path().join("api.token")).unwrap();
+        assert_eq!(again.admin, admin);
+    }
+}

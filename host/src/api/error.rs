@@ -1,0 +1,46 @@
+//! API errors as HTTP answers: a status code and `{"error": "..."}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::auth::Role;
+use crate::cluster::ClusterError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or unknown token (send `Authorization: Bearer <token>`)")]
+    Unauthorized,
+    #[error("this token's role may only read")]
+    Forbidden,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+impl ApiError {
+    pub fn need(have: Option<Role>, need: Role) -> Result<(), ApiError> {
+        match have {
+            None => Err(ApiError::Unauthorized),
+            Some(r) if r < need => Err(ApiError::Forbidden),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Cluster(ClusterError::Conf(_) | ClusterError::Invalid(_)) => StatusCode::BAD_REQUEST,
+            ApiError::Cluster(ClusterError::NotInCluster | ClusterError::AlreadyMember { .. }) => StatusCode::CONFLICT,
+            ApiError::Cluster(ClusterError::Refused(_)) => StatusCode::CONFLICT,
+            ApiError::Cluster(ClusterError::NoCaptain) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Cluster(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response()
+    }
+}

@@ -1,0 +1,55 @@
+//! The REST API every member serves (`/v1/...`, JSON): runtime conf changes and reads,
+//! cluster membership, resync and status. Every route but `/v1/health` needs a bearer token:
+//! the admin role may change things, the read-only role may only read.
+//!
+//! Owns: HTTP in and out. Must never: change anything for a request without the admin role,
+//! or let a handler's failure take the listener down.
+
+mod auth;
+mod cluster;
+mod conf;
+mod config;
+mod error;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{delete, get, post};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use auth::{Role, Tokens, client_token};
+pub use conf::parse_scope;
+pub use config::ApiConfig;
+pub use error::ApiError;
+
+use crate::cluster::ClusterNode;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub node: Arc<ClusterNode>,
+    pub tokens: Tokens,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/health", get(|| async { "ok\n" }))
+        .route("/v1/conf/changes", post(conf::changes))
+        .route("/v1/conf/push", post(conf::push))
+        .route("/v1/conf/files", get(conf::files))
+        .route("/v1/conf/{conf_type}", get(conf::layered))
+        .route("/v1/cluster/status", get(cluster::status))
+        .route("/v1/cluster/init", post(cluster::init))
+        .route("/v1/cluster/members", post(cluster::add_member))
+        .route("/v1/cluster/members/{id}", delete(cluster::remove_member))
+        .route("/v1/cluster/resync", post(cluster::resync))
+        .route("/v1/cluster/clean", post(cluster::clean))
+        .route("/v1/cluster/purge", post(cluster::purge))
+        .with_state(state)
+}
+
+/// Serves the API until `shutdown`.
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}

@@ -1,0 +1,79 @@
+//! `tandem cluster ...`: membership, status and resync through the local member's API.
+
+use std::process::ExitCode;
+
+use serde_json::{Value, json};
+
+use super::args::ClusterCommand;
+use super::http::ApiClient;
+use crate::cluster::ClusterStatus;
+use crate::config::Config;
+
+pub fn run(config: Config, cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let api = ApiClient::new(&config)?;
+        match cmd {
+            ClusterCommand::Init => {
+                let r = api.post("/v1/cluster/init", &json!({})).await?;
+                println!("initialised cluster {} ; this member is node {}", r["cluster_id"].as_str().unwrap_or("?"), r["node_id"]);
+            }
+            ClusterCommand::AddMember { peer } => {
+                let r = api.post("/v1/cluster/members", &json!({ "peer": peer })).await?;
+                println!("added {peer} as node {}", r["node_id"]);
+            }
+            ClusterCommand::RemoveMember { node_id } => {
+                api.delete(&format!("/v1/cluster/members/{node_id}")).await?;
+                println!("removed node {node_id}; clean it (`tandem cluster clean` there) before adding it again");
+            }
+            ClusterCommand::Status { json } => {
+                let r = api.get("/v1/cluster/status").await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&r)?);
+                } else {
+                    print_status(&serde_json::from_value(r)?);
+                }
+            }
+            ClusterCommand::Resync { destructive } => {
+                let r = api.post("/v1/cluster/resync", &json!({ "destructive": destructive })).await?;
+                println!(
+                    "resynced from the captain; {} pending batch(es) of local changes discarded",
+                    r["discarded_pending_batches"]
+                );
+            }
+            ClusterCommand::Clean => {
+                api.post("/v1/cluster/clean", &json!({})).await?;
+                println!("cluster state cleaned; this host can be added to a cluster again");
+            }
+            ClusterCommand::Purge => {
+                let r: Value = api.post("/v1/cluster/purge", &json!({})).await?;
+                println!("purged {} entries of history", r["purged"]);
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn print_status(s: &ClusterStatus) {
+    println!("cluster: {}", s.cluster_id.as_deref().unwrap_or("(not in a cluster)"));
+    println!("captain: {}", s.captain.map_or("none".to_string(), |c| format!("node {c}")));
+    println!();
+    for m in &s.members {
+        let last = m.last_conf_replication_ms.map_or("never".to_string(), ago);
+        println!("node {} `{}`", m.node_id.map_or("-".into(), |i| i.to_string()), m.name);
+        println!("  state:                 {:?}", m.state);
+        println!("  role:                  {}", m.role);
+        println!("  peer / api:            {} / {}", m.peer, m.api);
+        println!("  applied commit:        {}", m.applied);
+        println!("  last_conf_replication: {last}");
+        println!("  pending outbox:        {}", m.outbox);
+        if let Some(e) = &m.last_error {
+            println!("  last error:            {e}");
+        }
+    }
+}
+
+fn ago(ms: u64) -> String {
+    let now = crate::plugin::now_ms();
+    format!("{:.1} s ago", now.saturating_sub(ms) as f64 / 1000.0)
+}

@@ -1,0 +1,96 @@
+//! Settings of the captain commit log (`[cluster]` in tandem.toml).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The captain sends a heartbeat this often, ms.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
+/// A follower that hears nothing for this long (randomised up to twice it) calls an
+/// election, ms. Far above a log append (an fsync: ~1-10 ms here).
+pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 800;
+/// A change forwarded to the captain that is not committed within this time is kept in the
+/// outbox and applied locally, ms.
+pub const DEFAULT_COMMIT_TIMEOUT_MS: u64 = 3_000;
+/// How often pending local changes are offered to the captain, ms.
+pub const DEFAULT_RETRY_MS: u64 = 250;
+/// How often the purge plugin is asked how much history may go, ms (the seed: hourly).
+pub const DEFAULT_PURGE_PERIOD_MS: u64 = 3_600_000;
+/// Entries per append RPC.
+pub const DEFAULT_MAX_PAYLOAD_ENTRIES: u64 = 1_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The conf tree this member replicates (the seed's `$SPLUNK_HOME/etc`). Unset:
+    /// `<data_dir>/etc`.
+    pub conf_root: Option<std::path::PathBuf>,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: u64,
+    pub commit_timeout_ms: u64,
+    pub retry_ms: u64,
+    pub purge_period_ms: u64,
+    pub max_payload_entries: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            conf_root: None,
+            heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+            election_timeout_ms: DEFAULT_ELECTION_TIMEOUT_MS,
+            commit_timeout_ms: DEFAULT_COMMIT_TIMEOUT_MS,
+            retry_ms: DEFAULT_RETRY_MS,
+            purge_period_ms: DEFAULT_PURGE_PERIOD_MS,
+            max_payload_entries: DEFAULT_MAX_PAYLOAD_ENTRIES,
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.heartbeat_ms == 0 || self.election_timeout_ms < 3 * self.heartbeat_ms {
+            return Err(format!(
+                "cluster.election_timeout_ms ({}) must be at least 3 heartbeats (cluster.heartbeat_ms = {})",
+                self.election_timeout_ms, self.heartbeat_ms
+            ));
+        }
+        for (name, v) in [
+            ("commit_timeout_ms", self.commit_timeout_ms),
+            ("retry_ms", self.retry_ms),
+            ("purge_period_ms", self.purge_period_ms),
+            ("max_payload_entries", self.max_payload_entries),
+        ] {
+            if v == 0 {
+                return Err(format!("cluster.{name} must be above 0"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn commit_timeout(&self) -> Duration {
+        Duration::from_millis(self.commit_timeout_ms)
+    }
+
+    /// openraft's configuration: no automatic snapshots and no automatic purge; both happen
+    /// when the purge plugin says so (the host snapshots first, then purges).
+    pub fn raft(&self, cluster_name: &str) -> Result<openraft::Config, String> {
+        openraft::Config {
+            cluster_name: cluster_name.to_string(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_timeout_ms,
+            election_timeout_max: self.election_timeout_ms * 2,
+            max_payload_entries: self.max_payload_entries,
+            snapshot_policy: openraft::SnapshotPolicy::Never,
+            max_in_snapshot_log_to_keep: u64::MAX,
+            purge_batch_size: 1,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| e.to_string())
+    }
+
+    pub fn for_test() -> Self {
+        Self { heartbeat_ms: 50, election_timeout_ms: 300, retry_ms: 100, ..Self::default() }
+    }
+}

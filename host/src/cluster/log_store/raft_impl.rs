@@ -1,0 +1,126 @@
+//! openraft's storage-v2 traits (`RaftLogReader`, `RaftLogStorage`) on [`LogStore`]: thin
+//! adapters that convert [`LogStoreError`](super::LogStoreError) to openraft's `StorageError`.
+//!
+//! No logic lives here; if an adapter grows a branch, it belongs in `store.rs`.
+
+use std::fmt::Debug;
+use std::ops::RangeBounds;
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{
+    ErrorSubject, ErrorVerb, LogId, LogState, OptionalSend, RaftLogReader, RaftTypeConfig, StorageError, Vote,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::store::LogStore;
+
+impl<C> RaftLogReader<C> for LogStore<C>
+where
+    C: RaftTypeConfig,
+    C::Entry: Clone + Serialize + DeserializeOwned,
+{
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<C::Entry>, StorageError<C::NodeId>> {
+        Ok(self.entries(range))
+    }
+}
+
+impl<C> RaftLogStorage<C> for LogStore<C>
+where
+    C: RaftTypeConfig,
+    C::Entry: Clone + Serialize + DeserializeOwned,
+{
+    /// Replication reads share the in-memory log.
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<C::NodeId>> {
+        Ok(self.log_state())
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
+        LogStore::save_vote(self, vote)
+            .await
+            .map_err(|e| e.into_storage(ErrorSubject::Vote, ErrorVerb::Write))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<C::NodeId>>, StorageError<C::NodeId>> {
+        Ok(self.vote())
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<C::NodeId>>,
+    ) -> Result<(), StorageError<C::NodeId>> {
+        LogStore::save_committed(self, committed)
+            .await
+            .map_err(|e| e.into_storage(ErrorSubject::Store, ErrorVerb::Write))
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<C::NodeId>>, StorageError<C::NodeId>> {
+        Ok(self.committed())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> Result<(), StorageError<C::NodeId>>
+    where
+        I: IntoIterator<Item = C::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        self.append_with(entries, move |result| callback.log_io_completed(result))
+            .map_err(|e| e.into_storage(ErrorSubject::Logs, ErrorVerb::Write))
+    }
+
+    async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
+        self.truncate_from(log_id.clone())
+            .await
+            .map_err(|e| e.into_storage(ErrorSubject::Log(log_id), ErrorVerb::Delete))
+    }
+
+    async fn purge(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
+        self.purge_upto(log_id.clone())
+            .await
+            .map_err(|e| e.into_storage(ErrorSubject::Log(log_id), ErrorVerb::Delete))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::storage::RaftLogStorageExt;
+    use openraft::testing::Suite;
+
+    use super::super::test_support::{TestBuilder, TestConfig, entries, log_id, open};
+    use super::*;
+
+    /// openraft's own conformance suite for log stores (a fresh temp dir per case).
+    #[test]
+    fn passes_openraft_storage_suite() {
+        Suite::test_all(TestBuilder).unwrap();
+    }
+
+    #[tokio::test]
+    async fn trait_calls_reach_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = open(dir.path());
+            store.blocking_append(entries(1, 0..5, 10)).await.unwrap();
+            RaftLogStorage::save_vote(&mut store, &Vote::new(1, 0)).await.unwrap();
+            RaftLogStorage::save_committed(&mut store, Some(log_id(1, 3))).await.unwrap();
+            RaftLogStorage::truncate(&mut store, log_id(1, 4)).await.unwrap();
+            RaftLogStorage::purge(&mut store, log_id(1, 1)).await.unwrap();
+        }
+        let mut store: LogStore<TestConfig> = open(dir.path());
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 1)));
+        assert_eq!(state.last_log_id, Some(log_id(1, 3)));
+        assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(1, 0)));
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 3)));
+        let mut reader = store.get_log_reader().await;
+        assert_eq!(reader.try_get_log_entries(..).await.unwrap(), entries(1, 2..4, 10));
+    }
+}

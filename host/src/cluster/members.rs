@@ -1,0 +1,110 @@
+//! Membership changes, carried out by the captain (other members forward them): adding a
+//! host (probe it, reserve a never-used node id through the log, have it join and download
+//! the tarball, add it as a learner until it caught up, then as a voter) and removing one.
+
+use std::collections::BTreeSet;
+
+use openraft::ChangeMembers;
+use tracing::info;
+
+use super::error::ClusterError;
+use super::node::{ClusterNode, Joined};
+use super::rpc::{Refusal, RpcRequest, RpcResponse};
+use super::shared::now_ms;
+use super::types::{Member, NodeId, Request};
+
+impl ClusterNode {
+    /// Adds the host listening at `peer`; returns its new node id.
+    pub async fn add_member(&self, peer: String) -> Result<NodeId, ClusterError> {
+        let j = self.require_joined().await?;
+        if !self.is_captain(&j).await {
+            let captain = self.captain_addr(&j).await?;
+            return match self.call(&captain, &RpcRequest::AddMember { peer }).await? {
+                RpcResponse::MemberAdded(r) => r.map_err(ClusterError::from),
+                other => Err(ClusterError::Unexpected(format!("{other:?}"))),
+            };
+        }
+        self.add_member_as_captain(&j, peer).await.map_err(ClusterError::from)
+    }
+
+    pub(super) async fn add_member_as_captain(&self, j: &Joined, peer: String) -> Result<NodeId, Refusal> {
+        if peer == self.me.peer {
+            return Err(Refusal::Refused("that is this member's own address".into()));
+        }
+        let probe = match self.call(&peer, &RpcRequest::Probe).await {
+            Ok(RpcResponse::Probe(p)) => p,
+            Ok(other) => return Err(Refusal::Failed(format!("unexpected answer {other:?}"))),
+            Err(e) => return Err(Refusal::Failed(format!("cannot reach the new member: {e}"))),
+        };
+        if let Some(cluster) = &probe.cluster_id {
+            return Err(Refusal::Refused(if probe.removed {
+                format!("`{}` was removed from cluster {cluster}; clean it (`tandem cluster clean`) before adding it again", probe.name)
+            } else {
+                format!("`{}` already belongs to cluster {cluster} as node {}", probe.name, probe.node_id.unwrap_or(0))
+            }));
+        }
+        let (_, resp) = self.write_as_captain(j, Request::AllocateNodeId { at_ms: now_ms() }).await?;
+        let node_id = resp.node_id.ok_or_else(|| Refusal::Failed("no node id allocated".into()))?;
+        let member = Member { peer: peer.clone(), api: probe.api.clone(), name: probe.name.clone() };
+        let join = RpcRequest::Join { cluster_id: j.identity.cluster_id.clone(), node_id, captain: self.me.clone() };
+        match self.call(&peer, &join).await {
+            Ok(RpcResponse::Joined(r)) => r?,
+            Ok(other) => return Err(Refusal::Failed(format!("unexpected answer {other:?}"))),
+            Err(e) => return Err(Refusal::Failed(format!("the new member did not join: {e}"))),
+        }
+        j.raft.add_learner(node_id, member, true).await.map_err(|e| Refusal::Failed(e.to_string()))?;
+        j.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false)
+            .await
+            .map_err(|e| Refusal::Failed(e.to_string()))?;
+        info!(node_id, %peer, name = %probe.name, "member added");
+        Ok(node_id)
+    }
+
+    /// Removes member `node_id`; it must be cleaned before it can be added again.
+    pub async fn remove_member(&self, node_id: NodeId) -> Result<(), ClusterError> {
+        let j = self.require_joined().await?;
+        if !self.is_captain(&j).await {
+            let captain = self.captain_addr(&j).await?;
+            return match self.call(&captain, &RpcRequest::RemoveMember { node_id }).await? {
+                RpcResponse::MemberRemoved(r) => r.map_err(ClusterError::from),
+                other => Err(ClusterError::Unexpected(format!("{other:?}"))),
+            };
+        }
+        self.remove_member_as_captain(&j, node_id).await.map_err(ClusterError::from)
+    }
+
+    pub(super) async fn remove_member_as_captain(&self, j: &Joined, node_id: NodeId) -> Result<(), Refusal> {
+        let membership = j.raft.metrics().borrow().membership_config.membership().clone();
+        let Some(member) = membership.get_node(&node_id).cloned() else {
+            return Err(Refusal::Refused(format!("node {node_id} is not a member")));
+        };
+        let ids = BTreeSet::from([node_id]);
+        if membership.voter_ids().any(|v| v == node_id) {
+            j.raft
+                .change_membership(ChangeMembers::RemoveVoters(ids.clone()), false)
+                .await
+                .map_err(|e| Refusal::Failed(e.to_string()))?;
+        }
+        j.raft.change_membership(ChangeMembers::RemoveNodes(ids), false).await.map_err(|e| Refusal::Failed(e.to_string()))?;
+        info!(node_id, peer = %member.peer, "member removed");
+        if node_id != j.identity.node_id {
+            let removed = RpcRequest::Removed { cluster_id: j.identity.cluster_id.clone(), node_id };
+            if let Err(e) = self.call(&member.peer, &removed).await {
+                info!(node_id, error = %e, "could not tell the removed member; it will not be part of the cluster anyway");
+            }
+        } else {
+            let _ = self.removed(&j.identity.cluster_id, node_id).await;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn is_captain(&self, j: &Joined) -> bool {
+        j.raft.current_leader().await == Some(j.identity.node_id)
+    }
+
+    async fn captain_addr(&self, j: &Joined) -> Result<String, ClusterError> {
+        let deadline = tokio::time::Instant::now() + self.config.commit_timeout();
+        self.wait_captain(j, deadline).await.map(|(_, m)| m.peer).ok_or(ClusterError::NoCaptain)
+    }
+}

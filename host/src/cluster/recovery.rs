@@ -1,0 +1,101 @@
+//! Recovery of a member that was cut off: its pending local changes are offered to the
+//! captain once it is reachable again, but only if the two still share a common commit (this
+//! member's last applied entry is still in the captain's log). If the history it needs was
+//! purged, pending changes cannot be replayed: the member reports the seed's error and waits
+//! for `tandem cluster resync --destructive`. (Without pending changes, raft installs the
+//! captain's snapshot by itself.)
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::error::ClusterError;
+use super::node::{ClusterNode, Joined};
+use super::rpc::{RpcRequest, RpcResponse};
+use super::types::{LogId, Request};
+
+impl ClusterNode {
+    /// Offers the outbox to the captain every `retry_ms` until `shutdown`.
+    pub async fn run_recovery(&self, shutdown: CancellationToken) {
+        let period = Duration::from_millis(self.config.retry_ms);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(period) => {}
+            }
+            if self.shared.outbox.is_empty() || self.shared.needs_resync() {
+                continue;
+            }
+            let Some(j) = self.joined().await else { continue };
+            match self.push_outbox(&j).await {
+                Ok(0) => {}
+                Ok(n) => info!(batches = n, "pending local changes committed by the captain"),
+                Err(e) => {
+                    self.shared.set_error(format!("pending changes not pushed yet: {e}"));
+                }
+            }
+        }
+    }
+
+    async fn push_outbox(&self, j: &Joined) -> Result<usize, ClusterError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.config.retry_ms);
+        let Some((captain, member)) = self.wait_captain(j, deadline).await else { return Ok(0) };
+        let applied = j.sm.applied();
+        let common = if captain == j.identity.node_id {
+            true
+        } else {
+            match self.call(&member.peer, &RpcRequest::SyncCheck { applied }).await? {
+                RpcResponse::SyncCheck { common, .. } => common,
+                other => return Err(ClusterError::Unexpected(format!("{other:?}"))),
+            }
+        };
+        if !common {
+            warn!(applied = ?applied, "the captain no longer holds this member's last commit");
+            self.shared.require_resync();
+            return Ok(0);
+        }
+        let mut pushed = 0;
+        for pending in self.shared.outbox.pending() {
+            let req = Request::Changes { origin: j.identity.node_id, at_ms: pending.at_ms, changes: pending.changes };
+            self.propose(req).await?;
+            self.shared.outbox.remove(pending.id)?;
+            pushed += 1;
+        }
+        self.shared.clear_error();
+        Ok(pushed)
+    }
+
+    /// The captain's side of the common-commit check.
+    pub(super) fn shares_commit(&self, j: &Joined, applied: Option<LogId>) -> bool {
+        let purged = j.log.purged();
+        match (applied, purged) {
+            (None, None) => true,
+            (None, Some(_)) => false,
+            (Some(a), Some(p)) if a.index < p.index => false,
+            (Some(a), Some(p)) if a == p => true,
+            (Some(a), _) => j.log.contains(&a),
+        }
+    }
+
+    /// Destructive resync: discards pending local changes and replaces the replicated
+    /// configuration with the captain's.
+    pub async fn resync_destructive(&self) -> Result<usize, ClusterError> {
+        let j = self.require_joined().await?;
+        let snapshot = if j.sm.in_shadow() {
+            None
+        } else {
+            let deadline = tokio::time::Instant::now() + self.config.commit_timeout();
+            let (_, captain) = self.wait_captain(&j, deadline).await.ok_or(ClusterError::NoCaptain)?;
+            match self.call(&captain.peer, &RpcRequest::FetchSnapshot).await? {
+                RpcResponse::Snapshot(r) => Some(r?),
+                other => return Err(ClusterError::Unexpected(format!("{other:?}"))),
+            }
+        };
+        let discarded = self.shared.outbox.clear()?;
+        let sm = j.sm.clone();
+        tokio::task::spawn_blocking(move || sm.resync(snapshot)).await.map_err(|e| ClusterError::Raft(e.to_string()))??;
+        warn!(discarded, "destructive resync: pending local changes discarded");
+        Ok(discarded)
+    }
+}

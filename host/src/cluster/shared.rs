@@ -1,0 +1,102 @@
+//! State the member's parts share: the outbox, the lock that serialises writes to the live
+//! conf tree (commit-log applies and local-only changes), the resync flag and the facts the
+//! status reports (last successful replication, last error), and the applied index as a
+//! watch so a writer can wait for its change to land here.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::watch;
+use tracing::error;
+
+use super::outbox::Outbox;
+
+/// The seed's words, kept so operators recognise them.
+pub const RESYNC_MESSAGE: &str = "Error pulling configurations from the search head cluster captain; consider \
+     performing a destructive configuration resync on this member (`tandem cluster resync --destructive`)";
+
+#[derive(Debug, Default, Clone)]
+pub struct LocalFacts {
+    /// Unix ms of the last time committed changes from the captain were applied here.
+    pub last_conf_replication_ms: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+pub struct Shared {
+    pub outbox: Outbox,
+    /// Held while writing the live tree, so a commit-log apply and a local-only change never
+    /// interleave their read-modify-write of one file.
+    pub tree_lock: Mutex<()>,
+    needs_resync: AtomicBool,
+    facts: Mutex<LocalFacts>,
+    applied: watch::Sender<u64>,
+}
+
+impl Shared {
+    pub fn new(outbox: Outbox, needs_resync: bool) -> Self {
+        Self {
+            outbox,
+            tree_lock: Mutex::new(()),
+            needs_resync: AtomicBool::new(needs_resync),
+            facts: Mutex::new(LocalFacts::default()),
+            applied: watch::channel(0).0,
+        }
+    }
+
+    pub fn needs_resync(&self) -> bool {
+        self.needs_resync.load(Ordering::SeqCst)
+    }
+
+    /// Marks the member as needing a destructive resync and says so, once, in the log.
+    pub fn require_resync(&self) {
+        if !self.needs_resync.swap(true, Ordering::SeqCst) {
+            error!(pending = self.outbox.len(), "{RESYNC_MESSAGE}");
+        }
+        self.set_error(RESYNC_MESSAGE.to_string());
+    }
+
+    pub fn resynced(&self) {
+        self.needs_resync.store(false, Ordering::SeqCst);
+        self.facts.lock().expect("facts lock").last_error = None;
+    }
+
+    pub fn set_error(&self, message: String) {
+        self.facts.lock().expect("facts lock").last_error = Some(message);
+    }
+
+    pub fn clear_error(&self) {
+        if !self.needs_resync() {
+            self.facts.lock().expect("facts lock").last_error = None;
+        }
+    }
+
+    pub fn replicated_at(&self, ms: u64) {
+        self.facts.lock().expect("facts lock").last_conf_replication_ms = Some(ms);
+    }
+
+    pub fn facts(&self) -> LocalFacts {
+        self.facts.lock().expect("facts lock").clone()
+    }
+
+    pub fn set_applied(&self, index: u64) {
+        self.applied.send_if_modified(|cur| {
+            let moved = *cur != index;
+            *cur = index;
+            moved
+        });
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Waits until the applied index reaches `index` or `timeout` passes; true if reached.
+    pub async fn wait_applied(&self, index: u64, timeout: std::time::Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|a| *a >= index)).await.is_ok_and(|r| r.is_ok())
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

@@ -1,0 +1,346 @@
+//! The commit log's state machine: applies committed conf changes to the member's conf tree
+//! through the conf model, allocates node ids, keeps the membership, and builds / installs
+//! snapshots (the seed's tarball).
+//!
+//! A snapshot that arrives while this member still holds pending local changes is not
+//! applied over them: it goes to a shadow tree, later entries apply there too, and the member
+//! reports that it needs a destructive resync; `resync` then promotes the shadow.
+//!
+//! Must never: apply an entry twice in a way that changes the result (conf ops are
+//! idempotent assignments, and `applied` is saved after the tree), or write outside the tree.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::shared::{Shared, now_ms};
+use super::types::{
+    Entry, LogId, NodeId, Request, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
+use crate::conf::{self, ConfChangeKey, ConfTree, RelPath};
+use crate::durable;
+
+/// Which files of the tree replicate (the whitelist plugin's verdict per file).
+pub type ReplicatedFiles = Arc<dyn Fn(&RelPath, &ConfChangeKey) -> bool + Send + Sync>;
+
+/// The replicated state beside the conf files.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SmData {
+    pub cluster_id: String,
+    /// The next node id to hand out (ids are never reused).
+    pub next_node_id: NodeId,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Saved {
+    applied: Option<LogId>,
+    membership: StoredMembership,
+    data: SmData,
+    /// True while committed state goes to the shadow tree (needs a destructive resync).
+    shadow: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotBlob {
+    meta: SnapshotMeta,
+    data: SmData,
+}
+
+struct Inner {
+    dir: PathBuf,
+    live: ConfTree,
+    shared: Arc<Shared>,
+    replicated: ReplicatedFiles,
+    me: NodeId,
+    state: Mutex<Saved>,
+}
+
+/// Cheap to clone; clones share everything (openraft takes one as the snapshot builder).
+#[derive(Clone)]
+pub struct StateMachine {
+    inner: Arc<Inner>,
+}
+
+const STATE_FILE: &str = "state.json";
+const SNAPSHOT_FILE: &str = "snapshot.tar.zst";
+const SHADOW_DIR: &str = "shadow";
+
+fn io_err(subject: &str, e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::write_state_machine(&std::io::Error::other(format!("{subject}: {e}"))).into()
+}
+
+impl StateMachine {
+    /// Opens the state machine kept in `dir` over the live tree.
+    pub fn open(
+        dir: &Path,
+        live: ConfTree,
+        shared: Arc<Shared>,
+        replicated: ReplicatedFiles,
+        me: NodeId,
+    ) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| io_err("creating the state-machine folder", e))?;
+        let saved: Saved = match std::fs::read(dir.join(STATE_FILE)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| io_err("reading state.json", e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Saved::default(),
+            Err(e) => return Err(io_err("reading state.json", e)),
+        };
+        if saved.shadow {
+            shared.require_resync();
+        }
+        shared.set_applied(saved.applied.map_or(0, |l| l.index));
+        let inner = Inner { dir: dir.to_path_buf(), live, shared, replicated, me, state: Mutex::new(saved) };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    pub fn data(&self) -> SmData {
+        self.inner.state.lock().expect("sm lock").data.clone()
+    }
+
+    pub fn applied(&self) -> Option<LogId> {
+        self.inner.state.lock().expect("sm lock").applied
+    }
+
+    pub fn in_shadow(&self) -> bool {
+        self.inner.state.lock().expect("sm lock").shadow
+    }
+
+    /// Sets the cluster identity on the first member (`cluster init`).
+    pub fn set_cluster(&self, cluster_id: &str, next_node_id: NodeId) -> Result<(), StorageError> {
+        let mut st = self.inner.state.lock().expect("sm lock");
+        st.data.cluster_id = cluster_id.to_string();
+        st.data.next_node_id = st.data.next_node_id.max(next_node_id);
+        self.save(&st)
+    }
+
+    /// Bootstrap of a new member: installs the captain's tarball before raft starts here, so
+    /// raft only sends the log after it.
+    pub fn bootstrap(&self, bytes: Vec<u8>) -> Result<SnapshotMeta, StorageError> {
+        let blob = read_blob(&bytes)?;
+        let meta = blob.meta.clone();
+        self.install(&meta, bytes)?;
+        Ok(meta)
+    }
+
+    /// The current snapshot's bytes, building one if there is none newer than `applied`.
+    pub async fn snapshot_bytes(&mut self) -> Result<Vec<u8>, StorageError> {
+        let snap = self.build_snapshot().await?;
+        Ok(snap.snapshot.into_inner())
+    }
+
+    /// Destructive resync: drops the shadow's pending state into the live tree (or, if no
+    /// snapshot arrived yet, installs `captain_snapshot` there), replacing every replicated file.
+    pub fn resync(&self, captain_snapshot: Option<Vec<u8>>) -> Result<(), StorageError> {
+        let inner = &self.inner;
+        let mut st = inner.state.lock().expect("sm lock");
+        let _tree = inner.shared.tree_lock.lock().expect("tree lock");
+        let bytes = if st.shadow {
+            let shadow = ConfTree::open(inner.dir.join(SHADOW_DIR)).map_err(|e| io_err("shadow tree", e))?;
+            let files: Vec<RelPath> =
+                shadow.replicable_files().map_err(|e| io_err("shadow tree", e))?.into_iter().map(|(p, _)| p).collect();
+            conf::snapshot::pack(&shadow, &files, b"{}").map_err(|e| io_err("packing the shadow tree", e))?
+        } else {
+            captain_snapshot.ok_or_else(|| io_err("resync", "no snapshot from the captain yet"))?
+        };
+        conf::snapshot::install(&inner.live, &bytes, |p, k| (inner.replicated)(p, k))
+            .map_err(|e| io_err("installing the snapshot", e))?;
+        if st.shadow {
+            st.shadow = false;
+            self.save(&st)?;
+            let _ = std::fs::remove_dir_all(inner.dir.join(SHADOW_DIR));
+        }
+        inner.shared.resynced();
+        info!("destructive resync done: the live tree now holds the captain's configuration");
+        Ok(())
+    }
+
+    fn save(&self, st: &Saved) -> Result<(), StorageError> {
+        let bytes = serde_json::to_vec(st).expect("state serializes");
+        durable::write_private(&self.inner.dir.join(STATE_FILE), &bytes).map_err(|e| io_err("saving state.json", e))
+    }
+
+    fn tree_for(&self, st: &Saved) -> Result<ConfTree, StorageError> {
+        if st.shadow {
+            ConfTree::open(self.inner.dir.join(SHADOW_DIR)).map_err(|e| io_err("shadow tree", e))
+        } else {
+            Ok(self.inner.live.clone())
+        }
+    }
+
+    fn install(&self, meta: &SnapshotMeta, bytes: Vec<u8>) -> Result<(), StorageError> {
+        let inner = &self.inner;
+        let blob = read_blob(&bytes)?;
+        let mut st = inner.state.lock().expect("sm lock");
+        let shadow = !inner.shared.outbox.is_empty() || inner.shared.needs_resync();
+        if shadow {
+            // Our own pending changes cannot be replayed onto this history: keep them live,
+            // follow the cluster in the shadow tree, and ask for a destructive resync.
+            let dir = inner.dir.join(SHADOW_DIR);
+            let _ = std::fs::remove_dir_all(&dir);
+            let tree = ConfTree::open(&dir).map_err(|e| io_err("shadow tree", e))?;
+            conf::snapshot::install(&tree, &bytes, |_, _| true).map_err(|e| io_err("installing the snapshot", e))?;
+            inner.shared.require_resync();
+        } else {
+            let _tree = inner.shared.tree_lock.lock().expect("tree lock");
+            conf::snapshot::install(&inner.live, &bytes, |p, k| (inner.replicated)(p, k))
+                .map_err(|e| io_err("installing the snapshot", e))?;
+            inner.shared.replicated_at(now_ms());
+        }
+        std::fs::write(inner.dir.join(SNAPSHOT_FILE), &bytes).map_err(|e| io_err("keeping the snapshot", e))?;
+        st.applied = meta.last_log_id;
+        st.membership = meta.last_membership.clone();
+        st.data = blob.data;
+        st.shadow = shadow;
+        self.save(&st)?;
+        inner.shared.set_applied(meta.last_log_id.map_or(0, |l| l.index));
+        info!(last = ?meta.last_log_id, shadow, "installed a snapshot");
+        Ok(())
+    }
+}
+
+fn read_blob(bytes: &[u8]) -> Result<SnapshotBlob, StorageError> {
+    let meta = conf::snapshot::read_meta(bytes).map_err(|e| io_err("reading the snapshot", e))?;
+    serde_json::from_slice(&meta).map_err(|e| io_err("reading the snapshot metadata", e))
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let inner = &this.inner;
+            let st = inner.state.lock().expect("sm lock");
+            let tree = this.tree_for(&st)?;
+            let _lock = inner.shared.tree_lock.lock().expect("tree lock");
+            let files: Vec<RelPath> = tree
+                .replicable_files()
+                .map_err(|e| io_err("listing the tree", e))?
+                .into_iter()
+                .filter(|(p, k)| st.shadow || (inner.replicated)(p, k))
+                .map(|(p, _)| p)
+                .collect();
+            let last = st.applied;
+            let meta = SnapshotMeta {
+                last_log_id: last,
+                last_membership: st.membership.clone(),
+                snapshot_id: format!("{}-{}-{}", last.map_or(0, |l| l.leader_id.term), last.map_or(0, |l| l.index), now_ms()),
+            };
+            let blob = serde_json::to_vec(&SnapshotBlob { meta: meta.clone(), data: st.data.clone() })
+                .expect("snapshot metadata serializes");
+            let bytes = conf::snapshot::pack(&tree, &files, &blob).map_err(|e| io_err("packing the snapshot", e))?;
+            durable::write_private(&inner.dir.join(SNAPSHOT_FILE), &bytes).map_err(|e| io_err("saving the snapshot", e))?;
+            info!(files = files.len(), bytes = bytes.len(), last = ?last, "built a snapshot");
+            Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+        })
+        .await
+        .map_err(|e| io_err("snapshot task", e))?
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let st = self.inner.state.lock().expect("sm lock");
+        Ok((st.applied, st.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.apply_blocking(entries)).await.map_err(|e| io_err("apply task", e))?
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+        let this = self.clone();
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || this.install(&meta, snapshot.into_inner()))
+            .await
+            .map_err(|e| io_err("install task", e))?
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let bytes = match std::fs::read(self.inner.dir.join(SNAPSHOT_FILE)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("reading the snapshot", e)),
+        };
+        let blob = read_blob(&bytes)?;
+        Ok(Some(Snapshot { meta: blob.meta, snapshot: Box::new(Cursor::new(bytes)) }))
+    }
+}
+
+impl StateMachine {
+    fn apply_blocking(&self, entries: Vec<Entry>) -> Result<Vec<Response>, StorageError> {
+        let inner = &self.inner;
+        let mut st = inner.state.lock().expect("sm lock");
+        let mut responses = Vec::with_capacity(entries.len());
+        // All conf changes of the batch go to the tree in one pass (each file once, one
+        // round of fsyncs); the other entries answer at once.
+        let mut changes = Vec::new();
+        let mut spans = Vec::with_capacity(entries.len());
+        let mut remote_changes = false;
+        for entry in &entries {
+            let start = changes.len();
+            let mut resp = Response::default();
+            match &entry.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(Request::Changes { origin, changes: c, .. }) => {
+                    changes.extend(c.iter().cloned());
+                    remote_changes |= *origin != inner.me;
+                }
+                EntryPayload::Normal(Request::AllocateNodeId { .. }) => {
+                    st.data.next_node_id = st.data.next_node_id.max(1);
+                    resp.node_id = Some(st.data.next_node_id);
+                    st.data.next_node_id += 1;
+                }
+                EntryPayload::Membership(m) => {
+                    st.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                }
+            }
+            spans.push((start, changes.len()));
+            responses.push(resp);
+            st.applied = Some(entry.log_id);
+        }
+        if !changes.is_empty() {
+            let tree = self.tree_for(&st)?;
+            let results = {
+                let _lock = (!st.shadow).then(|| inner.shared.tree_lock.lock().expect("tree lock"));
+                tree.apply_batch(&changes, true)
+            };
+            for ((start, end), resp) in spans.iter().zip(responses.iter_mut()) {
+                for (i, result) in results[*start..*end].iter().enumerate() {
+                    match result {
+                        Ok(true) => resp.changed += 1,
+                        Ok(false) => {}
+                        Err(e) => {
+                            warn!(change = %changes[start + i], error = %e, "a committed change could not be applied here");
+                            resp.refused.push((i as u32, e.to_string()));
+                        }
+                    }
+                }
+            }
+            if remote_changes && !st.shadow {
+                inner.shared.replicated_at(now_ms());
+            }
+        }
+        self.save(&st)?;
+        inner.shared.set_applied(st.applied.map_or(0, |l| l.index));
+        Ok(responses)
+    }
+}

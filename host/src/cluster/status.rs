@@ -1,0 +1,143 @@
+//! Cluster status, as `tandem cluster status` and `GET /v1/cluster/status` show it: the
+//! captain, and per member its id, addresses, state (up / down / out of sync / needs
+//! resync), `last_conf_replication`, applied commit, pending outbox size and last error.
+//! Each member reports on itself; a member that does not answer is down.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::node::ClusterNode;
+use super::rpc::{RpcRequest, RpcResponse};
+use super::types::NodeId;
+
+/// How long status waits for a member's own report.
+const REPORT_TIMEOUT: Duration = Duration::from_millis(1_000);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberState {
+    Up,
+    Down,
+    /// Up, but holding changes the captain has not committed, or not hearing a captain.
+    OutOfSync,
+    /// Its pending changes can no longer be replayed: `tandem cluster resync --destructive`.
+    NeedsResync,
+    Removed,
+    /// Not in a cluster.
+    Unjoined,
+}
+
+/// A member's own view of itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberReport {
+    pub node_id: Option<NodeId>,
+    pub name: String,
+    pub peer: String,
+    pub api: String,
+    pub state: MemberState,
+    pub role: String,
+    pub captain: Option<NodeId>,
+    pub term: u64,
+    /// Index of the last entry applied here.
+    pub applied: u64,
+    /// First entry still in this member's log (older ones are purged).
+    pub log_first: Option<u64>,
+    pub log_last: Option<u64>,
+    pub last_conf_replication_ms: Option<u64>,
+    pub outbox: usize,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub cluster_id: Option<String>,
+    pub captain: Option<NodeId>,
+    /// The member that answered this request.
+    pub reporter: Option<NodeId>,
+    pub members: Vec<MemberReport>,
+}
+
+impl ClusterNode {
+    pub async fn report(&self) -> MemberReport {
+        let id = self.identity().await;
+        let facts = self.shared.facts();
+        let joined = self.joined().await;
+        let outbox = self.shared.outbox.len();
+        let (role, captain, term) = match &joined {
+            Some(j) => {
+                let m = j.raft.metrics().borrow().clone();
+                (format!("{:?}", m.state).to_lowercase(), m.current_leader, m.current_term)
+            }
+            None => ("none".into(), None, 0),
+        };
+        let state = match (&id, &joined) {
+            (Some(i), _) if i.removed => MemberState::Removed,
+            (None, _) | (_, None) => MemberState::Unjoined,
+            _ if self.shared.needs_resync() => MemberState::NeedsResync,
+            _ if outbox > 0 || captain.is_none() => MemberState::OutOfSync,
+            _ => MemberState::Up,
+        };
+        MemberReport {
+            node_id: id.as_ref().map(|i| i.node_id),
+            name: self.me.name.clone(),
+            peer: self.me.peer.clone(),
+            api: self.me.api.clone(),
+            state,
+            role,
+            captain,
+            term,
+            applied: self.shared.applied_index(),
+            log_first: joined.as_ref().and_then(|j| j.log.first_index()),
+            log_last: joined.as_ref().and_then(|j| j.log.last_log_id()).map(|l| l.index),
+            last_conf_replication_ms: facts.last_conf_replication_ms,
+            outbox,
+            last_error: facts.last_error,
+        }
+    }
+
+    /// Asks every member for its report (in parallel).
+    pub async fn status(&self) -> ClusterStatus {
+        let me = self.report().await;
+        let Some(j) = self.joined().await else {
+            return ClusterStatus { cluster_id: None, captain: None, reporter: me.node_id, members: vec![me] };
+        };
+        let metrics = j.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership().clone();
+        let asks = membership.nodes().map(|(id, member)| {
+            let (id, member, me) = (*id, member.clone(), me.clone());
+            async move {
+                if Some(id) == me.node_id {
+                    return me;
+                }
+                let mut client = super::client::PeerClient::new(member.peer.clone(), self.dialer.clone());
+                match client.call(&RpcRequest::Report, REPORT_TIMEOUT).await {
+                    Ok(RpcResponse::Report(r)) if r.node_id == Some(id) => *r,
+                    _ => MemberReport {
+                        node_id: Some(id),
+                        name: member.name.clone(),
+                        peer: member.peer.clone(),
+                        api: member.api.clone(),
+                        state: MemberState::Down,
+                        role: "unknown".into(),
+                        captain: None,
+                        term: 0,
+                        applied: 0,
+                        log_first: None,
+                        log_last: None,
+                        last_conf_replication_ms: None,
+                        outbox: 0,
+                        last_error: Some("did not answer".into()),
+                    },
+                }
+            }
+        });
+        let members = futures::future::join_all(asks).await;
+        ClusterStatus {
+            cluster_id: Some(j.identity.cluster_id.clone()),
+            captain: metrics.current_leader,
+            reporter: Some(j.identity.node_id),
+            members,
+        }
+    }
+}

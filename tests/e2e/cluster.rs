@@ -15,8 +15,19 @@ use crate::support::wait_for;
 const SECRET: &str = "conf replication secret for the e2e cluster";
 const CONVERGE: Duration = Duration::from_secs(20);
 
+/// A port below the kernel's ephemeral range (where port-0 listeners and outgoing
+/// connections live), unique within this run, so a restarted member keeps its address and
+/// no other socket takes it meanwhile.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 500) as u16 * 20;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::SeqCst) % 2_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// One member: its folder, fixed ports (so a restart keeps its address), its process.
@@ -134,6 +145,14 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("---- last log lines of {} ----", self.name);
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
         if let Some(c) = &self.child {
             let _ = Command::new("kill").args(["-CONT", &c.id().to_string()]).status();
         }
@@ -284,9 +303,11 @@ fn purged_history_means_snapshot_install_or_the_seeds_destructive_resync() {
     for i in 0..10 {
         nodes[0].set("macros", "app:search", &format!("p{i}"), "definition", &format!("v{i}"));
     }
-    let cap = captain(&nodes);
-    let purged = nodes[cap].ok(&["cluster", "purge"]);
-    assert!(!purged.contains("purged 0 "), "{purged}");
+    // Every member purges its own history (the captain may change when b returns).
+    for i in [0, 2] {
+        let purged = nodes[i].ok(&["cluster", "purge"]);
+        assert!(!purged.contains("purged 0 "), "{purged}");
+    }
     nodes[1].start();
     converge(&[&nodes[1]], MACROS, "definition = v9");
     assert!(nodes[1].log().contains("installed a snapshot"), "{}", nodes[1].log());
@@ -297,8 +318,10 @@ fn purged_history_means_snapshot_install_or_the_seeds_destructive_resync() {
     for i in 10..20 {
         nodes[0].set("macros", "app:search", &format!("p{i}"), "definition", &format!("v{i}"));
     }
-    let cap = captain(&nodes);
-    nodes[cap].ok(&["cluster", "purge"]);
+    for i in [0, 1] {
+        let purged = nodes[i].ok(&["cluster", "purge"]);
+        assert!(!purged.contains("purged 0 "), "{purged}");
+    }
     let others: Vec<usize> = (0..3).filter(|i| *i != 2).collect();
     for i in &others {
         nodes[*i].signal("-STOP");
@@ -334,25 +357,41 @@ fn purged_history_means_snapshot_install_or_the_seeds_destructive_resync() {
 #[test]
 fn a_member_killed_mid_write_comes_back_with_an_intact_log_and_removal_needs_a_clean() {
     let mut nodes = three("");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let writer = {
-        let config = nodes[0].config();
+        let (config, stop, written) = (nodes[0].config(), stop.clone(), written.clone());
         std::thread::spawn(move || {
-            for i in 0..60 {
-                let _ = Command::new(env!("CARGO_BIN_EXE_tandem"))
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
                     .env_remove("TANDEM_CONFIG")
                     .arg("--config")
                     .arg(&config)
                     .args(["conf", "set", "--type", "macros", "--scope", "app:search", &format!("w{i}"), "definition", &format!("{i}")])
-                    .output();
+                    .output()
+                    .unwrap();
+                assert!(String::from_utf8_lossy(&out.stdout).starts_with("committed"), "{out:?}");
+                written.store(i + 1, std::sync::atomic::Ordering::SeqCst);
+                i += 1;
             }
+            i
         })
     };
-    std::thread::sleep(Duration::from_millis(700));
+    // Kill c while changes stream in, keep writing while it is down, then bring it back.
+    wait_for(CONVERGE, || (written.load(std::sync::atomic::Ordering::SeqCst) >= 20).then_some(())).unwrap();
     nodes[2].kill9();
-    writer.join().unwrap();
+    let at_kill = written.load(std::sync::atomic::Ordering::SeqCst);
+    wait_for(CONVERGE, || (written.load(std::sync::atomic::Ordering::SeqCst) >= at_kill + 20).then_some(())).unwrap();
     nodes[2].start();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let last = writer.join().unwrap() - 1;
     let all: Vec<&Node> = nodes.iter().collect();
-    converge(&all, MACROS, "definition = 59");
+    converge(&all, MACROS, &format!("definition = {last}"));
+    for i in 0..=last {
+        assert!(has(&nodes[2], MACROS, &format!("definition = {i}")), "c lacks w{i}");
+    }
     let me = nodes[2].me();
     assert_eq!(me["state"], "up", "{me}");
 

@@ -267,8 +267,13 @@ impl ClusterNode {
     /// One request to the member at `addr`, on a pooled connection.
     pub(super) async fn call(&self, addr: &str, req: &RpcRequest) -> Result<RpcResponse, CallError> {
         let pooled = self.clients.lock().await.get_mut(addr).and_then(Vec::pop);
+        let was_pooled = pooled.is_some();
         let mut client = pooled.unwrap_or_else(|| PeerClient::new(addr, self.dialer.clone()));
-        let result = client.call(req, self.config.commit_timeout()).await;
+        let mut result = client.call(req, self.config.commit_timeout()).await;
+        if was_pooled && matches!(result, Err(CallError::Peer { .. } | CallError::Closed { .. })) {
+            // The pooled connection went stale (the peer restarted): once more on a new one.
+            result = client.call(req, self.config.commit_timeout()).await;
+        }
         if result.is_ok() {
             self.clients.lock().await.entry(addr.to_string()).or_default().push(client);
         }

@@ -155,9 +155,17 @@ impl ClusterNode {
             let outcome = if captain.0 == j.identity.node_id {
                 self.write_as_captain(&j, req.clone()).await
             } else {
-                match self.call(&captain.1.peer, &RpcRequest::Propose(req.clone())).await? {
-                    RpcResponse::Proposed(r) => r,
-                    other => return Err(ClusterError::Unexpected(format!("{other:?}"))),
+                match self.call(&captain.1.peer, &RpcRequest::Propose(req.clone())).await {
+                    Ok(RpcResponse::Proposed(r)) => r,
+                    Ok(other) => return Err(ClusterError::Unexpected(format!("{other:?}"))),
+                    // The captain we knew is gone; an election may be under way. (If it did
+                    // commit before vanishing, proposing again is harmless: ops are idempotent.)
+                    Err(e) if tokio::time::Instant::now() < deadline => {
+                        debug!(error = %e, "captain unreachable; waiting for a captain");
+                        tokio::time::sleep(Duration::from_millis(self.config.heartbeat_ms)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
                 }
             };
             match outcome {

@@ -58,7 +58,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .with_context(|| format!("loading the API token {}", token_file.display()))?;
 
     let conf_root = config.cluster.conf_root.clone().expect("resolved config has a conf root");
-    let tree = ConfTree::open(&conf_root).with_context(|| format!("opening the conf tree {}", conf_root.display()))?;
+    let tree = ConfTree::open(&conf_root)
+        .with_context(|| format!("opening the conf tree {}", conf_root.display()))?;
     let member = Member { peer: addr.to_string(), api: api_addr.to_string(), name: config.node_name.clone() };
     let dialer = Dialer {
         secret: secret.clone(),
@@ -84,6 +85,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tasks.spawn(async move { n.run_recovery(stop).await });
         let (n, stop) = (node.clone(), shutdown.clone());
         tasks.spawn(async move { n.run_purge(stop).await });
+        let (n, stop) = (node.clone(), shutdown.clone());
+        tasks.spawn(async move { n.run_checkpoints(stop).await });
         let state = AppState { node: node.clone(), tokens };
         let stop = shutdown.clone();
         tasks.spawn(async move {

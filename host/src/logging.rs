@@ -40,7 +40,18 @@ impl LogConfig {
 }
 
 /// The jobs with a file of their own: (file, target prefix).
-const JOB_FILES: &[(&str, &str)] = &[("plugins.log", "tandem::plugin"), ("peer.log", "tandem::peer")];
+const JOB_FILES: &[(&str, &str)] =
+    &[("plugins.log", "tandem::plugin"), ("peer.log", "tandem::peer"), ("cluster.log", "tandem::cluster")];
+
+/// openraft narrates every vote and membership step at `info`; it speaks up at `warn` unless
+/// the filter names it.
+fn filter(directives: &str) -> EnvFilter {
+    if directives.contains("openraft") {
+        EnvFilter::new(directives)
+    } else {
+        EnvFilter::new(format!("{directives},openraft=warn"))
+    }
+}
 
 /// Keeps the file writers flushing; drop it last.
 pub struct LogGuard {
@@ -54,14 +65,13 @@ type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 pub fn init(config: &LogConfig, terminal_level: &str, with_files: bool) -> std::io::Result<LogGuard> {
     let mut layers: Vec<BoxedLayer> = Vec::new();
     let mut guards = Vec::new();
-    let terminal_filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(terminal_level));
+    let terminal_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| filter(terminal_level));
     layers.push(fmt_layer(config.format, std::io::stderr, true).with_filter(terminal_filter).boxed());
     if let (true, Some(dir)) = (with_files, &config.dir) {
         std::fs::create_dir_all(dir)?;
         let (all, guard) = file_writer(dir, "tandem.log");
         guards.push(guard);
-        layers.push(fmt_layer(config.format, all, false).with_filter(EnvFilter::new(&config.level)).boxed());
+        layers.push(fmt_layer(config.format, all, false).with_filter(filter(&config.level)).boxed());
         for (file, target) in JOB_FILES {
             let (writer, guard) = file_writer(dir, file);
             guards.push(guard);

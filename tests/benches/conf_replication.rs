@@ -35,7 +35,7 @@ impl Member {
         std::fs::write(
             dir.path().join("tandem.toml"),
             format!(
-                "node_name = \"{name}\"\ndata_dir = \"{0}/data\"\n[log]\nlevel = \"warn\"\n\
+                "node_name = \"{name}\"\ndata_dir = \"{0}/data\"\n[log]\nlevel = \"info\"\n\
                  [peer]\nlisten = \"127.0.0.1:{p}\"\nsecret_file = \"{0}/secret\"\n\
                  [api]\nlisten = \"127.0.0.1:{a}\"\nadmin_token = \"bench-admin-token-0123\"\n",
                 dir.path().display()
@@ -69,6 +69,14 @@ impl Member {
 
 impl Drop for Member {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.data().join("logs/tandem.log")).unwrap_or_default();
+            eprintln!(
+                "---- {} ----\n{}",
+                self.peer,
+                log.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -89,7 +97,14 @@ async fn post(http: &reqwest::Client, base: &str, path: &str, body: Value) -> Va
 }
 
 async fn get(http: &reqwest::Client, base: &str, path: &str) -> Value {
-    http.get(format!("{base}{path}")).bearer_auth("bench-admin-token-0123").send().await.unwrap().json().await.unwrap()
+    http.get(format!("{base}{path}"))
+        .bearer_auth("bench-admin-token-0123")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 fn change(stanza: &str, value: &str) -> Value {
@@ -115,10 +130,11 @@ async fn main() {
     }
     let status = get(&http, &members[0].api, "/v1/cluster/status").await;
     let captain = status["captain"].as_u64().unwrap();
-    let cap_api = status["members"].as_array().unwrap().iter().find(|m| m["node_id"] == captain).unwrap()["api"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let cap_api =
+        status["members"].as_array().unwrap().iter().find(|m| m["node_id"] == captain).unwrap()["api"]
+            .as_str()
+            .unwrap()
+            .to_string();
     let cap = format!("http://{cap_api}");
     println!("conf replication: 3 members on loopback, captain node {captain}");
 
@@ -128,7 +144,13 @@ async fn main() {
     for i in 0..200 {
         let value = format!("lat-{i}-{}", std::process::id());
         let start = Instant::now();
-        post(&http, &follower.api, "/v1/conf/changes", json!({"changes": [change(&format!("l{}", i % 10), &value)]})).await;
+        post(
+            &http,
+            &follower.api,
+            "/v1/conf/changes",
+            json!({"changes": [change(&format!("l{}", i % 10), &value)]}),
+        )
+        .await;
         loop {
             if members.iter().all(|m| file_has(&m.macros(), &value)) {
                 break;
@@ -185,7 +207,13 @@ async fn main() {
         let (http, cap, written) = (http.clone(), cap.clone(), written.clone());
         tasks.push(tokio::spawn(async move {
             for k in 0..625u64 {
-                post(&http, &cap, "/v1/conf/changes", json!({"changes": [change(&format!("h{c}-{}", k % 50), &format!("{k}"))]})).await;
+                post(
+                    &http,
+                    &cap,
+                    "/v1/conf/changes",
+                    json!({"changes": [change(&format!("h{c}-{}", k % 50), &format!("{k}"))]}),
+                )
+                .await;
                 written.fetch_add(1, Ordering::Relaxed);
             }
         }));

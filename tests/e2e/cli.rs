@@ -42,7 +42,8 @@ impl Daemon {
             &config,
             format!(
                 "node_name = \"alpha\"\ndata_dir = \"{0}/data\"\n[plugins]\nreload_interval_ms = 100\n\
-                 [peer]\nlisten = \"127.0.0.1:0\"\nsecret_file = \"{0}/secret\"\n{1}",
+                 [peer]\nlisten = \"127.0.0.1:0\"\nsecret_file = \"{0}/secret\"\n\
+                 [api]\nlisten = \"127.0.0.1:0\"\n{1}",
                 dir.path().display(),
                 extra
             ),

@@ -58,7 +58,8 @@ impl Node {
 
     pub fn start(&mut self) {
         let _ = std::fs::remove_file(self.data().join("api.addr"));
-        let log = std::fs::File::create(self.dir.path().join(format!("stderr-{}", std::process::id()))).unwrap();
+        let log =
+            std::fs::File::create(self.dir.path().join(format!("stderr-{}", std::process::id()))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
             .env_remove("TANDEM_CONFIG")
             .env("RUST_LOG", "info")
@@ -185,10 +186,9 @@ pub fn three(extra: &str) -> Vec<Node> {
 }
 
 fn captain(nodes: &[Node]) -> usize {
-    let (idx, _) = wait_for(CONVERGE, || {
-        nodes.iter().position(|n| n.child.is_some() && n.me()["role"] == "leader")
-    })
-    .expect("no captain");
+    let (idx, _) =
+        wait_for(CONVERGE, || nodes.iter().position(|n| n.child.is_some() && n.me()["role"] == "leader"))
+            .expect("no captain");
     idx
 }
 
@@ -214,7 +214,12 @@ fn a_change_on_any_member_reaches_all_and_local_types_stay_local() {
     converge(&refs, MACROS, "definition = x");
     assert!(has(&nodes[1], "apps/search/local/inputs.conf", "disabled = 0"));
     for other in [&nodes[0], &nodes[2]] {
-        assert_eq!(other.conf_file("apps/search/local/inputs.conf"), "", "{} got a local-only change", other.name);
+        assert_eq!(
+            other.conf_file("apps/search/local/inputs.conf"),
+            "",
+            "{} got a local-only change",
+            other.name
+        );
     }
     assert!(has(&nodes[2], "users/admin/search/local/history.conf", "search = index=_internal"));
     assert_eq!(nodes[0].conf_file("users/admin/search/local/history.conf"), "");
@@ -243,7 +248,10 @@ fn a_fourth_member_bootstraps_from_the_snapshot_and_a_killed_captain_loses_nothi
     nodes[2].ok(&["cluster", "add-member", &d.peer]);
     converge(&[&d], "apps/search/local/savedsearches.conf", "search = index=a29");
     let me = d.me();
-    assert!(me["log_first"].as_u64().unwrap_or(0) > 30 || me["log_first"].is_null(), "replayed the whole log: {me}");
+    assert!(
+        me["log_first"].as_u64().unwrap_or(0) > 30 || me["log_first"].is_null(),
+        "replayed the whole log: {me}"
+    );
     assert!(d.log().contains("installed the captain's snapshot"), "{}", d.log());
     nodes.push(d);
     // Kill the captain with -9: a new one is elected and every acknowledged change survives.
@@ -255,7 +263,11 @@ fn a_fourth_member_bootstraps_from_the_snapshot_and_a_killed_captain_loses_nothi
     converge(&survivors, "apps/search/local/savedsearches.conf", "search = index=b");
     for n in &survivors {
         for i in 0..30 {
-            assert!(has(n, "apps/search/local/savedsearches.conf", &format!("search = index=a{i}")), "{} lost a{i}", n.name);
+            assert!(
+                has(n, "apps/search/local/savedsearches.conf", &format!("search = index=a{i}")),
+                "{} lost a{i}",
+                n.name
+            );
         }
     }
     let new = captain(&nodes);
@@ -368,7 +380,17 @@ fn a_member_killed_mid_write_comes_back_with_an_intact_log_and_removal_needs_a_c
                     .env_remove("TANDEM_CONFIG")
                     .arg("--config")
                     .arg(&config)
-                    .args(["conf", "set", "--type", "macros", "--scope", "app:search", &format!("w{i}"), "definition", &format!("{i}")])
+                    .args([
+                        "conf",
+                        "set",
+                        "--type",
+                        "macros",
+                        "--scope",
+                        "app:search",
+                        &format!("w{i}"),
+                        "definition",
+                        &format!("{i}"),
+                    ])
                     .output()
                     .unwrap();
                 assert!(String::from_utf8_lossy(&out.stdout).starts_with("committed"), "{out:?}");
@@ -382,7 +404,8 @@ fn a_member_killed_mid_write_comes_back_with_an_intact_log_and_removal_needs_a_c
     wait_for(CONVERGE, || (written.load(std::sync::atomic::Ordering::SeqCst) >= 20).then_some(())).unwrap();
     nodes[2].kill9();
     let at_kill = written.load(std::sync::atomic::Ordering::SeqCst);
-    wait_for(CONVERGE, || (written.load(std::sync::atomic::Ordering::SeqCst) >= at_kill + 20).then_some(())).unwrap();
+    wait_for(CONVERGE, || (written.load(std::sync::atomic::Ordering::SeqCst) >= at_kill + 20).then_some(()))
+        .unwrap();
     nodes[2].start();
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -400,7 +423,11 @@ fn a_member_killed_mid_write_comes_back_with_an_intact_log_and_removal_needs_a_c
     nodes[0].ok(&["cluster", "remove-member", &c_id.to_string()]);
     let out = nodes[0].cli(&["cluster", "add-member", &nodes[2].peer]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("clean"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("clean"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     nodes[2].ok(&["cluster", "clean"]);
     let out = nodes[0].ok(&["cluster", "add-member", &nodes[2].peer]);
     let new_id: u64 = out.split_whitespace().last().unwrap().parse().unwrap();
@@ -432,10 +459,21 @@ fn the_api_refuses_requests_without_a_valid_token_and_read_only_tokens_cannot_wr
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(Duration::from_secs(60), || std::fs::read_to_string(dir.path().join("data/api.addr")).ok()).unwrap();
+    wait_for(Duration::from_secs(60), || std::fs::read_to_string(dir.path().join("data/api.addr")).ok())
+        .unwrap();
     let curl = |token: Option<&str>, method: &str, path: &str, body: &str| -> String {
         let mut cmd = Command::new("curl");
-        cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method, "-H", "content-type: application/json"]);
+        cmd.args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            method,
+            "-H",
+            "content-type: application/json",
+        ]);
         if let Some(t) = token {
             cmd.args(["-H", &format!("authorization: Bearer {t}")]);
         }
@@ -454,4 +492,59 @@ fn the_api_refuses_requests_without_a_valid_token_and_read_only_tokens_cannot_wr
     assert_eq!(curl(None, "GET", "/v1/health", ""), "200");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[test]
+fn reads_show_layers_and_push_replicates_a_files_current_content() {
+    let nodes = three("");
+    let refs: Vec<&Node> = nodes.iter().collect();
+    // A default layer shipped with the app, and a runtime change on top of it.
+    let default = nodes[1].data().join("etc/apps/search/default");
+    std::fs::create_dir_all(&default).unwrap();
+    std::fs::write(default.join("macros.conf"), "[m]\ndefinition = shipped\nargs = x\n").unwrap();
+    nodes[0].set("macros", "app:search", "m", "definition", "runtime");
+    converge(&refs, MACROS, "definition = runtime");
+    let view: Value = serde_json::from_str(&nodes[1].ok(&[
+        "conf",
+        "get",
+        "--type",
+        "macros",
+        "--scope",
+        "app:search",
+        "--json",
+    ]))
+    .unwrap();
+    let m = &view["stanzas"]["m"];
+    assert_eq!(m["definition"]["value"], "runtime", "{view}");
+    assert_eq!(m["definition"]["source"], "apps/search/local/macros.conf", "{view}");
+    assert_eq!(m["args"]["value"], "x", "{view}");
+    // A direct edit is not captured ...
+    let local = nodes[2].data().join("etc/apps/search/local/macros.conf");
+    let mut text = std::fs::read_to_string(&local).unwrap();
+    text.push_str("\n[edited]\ndefinition = by hand\n");
+    std::fs::write(&local, text).unwrap();
+    nodes[0].set("macros", "app:search", "later", "definition", "later");
+    converge(&refs, MACROS, "definition = later");
+    assert!(!has(&nodes[0], MACROS, "definition = by hand"));
+    // ... until it is pushed on purpose.
+    let out = nodes[2].ok(&["conf", "push", MACROS]);
+    assert!(out.contains("committed"), "{out}");
+    converge(&refs, MACROS, "definition = by hand");
+    // Whole files (a lookup table) replicate too.
+    let csv = nodes[0].data().join("users.csv");
+    std::fs::write(&csv, "user,team\nann,ops\n").unwrap();
+    nodes[0].ok(&[
+        "conf",
+        "put-file",
+        "--type",
+        "lookups",
+        "--scope",
+        "app:search",
+        "--name",
+        "users.csv",
+        csv.to_str().unwrap(),
+    ]);
+    converge(&refs, "apps/search/lookups/users.csv", "ann,ops");
+    let listed = nodes[1].ok(&["conf", "list"]);
+    assert!(listed.contains("apps/search/lookups/users.csv") && listed.contains(MACROS), "{listed}");
 }

@@ -80,7 +80,12 @@ pub async fn files(State(s): State<AppState>, headers: HeaderMap) -> Result<Json
     Ok(Json(
         files
             .into_iter()
-            .map(|(p, k)| FileEntry { path: p.to_string(), conf_type: k.conf_type, scope: k.scope, kind: k.target_kind })
+            .map(|(p, k)| FileEntry {
+                path: p.to_string(),
+                conf_type: k.conf_type,
+                scope: k.scope,
+                kind: k.target_kind,
+            })
             .collect(),
     ))
 }
@@ -121,10 +126,16 @@ fn changes_for_file(
     scope: Scope,
     kind: TargetKind,
 ) -> Result<Vec<ConfChange>, String> {
-    let change = |target: Target, op: Op| ConfChange { conf_type: conf_type.clone(), scope: scope.clone(), target, op };
+    let change = |target: Target, op: Op| ConfChange {
+        conf_type: conf_type.clone(),
+        scope: scope.clone(),
+        target,
+        op,
+    };
     match kind {
         TargetKind::File => {
-            let name = rel.as_path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name =
+                rel.as_path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let content = tree.read_file(rel).map_err(|e| e.to_string())?.unwrap_or_default();
             Ok(vec![change(Target::File { name }, Op::PutFile { content })])
         }
@@ -139,7 +150,12 @@ fn changes_for_file(
                 if kind == TargetKind::Meta {
                     // A meta stanza names its type: `[savedsearches/x]`.
                     let ty = stanza.split('/').next().unwrap_or_default().to_string();
-                    let mk = |op| ConfChange { conf_type: ty.clone(), scope: scope.clone(), target: Target::Meta, op };
+                    let mk = |op| ConfChange {
+                        conf_type: ty.clone(),
+                        scope: scope.clone(),
+                        target: Target::Meta,
+                        op,
+                    };
                     out.push(mk(Op::RemoveStanza { stanza: stanza.clone() }));
                     out.push(mk(Op::AddStanza { stanza: stanza.clone() }));
                     for (key, value) in keys {

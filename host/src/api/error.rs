@@ -36,7 +36,9 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Cluster(ClusterError::Conf(_) | ClusterError::Invalid(_)) => StatusCode::BAD_REQUEST,
-            ApiError::Cluster(ClusterError::NotInCluster | ClusterError::AlreadyMember { .. }) => StatusCode::CONFLICT,
+            ApiError::Cluster(ClusterError::NotInCluster | ClusterError::AlreadyMember { .. }) => {
+                StatusCode::CONFLICT
+            }
             ApiError::Cluster(ClusterError::Refused(_)) => StatusCode::CONFLICT,
             ApiError::Cluster(ClusterError::NoCaptain) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Cluster(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -16,7 +16,11 @@ pub fn run(config: Config, cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
         match cmd {
             ClusterCommand::Init => {
                 let r = api.post("/v1/cluster/init", &json!({})).await?;
-                println!("initialised cluster {} ; this member is node {}", r["cluster_id"].as_str().unwrap_or("?"), r["node_id"]);
+                println!(
+                    "initialised cluster {} ; this member is node {}",
+                    r["cluster_id"].as_str().unwrap_or("?"),
+                    r["node_id"]
+                );
             }
             ClusterCommand::AddMember { peer } => {
                 let r = api.post("/v1/cluster/members", &json!({ "peer": peer })).await?;
@@ -24,7 +28,9 @@ pub fn run(config: Config, cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
             }
             ClusterCommand::RemoveMember { node_id } => {
                 api.delete(&format!("/v1/cluster/members/{node_id}")).await?;
-                println!("removed node {node_id}; clean it (`tandem cluster clean` there) before adding it again");
+                println!(
+                    "removed node {node_id}; clean it (`tandem cluster clean` there) before adding it again"
+                );
             }
             ClusterCommand::Status { json } => {
                 let r = api.get("/v1/cluster/status").await?;

@@ -32,13 +32,18 @@ pub fn run(config: Config, cmd: ConfCommand) -> anyhow::Result<ExitCode> {
             ConfCommand::PutFile { conf_type, scope, name, file } => {
                 let scope = parse_scope(&scope).map_err(anyhow::Error::msg)?;
                 let content = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-                let change =
-                    ConfChange { conf_type, scope, target: Target::File { name }, op: Op::PutFile { content } };
+                let change = ConfChange {
+                    conf_type,
+                    scope,
+                    target: Target::File { name },
+                    op: Op::PutFile { content },
+                };
                 submit(&api, vec![change]).await
             }
             ConfCommand::DeleteFile { conf_type, scope, name } => {
                 let scope = parse_scope(&scope).map_err(anyhow::Error::msg)?;
-                let change = ConfChange { conf_type, scope, target: Target::File { name }, op: Op::DeleteFile };
+                let change =
+                    ConfChange { conf_type, scope, target: Target::File { name }, op: Op::DeleteFile };
                 submit(&api, vec![change]).await
             }
             ConfCommand::Get { conf_type, scope, stanza, json } => {
@@ -97,7 +102,8 @@ fn print_view(view: &Value, stanza: Option<&str>) {
         println!("[{name}]");
         for (k, v) in keys.as_object().into_iter().flatten() {
             let value = v.get("value").and_then(Value::as_str).or(v.as_str()).unwrap_or_default();
-            let from = v.get("source").and_then(Value::as_str).map(|s| format!("    # {s}")).unwrap_or_default();
+            let from =
+                v.get("source").and_then(Value::as_str).map(|s| format!("    # {s}")).unwrap_or_default();
             println!("{k} = {value}{from}");
         }
         println!();

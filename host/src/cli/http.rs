@@ -23,7 +23,10 @@ impl ApiClient {
             .unwrap_or_else(|_| config.api.listen.to_string());
         let token_file = config.api.token_file.clone().expect("resolved");
         let token = client_token(&config.api, &token_file).with_context(|| {
-            format!("reading the API token {} (is the daemon started with this configuration?)", token_file.display())
+            format!(
+                "reading the API token {} (is the daemon started with this configuration?)",
+                token_file.display()
+            )
         })?;
         let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
         Ok(Self { base: format!("http://{addr}"), token, http })
@@ -42,11 +45,10 @@ impl ApiClient {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-        let resp = req
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the tandem daemon at {} (is it running?)", self.base))?;
+        let resp =
+            req.bearer_auth(&self.token).send().await.with_context(|| {
+                format!("cannot reach the tandem daemon at {} (is it running?)", self.base)
+            })?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {

@@ -27,6 +27,8 @@ pub struct Dialer {
 pub enum CallError {
     #[error("cannot resolve {0}")]
     Resolve(String),
+    #[error("{0} is this member's own address; a member never dials itself")]
+    Ourselves(String),
     #[error("{addr}: {source}")]
     Peer { addr: String, source: PeerError },
     #[error("{addr}: no answer within {ms} ms")]
@@ -72,7 +74,8 @@ impl PeerClient {
 
     async fn exchange(&mut self, req: &RpcRequest) -> Result<RpcResponse, CallError> {
         let addr = self.addr.clone();
-        let frame = rpc::request_frame(req).map_err(|source| CallError::Codec { addr: addr.clone(), source })?;
+        let frame =
+            rpc::request_frame(req).map_err(|source| CallError::Codec { addr: addr.clone(), source })?;
         if self.conn.is_none() {
             self.conn = Some(self.connect().await?);
         }
@@ -94,12 +97,15 @@ impl PeerClient {
             .and_then(|mut addrs| addrs.next())
             .ok_or_else(|| CallError::Resolve(self.addr.clone()))?;
         let d = &self.dialer;
-        tokio::time::timeout(d.connect_timeout, PeerConnection::connect(target, &d.secret, &d.me, d.max_frame))
-            .await
-            .map_err(|_| CallError::Timeout {
-                addr: self.addr.clone(),
-                ms: d.connect_timeout.as_millis() as u64,
-            })?
-            .map_err(|source| CallError::Peer { addr: self.addr.clone(), source })
+        tokio::time::timeout(
+            d.connect_timeout,
+            PeerConnection::connect(target, &d.secret, &d.me, d.max_frame),
+        )
+        .await
+        .map_err(|_| CallError::Timeout {
+            addr: self.addr.clone(),
+            ms: d.connect_timeout.as_millis() as u64,
+        })?
+        .map_err(|source| CallError::Peer { addr: self.addr.clone(), source })
     }
 }

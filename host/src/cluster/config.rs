@@ -16,6 +16,8 @@ pub const DEFAULT_COMMIT_TIMEOUT_MS: u64 = 3_000;
 pub const DEFAULT_RETRY_MS: u64 = 250;
 /// How often the purge plugin is asked how much history may go, ms (the seed: hourly).
 pub const DEFAULT_PURGE_PERIOD_MS: u64 = 3_600_000;
+/// How often applied changes are made durable on this member (the log already is), ms.
+pub const DEFAULT_CHECKPOINT_MS: u64 = 1_000;
 /// Entries per append RPC.
 pub const DEFAULT_MAX_PAYLOAD_ENTRIES: u64 = 1_000;
 
@@ -30,6 +32,7 @@ pub struct ClusterConfig {
     pub commit_timeout_ms: u64,
     pub retry_ms: u64,
     pub purge_period_ms: u64,
+    pub checkpoint_ms: u64,
     pub max_payload_entries: u64,
 }
 
@@ -42,6 +45,7 @@ impl Default for ClusterConfig {
             commit_timeout_ms: DEFAULT_COMMIT_TIMEOUT_MS,
             retry_ms: DEFAULT_RETRY_MS,
             purge_period_ms: DEFAULT_PURGE_PERIOD_MS,
+            checkpoint_ms: DEFAULT_CHECKPOINT_MS,
             max_payload_entries: DEFAULT_MAX_PAYLOAD_ENTRIES,
         }
     }
@@ -59,6 +63,7 @@ impl ClusterConfig {
             ("commit_timeout_ms", self.commit_timeout_ms),
             ("retry_ms", self.retry_ms),
             ("purge_period_ms", self.purge_period_ms),
+            ("checkpoint_ms", self.checkpoint_ms),
             ("max_payload_entries", self.max_payload_entries),
         ] {
             if v == 0 {

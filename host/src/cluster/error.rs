@@ -12,7 +12,9 @@ use crate::conf::ConfError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("this host is not in a cluster (run `tandem cluster init` on the first member, then `tandem cluster add-member` there)")]
+    #[error(
+        "this host is not in a cluster (run `tandem cluster init` on the first member, then `tandem cluster add-member` there)"
+    )]
     NotInCluster,
     #[error("this host already belongs to cluster {cluster_id}{}", if *.removed { " and was removed from it; run `tandem cluster clean` on it first" } else { "" })]
     AlreadyMember { cluster_id: String, removed: bool },
@@ -29,7 +31,7 @@ pub enum ClusterError {
     #[error("commit log: {0}")]
     Log(#[from] LogStoreError),
     #[error("state machine: {0}")]
-    Storage(#[from] StorageError),
+    Storage(Box<StorageError>),
     #[error("raft: {0}")]
     Raft(String),
     #[error("plugin: {0}")]
@@ -49,5 +51,11 @@ pub enum ClusterError {
 impl ClusterError {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io { path: path.to_path_buf(), source }
+    }
+}
+
+impl From<StorageError> for ClusterError {
+    fn from(e: StorageError) -> Self {
+        Self::Storage(Box::new(e))
     }
 }

@@ -17,8 +17,7 @@ impl ClusterNode {
     /// Adds the host listening at `peer`; returns its new node id.
     pub async fn add_member(&self, peer: String) -> Result<NodeId, ClusterError> {
         let j = self.require_joined().await?;
-        if !self.is_captain(&j).await {
-            let captain = self.captain_addr(&j).await?;
+        if let Some(captain) = self.other_captain(&j).await? {
             return match self.call(&captain, &RpcRequest::AddMember { peer }).await? {
                 RpcResponse::MemberAdded(r) => r.map_err(ClusterError::from),
                 other => Err(ClusterError::Unexpected(format!("{other:?}"))),
@@ -38,15 +37,23 @@ impl ClusterNode {
         };
         if let Some(cluster) = &probe.cluster_id {
             return Err(Refusal::Refused(if probe.removed {
-                format!("`{}` was removed from cluster {cluster}; clean it (`tandem cluster clean`) before adding it again", probe.name)
+                format!(
+                    "`{}` was removed from cluster {cluster}; clean it (`tandem cluster clean`) before adding it again",
+                    probe.name
+                )
             } else {
-                format!("`{}` already belongs to cluster {cluster} as node {}", probe.name, probe.node_id.unwrap_or(0))
+                format!(
+                    "`{}` already belongs to cluster {cluster} as node {}",
+                    probe.name,
+                    probe.node_id.unwrap_or(0)
+                )
             }));
         }
         let (_, resp) = self.write_as_captain(j, Request::AllocateNodeId { at_ms: now_ms() }).await?;
         let node_id = resp.node_id.ok_or_else(|| Refusal::Failed("no node id allocated".into()))?;
         let member = Member { peer: peer.clone(), api: probe.api.clone(), name: probe.name.clone() };
-        let join = RpcRequest::Join { cluster_id: j.identity.cluster_id.clone(), node_id, captain: self.me.clone() };
+        let join =
+            RpcRequest::Join { cluster_id: j.identity.cluster_id.clone(), node_id, captain: self.me.clone() };
         match self.call(&peer, &join).await {
             Ok(RpcResponse::Joined(r)) => r?,
             Ok(other) => return Err(Refusal::Failed(format!("unexpected answer {other:?}"))),
@@ -64,8 +71,7 @@ impl ClusterNode {
     /// Removes member `node_id`; it must be cleaned before it can be added again.
     pub async fn remove_member(&self, node_id: NodeId) -> Result<(), ClusterError> {
         let j = self.require_joined().await?;
-        if !self.is_captain(&j).await {
-            let captain = self.captain_addr(&j).await?;
+        if let Some(captain) = self.other_captain(&j).await? {
             return match self.call(&captain, &RpcRequest::RemoveMember { node_id }).await? {
                 RpcResponse::MemberRemoved(r) => r.map_err(ClusterError::from),
                 other => Err(ClusterError::Unexpected(format!("{other:?}"))),
@@ -86,7 +92,10 @@ impl ClusterNode {
                 .await
                 .map_err(|e| Refusal::Failed(e.to_string()))?;
         }
-        j.raft.change_membership(ChangeMembers::RemoveNodes(ids), false).await.map_err(|e| Refusal::Failed(e.to_string()))?;
+        j.raft
+            .change_membership(ChangeMembers::RemoveNodes(ids), false)
+            .await
+            .map_err(|e| Refusal::Failed(e.to_string()))?;
         info!(node_id, peer = %member.peer, "member removed");
         if node_id != j.identity.node_id {
             let removed = RpcRequest::Removed { cluster_id: j.identity.cluster_id.clone(), node_id };
@@ -103,8 +112,12 @@ impl ClusterNode {
         j.raft.current_leader().await == Some(j.identity.node_id)
     }
 
-    async fn captain_addr(&self, j: &Joined) -> Result<String, ClusterError> {
+    /// The captain's peer address when it is another member; None when it is this one
+    /// (right after `init` the election may still be under way: wait for it, never dial
+    /// ourselves).
+    async fn other_captain(&self, j: &Joined) -> Result<Option<String>, ClusterError> {
         let deadline = tokio::time::Instant::now() + self.config.commit_timeout();
-        self.wait_captain(j, deadline).await.map(|(_, m)| m.peer).ok_or(ClusterError::NoCaptain)
+        let (id, member) = self.wait_captain(j, deadline).await.ok_or(ClusterError::NoCaptain)?;
+        Ok((id != j.identity.node_id).then_some(member.peer))
     }
 }

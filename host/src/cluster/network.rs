@@ -7,8 +7,8 @@ use std::time::Duration;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 
 use super::client::{CallError, Dialer, PeerClient};
@@ -25,7 +25,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = RaftClient;
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> RaftClient {
-        RaftClient { target, node: node.clone(), client: PeerClient::new(node.peer.clone(), self.dialer.clone()) }
+        RaftClient {
+            target,
+            node: node.clone(),
+            client: PeerClient::new(node.peer.clone(), self.dialer.clone()),
+        }
     }
 }
 
@@ -45,9 +49,10 @@ impl RaftClient {
     ) -> Result<RpcResponse, RpcErr<E>> {
         self.client.call(&req, option.hard_ttl()).await.map_err(|e| match e {
             // Nobody there: let openraft back off rather than spin.
-            CallError::Resolve(_) | CallError::Peer { .. } | CallError::Closed { .. } => {
-                RPCError::Unreachable(Unreachable::new(&e))
-            }
+            CallError::Resolve(_)
+            | CallError::Ourselves(_)
+            | CallError::Peer { .. }
+            | CallError::Closed { .. } => RPCError::Unreachable(Unreachable::new(&e)),
             CallError::Timeout { .. } | CallError::Codec { .. } | CallError::Unexpected { .. } => {
                 RPCError::Network(NetworkError::new(&e))
             }
@@ -87,7 +92,11 @@ impl RaftNetwork<TypeConfig> for RaftClient {
         }
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RpcErr> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr> {
         match self.call(RpcRequest::Vote(rpc), &option).await? {
             RpcResponse::Vote(r) => r.map_err(|e| self.remote(e)),
             other => Err(unexpected("vote", &other)),

@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, RwLock};
-use tracing::info;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 use super::client::{CallError, Dialer, PeerClient};
 use super::config::ClusterConfig;
@@ -91,12 +92,17 @@ impl ClusterNode {
         });
         match identity {
             Some(id) if id.removed => {
-                info!(node_id = id.node_id, "this member was removed from its cluster; run `tandem cluster clean` before adding it again");
+                info!(
+                    node_id = id.node_id,
+                    "this member was removed from its cluster; run `tandem cluster clean` before adding it again"
+                );
             }
             Some(id) => {
                 node.start_raft(id).await?;
             }
-            None => info!("not in a cluster yet: `tandem cluster init` here, or `tandem cluster add-member` on a member"),
+            None => info!(
+                "not in a cluster yet: `tandem cluster init` here, or `tandem cluster add-member` on a member"
+            ),
         }
         Ok(node)
     }
@@ -169,7 +175,10 @@ impl ClusterNode {
     pub async fn init(&self) -> Result<Identity, ClusterError> {
         let mut guard = self.identity.write().await;
         if let Some(id) = guard.as_ref() {
-            return Err(ClusterError::AlreadyMember { cluster_id: id.cluster_id.clone(), removed: id.removed });
+            return Err(ClusterError::AlreadyMember {
+                cluster_id: id.cluster_id.clone(),
+                removed: id.removed,
+            });
         }
         let mut raw = [0u8; 8];
         getrandom::fill(&mut raw).expect("the OS random source works");
@@ -178,7 +187,7 @@ impl ClusterNode {
         *guard = Some(identity.clone());
         drop(guard);
         let joined = self.start_raft(identity.clone()).await?;
-        joined.sm.set_cluster(&identity.cluster_id, 2)?;
+        joined.sm.set_cluster(&identity.cluster_id)?;
         let members = std::collections::BTreeMap::from([(1, self.me.clone())]);
         joined.raft.initialize(members).await.map_err(|e| ClusterError::Raft(e.to_string()))?;
         info!(cluster = %identity.cluster_id, "initialised a new cluster; this member is node 1");
@@ -187,10 +196,18 @@ impl ClusterNode {
 
     /// Called by a captain: become node `node_id` of `cluster_id`. Downloads the captain's
     /// tarball and installs it before raft starts, so only the log after it is replayed.
-    pub async fn join(&self, cluster_id: String, node_id: NodeId, captain: Member) -> Result<(), ClusterError> {
+    pub async fn join(
+        &self,
+        cluster_id: String,
+        node_id: NodeId,
+        captain: Member,
+    ) -> Result<(), ClusterError> {
         let mut guard = self.identity.write().await;
         if let Some(id) = guard.as_ref() {
-            return Err(ClusterError::AlreadyMember { cluster_id: id.cluster_id.clone(), removed: id.removed });
+            return Err(ClusterError::AlreadyMember {
+                cluster_id: id.cluster_id.clone(),
+                removed: id.removed,
+            });
         }
         let bytes = match self.call(&captain.peer, &RpcRequest::FetchSnapshot).await? {
             RpcResponse::Snapshot(Ok(bytes)) => bytes,
@@ -205,7 +222,7 @@ impl ClusterNode {
             Self::replicated_files(self.plugins.clone()),
             node_id,
         )?;
-        let meta = tokio::task::spawn_blocking(move || sm.bootstrap(bytes))
+        let meta = tokio::task::spawn_blocking(move || sm.bootstrap(bytes).map_err(ClusterError::from))
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))??;
         info!(bytes = size, last = ?meta.last_log_id, "installed the captain's snapshot");
@@ -266,6 +283,9 @@ impl ClusterNode {
 
     /// One request to the member at `addr`, on a pooled connection.
     pub(super) async fn call(&self, addr: &str, req: &RpcRequest) -> Result<RpcResponse, CallError> {
+        if addr == self.me.peer {
+            return Err(CallError::Ourselves(addr.to_string()));
+        }
         let pooled = self.clients.lock().await.get_mut(addr).and_then(Vec::pop);
         let was_pooled = pooled.is_some();
         let mut client = pooled.unwrap_or_else(|| PeerClient::new(addr, self.dialer.clone()));
@@ -280,10 +300,33 @@ impl ClusterNode {
         result
     }
 
-    /// Stops raft (daemon shutdown).
+    /// Makes applied changes durable every `checkpoint_ms` until `shutdown`.
+    pub async fn run_checkpoints(&self, shutdown: CancellationToken) {
+        let period = std::time::Duration::from_millis(self.config.checkpoint_ms);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(period) => {}
+            }
+            if let Some(j) = self.joined().await {
+                let sm = j.sm.clone();
+                match tokio::task::spawn_blocking(move || sm.checkpoint()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => warn!(error = %e, "checkpoint failed; applied changes stay in the log"),
+                    Err(e) => warn!(error = %e, "checkpoint task failed"),
+                }
+            }
+        }
+    }
+
+    /// Stops raft and records a last checkpoint (daemon shutdown).
     pub async fn shutdown(&self) {
         if let Some(j) = self.joined.write().await.take() {
             let _ = j.raft.shutdown().await;
+            let sm = j.sm.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || sm.checkpoint()).await {
+                warn!(error = %e, "last checkpoint failed");
+            }
         }
     }
 }

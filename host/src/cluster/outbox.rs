@@ -35,6 +35,7 @@ pub enum OutboxError {
     Damaged { path: PathBuf, message: String },
 }
 
+#[derive(Debug)]
 pub struct Outbox {
     path: PathBuf,
     contents: Mutex<Contents>,
@@ -95,7 +96,8 @@ impl Outbox {
 
     fn save(&self, c: &Contents) -> Result<(), OutboxError> {
         let bytes = serde_json::to_vec(c).expect("outbox contents serialize");
-        durable::write_private(&self.path, &bytes).map_err(|source| OutboxError::Io { path: self.path.clone(), source })
+        durable::write_private(&self.path, &bytes)
+            .map_err(|source| OutboxError::Io { path: self.path.clone(), source })
     }
 }
 

@@ -71,7 +71,10 @@ impl ClusterNode {
                     disposition: Disposition::Local,
                     changed,
                     log_index: None,
-                    message: format!("`{}` is not a replicated type: applied on this member only", c.conf_type),
+                    message: format!(
+                        "`{}` is not a replicated type: applied on this member only",
+                        c.conf_type
+                    ),
                 });
             }
         }
@@ -111,7 +114,9 @@ impl ClusterNode {
                             })
                             .collect());
                     }
-                    Err(ClusterError::Refused(Refusal::Refused(why))) => return Err(ClusterError::Invalid(why)),
+                    Err(ClusterError::Refused(Refusal::Refused(why))) => {
+                        return Err(ClusterError::Invalid(why));
+                    }
                     Err(e) => e.to_string(),
                 }
             }
@@ -181,7 +186,11 @@ impl ClusterNode {
 
     /// Commits `req` on this member, which must be the captain (also serves forwarded
     /// proposals). Gives up after the commit timeout.
-    pub(super) async fn write_as_captain(&self, j: &Joined, req: Request) -> Result<(LogId, Response), Refusal> {
+    pub(super) async fn write_as_captain(
+        &self,
+        j: &Joined,
+        req: Request,
+    ) -> Result<(LogId, Response), Refusal> {
         let write = tokio::time::timeout(self.config.commit_timeout(), j.raft.client_write(req)).await;
         match write {
             Err(_) => Err(Refusal::Failed(format!(
@@ -189,15 +198,19 @@ impl ClusterNode {
                 self.config.commit_timeout_ms
             ))),
             Ok(Ok(resp)) => Ok((resp.log_id, resp.data)),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(Refusal::NotCaptain {
-                leader: f.leader_id.zip(f.leader_node),
-            }),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(Refusal::NotCaptain { leader: f.leader_id.zip(f.leader_node) })
+            }
             Ok(Err(e)) => Err(Refusal::Failed(e.to_string())),
         }
     }
 
     /// The captain's id and address, waiting until `deadline` for one to be known.
-    pub(super) async fn wait_captain(&self, j: &Joined, deadline: tokio::time::Instant) -> Option<(NodeId, Member)> {
+    pub(super) async fn wait_captain(
+        &self,
+        j: &Joined,
+        deadline: tokio::time::Instant,
+    ) -> Option<(NodeId, Member)> {
         let mut metrics = j.raft.metrics();
         loop {
             {

@@ -57,7 +57,11 @@ impl ClusterNode {
         }
         let mut pushed = 0;
         for pending in self.shared.outbox.pending() {
-            let req = Request::Changes { origin: j.identity.node_id, at_ms: pending.at_ms, changes: pending.changes };
+            let req = Request::Changes {
+                origin: j.identity.node_id,
+                at_ms: pending.at_ms,
+                changes: pending.changes,
+            };
             self.propose(req).await?;
             self.shared.outbox.remove(pending.id)?;
             pushed += 1;
@@ -94,7 +98,9 @@ impl ClusterNode {
         };
         let discarded = self.shared.outbox.clear()?;
         let sm = j.sm.clone();
-        tokio::task::spawn_blocking(move || sm.resync(snapshot)).await.map_err(|e| ClusterError::Raft(e.to_string()))??;
+        tokio::task::spawn_blocking(move || sm.resync(snapshot).map_err(ClusterError::from))
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))??;
         warn!(discarded, "destructive resync: pending local changes discarded");
         Ok(discarded)
     }

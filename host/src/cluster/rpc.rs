@@ -6,8 +6,8 @@
 
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
 
@@ -27,17 +27,30 @@ pub enum RpcRequest {
     /// Commit this entry (the receiver must be the captain).
     Propose(Request),
     /// Is `applied` (the asker's last applied entry) still in the captain's log?
-    SyncCheck { applied: Option<LogId> },
+    SyncCheck {
+        applied: Option<LogId>,
+    },
     /// What are you? (cluster, node id, membership state.)
     Probe,
     /// Join cluster `cluster_id` as `node_id`; the captain adds you as a learner next.
-    Join { cluster_id: String, node_id: NodeId, captain: Member },
+    Join {
+        cluster_id: String,
+        node_id: NodeId,
+        captain: Member,
+    },
     /// Add the host at `peer` as a member (the receiver must be the captain).
-    AddMember { peer: String },
+    AddMember {
+        peer: String,
+    },
     /// Remove member `node_id` (the receiver must be the captain).
-    RemoveMember { node_id: NodeId },
+    RemoveMember {
+        node_id: NodeId,
+    },
     /// You were removed from cluster `cluster_id`.
-    Removed { cluster_id: String, node_id: NodeId },
+    Removed {
+        cluster_id: String,
+        node_id: NodeId,
+    },
     /// The captain's current snapshot (the seed's tarball).
     FetchSnapshot,
     /// Your own view of yourself, for the cluster status.
@@ -109,7 +122,8 @@ mod tests {
 
     #[test]
     fn requests_round_trip_and_garbage_is_an_error() {
-        let req = RpcRequest::SyncCheck { applied: Some(LogId::new(openraft::CommittedLeaderId::new(3, 1), 9)) };
+        let req =
+            RpcRequest::SyncCheck { applied: Some(LogId::new(openraft::CommittedLeaderId::new(3, 1), 9)) };
         let frame = request_frame(&req).unwrap();
         match decode_request(&frame.body).unwrap() {
             RpcRequest::SyncCheck { applied } => assert_eq!(applied.unwrap().index, 9),

@@ -29,7 +29,8 @@ pub async fn serve_connection(
             None => return Ok(()),
             Some(Frame { kind: PING, body }) => Frame::new(PONG, body),
             Some(Frame { kind: RPC_REQUEST, body }) => {
-                let req = rpc::decode_request(&body).map_err(|_| PeerError::Malformed("undecodable cluster request"))?;
+                let req = rpc::decode_request(&body)
+                    .map_err(|_| PeerError::Malformed("undecodable cluster request"))?;
                 let resp = tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     resp = node.handle(req) => resp,

@@ -6,9 +6,19 @@
 //! applied over them: it goes to a shadow tree, later entries apply there too, and the member
 //! reports that it needs a destructive resync; `resync` then promotes the shadow.
 //!
-//! Must never: apply an entry twice in a way that changes the result (conf ops are
-//! idempotent assignments, and `applied` is saved after the tree), or write outside the tree.
+//! Durability: the commit log is the durable record, so applies write the tree without
+//! fsyncs; a checkpoint (every `checkpoint_ms`, before every snapshot, at shutdown) makes the
+//! files touched since the last one durable and only then records the applied id. After a
+//! crash the entries after the recorded id are applied again, which is harmless: conf ops are
+//! idempotent assignments and node ids are the allocating entry's log index.
+//!
+//! Must never: record an applied id whose effects are not durable, or write outside the tree.
 
+// openraft's storage traits return its `StorageError` (large); the inherent methods share it
+// so errors pass through unchanged.
+#![allow(clippy::result_large_err)]
+
+use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -32,8 +42,6 @@ pub type ReplicatedFiles = Arc<dyn Fn(&RelPath, &ConfChangeKey) -> bool + Send +
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SmData {
     pub cluster_id: String,
-    /// The next node id to hand out (ids are never reused).
-    pub next_node_id: NodeId,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -58,6 +66,11 @@ struct Inner {
     replicated: ReplicatedFiles,
     me: NodeId,
     state: Mutex<Saved>,
+    /// Files (and their folders) written since the last checkpoint.
+    dirty: Mutex<BTreeSet<PathBuf>>,
+    /// Serialises writers of state.json (checkpoints, installs, resync) and holds the applied
+    /// id it records. Lock order: this, then `state`, then the tree lock.
+    checkpointing: Mutex<Option<LogId>>,
 }
 
 /// Cheap to clone; clones share everything (openraft takes one as the snapshot builder).
@@ -93,7 +106,16 @@ impl StateMachine {
             shared.require_resync();
         }
         shared.set_applied(saved.applied.map_or(0, |l| l.index));
-        let inner = Inner { dir: dir.to_path_buf(), live, shared, replicated, me, state: Mutex::new(saved) };
+        let inner = Inner {
+            dir: dir.to_path_buf(),
+            live,
+            shared,
+            replicated,
+            me,
+            checkpointing: Mutex::new(saved.applied),
+            state: Mutex::new(saved),
+            dirty: Mutex::new(BTreeSet::new()),
+        };
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -110,11 +132,40 @@ impl StateMachine {
     }
 
     /// Sets the cluster identity on the first member (`cluster init`).
-    pub fn set_cluster(&self, cluster_id: &str, next_node_id: NodeId) -> Result<(), StorageError> {
+    pub fn set_cluster(&self, cluster_id: &str) -> Result<(), StorageError> {
+        let _saving = self.inner.checkpointing.lock().expect("checkpoint lock");
         let mut st = self.inner.state.lock().expect("sm lock");
         st.data.cluster_id = cluster_id.to_string();
-        st.data.next_node_id = st.data.next_node_id.max(next_node_id);
         self.save(&st)
+    }
+
+    /// Makes every file written since the last checkpoint durable, then records the applied
+    /// id (and membership) those writes reflect. Applies go on meanwhile.
+    pub fn checkpoint(&self) -> Result<(), StorageError> {
+        let inner = &self.inner;
+        let mut saved_applied = inner.checkpointing.lock().expect("checkpoint lock");
+        let (state, dirty) = {
+            let st = inner.state.lock().expect("sm lock");
+            (st.clone(), std::mem::take(&mut *inner.dirty.lock().expect("dirty lock")))
+        };
+        if dirty.is_empty() && *saved_applied == state.applied {
+            return Ok(());
+        }
+        for path in &dirty {
+            // A file deleted since is simply gone; its folder is in the set too.
+            let synced = match std::fs::File::open(path) {
+                Ok(f) => f.sync_all(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = synced {
+                inner.dirty.lock().expect("dirty lock").extend(dirty.iter().cloned());
+                return Err(io_err("syncing the conf tree", e));
+            }
+        }
+        self.save(&state)?;
+        *saved_applied = state.applied;
+        Ok(())
     }
 
     /// Bootstrap of a new member: installs the captain's tarball before raft starts here, so
@@ -136,12 +187,17 @@ impl StateMachine {
     /// snapshot arrived yet, installs `captain_snapshot` there), replacing every replicated file.
     pub fn resync(&self, captain_snapshot: Option<Vec<u8>>) -> Result<(), StorageError> {
         let inner = &self.inner;
+        let mut saved_applied = inner.checkpointing.lock().expect("checkpoint lock");
         let mut st = inner.state.lock().expect("sm lock");
         let _tree = inner.shared.tree_lock.lock().expect("tree lock");
         let bytes = if st.shadow {
             let shadow = ConfTree::open(inner.dir.join(SHADOW_DIR)).map_err(|e| io_err("shadow tree", e))?;
-            let files: Vec<RelPath> =
-                shadow.replicable_files().map_err(|e| io_err("shadow tree", e))?.into_iter().map(|(p, _)| p).collect();
+            let files: Vec<RelPath> = shadow
+                .replicable_files()
+                .map_err(|e| io_err("shadow tree", e))?
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect();
             conf::snapshot::pack(&shadow, &files, b"{}").map_err(|e| io_err("packing the shadow tree", e))?
         } else {
             captain_snapshot.ok_or_else(|| io_err("resync", "no snapshot from the captain yet"))?
@@ -151,6 +207,7 @@ impl StateMachine {
         if st.shadow {
             st.shadow = false;
             self.save(&st)?;
+            *saved_applied = st.applied;
             let _ = std::fs::remove_dir_all(inner.dir.join(SHADOW_DIR));
         }
         inner.shared.resynced();
@@ -160,7 +217,8 @@ impl StateMachine {
 
     fn save(&self, st: &Saved) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(st).expect("state serializes");
-        durable::write_private(&self.inner.dir.join(STATE_FILE), &bytes).map_err(|e| io_err("saving state.json", e))
+        durable::write_private(&self.inner.dir.join(STATE_FILE), &bytes)
+            .map_err(|e| io_err("saving state.json", e))
     }
 
     fn tree_for(&self, st: &Saved) -> Result<ConfTree, StorageError> {
@@ -174,6 +232,7 @@ impl StateMachine {
     fn install(&self, meta: &SnapshotMeta, bytes: Vec<u8>) -> Result<(), StorageError> {
         let inner = &self.inner;
         let blob = read_blob(&bytes)?;
+        let mut saved_applied = inner.checkpointing.lock().expect("checkpoint lock");
         let mut st = inner.state.lock().expect("sm lock");
         let shadow = !inner.shared.outbox.is_empty() || inner.shared.needs_resync();
         if shadow {
@@ -182,7 +241,8 @@ impl StateMachine {
             let dir = inner.dir.join(SHADOW_DIR);
             let _ = std::fs::remove_dir_all(&dir);
             let tree = ConfTree::open(&dir).map_err(|e| io_err("shadow tree", e))?;
-            conf::snapshot::install(&tree, &bytes, |_, _| true).map_err(|e| io_err("installing the snapshot", e))?;
+            conf::snapshot::install(&tree, &bytes, |_, _| true)
+                .map_err(|e| io_err("installing the snapshot", e))?;
             inner.shared.require_resync();
         } else {
             let _tree = inner.shared.tree_lock.lock().expect("tree lock");
@@ -190,12 +250,14 @@ impl StateMachine {
                 .map_err(|e| io_err("installing the snapshot", e))?;
             inner.shared.replicated_at(now_ms());
         }
-        std::fs::write(inner.dir.join(SNAPSHOT_FILE), &bytes).map_err(|e| io_err("keeping the snapshot", e))?;
+        std::fs::write(inner.dir.join(SNAPSHOT_FILE), &bytes)
+            .map_err(|e| io_err("keeping the snapshot", e))?;
         st.applied = meta.last_log_id;
         st.membership = meta.last_membership.clone();
         st.data = blob.data;
         st.shadow = shadow;
         self.save(&st)?;
+        *saved_applied = st.applied;
         inner.shared.set_applied(meta.last_log_id.map_or(0, |l| l.index));
         info!(last = ?meta.last_log_id, shadow, "installed a snapshot");
         Ok(())
@@ -211,6 +273,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
+            // A snapshot lets the log be purged: the state it covers must be durable here too.
+            this.checkpoint()?;
             let inner = &this.inner;
             let st = inner.state.lock().expect("sm lock");
             let tree = this.tree_for(&st)?;
@@ -226,12 +290,19 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             let meta = SnapshotMeta {
                 last_log_id: last,
                 last_membership: st.membership.clone(),
-                snapshot_id: format!("{}-{}-{}", last.map_or(0, |l| l.leader_id.term), last.map_or(0, |l| l.index), now_ms()),
+                snapshot_id: format!(
+                    "{}-{}-{}",
+                    last.map_or(0, |l| l.leader_id.term),
+                    last.map_or(0, |l| l.index),
+                    now_ms()
+                ),
             };
             let blob = serde_json::to_vec(&SnapshotBlob { meta: meta.clone(), data: st.data.clone() })
                 .expect("snapshot metadata serializes");
-            let bytes = conf::snapshot::pack(&tree, &files, &blob).map_err(|e| io_err("packing the snapshot", e))?;
-            durable::write_private(&inner.dir.join(SNAPSHOT_FILE), &bytes).map_err(|e| io_err("saving the snapshot", e))?;
+            let bytes =
+                conf::snapshot::pack(&tree, &files, &blob).map_err(|e| io_err("packing the snapshot", e))?;
+            durable::write_private(&inner.dir.join(SNAPSHOT_FILE), &bytes)
+                .map_err(|e| io_err("saving the snapshot", e))?;
             info!(files = files.len(), bytes = bytes.len(), last = ?last, "built a snapshot");
             Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
         })
@@ -255,7 +326,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.apply_blocking(entries)).await.map_err(|e| io_err("apply task", e))?
+        tokio::task::spawn_blocking(move || this.apply_blocking(entries))
+            .await
+            .map_err(|e| io_err("apply task", e))?
     }
 
     async fn get_snapshot_builder(&mut self) -> Self {
@@ -266,7 +339,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
         let this = self.clone();
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || this.install(&meta, snapshot.into_inner()))
@@ -305,9 +382,9 @@ impl StateMachine {
                     remote_changes |= *origin != inner.me;
                 }
                 EntryPayload::Normal(Request::AllocateNodeId { .. }) => {
-                    st.data.next_node_id = st.data.next_node_id.max(1);
-                    resp.node_id = Some(st.data.next_node_id);
-                    st.data.next_node_id += 1;
+                    // The entry's own index: unique, never reused, the same on every member
+                    // and on every re-apply.
+                    resp.node_id = Some(entry.log_id.index);
                 }
                 EntryPayload::Membership(m) => {
                     st.membership = StoredMembership::new(Some(entry.log_id), m.clone());
@@ -321,8 +398,16 @@ impl StateMachine {
             let tree = self.tree_for(&st)?;
             let results = {
                 let _lock = (!st.shadow).then(|| inner.shared.tree_lock.lock().expect("tree lock"));
-                tree.apply_batch(&changes, true)
+                tree.apply_batch(&changes, false)
             };
+            let mut dirty = inner.dirty.lock().expect("dirty lock");
+            for change in &changes {
+                if let Ok(rel) = change.rel_path() {
+                    let path = tree.root().join(rel.as_path());
+                    dirty.extend(path.parent().map(Path::to_path_buf));
+                    dirty.insert(path);
+                }
+            }
             for ((start, end), resp) in spans.iter().zip(responses.iter_mut()) {
                 for (i, result) in results[*start..*end].iter().enumerate() {
                     match result {
@@ -339,7 +424,6 @@ impl StateMachine {
                 inner.shared.replicated_at(now_ms());
             }
         }
-        self.save(&st)?;
         inner.shared.set_applied(st.applied.map_or(0, |l| l.index));
         Ok(responses)
     }

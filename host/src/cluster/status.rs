@@ -100,7 +100,12 @@ impl ClusterNode {
     pub async fn status(&self) -> ClusterStatus {
         let me = self.report().await;
         let Some(j) = self.joined().await else {
-            return ClusterStatus { cluster_id: None, captain: None, reporter: me.node_id, members: vec![me] };
+            return ClusterStatus {
+                cluster_id: None,
+                captain: None,
+                reporter: me.node_id,
+                members: vec![me],
+            };
         };
         let metrics = j.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership().clone();

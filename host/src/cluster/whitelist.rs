@@ -9,7 +9,9 @@ pub fn plugin_scope(scope: &Scope) -> plugin::Scope {
     match scope {
         Scope::System => plugin::Scope::System,
         Scope::App(app) => plugin::Scope::App(app.clone()),
-        Scope::User { app, user } => plugin::Scope::User(plugin::UserScope { app: app.clone(), user: user.clone() }),
+        Scope::User { app, user } => {
+            plugin::Scope::User(plugin::UserScope { app: app.clone(), user: user.clone() })
+        }
     }
 }
 

@@ -54,18 +54,11 @@ where
         Ok(self.vote())
     }
 
-    async fn save_committed(
-        &mut self,
-        committed: Option<LogId<C::NodeId>>,
-    ) -> Result<(), StorageError<C::NodeId>> {
-        LogStore::save_committed(self, committed)
-            .await
-            .map_err(|e| e.into_storage(ErrorSubject::Store, ErrorVerb::Write))
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId<C::NodeId>>, StorageError<C::NodeId>> {
-        Ok(self.committed())
-    }
+    // `save_committed` / `read_committed` keep openraft's defaults (not saved): openraft awaits
+    // that write inside its core loop on every commit, which cost two fsyncs per commit and
+    // capped single-change commits at ~1,750/s here. The state machine saves its own applied
+    // id, so nothing committed is lost; a restarted member learns the commit index from the
+    // captain.
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> Result<(), StorageError<C::NodeId>>
     where
@@ -110,7 +103,7 @@ mod tests {
             let mut store = open(dir.path());
             store.blocking_append(entries(1, 0..5, 10)).await.unwrap();
             RaftLogStorage::save_vote(&mut store, &Vote::new(1, 0)).await.unwrap();
-            RaftLogStorage::save_committed(&mut store, Some(log_id(1, 3))).await.unwrap();
+            store.save_committed(Some(log_id(1, 3))).await.unwrap();
             RaftLogStorage::truncate(&mut store, log_id(1, 4)).await.unwrap();
             RaftLogStorage::purge(&mut store, log_id(1, 1)).await.unwrap();
         }
@@ -119,7 +112,9 @@ mod tests {
         assert_eq!(state.last_purged_log_id, Some(log_id(1, 1)));
         assert_eq!(state.last_log_id, Some(log_id(1, 3)));
         assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(1, 0)));
-        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 3)));
+        // The store keeps a committed id if asked, but openraft is not told it (see above).
+        assert_eq!(store.committed(), Some(log_id(1, 3)));
+        assert_eq!(store.read_committed().await.unwrap(), None);
         let mut reader = store.get_log_reader().await;
         assert_eq!(reader.try_get_log_entries(..).await.unwrap(), entries(1, 2..4, 10));
     }

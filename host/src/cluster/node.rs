@@ -310,7 +310,7 @@ impl ClusterNode {
             }
             if let Some(j) = self.joined().await {
                 let sm = j.sm.clone();
-                match tokio::task::spawn_blocking(move || sm.checkpoint()).await {
+                match tokio::task::spawn_blocking(move || sm.checkpoint().map_err(ClusterError::from)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => warn!(error = %e, "checkpoint failed; applied changes stay in the log"),
                     Err(e) => warn!(error = %e, "checkpoint task failed"),
@@ -324,7 +324,7 @@ impl ClusterNode {
         if let Some(j) = self.joined.write().await.take() {
             let _ = j.raft.shutdown().await;
             let sm = j.sm.clone();
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || sm.checkpoint()).await {
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || sm.checkpoint().map_err(ClusterError::from)).await {
                 warn!(error = %e, "last checkpoint failed");
             }
         }

@@ -60,7 +60,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let conf_root = config.cluster.conf_root.clone().expect("resolved config has a conf root");
     let tree = ConfTree::open(&conf_root)
         .with_context(|| format!("opening the conf tree {}", conf_root.display()))?;
-    let member = Member { peer: addr.to_string(), api: api_addr.to_string(), name: config.node_name.clone() };
+    let member = Member {
+        peer: advertised(&config.peer.advertise, addr, "peer")?,
+        api: advertised(&config.api.advertise, api_addr, "api")?,
+        name: config.node_name.clone(),
+    };
     let dialer = Dialer {
         secret: secret.clone(),
         me: me.clone(),
@@ -113,4 +117,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     watcher.join().map_err(|_| anyhow::anyhow!("the plugin watcher panicked"))?;
     info!("tandem stopped");
     Ok(())
+}
+
+/// The address other members are told to use: the configured one, else the bound one (which
+/// must then be a concrete address, not 0.0.0.0 or ::).
+fn advertised(
+    configured: &Option<String>,
+    bound: std::net::SocketAddr,
+    section: &str,
+) -> anyhow::Result<String> {
+    match configured {
+        Some(a) => Ok(a.clone()),
+        None if bound.ip().is_unspecified() => Err(anyhow::anyhow!(
+            "{section}.listen is {bound}: set {section}.advertise to the address other members reach this host at"
+        )),
+        None => Ok(bound.to_string()),
+    }
 }

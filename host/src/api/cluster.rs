@@ -67,9 +67,19 @@ pub async fn resync(
     Ok(Json(json!({ "discarded_pending_batches": discarded })))
 }
 
-pub async fn clean(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+#[derive(Deserialize)]
+pub struct Clean {
+    #[serde(default)]
+    force: bool,
+}
+
+pub async fn clean(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Clean>,
+) -> Result<Json<Value>, ApiError> {
     ApiError::need(s.tokens.role(&headers), Role::Admin)?;
-    s.node.clean().await?;
+    s.node.clean(body.force).await?;
     Ok(Json(json!({ "cleaned": true })))
 }
 

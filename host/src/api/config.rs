@@ -14,6 +14,8 @@ pub const MIN_TOKEN_LEN: usize = 16;
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     pub listen: SocketAddr,
+    /// The API address shown to other members and operators. Unset: the listen address.
+    pub advertise: Option<String>,
     /// Token of the admin role (may change configuration). Unset: read from `token_file`,
     /// generated there on first start.
     pub admin_token: Option<String>,
@@ -27,6 +29,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            advertise: None,
             admin_token: None,
             read_token: None,
             token_file: None,

@@ -25,6 +25,9 @@ pub use error::ApiError;
 
 use crate::cluster::ClusterNode;
 
+/// Largest request body: a change request may carry whole lookup files (as JSON byte arrays).
+pub const MAX_BODY_BYTES: usize = 64 << 20;
+
 /// What handlers share.
 #[derive(Clone)]
 pub struct AppState {
@@ -46,6 +49,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cluster/resync", post(cluster::resync))
         .route("/v1/cluster/clean", post(cluster::clean))
         .route("/v1/cluster/purge", post(cluster::purge))
+        // Whole files (lookup tables) travel in change requests.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 

@@ -214,8 +214,12 @@ pub enum ClusterCommand {
         destructive: bool,
     },
     /// Forget this host's cluster state (commit log, snapshot, outbox) so it can be added
-    /// again after removal. Its conf tree stays.
-    Clean,
+    /// again after removal. Its conf tree stays. Refused on a member that was not removed.
+    Clean {
+        /// Clean even though this host was never told of its removal (it was down then).
+        #[arg(long)]
+        force: bool,
+    },
     /// Run the history purge now instead of waiting for the purge period.
     Purge,
 }

@@ -47,8 +47,8 @@ pub fn run(config: Config, cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
                     r["discarded_pending_batches"]
                 );
             }
-            ClusterCommand::Clean => {
-                api.post("/v1/cluster/clean", &json!({})).await?;
+            ClusterCommand::Clean { force } => {
+                api.post("/v1/cluster/clean", &json!({ "force": force })).await?;
                 println!("cluster state cleaned; this host can be added to a cluster again");
             }
             ClusterCommand::Purge => {

@@ -19,7 +19,9 @@ pub const DEFAULT_PURGE_PERIOD_MS: u64 = 3_600_000;
 /// How often applied changes are made durable on this member (the log already is), ms.
 pub const DEFAULT_CHECKPOINT_MS: u64 = 1_000;
 /// Entries per append RPC.
-pub const DEFAULT_MAX_PAYLOAD_ENTRIES: u64 = 1_000;
+pub const DEFAULT_MAX_PAYLOAD_ENTRIES: u64 = 300;
+/// Time allowed to move and install a snapshot (a chunk, or a joining member's download), ms.
+pub const DEFAULT_SNAPSHOT_TIMEOUT_MS: u64 = 60_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -34,6 +36,7 @@ pub struct ClusterConfig {
     pub purge_period_ms: u64,
     pub checkpoint_ms: u64,
     pub max_payload_entries: u64,
+    pub snapshot_timeout_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -47,6 +50,7 @@ impl Default for ClusterConfig {
             purge_period_ms: DEFAULT_PURGE_PERIOD_MS,
             checkpoint_ms: DEFAULT_CHECKPOINT_MS,
             max_payload_entries: DEFAULT_MAX_PAYLOAD_ENTRIES,
+            snapshot_timeout_ms: DEFAULT_SNAPSHOT_TIMEOUT_MS,
         }
     }
 }
@@ -65,6 +69,7 @@ impl ClusterConfig {
             ("purge_period_ms", self.purge_period_ms),
             ("checkpoint_ms", self.checkpoint_ms),
             ("max_payload_entries", self.max_payload_entries),
+            ("snapshot_timeout_ms", self.snapshot_timeout_ms),
         ] {
             if v == 0 {
                 return Err(format!("cluster.{name} must be above 0"));
@@ -77,6 +82,10 @@ impl ClusterConfig {
         Duration::from_millis(self.commit_timeout_ms)
     }
 
+    pub fn snapshot_timeout(&self) -> Duration {
+        Duration::from_millis(self.snapshot_timeout_ms)
+    }
+
     /// openraft's configuration: no automatic snapshots and no automatic purge; both happen
     /// when the purge plugin says so (the host snapshots first, then purges).
     pub fn raft(&self, cluster_name: &str) -> Result<openraft::Config, String> {
@@ -86,6 +95,7 @@ impl ClusterConfig {
             election_timeout_min: self.election_timeout_ms,
             election_timeout_max: self.election_timeout_ms * 2,
             max_payload_entries: self.max_payload_entries,
+            install_snapshot_timeout: self.snapshot_timeout_ms,
             snapshot_policy: openraft::SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: u64::MAX,
             purge_batch_size: 1,

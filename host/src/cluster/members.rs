@@ -86,16 +86,14 @@ impl ClusterNode {
             return Err(Refusal::Refused(format!("node {node_id} is not a member")));
         };
         let ids = BTreeSet::from([node_id]);
-        if membership.voter_ids().any(|v| v == node_id) {
-            j.raft
-                .change_membership(ChangeMembers::RemoveVoters(ids.clone()), false)
-                .await
-                .map_err(|e| Refusal::Failed(e.to_string()))?;
-        }
-        j.raft
-            .change_membership(ChangeMembers::RemoveNodes(ids), false)
-            .await
-            .map_err(|e| Refusal::Failed(e.to_string()))?;
+        // One membership change: a voter removed without `retain` leaves the node list too.
+        // (A captain removing itself steps down once it commits; a second change would fail.)
+        let change = if membership.voter_ids().any(|v| v == node_id) {
+            ChangeMembers::RemoveVoters(ids)
+        } else {
+            ChangeMembers::RemoveNodes(ids)
+        };
+        j.raft.change_membership(change, false).await.map_err(|e| Refusal::Failed(e.to_string()))?;
         info!(node_id, peer = %member.peer, "member removed");
         if node_id != j.identity.node_id {
             let removed = RpcRequest::Removed { cluster_id: j.identity.cluster_id.clone(), node_id };

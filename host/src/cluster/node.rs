@@ -61,6 +61,8 @@ pub struct ClusterNode {
     pub(super) joined: RwLock<Option<Joined>>,
     /// Idle clients per peer address, so concurrent forwards each get a connection.
     clients: Mutex<HashMap<String, Vec<PeerClient>>>,
+    /// One outbox push or destructive resync at a time.
+    pub(super) push_lock: Mutex<()>,
 }
 
 impl ClusterNode {
@@ -89,6 +91,7 @@ impl ClusterNode {
             identity: RwLock::new(identity.clone()),
             joined: RwLock::new(None),
             clients: Mutex::new(HashMap::new()),
+            push_lock: Mutex::new(()),
         });
         match identity {
             Some(id) if id.removed => {
@@ -215,6 +218,11 @@ impl ClusterNode {
             other => return Err(ClusterError::Unexpected(format!("{other:?}"))),
         };
         let size = bytes.len();
+        // Leftovers of an earlier membership (an interrupted clean or join) must not be
+        // taken for this one's log or vote.
+        for name in ["log", "sm"] {
+            let _ = std::fs::remove_dir_all(self.dir.join(name));
+        }
         let sm = StateMachine::open(
             &self.dir.join("sm"),
             self.tree.clone(),
@@ -254,12 +262,26 @@ impl ClusterNode {
 
     /// Forgets the cluster (commit log, snapshot, outbox) so the host can be added again. The
     /// conf tree stays; a new join replaces its replicated files with the captain's.
-    pub async fn clean(&self) -> Result<(), ClusterError> {
+    /// `force` cleans a member that was removed without being told (it was down then).
+    pub async fn clean(&self, force: bool) -> Result<(), ClusterError> {
+        let mut guard = self.identity.write().await;
+        if let Some(id) = guard.as_ref()
+            && !id.removed
+            && !force
+        {
+            // Wiping a voter's log (and its vote) while the cluster counts on it would cost
+            // the cluster a vote, or let it vote twice in one term.
+            return Err(ClusterError::Invalid(format!(
+                "this host is node {} of cluster {}: remove it first (`tandem cluster remove-member {}` on a member), then clean it (`--force` if it was removed while down)",
+                id.node_id, id.cluster_id, id.node_id
+            )));
+        }
         if let Some(j) = self.joined.write().await.take() {
             let _ = j.raft.shutdown().await;
         }
-        let mut guard = self.identity.write().await;
-        for name in ["log", "sm", MEMBER_FILE, "outbox.json"] {
+        // The identity goes first: a crash midway leaves an unjoined host with leftovers,
+        // never a member without its log.
+        for name in [MEMBER_FILE, "log", "sm", "outbox.json"] {
             let path = self.dir.join(name);
             let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
         }
@@ -283,16 +305,23 @@ impl ClusterNode {
 
     /// One request to the member at `addr`, on a pooled connection.
     pub(super) async fn call(&self, addr: &str, req: &RpcRequest) -> Result<RpcResponse, CallError> {
+        let timeout = match req {
+            // Joining downloads and installs the whole tarball; so does fetching it.
+            RpcRequest::Join { .. } | RpcRequest::FetchSnapshot | RpcRequest::AddMember { .. } => {
+                self.config.snapshot_timeout()
+            }
+            _ => self.config.commit_timeout(),
+        };
         if addr == self.me.peer {
             return Err(CallError::Ourselves(addr.to_string()));
         }
         let pooled = self.clients.lock().await.get_mut(addr).and_then(Vec::pop);
         let was_pooled = pooled.is_some();
         let mut client = pooled.unwrap_or_else(|| PeerClient::new(addr, self.dialer.clone()));
-        let mut result = client.call(req, self.config.commit_timeout()).await;
+        let mut result = client.call(req, timeout).await;
         if was_pooled && matches!(result, Err(CallError::Peer { .. } | CallError::Closed { .. })) {
             // The pooled connection went stale (the peer restarted): once more on a new one.
-            result = client.call(req, self.config.commit_timeout()).await;
+            result = client.call(req, timeout).await;
         }
         if result.is_ok() {
             self.clients.lock().await.entry(addr.to_string()).or_default().push(client);
@@ -324,7 +353,9 @@ impl ClusterNode {
         if let Some(j) = self.joined.write().await.take() {
             let _ = j.raft.shutdown().await;
             let sm = j.sm.clone();
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || sm.checkpoint().map_err(ClusterError::from)).await {
+            if let Ok(Err(e)) =
+                tokio::task::spawn_blocking(move || sm.checkpoint().map_err(ClusterError::from)).await
+            {
                 warn!(error = %e, "last checkpoint failed");
             }
         }

@@ -17,6 +17,8 @@ use crate::durable;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pending {
     pub id: u64,
+    /// The batch id its commit-log entry carries.
+    pub batch: u64,
     pub at_ms: u64,
     pub changes: Vec<ConfChange>,
 }
@@ -54,11 +56,11 @@ impl Outbox {
     }
 
     /// Adds a batch durably and returns its id.
-    pub fn push(&self, at_ms: u64, changes: Vec<ConfChange>) -> Result<u64, OutboxError> {
+    pub fn push(&self, batch: u64, at_ms: u64, changes: Vec<ConfChange>) -> Result<u64, OutboxError> {
         let mut c = self.contents.lock().expect("outbox lock");
         let id = c.next_id;
         c.next_id += 1;
-        c.pending.push(Pending { id, at_ms, changes });
+        c.pending.push(Pending { id, batch, at_ms, changes });
         self.save(&c).inspect_err(|_| {
             c.pending.pop();
         })?;
@@ -70,6 +72,19 @@ impl Outbox {
         let mut c = self.contents.lock().expect("outbox lock");
         c.pending.retain(|p| p.id != id);
         self.save(&c)
+    }
+
+    /// Removes the batch with this batch id, if pending (its entry was committed); true if
+    /// it was there.
+    pub fn remove_batch(&self, batch: u64) -> Result<bool, OutboxError> {
+        let mut c = self.contents.lock().expect("outbox lock");
+        let before = c.pending.len();
+        c.pending.retain(|p| p.batch != batch);
+        if c.pending.len() == before {
+            return Ok(false);
+        }
+        self.save(&c)?;
+        Ok(true)
     }
 
     /// Discards everything (destructive resync); returns how many batches went.
@@ -120,12 +135,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("outbox.json");
         let outbox = Outbox::open(path.clone()).unwrap();
-        let a = outbox.push(1, vec![change("a")]).unwrap();
-        let b = outbox.push(2, vec![change("b"), change("c")]).unwrap();
+        let a = outbox.push(11, 1, vec![change("a")]).unwrap();
+        let b = outbox.push(12, 2, vec![change("b"), change("c")]).unwrap();
         assert_ne!(a, b);
         let again = Outbox::open(path.clone()).unwrap();
         assert_eq!(again.len(), 3);
         again.remove(a).unwrap();
+        assert!(!again.remove_batch(11).unwrap(), "already gone");
         let again = Outbox::open(path.clone()).unwrap();
         assert_eq!(again.pending().len(), 1);
         assert_eq!(again.pending()[0].id, b);

@@ -86,12 +86,19 @@ impl ClusterNode {
 
     async fn submit_replicated(&self, changes: Vec<ConfChange>) -> Result<Vec<ChangeReport>, ClusterError> {
         let at_ms = now_ms();
+        let batch = random_batch_id();
         let joined = self.joined().await;
         let reason = match &joined {
             None => "this host is not in a cluster".to_string(),
             Some(_) if self.shared.needs_resync() => "this member needs a destructive resync".to_string(),
+            // Earlier changes from here still wait: this one queues behind them, so the
+            // captain commits them in the order they were made.
+            Some(_) if !self.shared.outbox.is_empty() => {
+                "earlier changes from this member are still waiting".to_string()
+            }
             Some(j) => {
-                let req = Request::Changes { origin: j.identity.node_id, at_ms, changes: changes.clone() };
+                let req =
+                    Request::Changes { origin: j.identity.node_id, at_ms, batch, changes: changes.clone() };
                 match self.propose(req).await {
                     Ok((log_id, resp)) => {
                         let here = self.shared.wait_applied(log_id.index, self.config.commit_timeout()).await;
@@ -122,7 +129,10 @@ impl ClusterNode {
             }
         };
         // No captain could take it: keep it here and in the outbox.
-        let id = self.shared.outbox.push(at_ms, changes.clone())?;
+        // If the proposal above did commit after all (its answer was lost), the entry carries
+        // the same batch id: it leaves the outbox when it is applied here, and a second
+        // proposal of it is applied once.
+        let id = self.shared.outbox.push(batch, at_ms, changes.clone())?;
         let changed = self.apply_local(changes.clone()).await?;
         warn!(outbox_id = id, %reason, "change kept in the outbox");
         Ok(changes
@@ -226,4 +236,11 @@ impl ClusterNode {
             }
         }
     }
+}
+
+/// A random, non-zero batch id.
+pub(super) fn random_batch_id() -> u64 {
+    let mut raw = [0u8; 8];
+    getrandom::fill(&mut raw).expect("the OS random source works");
+    u64::from_le_bytes(raw).max(1)
 }

@@ -41,12 +41,13 @@ impl ClusterNode {
     async fn push_outbox(&self, j: &Joined) -> Result<usize, ClusterError> {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(self.config.retry_ms);
         let Some((captain, member)) = self.wait_captain(j, deadline).await else { return Ok(0) };
+        let _one = self.push_lock.lock().await;
         let applied = j.sm.applied();
-        let common = if captain == j.identity.node_id {
-            true
+        let (common, captain_last) = if captain == j.identity.node_id {
+            (true, None)
         } else {
             match self.call(&member.peer, &RpcRequest::SyncCheck { applied }).await? {
-                RpcResponse::SyncCheck { common, .. } => common,
+                RpcResponse::SyncCheck { common, captain_last, .. } => (common, captain_last),
                 other => return Err(ClusterError::Unexpected(format!("{other:?}"))),
             }
         };
@@ -55,11 +56,19 @@ impl ClusterNode {
             self.shared.require_resync();
             return Ok(0);
         }
+        // Catch up first: a batch whose proposal committed after its answer was lost shows up
+        // in the log and leaves the outbox when applied, instead of being offered again.
+        if let Some(last) = captain_last
+            && !self.shared.wait_applied(last, self.config.commit_timeout()).await
+        {
+            return Ok(0);
+        }
         let mut pushed = 0;
         for pending in self.shared.outbox.pending() {
             let req = Request::Changes {
                 origin: j.identity.node_id,
                 at_ms: pending.at_ms,
+                batch: pending.batch,
                 changes: pending.changes,
             };
             self.propose(req).await?;
@@ -86,6 +95,7 @@ impl ClusterNode {
     /// configuration with the captain's.
     pub async fn resync_destructive(&self) -> Result<usize, ClusterError> {
         let j = self.require_joined().await?;
+        let _one = self.push_lock.lock().await;
         let snapshot = if j.sm.in_shadow() {
             None
         } else {

@@ -63,7 +63,7 @@ pub enum RpcResponse {
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
     Proposed(Result<(LogId, Response), Refusal>),
-    SyncCheck { common: bool, captain_first: Option<u64> },
+    SyncCheck { common: bool, captain_first: Option<u64>, captain_last: Option<u64> },
     Probe(ProbeAnswer),
     Joined(Result<(), Refusal>),
     MemberAdded(Result<NodeId, Refusal>),

@@ -75,8 +75,9 @@ impl ClusterNode {
                 Some(j) => RpcResponse::SyncCheck {
                     common: self.shares_commit(j, applied),
                     captain_first: j.log.first_index(),
+                    captain_last: j.log.last_log_id().map(|l| l.index),
                 },
-                None => RpcResponse::SyncCheck { common: false, captain_first: None },
+                None => RpcResponse::SyncCheck { common: false, captain_first: None, captain_last: None },
             },
             RpcRequest::Probe => RpcResponse::Probe(self.probe_answer().await),
             RpcRequest::Join { cluster_id, node_id, captain } => {

@@ -38,10 +38,36 @@ use crate::durable;
 /// Which files of the tree replicate (the whitelist plugin's verdict per file).
 pub type ReplicatedFiles = Arc<dyn Fn(&RelPath, &ConfChangeKey) -> bool + Send + Sync>;
 
+/// How many recent batch ids every member remembers to apply a re-proposed batch once.
+pub const DEDUP_WINDOW: usize = 4_096;
+
 /// The replicated state beside the conf files.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SmData {
     pub cluster_id: String,
+    /// Batch ids of the most recent `Changes` entries, oldest first.
+    pub recent_batches: std::collections::VecDeque<u64>,
+    #[serde(skip)]
+    seen: std::collections::HashSet<u64>,
+}
+
+impl SmData {
+    /// True the first time `batch` is offered (and remembers it).
+    fn first_time(&mut self, batch: u64) -> bool {
+        if self.seen.len() != self.recent_batches.len() {
+            self.seen = self.recent_batches.iter().copied().collect();
+        }
+        if !self.seen.insert(batch) {
+            return false;
+        }
+        self.recent_batches.push_back(batch);
+        if self.recent_batches.len() > DEDUP_WINDOW
+            && let Some(old) = self.recent_batches.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        true
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -68,6 +94,9 @@ struct Inner {
     state: Mutex<Saved>,
     /// Files (and their folders) written since the last checkpoint.
     dirty: Mutex<BTreeSet<PathBuf>>,
+    /// Copies of `state.applied` / `state.shadow` for readers that must not wait on `state`.
+    applied_id: Mutex<Option<LogId>>,
+    shadow: std::sync::atomic::AtomicBool,
     /// Serialises writers of state.json (checkpoints, installs, resync) and holds the applied
     /// id it records. Lock order: this, then `state`, then the tree lock.
     checkpointing: Mutex<Option<LogId>>,
@@ -113,6 +142,8 @@ impl StateMachine {
             replicated,
             me,
             checkpointing: Mutex::new(saved.applied),
+            applied_id: Mutex::new(saved.applied),
+            shadow: std::sync::atomic::AtomicBool::new(saved.shadow),
             state: Mutex::new(saved),
             dirty: Mutex::new(BTreeSet::new()),
         };
@@ -123,12 +154,19 @@ impl StateMachine {
         self.inner.state.lock().expect("sm lock").data.clone()
     }
 
+    /// The last applied entry. Never waits for an apply, pack or install in progress.
     pub fn applied(&self) -> Option<LogId> {
-        self.inner.state.lock().expect("sm lock").applied
+        *self.inner.applied_id.lock().expect("applied lock")
     }
 
     pub fn in_shadow(&self) -> bool {
-        self.inner.state.lock().expect("sm lock").shadow
+        self.inner.shadow.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn published(&self, st: &Saved) {
+        *self.inner.applied_id.lock().expect("applied lock") = st.applied;
+        self.inner.shadow.store(st.shadow, std::sync::atomic::Ordering::SeqCst);
+        self.inner.shared.set_applied(st.applied.map_or(0, |l| l.index));
     }
 
     /// Sets the cluster identity on the first member (`cluster init`).
@@ -200,7 +238,15 @@ impl StateMachine {
                 .collect();
             conf::snapshot::pack(&shadow, &files, b"{}").map_err(|e| io_err("packing the shadow tree", e))?
         } else {
-            captain_snapshot.ok_or_else(|| io_err("resync", "no snapshot from the captain yet"))?
+            let bytes =
+                captain_snapshot.ok_or_else(|| io_err("resync", "no snapshot from the captain yet"))?;
+            if read_blob(&bytes)?.meta.last_log_id < st.applied {
+                return Err(io_err(
+                    "resync",
+                    "the captain's snapshot is older than what this member applied; try again",
+                ));
+            }
+            bytes
         };
         conf::snapshot::install(&inner.live, &bytes, |p, k| (inner.replicated)(p, k))
             .map_err(|e| io_err("installing the snapshot", e))?;
@@ -208,6 +254,7 @@ impl StateMachine {
             st.shadow = false;
             self.save(&st)?;
             *saved_applied = st.applied;
+            self.published(&st);
             let _ = std::fs::remove_dir_all(inner.dir.join(SHADOW_DIR));
         }
         inner.shared.resynced();
@@ -250,7 +297,7 @@ impl StateMachine {
                 .map_err(|e| io_err("installing the snapshot", e))?;
             inner.shared.replicated_at(now_ms());
         }
-        std::fs::write(inner.dir.join(SNAPSHOT_FILE), &bytes)
+        durable::write_private(&inner.dir.join(SNAPSHOT_FILE), &bytes)
             .map_err(|e| io_err("keeping the snapshot", e))?;
         st.applied = meta.last_log_id;
         st.membership = meta.last_membership.clone();
@@ -258,10 +305,31 @@ impl StateMachine {
         st.shadow = shadow;
         self.save(&st)?;
         *saved_applied = st.applied;
-        inner.shared.set_applied(meta.last_log_id.map_or(0, |l| l.index));
+        self.published(&st);
         info!(last = ?meta.last_log_id, shadow, "installed a snapshot");
         Ok(())
     }
+}
+
+/// Errors that depend on this member's disk rather than on the change (which every member
+/// would refuse alike).
+fn is_local_failure(e: &conf::ConfError) -> bool {
+    use conf::ConfError as E;
+    !matches!(
+        e,
+        E::ConfType { .. }
+            | E::AppName { .. }
+            | E::UserName { .. }
+            | E::FileName { .. }
+            | E::Stanza { .. }
+            | E::Key { .. }
+            | E::Value { .. }
+            | E::MetaStanza { .. }
+            | E::TargetScope { .. }
+            | E::OpTarget { .. }
+            | E::ReservedFileType { .. }
+            | E::RelPath { .. }
+    )
 }
 
 fn read_blob(bytes: &[u8]) -> Result<SnapshotBlob, StorageError> {
@@ -372,14 +440,20 @@ impl StateMachine {
         let mut changes = Vec::new();
         let mut spans = Vec::with_capacity(entries.len());
         let mut remote_changes = false;
+        let mut own_batches = Vec::new();
         for entry in &entries {
             let start = changes.len();
             let mut resp = Response::default();
             match &entry.payload {
                 EntryPayload::Blank => {}
-                EntryPayload::Normal(Request::Changes { origin, changes: c, .. }) => {
-                    changes.extend(c.iter().cloned());
-                    remote_changes |= *origin != inner.me;
+                EntryPayload::Normal(Request::Changes { origin, batch, changes: c, .. }) => {
+                    if st.data.first_time(*batch) {
+                        changes.extend(c.iter().cloned());
+                        remote_changes |= *origin != inner.me;
+                    }
+                    if *origin == inner.me {
+                        own_batches.push(*batch);
+                    }
                 }
                 EntryPayload::Normal(Request::AllocateNodeId { .. }) => {
                     // The entry's own index: unique, never reused, the same on every member
@@ -415,6 +489,14 @@ impl StateMachine {
                         Ok(false) => {}
                         Err(e) => {
                             warn!(change = %changes[start + i], error = %e, "a committed change could not be applied here");
+                            if is_local_failure(e) {
+                                // Not the change's fault (a disk error, a hand-broken file):
+                                // this member now differs from the others; say so.
+                                inner.shared.set_error(format!(
+                                    "committed change `{}` could not be applied here: {e}",
+                                    changes[start + i]
+                                ));
+                            }
                             resp.refused.push((i as u32, e.to_string()));
                         }
                     }
@@ -424,7 +506,13 @@ impl StateMachine {
                 inner.shared.replicated_at(now_ms());
             }
         }
-        inner.shared.set_applied(st.applied.map_or(0, |l| l.index));
+        // Our own batches that were waiting in the outbox are committed now.
+        for batch in own_batches {
+            if let Err(e) = inner.shared.outbox.remove_batch(batch) {
+                warn!(error = %e, "a committed batch could not leave the outbox; it will be offered again and applied once");
+            }
+        }
+        self.published(&st);
         Ok(responses)
     }
 }

@@ -52,8 +52,11 @@ impl fmt::Display for Member {
 /// One commit-log entry's payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
-    /// Conf changes made on member `origin` at `at_ms` (unix ms), applied in order.
-    Changes { origin: NodeId, at_ms: u64, changes: Vec<ConfChange> },
+    /// Conf changes made on member `origin` at `at_ms` (unix ms), applied in order. `batch`
+    /// is random per submission and the same on every retry, so a batch proposed twice (a
+    /// retry after a lost answer, an outbox push of a batch that had committed after all) is
+    /// applied once.
+    Changes { origin: NodeId, at_ms: u64, batch: u64, changes: Vec<ConfChange> },
     /// Reserves the next node id for a joining member; ids are never reused.
     AllocateNodeId { at_ms: u64 },
 }

@@ -29,10 +29,6 @@ impl DirSync {
         DirSync { durable, dirs: BTreeSet::new() }
     }
 
-    pub(crate) fn durable(&self) -> bool {
-        self.durable
-    }
-
     fn touch(&mut self, dir: &Path) {
         if self.durable {
             self.dirs.insert(dir.to_path_buf());
@@ -114,7 +110,8 @@ fn ensure_parent(root: &Path, rel: &RelPath, sync: &mut DirSync) -> Result<PathB
 }
 
 /// Replaces (or creates) `rel` with `bytes`: a crash leaves the old content or the new one.
-/// The file is fsynced before the rename when `sync` is durable; its folder is recorded.
+/// The file's data is fsynced before the rename; its folder is recorded (and fsynced now when
+/// `sync` is durable, else by the caller's checkpoint).
 pub(crate) fn write_atomic(
     root: &Path,
     rel: &RelPath,
@@ -135,9 +132,10 @@ pub(crate) fn write_atomic(
             file.set_permissions(meta.permissions())?;
         }
         file.write_all(bytes)?;
-        if sync.durable() {
-            file.sync_all()?;
-        }
+        // Always: renaming a file whose data is not on disk over one that is can leave an
+        // empty file after a power loss (XFS, ext4 with noauto_da_alloc), losing keys no later
+        // replay restores. Only the folder's fsync waits for a checkpoint when not durable.
+        file.sync_data()?;
         fs::rename(&tmp, &target)
     })();
     if let Err(e) = written {

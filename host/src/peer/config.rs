@@ -19,6 +19,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 #[serde(default, deny_unknown_fields)]
 pub struct PeerConfig {
     pub listen: SocketAddr,
+    /// The address other hosts dial to reach this one (`host:port`). Unset: the listen
+    /// address (which then must not be 0.0.0.0 / ::).
+    pub advertise: Option<String>,
     /// File holding the cluster secret; None: `<data_dir>/cluster.secret`, made if missing.
     pub secret_file: Option<PathBuf>,
     pub max_frame_bytes: u64,
@@ -30,6 +33,7 @@ impl Default for PeerConfig {
     fn default() -> Self {
         Self {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            advertise: None,
             secret_file: None,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,

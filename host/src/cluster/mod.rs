@@ -20,6 +20,7 @@ mod recovery;
 pub mod rpc;
 mod server;
 mod shared;
+mod snapshot;
 mod state_machine;
 mod status;
 mod types;

@@ -1,10 +1,7 @@
 //! The commit log's state machine: applies committed conf changes to the member's conf tree
-//! through the conf model, allocates node ids, keeps the membership, and builds / installs
-//! snapshots (the seed's tarball).
-//!
-//! A snapshot that arrives while this member still holds pending local changes is not
-//! applied over them: it goes to a shadow tree, later entries apply there too, and the member
-//! reports that it needs a destructive resync; `resync` then promotes the shadow.
+//! through the conf model, allocates node ids, keeps the membership and the batch ids that
+//! make a re-proposed batch apply once. Snapshots (build, install, shadow tree, resync) are in
+//! `snapshot.rs`.
 //!
 //! Durability: the commit log is the durable record, so applies write the tree without
 //! fsyncs; a checkpoint (every `checkpoint_ms`, before every snapshot, at shutdown) makes the
@@ -24,11 +21,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::RaftStateMachine;
-use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
+use openraft::{EntryPayload, Snapshot, StorageIOError};
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::shared::{Shared, now_ms};
+use super::snapshot::{SHADOW_DIR, SNAPSHOT_FILE, read_blob};
 use super::types::{
     Entry, LogId, NodeId, Request, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -71,48 +69,39 @@ impl SmData {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Saved {
-    applied: Option<LogId>,
-    membership: StoredMembership,
-    data: SmData,
+pub(super) struct Saved {
+    pub(super) applied: Option<LogId>,
+    pub(super) membership: StoredMembership,
+    pub(super) data: SmData,
     /// True while committed state goes to the shadow tree (needs a destructive resync).
-    shadow: bool,
+    pub(super) shadow: bool,
 }
 
-#[derive(Serialize, Deserialize)]
-struct SnapshotBlob {
-    meta: SnapshotMeta,
-    data: SmData,
-}
-
-struct Inner {
-    dir: PathBuf,
-    live: ConfTree,
-    shared: Arc<Shared>,
-    replicated: ReplicatedFiles,
-    me: NodeId,
-    state: Mutex<Saved>,
+pub(super) struct Inner {
+    pub(super) dir: PathBuf,
+    pub(super) live: ConfTree,
+    pub(super) shared: Arc<Shared>,
+    pub(super) replicated: ReplicatedFiles,
+    pub(super) me: NodeId,
+    pub(super) state: Mutex<Saved>,
     /// Files (and their folders) written since the last checkpoint.
-    dirty: Mutex<BTreeSet<PathBuf>>,
+    pub(super) dirty: Mutex<BTreeSet<PathBuf>>,
     /// Copies of `state.applied` / `state.shadow` for readers that must not wait on `state`.
-    applied_id: Mutex<Option<LogId>>,
-    shadow: std::sync::atomic::AtomicBool,
+    pub(super) applied_id: Mutex<Option<LogId>>,
+    pub(super) shadow: std::sync::atomic::AtomicBool,
     /// Serialises writers of state.json (checkpoints, installs, resync) and holds the applied
     /// id it records. Lock order: this, then `state`, then the tree lock.
-    checkpointing: Mutex<Option<LogId>>,
+    pub(super) checkpointing: Mutex<Option<LogId>>,
 }
 
 /// Cheap to clone; clones share everything (openraft takes one as the snapshot builder).
 #[derive(Clone)]
 pub struct StateMachine {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 const STATE_FILE: &str = "state.json";
-const SNAPSHOT_FILE: &str = "snapshot.tar.zst";
-const SHADOW_DIR: &str = "shadow";
-
-fn io_err(subject: &str, e: impl std::fmt::Display) -> StorageError {
+pub(super) fn io_err(subject: &str, e: impl std::fmt::Display) -> StorageError {
     StorageIOError::write_state_machine(&std::io::Error::other(format!("{subject}: {e}"))).into()
 }
 
@@ -163,7 +152,7 @@ impl StateMachine {
         self.inner.shadow.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    fn published(&self, st: &Saved) {
+    pub(super) fn published(&self, st: &Saved) {
         *self.inner.applied_id.lock().expect("applied lock") = st.applied;
         self.inner.shadow.store(st.shadow, std::sync::atomic::Ordering::SeqCst);
         self.inner.shared.set_applied(st.applied.map_or(0, |l| l.index));
@@ -206,108 +195,18 @@ impl StateMachine {
         Ok(())
     }
 
-    /// Bootstrap of a new member: installs the captain's tarball before raft starts here, so
-    /// raft only sends the log after it.
-    pub fn bootstrap(&self, bytes: Vec<u8>) -> Result<SnapshotMeta, StorageError> {
-        let blob = read_blob(&bytes)?;
-        let meta = blob.meta.clone();
-        self.install(&meta, bytes)?;
-        Ok(meta)
-    }
-
-    /// The current snapshot's bytes, building one if there is none newer than `applied`.
-    pub async fn snapshot_bytes(&mut self) -> Result<Vec<u8>, StorageError> {
-        let snap = self.build_snapshot().await?;
-        Ok(snap.snapshot.into_inner())
-    }
-
-    /// Destructive resync: drops the shadow's pending state into the live tree (or, if no
-    /// snapshot arrived yet, installs `captain_snapshot` there), replacing every replicated file.
-    pub fn resync(&self, captain_snapshot: Option<Vec<u8>>) -> Result<(), StorageError> {
-        let inner = &self.inner;
-        let mut saved_applied = inner.checkpointing.lock().expect("checkpoint lock");
-        let mut st = inner.state.lock().expect("sm lock");
-        let _tree = inner.shared.tree_lock.lock().expect("tree lock");
-        let bytes = if st.shadow {
-            let shadow = ConfTree::open(inner.dir.join(SHADOW_DIR)).map_err(|e| io_err("shadow tree", e))?;
-            let files: Vec<RelPath> = shadow
-                .replicable_files()
-                .map_err(|e| io_err("shadow tree", e))?
-                .into_iter()
-                .map(|(p, _)| p)
-                .collect();
-            conf::snapshot::pack(&shadow, &files, b"{}").map_err(|e| io_err("packing the shadow tree", e))?
-        } else {
-            let bytes =
-                captain_snapshot.ok_or_else(|| io_err("resync", "no snapshot from the captain yet"))?;
-            if read_blob(&bytes)?.meta.last_log_id < st.applied {
-                return Err(io_err(
-                    "resync",
-                    "the captain's snapshot is older than what this member applied; try again",
-                ));
-            }
-            bytes
-        };
-        conf::snapshot::install(&inner.live, &bytes, |p, k| (inner.replicated)(p, k))
-            .map_err(|e| io_err("installing the snapshot", e))?;
-        if st.shadow {
-            st.shadow = false;
-            self.save(&st)?;
-            *saved_applied = st.applied;
-            self.published(&st);
-            let _ = std::fs::remove_dir_all(inner.dir.join(SHADOW_DIR));
-        }
-        inner.shared.resynced();
-        info!("destructive resync done: the live tree now holds the captain's configuration");
-        Ok(())
-    }
-
-    fn save(&self, st: &Saved) -> Result<(), StorageError> {
+    pub(super) fn save(&self, st: &Saved) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(st).expect("state serializes");
         durable::write_private(&self.inner.dir.join(STATE_FILE), &bytes)
             .map_err(|e| io_err("saving state.json", e))
     }
 
-    fn tree_for(&self, st: &Saved) -> Result<ConfTree, StorageError> {
+    pub(super) fn tree_for(&self, st: &Saved) -> Result<ConfTree, StorageError> {
         if st.shadow {
             ConfTree::open(self.inner.dir.join(SHADOW_DIR)).map_err(|e| io_err("shadow tree", e))
         } else {
             Ok(self.inner.live.clone())
         }
-    }
-
-    fn install(&self, meta: &SnapshotMeta, bytes: Vec<u8>) -> Result<(), StorageError> {
-        let inner = &self.inner;
-        let blob = read_blob(&bytes)?;
-        let mut saved_applied = inner.checkpointing.lock().expect("checkpoint lock");
-        let mut st = inner.state.lock().expect("sm lock");
-        let shadow = !inner.shared.outbox.is_empty() || inner.shared.needs_resync();
-        if shadow {
-            // Our own pending changes cannot be replayed onto this history: keep them live,
-            // follow the cluster in the shadow tree, and ask for a destructive resync.
-            let dir = inner.dir.join(SHADOW_DIR);
-            let _ = std::fs::remove_dir_all(&dir);
-            let tree = ConfTree::open(&dir).map_err(|e| io_err("shadow tree", e))?;
-            conf::snapshot::install(&tree, &bytes, |_, _| true)
-                .map_err(|e| io_err("installing the snapshot", e))?;
-            inner.shared.require_resync();
-        } else {
-            let _tree = inner.shared.tree_lock.lock().expect("tree lock");
-            conf::snapshot::install(&inner.live, &bytes, |p, k| (inner.replicated)(p, k))
-                .map_err(|e| io_err("installing the snapshot", e))?;
-            inner.shared.replicated_at(now_ms());
-        }
-        durable::write_private(&inner.dir.join(SNAPSHOT_FILE), &bytes)
-            .map_err(|e| io_err("keeping the snapshot", e))?;
-        st.applied = meta.last_log_id;
-        st.membership = meta.last_membership.clone();
-        st.data = blob.data;
-        st.shadow = shadow;
-        self.save(&st)?;
-        *saved_applied = st.applied;
-        self.published(&st);
-        info!(last = ?meta.last_log_id, shadow, "installed a snapshot");
-        Ok(())
     }
 }
 
@@ -330,53 +229,6 @@ fn is_local_failure(e: &conf::ConfError) -> bool {
             | E::ReservedFileType { .. }
             | E::RelPath { .. }
     )
-}
-
-fn read_blob(bytes: &[u8]) -> Result<SnapshotBlob, StorageError> {
-    let meta = conf::snapshot::read_meta(bytes).map_err(|e| io_err("reading the snapshot", e))?;
-    serde_json::from_slice(&meta).map_err(|e| io_err("reading the snapshot metadata", e))
-}
-
-impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            // A snapshot lets the log be purged: the state it covers must be durable here too.
-            this.checkpoint()?;
-            let inner = &this.inner;
-            let st = inner.state.lock().expect("sm lock");
-            let tree = this.tree_for(&st)?;
-            let _lock = inner.shared.tree_lock.lock().expect("tree lock");
-            let files: Vec<RelPath> = tree
-                .replicable_files()
-                .map_err(|e| io_err("listing the tree", e))?
-                .into_iter()
-                .filter(|(p, k)| st.shadow || (inner.replicated)(p, k))
-                .map(|(p, _)| p)
-                .collect();
-            let last = st.applied;
-            let meta = SnapshotMeta {
-                last_log_id: last,
-                last_membership: st.membership.clone(),
-                snapshot_id: format!(
-                    "{}-{}-{}",
-                    last.map_or(0, |l| l.leader_id.term),
-                    last.map_or(0, |l| l.index),
-                    now_ms()
-                ),
-            };
-            let blob = serde_json::to_vec(&SnapshotBlob { meta: meta.clone(), data: st.data.clone() })
-                .expect("snapshot metadata serializes");
-            let bytes =
-                conf::snapshot::pack(&tree, &files, &blob).map_err(|e| io_err("packing the snapshot", e))?;
-            durable::write_private(&inner.dir.join(SNAPSHOT_FILE), &bytes)
-                .map_err(|e| io_err("saving the snapshot", e))?;
-            info!(files = files.len(), bytes = bytes.len(), last = ?last, "built a snapshot");
-            Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
-        })
-        .await
-        .map_err(|e| io_err("snapshot task", e))?
-    }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {

@@ -1,0 +1,194 @@
+//! Configuration replication with real `tandem` processes on loopback: the harness (members
+//! on fixed ports, the CLI, convergence read off the members' conf files) and a module per
+//! theme.
+
+mod recovery;
+mod replication;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::wait_for;
+
+pub(super) const SECRET: &str = "conf replication secret for the e2e cluster";
+pub(super) const CONVERGE: Duration = Duration::from_secs(20);
+
+/// A port below the kernel's ephemeral range (where port-0 listeners and outgoing
+/// connections live), unique within this run, so a restarted member keeps its address and
+/// no other socket takes it meanwhile.
+pub(super) fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 500) as u16 * 20;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::SeqCst) % 2_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// One member: its folder, fixed ports (so a restart keeps its address), its process.
+pub struct Node {
+    pub name: String,
+    dir: tempfile::TempDir,
+    pub peer: String,
+    child: Option<Child>,
+}
+
+impl Node {
+    pub fn new(name: &str, extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+        let (peer_port, api_port) = (free_port(), free_port());
+        let config = format!(
+            "node_name = \"{name}\"\ndata_dir = \"{0}/data\"\n\
+             [peer]\nlisten = \"127.0.0.1:{peer_port}\"\nsecret_file = \"{0}/secret\"\n\
+             [api]\nlisten = \"127.0.0.1:{api_port}\"\n\
+             [cluster]\nheartbeat_ms = 50\nelection_timeout_ms = 300\nretry_ms = 100\ncommit_timeout_ms = 1500\n{extra}",
+            dir.path().display()
+        );
+        std::fs::write(dir.path().join("tandem.toml"), config).unwrap();
+        let mut node = Self { name: name.into(), dir, peer: format!("127.0.0.1:{peer_port}"), child: None };
+        node.start();
+        node
+    }
+
+    pub fn start(&mut self) {
+        let _ = std::fs::remove_file(self.data().join("api.addr"));
+        let log =
+            std::fs::File::create(self.dir.path().join(format!("stderr-{}", std::process::id()))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .env_remove("TANDEM_CONFIG")
+            .env("RUST_LOG", "info")
+            .arg("--config")
+            .arg(self.config())
+            .arg("daemon")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_for(Duration::from_secs(60), || std::fs::read_to_string(self.data().join("api.addr")).ok())
+            .unwrap_or_else(|| panic!("{} never came up", self.name));
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("tandem.toml")
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data().join("logs/tandem.log")).unwrap_or_default()
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .env_remove("TANDEM_CONFIG")
+            .env_remove("RUST_LOG")
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs the CLI and insists it succeeds; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "{} `tandem {}` failed: {}{}",
+            self.name,
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn status(&self) -> Value {
+        serde_json::from_str(&self.ok(&["cluster", "status", "--json"])).unwrap()
+    }
+
+    pub fn me(&self) -> Value {
+        let s = self.status();
+        let reporter = s["reporter"].clone();
+        s["members"].as_array().unwrap().iter().find(|m| m["node_id"] == reporter).cloned().unwrap()
+    }
+
+    /// The content of a file under the member's conf tree ("" if missing).
+    pub fn conf_file(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.data().join("etc").join(rel)).unwrap_or_default()
+    }
+
+    pub fn set(&self, conf_type: &str, scope: &str, stanza: &str, key: &str, value: &str) -> String {
+        self.ok(&["conf", "set", "--type", conf_type, "--scope", scope, stanza, key, value])
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("---- last log lines of {} ----", self.name);
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill").args(["-CONT", &c.id().to_string()]).status();
+        }
+        self.kill9();
+    }
+}
+
+pub(super) const MACROS: &str = "apps/search/local/macros.conf";
+
+pub(super) fn has(node: &Node, rel: &str, line: &str) -> bool {
+    node.conf_file(rel).lines().any(|l| l.trim() == line)
+}
+
+pub(super) fn converge(nodes: &[&Node], rel: &str, line: &str) {
+    for n in nodes {
+        wait_for(CONVERGE, || has(n, rel, line).then_some(()))
+            .unwrap_or_else(|| panic!("`{line}` never reached {} ({rel}):\n{}", n.name, n.conf_file(rel)));
+    }
+}
+
+/// Three members: a initialises, b and c are added through different members.
+pub fn three(extra: &str) -> Vec<Node> {
+    let a = Node::new("a", extra);
+    let b = Node::new("b", extra);
+    let c = Node::new("c", extra);
+    a.ok(&["cluster", "init"]);
+    a.ok(&["cluster", "add-member", &b.peer]);
+    b.ok(&["cluster", "add-member", &c.peer]);
+    vec![a, b, c]
+}
+
+pub(super) fn captain(nodes: &[Node]) -> usize {
+    let (idx, _) =
+        wait_for(CONVERGE, || nodes.iter().position(|n| n.child.is_some() && n.me()["role"] == "leader"))
+            .expect("no captain");
+    idx
+}

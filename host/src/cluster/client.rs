@@ -56,6 +56,11 @@ impl PeerClient {
         &self.addr
     }
 
+    /// The largest frame the peer accepts (the same setting cluster-wide).
+    pub fn max_frame(&self) -> u64 {
+        self.dialer.max_frame
+    }
+
     /// Sends `req` and waits up to `timeout` for the answer (connection set-up included).
     pub async fn call(&mut self, req: &RpcRequest, timeout: Duration) -> Result<RpcResponse, CallError> {
         let result = tokio::time::timeout(timeout, self.exchange(req)).await;

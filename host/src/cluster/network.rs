@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -13,7 +15,8 @@ use openraft::raft::{
 
 use super::client::{CallError, Dialer, PeerClient};
 use super::rpc::{RpcRequest, RpcResponse};
-use super::types::{Member, NodeId, TypeConfig};
+use super::types::{Member, NodeId, Request, TypeConfig};
+use crate::conf::Op;
 
 /// Makes a client per target.
 #[derive(Clone)]
@@ -64,6 +67,24 @@ impl RaftClient {
     }
 }
 
+/// A generous estimate of an entry's encoded size.
+fn entry_weight(entry: &openraft::Entry<TypeConfig>) -> u64 {
+    const OVERHEAD: u64 = 256;
+    match &entry.payload {
+        openraft::EntryPayload::Normal(Request::Changes { changes, .. }) => changes
+            .iter()
+            .map(|c| match &c.op {
+                Op::PutFile { content } => content.len() as u64 + OVERHEAD,
+                Op::SetKey { stanza, key, value } => {
+                    (stanza.len() + key.len() + value.len()) as u64 + OVERHEAD
+                }
+                _ => OVERHEAD,
+            })
+            .sum(),
+        _ => OVERHEAD,
+    }
+}
+
 fn unexpected<E: std::error::Error>(what: &str, got: &RpcResponse) -> RpcErr<E> {
     let e = std::io::Error::other(format!("expected a {what} answer, got {got:?}"));
     RPCError::Network(NetworkError::new(&e))
@@ -75,6 +96,13 @@ impl RaftNetwork<TypeConfig> for RaftClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        // Entries carrying whole files can outgrow a frame: ask openraft for fewer at a time
+        // rather than have the member refuse the frame again and again.
+        let weight: u64 = rpc.entries.iter().map(entry_weight).sum();
+        if rpc.entries.len() > 1 && weight > self.client.max_frame() / 2 {
+            let hint = (rpc.entries.len() as u64 / 2).max(1);
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
+        }
         match self.call(RpcRequest::AppendEntries(rpc), &option).await? {
             RpcResponse::AppendEntries(r) => r.map_err(|e| self.remote(e)),
             other => Err(unexpected("append-entries", &other)),

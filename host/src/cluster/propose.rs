@@ -133,7 +133,39 @@ impl ClusterNode {
         // the same batch id: it leaves the outbox when it is applied here, and a second
         // proposal of it is applied once.
         let id = self.shared.outbox.push(batch, at_ms, changes.clone())?;
-        let changed = self.apply_local(changes.clone()).await?;
+        let changed = match &joined {
+            // Checked and applied under the state machine's lock: if the batch committed
+            // meanwhile, it is not applied again out of log order over newer changes.
+            Some(j) => {
+                let (sm, tree, shared, local) =
+                    (j.sm.clone(), self.tree.clone(), self.shared.clone(), changes.clone());
+                let applied = tokio::task::spawn_blocking(move || {
+                    sm.unless_applied(batch, || {
+                        let _lock = shared.tree_lock.lock().expect("tree lock");
+                        tree.apply_batch(&local, true)
+                    })
+                })
+                .await
+                .map_err(|e| ClusterError::Raft(e.to_string()))?;
+                match applied {
+                    Some(results) => results.into_iter().collect::<Result<Vec<_>, _>>()?,
+                    None => {
+                        self.shared.outbox.remove_batch(batch)?;
+                        return Ok(changes
+                            .iter()
+                            .map(|c| ChangeReport {
+                                change: c.to_string(),
+                                disposition: Disposition::Committed,
+                                changed: true,
+                                log_index: None,
+                                message: "committed on a majority (its answer was late)".into(),
+                            })
+                            .collect());
+                    }
+                }
+            }
+            None => self.apply_local(changes.clone()).await?,
+        };
         warn!(outbox_id = id, %reason, "change kept in the outbox");
         Ok(changes
             .iter()

@@ -11,6 +11,7 @@ use tracing::debug;
 
 use super::node::ClusterNode;
 use super::rpc::{self, RPC_REQUEST, Refusal, RpcRequest, RpcResponse};
+use crate::conf::snapshot::MAX_UNPACKED_BYTES;
 use crate::peer::ping::{PING, PONG};
 use crate::peer::{Frame, PeerConnection, PeerError};
 
@@ -64,6 +65,11 @@ impl ClusterNode {
                 None => Err(stopped()),
             }),
             RpcRequest::InstallSnapshot(r) => RpcResponse::InstallSnapshot(match &joined {
+                // openraft grows the receive buffer to `offset`: a chunk claiming to sit past
+                // any snapshot we would accept must not make us allocate that much.
+                Some(_) if r.offset.saturating_add(r.data.len() as u64) > MAX_UNPACKED_BYTES => {
+                    Err(RaftError::Fatal(Fatal::Panicked))
+                }
                 Some(j) => j.raft.install_snapshot(r).await,
                 None => Err(stopped()),
             }),

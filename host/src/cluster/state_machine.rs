@@ -50,6 +50,13 @@ pub struct SmData {
 }
 
 impl SmData {
+    fn has_seen(&mut self, batch: u64) -> bool {
+        if self.seen.len() != self.recent_batches.len() {
+            self.seen = self.recent_batches.iter().copied().collect();
+        }
+        self.seen.contains(&batch)
+    }
+
     /// True the first time `batch` is offered (and remembers it).
     fn first_time(&mut self, batch: u64) -> bool {
         if self.seen.len() != self.recent_batches.len() {
@@ -150,6 +157,13 @@ impl StateMachine {
 
     pub fn in_shadow(&self) -> bool {
         self.inner.shadow.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Runs `f` unless batch `batch` was already applied from the log; holds the state lock
+    /// meanwhile, so the batch's log entry, if it comes, is applied after `f`'s writes.
+    pub fn unless_applied<T>(&self, batch: u64, f: impl FnOnce() -> T) -> Option<T> {
+        let mut st = self.inner.state.lock().expect("sm lock");
+        if st.data.has_seen(batch) { None } else { Some(f()) }
     }
 
     pub(super) fn published(&self, st: &Saved) {

@@ -130,15 +130,20 @@ pub enum ConfCommand {
     Set {
         #[command(flatten)]
         target: ConfTarget,
+        /// The stanza, without brackets (created if missing).
         stanza: String,
+        /// The key (no `=`, no newline).
         key: String,
+        /// The value (one line).
         value: String,
     },
     /// Delete KEY from [STANZA], or the whole stanza when no key is given.
     Delete {
         #[command(flatten)]
         target: ConfTarget,
+        /// The stanza, without brackets.
         stanza: String,
+        /// The key; without it the whole stanza goes.
         key: Option<String>,
     },
     /// Replace a whole file (a lookup table, a view, ...) with FILE's content.
@@ -152,6 +157,7 @@ pub enum ConfCommand {
         /// The file's name in the tree (one path component).
         #[arg(long)]
         name: String,
+        /// The local file whose content is sent.
         file: PathBuf,
     },
     /// Delete a whole file (a lookup table, a view, ...).
@@ -199,7 +205,10 @@ pub enum ClusterCommand {
         peer: String,
     },
     /// Remove member NODE_ID. Its id is never reused; it must be cleaned before it rejoins.
-    RemoveMember { node_id: u64 },
+    RemoveMember {
+        /// The member's node id (see `tandem cluster status`).
+        node_id: u64,
+    },
     /// The captain and every member: state, applied commit, last_conf_replication, pending
     /// outbox, last error.
     Status {

@@ -88,8 +88,24 @@ impl ClusterNode {
         let at_ms = now_ms();
         let batch = random_batch_id();
         let joined = self.joined().await;
+        if joined.is_none() {
+            // A standalone host: there is nothing to replicate to (joining a cluster later
+            // installs the captain's configuration).
+            let changed = self.apply_local(changes.clone()).await?;
+            return Ok(changes
+                .iter()
+                .zip(changed)
+                .map(|(c, changed)| ChangeReport {
+                    change: c.to_string(),
+                    disposition: Disposition::Local,
+                    changed,
+                    log_index: None,
+                    message: "this host is not in a cluster: applied here only".into(),
+                })
+                .collect());
+        }
         let reason = match &joined {
-            None => "this host is not in a cluster".to_string(),
+            None => unreachable!("handled above"),
             Some(_) if self.shared.needs_resync() => "this member needs a destructive resync".to_string(),
             // Earlier changes from here still wait: this one queues behind them, so the
             // captain commits them in the order they were made.

@@ -305,7 +305,7 @@ impl StateMachine {
         // round of fsyncs); the other entries answer at once.
         let mut changes = Vec::new();
         let mut spans = Vec::with_capacity(entries.len());
-        let mut remote_changes = false;
+        let mut applied_changes = false;
         let mut own_batches = Vec::new();
         for entry in &entries {
             let start = changes.len();
@@ -315,7 +315,7 @@ impl StateMachine {
                 EntryPayload::Normal(Request::Changes { origin, batch, changes: c, .. }) => {
                     if st.data.first_time(*batch) {
                         changes.extend(c.iter().cloned());
-                        remote_changes |= *origin != inner.me;
+                        applied_changes = true;
                     }
                     if *origin == inner.me {
                         own_batches.push(*batch);
@@ -368,7 +368,7 @@ impl StateMachine {
                     }
                 }
             }
-            if remote_changes && !st.shadow {
+            if applied_changes && !st.shadow {
                 inner.shared.replicated_at(now_ms());
             }
         }

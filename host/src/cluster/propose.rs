@@ -87,113 +87,86 @@ impl ClusterNode {
     async fn submit_replicated(&self, changes: Vec<ConfChange>) -> Result<Vec<ChangeReport>, ClusterError> {
         let at_ms = now_ms();
         let batch = random_batch_id();
-        let joined = self.joined().await;
-        if joined.is_none() {
+        let Some(j) = self.joined().await else {
             // A standalone host: there is nothing to replicate to (joining a cluster later
             // installs the captain's configuration).
             let changed = self.apply_local(changes.clone()).await?;
-            return Ok(changes
-                .iter()
-                .zip(changed)
-                .map(|(c, changed)| ChangeReport {
-                    change: c.to_string(),
-                    disposition: Disposition::Local,
-                    changed,
-                    log_index: None,
-                    message: "this host is not in a cluster: applied here only".into(),
-                })
-                .collect());
-        }
-        let reason = match &joined {
-            None => unreachable!("handled above"),
-            Some(_) if self.shared.needs_resync() => "this member needs a destructive resync".to_string(),
+            return Ok(reports(
+                &changes,
+                changed,
+                Disposition::Local,
+                None,
+                "this host is not in a cluster: applied here only",
+            ));
+        };
+        let reason = if self.shared.needs_resync() {
+            "this member needs a destructive resync".to_string()
+        } else if !self.shared.outbox.is_empty() {
             // Earlier changes from here still wait: this one queues behind them, so the
             // captain commits them in the order they were made.
-            Some(_) if !self.shared.outbox.is_empty() => {
-                "earlier changes from this member are still waiting".to_string()
-            }
-            Some(j) => {
-                let req =
-                    Request::Changes { origin: j.identity.node_id, at_ms, batch, changes: changes.clone() };
-                match self.propose(req).await {
-                    Ok((log_id, resp)) => {
-                        let here = self.shared.wait_applied(log_id.index, self.config.commit_timeout()).await;
-                        return Ok(changes
-                            .iter()
-                            .enumerate()
-                            .map(|(i, c)| {
-                                let refused = resp.refused.iter().find(|(k, _)| *k as usize == i);
-                                ChangeReport {
-                                    change: c.to_string(),
-                                    disposition: Disposition::Committed,
-                                    changed: refused.is_none(),
-                                    log_index: Some(log_id.index),
-                                    message: match refused {
-                                        Some((_, why)) => format!("committed, but not applicable: {why}"),
-                                        None if here => "committed on a majority and applied here".into(),
-                                        None => "committed on a majority; not yet applied here".into(),
-                                    },
-                                }
-                            })
-                            .collect());
-                    }
-                    Err(ClusterError::Refused(Refusal::Refused(why))) => {
-                        return Err(ClusterError::Invalid(why));
-                    }
-                    Err(e) => e.to_string(),
-                }
+            "earlier changes from this member are still waiting".to_string()
+        } else {
+            let req = Request::Changes { origin: j.identity.node_id, at_ms, batch, changes: changes.clone() };
+            match self.propose(req).await {
+                Ok((log_id, resp)) => return Ok(self.committed(&changes, log_id, &resp).await),
+                Err(ClusterError::Refused(Refusal::Refused(why))) => return Err(ClusterError::Invalid(why)),
+                Err(e) => e.to_string(),
             }
         };
-        // No captain could take it: keep it here and in the outbox.
-        // If the proposal above did commit after all (its answer was lost), the entry carries
-        // the same batch id: it leaves the outbox when it is applied here, and a second
-        // proposal of it is applied once.
+        // No captain could take it: keep it here and in the outbox. If the proposal above did
+        // commit after all (its answer was lost), the entry carries the same batch id: it
+        // leaves the outbox when it is applied here, and a second proposal of it is applied once.
         let id = self.shared.outbox.push(batch, at_ms, changes.clone())?;
-        let changed = match &joined {
-            // Checked and applied under the state machine's lock: if the batch committed
-            // meanwhile, it is not applied again out of log order over newer changes.
-            Some(j) => {
-                let (sm, tree, shared, local) =
-                    (j.sm.clone(), self.tree.clone(), self.shared.clone(), changes.clone());
-                let applied = tokio::task::spawn_blocking(move || {
-                    sm.unless_applied(batch, || {
-                        let _lock = shared.tree_lock.lock().expect("tree lock");
-                        tree.apply_batch(&local, true)
-                    })
-                })
-                .await
-                .map_err(|e| ClusterError::Raft(e.to_string()))?;
-                match applied {
-                    Some(results) => results.into_iter().collect::<Result<Vec<_>, _>>()?,
-                    None => {
-                        self.shared.outbox.remove_batch(batch)?;
-                        return Ok(changes
-                            .iter()
-                            .map(|c| ChangeReport {
-                                change: c.to_string(),
-                                disposition: Disposition::Committed,
-                                changed: true,
-                                log_index: None,
-                                message: "committed on a majority (its answer was late)".into(),
-                            })
-                            .collect());
-                    }
-                }
-            }
-            None => self.apply_local(changes.clone()).await?,
-        };
-        warn!(outbox_id = id, %reason, "change kept in the outbox");
-        Ok(changes
-            .iter()
-            .zip(changed)
-            .map(|(c, changed)| ChangeReport {
-                change: c.to_string(),
-                disposition: Disposition::Pending,
-                changed,
-                log_index: None,
-                message: format!("applied here and kept in the outbox until a captain commits it ({reason})"),
+        // Checked and applied under the state machine's lock: if the batch committed
+        // meanwhile, it is not applied again out of log order over newer changes.
+        let (sm, tree, shared, local) =
+            (j.sm.clone(), self.tree.clone(), self.shared.clone(), changes.clone());
+        let applied = tokio::task::spawn_blocking(move || {
+            sm.unless_applied(batch, || {
+                let _lock = shared.tree_lock.lock().expect("tree lock");
+                tree.apply_batch(&local, true)
             })
-            .collect())
+        })
+        .await
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let Some(results) = applied else {
+            self.shared.outbox.remove_batch(batch)?;
+            let changed = vec![true; changes.len()];
+            return Ok(reports(
+                &changes,
+                changed,
+                Disposition::Committed,
+                None,
+                "committed on a majority (its answer was late)",
+            ));
+        };
+        let changed = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+        warn!(outbox_id = id, %reason, "change kept in the outbox");
+        let message = format!("applied here and kept in the outbox until a captain commits it ({reason})");
+        Ok(reports(&changes, changed, Disposition::Pending, None, &message))
+    }
+
+    /// Reports for a committed batch, once it is applied here (or the wait ran out).
+    async fn committed(&self, changes: &[ConfChange], log_id: LogId, resp: &Response) -> Vec<ChangeReport> {
+        let here = self.shared.wait_applied(log_id.index, self.config.commit_timeout()).await;
+        changes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let refused = resp.refused.iter().find(|(k, _)| *k as usize == i);
+                ChangeReport {
+                    change: c.to_string(),
+                    disposition: Disposition::Committed,
+                    changed: refused.is_none(),
+                    log_index: Some(log_id.index),
+                    message: match refused {
+                        Some((_, why)) => format!("committed, but not applicable: {why}"),
+                        None if here => "committed on a majority and applied here".into(),
+                        None => "committed on a majority; not yet applied here".into(),
+                    },
+                }
+            })
+            .collect()
     }
 
     /// Applies changes to the live tree only.
@@ -284,6 +257,26 @@ impl ClusterNode {
             }
         }
     }
+}
+
+fn reports(
+    changes: &[ConfChange],
+    changed: Vec<bool>,
+    disposition: Disposition,
+    log_index: Option<u64>,
+    message: &str,
+) -> Vec<ChangeReport> {
+    changes
+        .iter()
+        .zip(changed)
+        .map(|(c, changed)| ChangeReport {
+            change: c.to_string(),
+            disposition: disposition.clone(),
+            changed,
+            log_index,
+            message: message.to_string(),
+        })
+        .collect()
 }
 
 /// A random, non-zero batch id.

@@ -8,6 +8,7 @@
 //! - [`conf`]: the Splunk-style conf model: `.conf` files, scopes, layers, typed change ops,
 //!   the on-disk tree and its snapshots.
 //! - [`cluster`]: the captain commit log (openraft) and the member lifecycle around it.
+//! - [`sync`]: file-tree sync: scan, per-tree index, diff, safe apply.
 //! - [`api`]: the REST API every member serves.
 //! - [`config`]: `tandem.toml`, validated.
 //! - [`durable`]: crash-safe replacement of small files tandem owns.
@@ -25,3 +26,4 @@ pub mod durable;
 pub mod logging;
 pub mod peer;
 pub mod plugin;
+pub mod sync;

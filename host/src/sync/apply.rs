@@ -1,0 +1,487 @@
+//! The standby side of tree sync: applies received entries to a tree root so each file lands
+//! whole. A file is written to a `.tandem-tmp.` file in its target's folder, given its mode
+//! and mtime, and queued; [`Applier::commit`] makes the batch's data durable with one
+//! `syncfs(2)` (or an fsync per file for a batch of at most [`SMALL_BATCH`]), renames every
+//! file into place, then fsyncs each touched folder once. Directories, symlinks and deletions
+//! happen at once and are made durable by the same folder fsyncs.
+//!
+//! Must never: write, rename or delete through a symlinked directory component below the root
+//! (see [`crate::sync::confine`]), follow a symlink it creates or removes, create a symlink
+//! whose target is absolute or leaves the tree, or show a half-written file under its real name.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fs::{self, File, FileTimes, OpenOptions, Permissions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use tracing::{debug, info, warn};
+
+use crate::sync::confine::{Confined, check_link_target};
+use crate::sync::entry::mtime_ns;
+use crate::sync::entry::{Entry, EntryKind, MODE_BITS};
+use crate::sync::names::{RelName, TEMP_PREFIX};
+use crate::sync::nofollow::{clear_dir, remove_leftovers, remove_tree, set_dir_meta, set_link_mtime};
+use crate::sync::tree_error::TreeError;
+
+/// Batches of at most this many files are made durable with one fsync per file; larger ones
+/// with a single `syncfs` of the tree's filesystem, which costs the same for 10 files or 10,000.
+pub const SMALL_BATCH: usize = 8;
+
+/// What a commit did, including how many durability calls it cost.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Files renamed into place.
+    pub files: u64,
+    /// Bytes in those files.
+    pub bytes: u64,
+    /// Per-file fsyncs (small batches only).
+    pub file_syncs: u64,
+    /// `syncfs` calls (large batches: one).
+    pub fs_syncs: u64,
+    /// Folder fsyncs (one per touched folder).
+    pub dir_syncs: u64,
+    /// Files that could not be put in place, with the reason; the rest of the batch landed.
+    pub failed: Vec<(RelName, String)>,
+}
+
+/// A file being received: write its content, then hand it to [`Applier::finish_file`].
+/// Dropping it unfinished removes the temporary file.
+#[derive(Debug)]
+pub struct FileWriter {
+    file: Option<File>,
+    tmp: PathBuf,
+    entry: Entry,
+    hasher: blake3::Hasher,
+    written: u64,
+}
+
+impl Write for FileWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let file = self.file.as_mut().ok_or_else(|| io::Error::other("file writer already finished"))?;
+        let n = file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for FileWriter {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// A finished file waiting for the commit.
+#[derive(Debug)]
+struct Queued {
+    name: RelName,
+    tmp: PathBuf,
+    /// Kept open only while the batch is small enough to be synced file by file.
+    file: Option<File>,
+    bytes: u64,
+}
+
+/// A directory whose final mode and mtime are set at commit, after its content has landed
+/// (adding a child changes a folder's mtime; a read-only mode would block adding children).
+#[derive(Debug)]
+struct DirFinal {
+    name: RelName,
+    mode: u32,
+    mtime_ns: i128,
+}
+
+/// Applies entries under one tree root. See the module doc for the order of operations.
+#[derive(Debug)]
+pub struct Applier {
+    confined: Confined,
+    /// Held open for `syncfs`.
+    root_dir: File,
+    queued: Vec<Queued>,
+    dir_finals: Vec<DirFinal>,
+    /// Folders (`None` = root) whose entries changed in this batch: each is fsynced once.
+    touched: BTreeSet<Option<RelName>>,
+    /// Folders checked (and if need be opened up) by [`Applier::unlock`] in this batch.
+    unlocked: HashSet<RelName>,
+    next_tmp: u64,
+    cleaned: usize,
+}
+
+impl Applier {
+    /// Opens the tree at `root` (an existing directory) and removes temporary files a crash
+    /// left behind.
+    pub fn open(root: &Path) -> Result<Applier, TreeError> {
+        let root_dir = File::open(root).map_err(TreeError::io("open tree root", root))?;
+        let meta = root_dir.metadata().map_err(TreeError::io("stat tree root", root))?;
+        if !meta.is_dir() {
+            return Err(TreeError::Root { path: root.to_path_buf(), reason: "not a directory".into() });
+        }
+        let cleaned = remove_leftovers(root);
+        if cleaned > 0 {
+            info!(root = %root.display(), cleaned, "removed temporary files left by an interrupted apply");
+        }
+        Ok(Applier {
+            confined: Confined::new(root.to_path_buf()),
+            root_dir,
+            queued: Vec::new(),
+            dir_finals: Vec::new(),
+            touched: BTreeSet::new(),
+            unlocked: HashSet::new(),
+            next_tmp: 0,
+            cleaned,
+        })
+    }
+
+    /// How many leftover temporary files [`Applier::open`] removed.
+    pub fn cleaned_leftovers(&self) -> usize {
+        self.cleaned
+    }
+
+    /// Starts receiving file `e`: content written to the returned writer lands in a temporary
+    /// file beside the target. Missing parent folders are created.
+    pub fn begin_file(&mut self, e: &Entry) -> Result<FileWriter, TreeError> {
+        expect_kind(e, EntryKind::File)?;
+        let parent = self.parent_dir(&e.path)?;
+        let tmp = self.tmp_path(&parent);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+            .map_err(TreeError::io("create temporary", &tmp))?;
+        Ok(FileWriter { file: Some(file), tmp, entry: e.clone(), hasher: blake3::Hasher::new(), written: 0 })
+    }
+
+    /// Finishes a received file: checks its hash (when the entry has one), sets mode and
+    /// mtime, and queues it for [`Applier::commit`].
+    pub fn finish_file(&mut self, mut w: FileWriter) -> Result<(), TreeError> {
+        let Some(file) = w.file.take() else { return Ok(()) };
+        let tmp = std::mem::take(&mut w.tmp);
+        let settled = settle_file(&file, &w, &tmp);
+        if let Err(e) = settled {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        self.queued.push(Queued { name: w.entry.path.clone(), tmp, file: Some(file), bytes: w.written });
+        if self.queued.len() > SMALL_BATCH {
+            // The batch will use syncfs: no need to hold a descriptor per file.
+            self.queued.iter_mut().for_each(|q| q.file = None);
+        }
+        Ok(())
+    }
+
+    /// Creates directory `e` (replacing a file or symlink at its name); its mode and mtime are
+    /// set at commit.
+    pub fn dir(&mut self, e: &Entry) -> Result<(), TreeError> {
+        expect_kind(e, EntryKind::Dir)?;
+        let parent = self.parent_dir(&e.path)?;
+        let path = parent.join(std::ffi::OsStr::from_bytes(e.path.file_name()));
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {
+                // Writable by us until commit, whatever mode an earlier pass gave it.
+                if m.permissions().mode() & 0o700 != 0o700 {
+                    let mode = m.permissions().mode() | 0o700;
+                    fs::set_permissions(&path, Permissions::from_mode(mode))
+                        .map_err(TreeError::io("chmod", &path))?;
+                }
+            }
+            found => {
+                // A file queued under this name earlier in the batch would land over the folder.
+                self.drop_queued(|q| q.name == e.path);
+                if found.is_ok() {
+                    self.forget(&e.path);
+                    fs::remove_file(&path).map_err(TreeError::io("remove", &path))?;
+                }
+                fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&path)
+                    .map_err(TreeError::io("create directory", &path))?;
+            }
+        }
+        self.dir_finals.push(DirFinal {
+            name: e.path.clone(),
+            mode: e.mode & MODE_BITS,
+            mtime_ns: e.mtime_ns,
+        });
+        self.touched.insert(e.path.parent());
+        Ok(())
+    }
+
+    /// Creates symlink `e` as a link, never following it. A target that is absolute or leaves
+    /// the tree is refused with [`TreeError::LinkTarget`]; nothing else is affected.
+    pub fn symlink(&mut self, e: &Entry) -> Result<(), TreeError> {
+        expect_kind(e, EntryKind::Symlink)?;
+        let target = e.link.as_deref().unwrap_or_default();
+        check_link_target(&e.path, target)?;
+        let parent = self.parent_dir(&e.path)?;
+        let path = parent.join(std::ffi::OsStr::from_bytes(e.path.file_name()));
+        let tmp = self.tmp_path(&parent);
+        std::os::unix::fs::symlink(target, &tmp).map_err(TreeError::io("create symlink", &tmp))?;
+        let placed = set_link_mtime(&tmp, e.mtime_ns).and_then(|()| {
+            self.forget(&e.path);
+            clear_dir(&path)?;
+            fs::rename(&tmp, &path).map_err(TreeError::io("rename symlink into place", &path))
+        });
+        if placed.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        placed?;
+        self.touched.insert(e.path.parent());
+        Ok(())
+    }
+
+    /// Deletes `p`: a file or link is unlinked, a directory removed with everything below it
+    /// (links inside are removed, never followed). A missing path, or one below a
+    /// non-directory, is already gone.
+    pub fn delete(&mut self, p: &RelName) -> Result<(), TreeError> {
+        let parent = match self.confined.dir(p.parent().as_ref(), false) {
+            Ok(Some(parent)) => parent,
+            Ok(None) => return Ok(()),
+            Err(TreeError::UnsafeComponent { path, reason }) => {
+                debug!(name = %p, through = %path.display(), reason, "nothing to delete below a non-directory");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        self.forget(p);
+        self.unlock(p.parent(), &parent)?;
+        let path = parent.join(std::ffi::OsStr::from_bytes(p.file_name()));
+        let removed = match fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => Err(e),
+            Ok(m) if m.is_dir() => remove_tree(&path),
+            Ok(_) => fs::remove_file(&path),
+        };
+        removed.map_err(TreeError::io("delete", &path))?;
+        self.touched.insert(p.parent());
+        Ok(())
+    }
+
+    /// Makes the batch durable and visible: data synced, files renamed into place, folder
+    /// modes and mtimes set, each touched folder fsynced once.
+    pub fn commit(&mut self) -> Result<CommitStats, TreeError> {
+        let mut stats = CommitStats::default();
+        let queued = std::mem::take(&mut self.queued);
+        if let Err(e) = self.sync_data(&queued, &mut stats) {
+            queued.iter().for_each(|q| drop(fs::remove_file(&q.tmp)));
+            return Err(e);
+        }
+        for q in queued {
+            match self.place(&q) {
+                Ok(()) => {
+                    stats.files += 1;
+                    stats.bytes += q.bytes;
+                }
+                Err(e) => {
+                    warn!(name = %q.name, error = %e, "received file not put in place");
+                    let _ = fs::remove_file(&q.tmp);
+                    stats.failed.push((q.name, e.to_string()));
+                }
+            }
+        }
+        self.finish_dirs(&mut stats);
+        // Folders opened up for this batch have their modes back: the next batch checks again.
+        self.unlocked.clear();
+        for dir in std::mem::take(&mut self.touched) {
+            if self.sync_dir(dir.as_ref())? {
+                stats.dir_syncs += 1;
+            }
+        }
+        debug!(files = stats.files, bytes = stats.bytes, dir_syncs = stats.dir_syncs, "committed batch");
+        Ok(stats)
+    }
+
+    /// The current file at `p` to patch against: `None` when absent or not a regular file.
+    /// A symlinked component on the way is an error, never followed.
+    pub fn base_path(&self, p: &RelName) -> Result<Option<PathBuf>, TreeError> {
+        // A fresh check rather than the cache: this takes &self and is cheap enough per file.
+        let mut check = Confined::new(self.confined.root().to_path_buf());
+        let Some(parent) = check.dir(p.parent().as_ref(), false)? else { return Ok(None) };
+        let path = parent.join(std::ffi::OsStr::from_bytes(p.file_name()));
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() => Ok(Some(path)),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(TreeError::io("stat", path)(e)),
+        }
+    }
+
+    /// Makes the queued files' content durable: one fsync each for a small batch, else one
+    /// `syncfs` for the whole filesystem.
+    fn sync_data(&self, queued: &[Queued], stats: &mut CommitStats) -> Result<(), TreeError> {
+        if queued.is_empty() {
+            return Ok(());
+        }
+        let open: Vec<(&File, &Path)> =
+            queued.iter().filter_map(|q| Some((q.file.as_ref()?, q.tmp.as_path()))).collect();
+        if queued.len() <= SMALL_BATCH && open.len() == queued.len() {
+            for (file, tmp) in open {
+                // sync_all, not sync_data: the mode set before the rename must survive a crash too.
+                file.sync_all().map_err(TreeError::io("fsync", tmp))?;
+                stats.file_syncs += 1;
+            }
+            return Ok(());
+        }
+        // SAFETY: syncfs only reads the descriptor, which `root_dir` keeps open for this call.
+        let rc = unsafe { libc::syncfs(self.root_dir.as_raw_fd()) };
+        if rc != 0 {
+            return Err(TreeError::io("syncfs", self.confined.root())(io::Error::last_os_error()));
+        }
+        stats.fs_syncs += 1;
+        Ok(())
+    }
+
+    /// Renames one queued file over its target (clearing a directory there first).
+    fn place(&mut self, q: &Queued) -> Result<(), TreeError> {
+        let parent = self.confined.dir(q.name.parent().as_ref(), false)?.ok_or_else(|| {
+            TreeError::io("rename into", self.confined.full(&q.name))(io::ErrorKind::NotFound.into())
+        })?;
+        let path = parent.join(std::ffi::OsStr::from_bytes(q.name.file_name()));
+        self.forget(&q.name);
+        clear_dir(&path)?;
+        fs::rename(&q.tmp, &path).map_err(TreeError::io("rename into place", &path))?;
+        self.touched.insert(q.name.parent());
+        Ok(())
+    }
+
+    /// Sets final modes and mtimes of the batch's directories, deepest first (a parent made
+    /// read-only first could block reaching its children).
+    fn finish_dirs(&mut self, stats: &mut CommitStats) {
+        let mut finals = std::mem::take(&mut self.dir_finals);
+        finals.sort_by_key(|d| std::cmp::Reverse(d.name.depth()));
+        for d in finals {
+            let done = self.confined.dir(Some(&d.name), false).and_then(|found| match found {
+                Some(path) => set_dir_meta(&path, d.mode, d.mtime_ns).map(|()| true),
+                None => Ok(false),
+            });
+            match done {
+                // Its own mode and mtime live in the folder's inode: its fsync makes them durable.
+                Ok(true) => {
+                    self.touched.insert(Some(d.name));
+                }
+                Ok(false) => {}
+                Err(e) => stats.failed.push((d.name, e.to_string())),
+            }
+        }
+    }
+
+    /// Fsyncs one touched folder if it is still a real folder of the tree; a folder deleted or
+    /// replaced later in the batch has nothing left to make durable (its parent is touched).
+    fn sync_dir(&mut self, dir: Option<&RelName>) -> Result<bool, TreeError> {
+        let path = match self.confined.dir(dir, false) {
+            // The root may be reached through a configured symlink: use the handle opened at start.
+            Ok(Some(_)) if dir.is_none() => {
+                self.root_dir.sync_all().map_err(TreeError::io("fsync folder", self.confined.root()))?;
+                return Ok(true);
+            }
+            Ok(Some(path)) => path,
+            Ok(None) | Err(TreeError::UnsafeComponent { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let opened =
+            OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY).open(&path);
+        match opened.and_then(|d| d.sync_all()) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(TreeError::io("fsync folder", path)(e)),
+        }
+    }
+
+    /// The checked full path of `p`'s folder, creating missing folders.
+    fn parent_dir(&mut self, p: &RelName) -> Result<PathBuf, TreeError> {
+        let parent = self.confined.dir(p.parent().as_ref(), true);
+        // Folders created on the way are new entries of their own parents: fsync those too.
+        self.touched.extend(self.confined.take_created_in());
+        let parent = parent?.ok_or_else(|| {
+            TreeError::io("create folder for", self.confined.full(p))(io::ErrorKind::NotFound.into())
+        })?;
+        self.unlock(p.parent(), &parent)?;
+        Ok(parent)
+    }
+
+    /// Without root, a folder an earlier pass made read-only blocks changes inside it: give
+    /// the owner access for the batch and queue its current mode and mtime to be restored at
+    /// commit (a directory entry for it later in the batch overrides that).
+    fn unlock(&mut self, dir: Option<RelName>, path: &Path) -> Result<(), TreeError> {
+        let Some(dir) = dir else { return Ok(()) };
+        if !self.unlocked.insert(dir.clone()) {
+            return Ok(());
+        }
+        let meta = fs::symlink_metadata(path).map_err(TreeError::io("stat", path))?;
+        if meta.mode() & 0o300 == 0o300 {
+            return Ok(());
+        }
+        let open = Permissions::from_mode(meta.mode() | 0o700);
+        fs::set_permissions(path, open).map_err(TreeError::io("chmod", path))?;
+        let restore = DirFinal { name: dir, mode: meta.mode() & MODE_BITS, mtime_ns: mtime_ns(&meta) };
+        self.dir_finals.push(restore);
+        Ok(())
+    }
+
+    /// A fresh temporary name in `dir`.
+    fn tmp_path(&mut self, dir: &Path) -> PathBuf {
+        self.next_tmp += 1;
+        let mut name = TEMP_PREFIX.to_vec();
+        name.extend_from_slice(format!("{}-{}", std::process::id(), self.next_tmp).as_bytes());
+        dir.join(std::ffi::OsStr::from_bytes(&name))
+    }
+
+    /// `p` is about to be replaced or deleted: drop cached checks and queued files at or
+    /// below it (a later entry wins over an earlier one in the same batch).
+    fn forget(&mut self, p: &RelName) {
+        self.confined.forget(p);
+        self.dir_finals.retain(|d| !d.name.is_within(p));
+        self.unlocked.retain(|d| !d.is_within(p));
+        self.drop_queued(|q| q.name.is_within(p));
+    }
+
+    /// Drops queued files matching `doomed`, with their temporaries.
+    fn drop_queued(&mut self, doomed: impl Fn(&Queued) -> bool) {
+        self.queued.retain(|q| {
+            let drop_it = doomed(q);
+            if drop_it {
+                let _ = fs::remove_file(&q.tmp);
+            }
+            !drop_it
+        });
+    }
+}
+
+impl Drop for Applier {
+    /// An uncommitted batch never becomes visible: its temporaries go.
+    fn drop(&mut self) {
+        self.queued.iter().for_each(|q| drop(fs::remove_file(&q.tmp)));
+    }
+}
+
+fn expect_kind(e: &Entry, expected: EntryKind) -> Result<(), TreeError> {
+    if e.kind == expected {
+        return Ok(());
+    }
+    Err(TreeError::WrongKind { name: e.path.display(), expected, got: e.kind })
+}
+
+/// Verifies a finished file's hash and gives it its mode and mtime (mtime last: writes move it).
+fn settle_file(file: &File, w: &FileWriter, tmp: &Path) -> Result<(), TreeError> {
+    if let Some(expected) = w.entry.hash
+        && *w.hasher.finalize().as_bytes() != expected
+    {
+        return Err(TreeError::HashMismatch { name: w.entry.path.display() });
+    }
+    file.set_permissions(Permissions::from_mode(w.entry.mode & MODE_BITS))
+        .map_err(TreeError::io("chmod", tmp))?;
+    file.set_times(FileTimes::new().set_modified(w.entry.mtime())).map_err(TreeError::io("set mtime", tmp))
+}
+
+#[cfg(test)]
+#[path = "apply_tests.rs"]
+mod tests;

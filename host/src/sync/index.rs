@@ -1,0 +1,233 @@
+//! The persistent per-tree index: path -> what tandem last knew of it (kind, size, mtime,
+//! mode, link, hash), so an unchanged file is never re-read. Saved durably (temporary file,
+//! fsync, rename, fsync of the folder) behind a magic and a BLAKE3 checksum.
+//!
+//! Must never: trust a damaged index file. A file that fails its checksum or does not decode
+//! loads as an empty index (so the next pass rehashes everything) and says so via
+//! [`Index::damaged`]; a stale hash would otherwise make a changed file look unchanged.
+//!
+//! [`refresh`] and [`diff`] live in their own files and are re-exported here.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tracing::warn;
+
+pub use crate::sync::diff::{Diff, diff};
+pub use crate::sync::entry::Entry;
+use crate::sync::names::RelName;
+pub use crate::sync::refresh::{RefreshStats, refresh};
+use crate::sync::tree_error::TreeError;
+
+/// First bytes of an index file; the last byte is the format version.
+const MAGIC: &[u8; 8] = b"TNDMIDX\x01";
+/// Magic, payload length (u64 LE), BLAKE3 of the payload.
+const HEADER_LEN: usize = 8 + 8 + 32;
+
+/// Path -> entry for one tree, in [`RelName`] order (every subtree is contiguous).
+#[derive(Debug, Default, Clone)]
+pub struct Index {
+    entries: BTreeMap<RelName, Entry>,
+    damaged: bool,
+}
+
+impl Index {
+    /// An empty index.
+    pub fn new() -> Index {
+        Index::default()
+    }
+
+    /// Loads the index at `path`. A missing file is an empty index; a damaged one is an
+    /// empty index with [`Index::damaged`] set. Only an I/O failure is an error.
+    pub fn load(path: &Path) -> Result<Index, TreeError> {
+        let bytes = match fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Index::new()),
+            Err(e) => return Err(TreeError::io("read index", path)(e)),
+        };
+        match decode(&bytes) {
+            Ok(list) => Ok(list.into_iter().collect()),
+            Err(reason) => {
+                warn!(index = %path.display(), reason, "index file is damaged; every file will be rehashed");
+                Ok(Index { entries: BTreeMap::new(), damaged: true })
+            }
+        }
+    }
+
+    /// Saves the index to `path` durably: a crash leaves the old file or the new one.
+    pub fn save(&self, path: &Path) -> Result<(), TreeError> {
+        let list: Vec<&Entry> = self.entries.values().collect();
+        let payload = postcard::to_stdvec(&list).map_err(|e| TreeError::IndexEncode(e.to_string()))?;
+        let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(blake3::hash(&payload).as_bytes());
+        bytes.extend_from_slice(&payload);
+        replace_durably(path, &bytes)
+    }
+
+    /// True when this index was loaded from a damaged file (and so starts empty).
+    pub fn damaged(&self) -> bool {
+        self.damaged
+    }
+
+    /// The entry for `p`.
+    pub fn get(&self, p: &RelName) -> Option<&Entry> {
+        self.entries.get(p)
+    }
+
+    /// Inserts or replaces the entry at `e.path`.
+    pub fn insert(&mut self, e: Entry) {
+        self.entries.insert(e.path.clone(), e);
+    }
+
+    /// Removes `p` and everything below it (a deleted directory takes its subtree along).
+    pub fn remove(&mut self, p: &RelName) {
+        let doomed: Vec<RelName> =
+            self.entries.range(p.clone()..).map(|(k, _)| k).take_while(|k| k.is_within(p)).cloned().collect();
+        for k in doomed {
+            self.entries.remove(&k);
+        }
+    }
+
+    /// All entries in path order.
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl FromIterator<Entry> for Index {
+    fn from_iter<I: IntoIterator<Item = Entry>>(iter: I) -> Index {
+        Index { entries: iter.into_iter().map(|e| (e.path.clone(), e)).collect(), damaged: false }
+    }
+}
+
+/// Checks the header and checksum, then decodes the entry list.
+fn decode(bytes: &[u8]) -> Result<Vec<Entry>, &'static str> {
+    if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
+        return Err("bad magic or truncated header");
+    }
+    let len = u64::from_le_bytes(bytes[8..16].try_into().map_err(|_| "bad length")?);
+    let payload = &bytes[HEADER_LEN..];
+    if payload.len() as u64 != len {
+        return Err("length mismatch");
+    }
+    if blake3::hash(payload).as_bytes() != &bytes[16..HEADER_LEN] {
+        return Err("checksum mismatch");
+    }
+    postcard::from_bytes(payload).map_err(|_| "payload does not decode")
+}
+
+/// Writes `bytes` to a new temporary beside `path`, fsyncs it, renames it over `path` and
+/// fsyncs the folder.
+fn replace_durably(path: &Path, bytes: &[u8]) -> Result<(), TreeError> {
+    static SAVES: AtomicU64 = AtomicU64::new(0);
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(format!(".{}.{}.tmp", std::process::id(), SAVES.fetch_add(1, Ordering::Relaxed)));
+    let tmp = path.with_file_name(tmp_name);
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .and_then(|()| fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(TreeError::io("write index", path)(e));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir).and_then(|d| d.sync_all()).map_err(TreeError::io("fsync index folder", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::entry::EntryKind;
+
+    fn entry(path: &[u8], kind: EntryKind) -> Entry {
+        let link = (kind == EntryKind::Symlink).then(|| "t".to_string());
+        let hash = (kind == EntryKind::File).then(|| *blake3::hash(path).as_bytes());
+        Entry { path: RelName::new(path).unwrap(), kind, size: 7, mtime_ns: -5, mode: 0o640, link, hash }
+    }
+
+    fn sample() -> Index {
+        [
+            entry(b"a", EntryKind::Dir),
+            entry(b"a/f", EntryKind::File),
+            entry(b"a/l", EntryKind::Symlink),
+            entry(b"a.b", EntryKind::File),
+            entry(b"\xff", EntryKind::File),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    #[test]
+    fn save_load_round_trip() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("tree.idx");
+        assert!(Index::load(&path).unwrap().is_empty(), "a missing index is empty");
+        let idx = sample();
+        idx.save(&path).unwrap();
+        idx.save(&path).unwrap();
+        let back = Index::load(&path).unwrap();
+        assert!(!back.damaged());
+        assert_eq!(back.iter().collect::<Vec<_>>(), idx.iter().collect::<Vec<_>>());
+        assert_eq!(fs::read_dir(t.path()).unwrap().count(), 1, "no temporary left");
+    }
+
+    #[test]
+    fn damaged_files_load_empty_and_flagged() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("tree.idx");
+        sample().save(&path).unwrap();
+        let good = fs::read(&path).unwrap();
+        let mut flipped = good.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        let truncated = good[..good.len() - 3].to_vec();
+        let mut bad_magic = good.clone();
+        bad_magic[0] = b'X';
+        for bad in [flipped, truncated, bad_magic, Vec::new()] {
+            fs::write(&path, &bad).unwrap();
+            let idx = Index::load(&path).unwrap();
+            assert!(idx.damaged() && idx.is_empty());
+        }
+        // A checksummed payload that decodes to an invalid name is damage too, not a crash.
+        let payload = postcard::to_stdvec(&vec![b"../x".to_vec()]).unwrap();
+        let mut forged = MAGIC.to_vec();
+        forged.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        forged.extend_from_slice(blake3::hash(&payload).as_bytes());
+        forged.extend_from_slice(&payload);
+        fs::write(&path, &forged).unwrap();
+        assert!(Index::load(&path).unwrap().damaged());
+    }
+
+    #[test]
+    fn remove_takes_the_subtree_only() {
+        let mut idx = sample();
+        idx.remove(&RelName::new(b"a").unwrap());
+        let left: Vec<_> = idx.iter().map(|e| e.path.display()).collect();
+        assert_eq!(left, ["a.b", "\u{fffd}"]);
+        idx.remove(&RelName::new(b"missing").unwrap());
+        assert_eq!(idx.len(), 2);
+    }
+}

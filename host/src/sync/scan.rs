@@ -1,0 +1,334 @@
+//! Walking a tree on the source side: lists every path under a root, in [`RelName`] order,
+//! with a caller's filter consulted once per directory batch.
+//!
+//! Must never: follow a symlink (a symlink is an entry, a symlinked directory is not entered),
+//! read file content, or drop a path it could not read as if it were gone: such paths go to
+//! `unreadable` so the diff keeps them and everything below them at the destination.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use tracing::debug;
+
+use crate::sync::entry::{Entry, EntryKind};
+use crate::sync::names::{RelName, is_temp_name};
+use crate::sync::tree_error::TreeError;
+
+/// A filter's decision for one entry of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// List the entry (and walk into it if it is a directory).
+    Keep,
+    /// Leave the entry out but still walk into it if it is a directory.
+    Skip,
+    /// Leave the entry and, for a directory, everything below it out.
+    Prune,
+}
+
+/// What a scan found.
+#[derive(Debug, Default)]
+pub struct ScanResult {
+    /// Kept entries in [`RelName`] order; `hash` is `None` (see [`crate::sync::index::refresh`]).
+    pub entries: Vec<Entry>,
+    /// Paths that exist but could not be read (a directory that could not be listed, a file
+    /// that cannot be opened, a symlink whose target is not UTF-8), with the reason.
+    pub unreadable: Vec<(RelName, String)>,
+    /// Sockets, FIFOs and device nodes: never replicated.
+    pub skipped_special: Vec<RelName>,
+    /// Paths the filter skipped or pruned (a pruned directory stands for its whole subtree).
+    pub excluded: Vec<RelName>,
+}
+
+impl ScanResult {
+    /// Every path this scan did not cover: unreadable, special and excluded ones. Passed to
+    /// [`crate::sync::index::diff`] so none of them, nor anything below them, is deleted at
+    /// the destination. (A caller that wants excluded paths deleted passes only `unreadable`.)
+    pub fn protected(&self) -> Vec<RelName> {
+        let unreadable = self.unreadable.iter().map(|(p, _)| p.clone());
+        unreadable.chain(self.skipped_special.iter().cloned()).chain(self.excluded.iter().cloned()).collect()
+    }
+}
+
+/// One step of the depth-first walk: an entry to emit and/or a directory to list.
+struct Pending {
+    emit: Option<Entry>,
+    descend: Option<RelName>,
+}
+
+/// Walks `root` without following symlinks (symlinks are entries), in [`RelName`] order.
+///
+/// `filter` gets each directory's children as one batch and returns one [`Verdict`] per
+/// entry. The root itself must be a readable directory (it may be reached through a symlink:
+/// it is the configured tree, not something found inside it). Names starting with
+/// [`crate::sync::names::TEMP_PREFIX`] are the applier's in-flight files and are ignored.
+pub fn scan(root: &Path, filter: &mut dyn FnMut(&[Entry]) -> Vec<Verdict>) -> Result<ScanResult, TreeError> {
+    let meta = fs::metadata(root).map_err(TreeError::io("stat tree root", root))?;
+    if !meta.is_dir() {
+        return Err(TreeError::Root { path: root.to_path_buf(), reason: "not a directory".into() });
+    }
+    let mut out = ScanResult::default();
+    // Listing the root is done up front so an unreadable root is an error, not an empty tree
+    // (an empty listing would delete everything at the destination).
+    let top = list_children(root, None, &mut out)
+        .map_err(|e| TreeError::Root { path: root.to_path_buf(), reason: e })?;
+    let mut stack = Vec::new();
+    push_batch(top, filter, &mut out, &mut stack)?;
+    while let Some(Pending { emit, descend }) = stack.pop() {
+        if let Some(entry) = emit {
+            out.entries.push(entry);
+        }
+        let Some(dir) = descend else { continue };
+        match list_children(root, Some(&dir), &mut out) {
+            Ok(children) => push_batch(children, filter, &mut out, &mut stack)?,
+            Err(reason) => out.unreadable.push((dir, reason)),
+        }
+    }
+    debug!(
+        root = %root.display(),
+        entries = out.entries.len(),
+        unreadable = out.unreadable.len(),
+        special = out.skipped_special.len(),
+        "scanned tree"
+    );
+    Ok(out)
+}
+
+/// Asks the filter about one directory's children and queues the kept ones, last first so
+/// they pop in order.
+fn push_batch(
+    children: Vec<Entry>,
+    filter: &mut dyn FnMut(&[Entry]) -> Vec<Verdict>,
+    out: &mut ScanResult,
+    stack: &mut Vec<Pending>,
+) -> Result<(), TreeError> {
+    if children.is_empty() {
+        return Ok(());
+    }
+    let verdicts = filter(&children);
+    if verdicts.len() != children.len() {
+        return Err(TreeError::FilterVerdicts { expected: children.len(), got: verdicts.len() });
+    }
+    let mut batch = Vec::with_capacity(children.len());
+    for (entry, verdict) in children.into_iter().zip(verdicts) {
+        let is_dir = entry.kind == EntryKind::Dir;
+        match verdict {
+            Verdict::Keep => {
+                let descend = is_dir.then(|| entry.path.clone());
+                batch.push(Pending { emit: Some(entry), descend });
+            }
+            Verdict::Skip => {
+                out.excluded.push(entry.path.clone());
+                if is_dir {
+                    batch.push(Pending { emit: None, descend: Some(entry.path) });
+                }
+            }
+            Verdict::Prune => out.excluded.push(entry.path),
+        }
+    }
+    stack.extend(batch.into_iter().rev());
+    Ok(())
+}
+
+/// Lists one directory's children as entries, sorted. Children that cannot be examined go
+/// to `out.unreadable`, special files to `out.skipped_special`. `Err` when the directory
+/// itself cannot be listed.
+fn list_children(root: &Path, dir: Option<&RelName>, out: &mut ScanResult) -> Result<Vec<Entry>, String> {
+    let dir_path = dir.map_or_else(|| root.to_path_buf(), |d| root.join(d.to_path()));
+    let mut names = Vec::new();
+    for dirent in fs::read_dir(&dir_path).map_err(|e| e.to_string())? {
+        let dirent = dirent.map_err(|e| e.to_string())?;
+        let name = dirent.file_name();
+        if !is_temp_name(name.as_bytes()) {
+            names.push(name);
+        }
+    }
+    names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+
+    let mut entries = Vec::with_capacity(names.len());
+    for name in names {
+        let rel = match dir {
+            None => RelName::new(name.as_bytes()),
+            Some(d) => d.join(name.as_bytes()),
+        };
+        // Only a path past PATH_MAX gets here; the directory then cannot be covered fully.
+        let rel = rel.map_err(|e| e.to_string())?;
+        let path = dir_path.join(&name);
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            // Gone since the listing: it is absent at the source now, which is the truth.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                out.unreadable.push((rel, e.to_string()));
+                continue;
+            }
+        };
+        let ft = meta.file_type();
+        let entry = if ft.is_symlink() {
+            match fs::read_link(&path).map(|t| t.into_os_string().into_string()) {
+                Ok(Ok(target)) => Entry::from_metadata(rel, EntryKind::Symlink, &meta, Some(target)),
+                Ok(Err(_)) => {
+                    out.unreadable.push((rel, "symlink target is not UTF-8".into()));
+                    continue;
+                }
+                Err(e) => {
+                    out.unreadable.push((rel, e.to_string()));
+                    continue;
+                }
+            }
+        } else if ft.is_dir() {
+            Entry::from_metadata(rel, EntryKind::Dir, &meta, None)
+        } else if ft.is_file() {
+            let entry = Entry::from_metadata(rel, EntryKind::File, &meta, None);
+            if let Err(reason) = check_readable(&path, entry.mode) {
+                out.unreadable.push((entry.path, reason));
+                continue;
+            }
+            entry
+        } else {
+            out.skipped_special.push(rel);
+            continue;
+        };
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+/// Confirms a file whose mode does not grant read to everyone can be opened. Files readable
+/// by all (the common case) are not opened, so a scan stays one `lstat` per path; anything
+/// this misses (an ACL, say) surfaces when `refresh` hashes the file.
+fn check_readable(path: &Path, mode: u32) -> Result<(), String> {
+    if mode & 0o444 == 0o444 {
+        return Ok(());
+    }
+    let opened: std::io::Result<File> =
+        OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path);
+    opened.map(drop).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    use super::*;
+
+    fn keep_all(batch: &[Entry]) -> Vec<Verdict> {
+        vec![Verdict::Keep; batch.len()]
+    }
+
+    fn names(r: &ScanResult) -> Vec<String> {
+        r.entries.iter().map(|e| e.path.display()).collect()
+    }
+
+    #[test]
+    fn lists_in_path_order_with_kinds() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("a/b")).unwrap();
+        fs::write(t.path().join("a/b/c"), b"xyz").unwrap();
+        fs::write(t.path().join("a.b"), b"").unwrap();
+        fs::write(t.path().join("z"), b"1").unwrap();
+        fs::write(t.path().join(".tandem-tmp.1-2"), b"in flight").unwrap();
+        let r = scan(t.path(), &mut keep_all).unwrap();
+        assert_eq!(names(&r), ["a", "a/b", "a/b/c", "a.b", "z"]);
+        let c = &r.entries[2];
+        assert_eq!((c.kind, c.size, c.hash), (EntryKind::File, 3, None));
+        assert_eq!((r.entries[0].kind, r.entries[0].size), (EntryKind::Dir, 0));
+        assert!(r.unreadable.is_empty() && r.skipped_special.is_empty());
+    }
+
+    #[test]
+    fn filter_sees_batches_and_prune_drops_subtree_while_skip_descends() {
+        let t = tempfile::tempdir().unwrap();
+        for d in ["keep/x", "skip/y", "prune/z"] {
+            fs::create_dir_all(t.path().join(d)).unwrap();
+            fs::write(t.path().join(d).join("f"), b"1").unwrap();
+        }
+        let mut batches = 0;
+        let mut filter = |batch: &[Entry]| {
+            batches += 1;
+            let verdict = |e: &Entry| match e.path.as_bytes() {
+                b"skip" => Verdict::Skip,
+                b"prune" => Verdict::Prune,
+                _ => Verdict::Keep,
+            };
+            batch.iter().map(verdict).collect()
+        };
+        let r = scan(t.path(), &mut filter).unwrap();
+        assert_eq!(names(&r), ["keep", "keep/x", "keep/x/f", "skip/y", "skip/y/f"]);
+        assert_eq!(batches, 5, "root, keep, keep/x, skip, skip/y: the pruned dir is never listed");
+        let excluded: Vec<_> = r.excluded.iter().map(|p| p.display()).collect();
+        assert_eq!(excluded, ["prune", "skip"]);
+        let mut wrong = |_: &[Entry]| vec![];
+        assert!(matches!(scan(t.path(), &mut wrong), Err(TreeError::FilterVerdicts { .. })));
+    }
+
+    #[test]
+    fn non_utf8_names_are_listed_raw() {
+        let t = tempfile::tempdir().unwrap();
+        let name = std::ffi::OsStr::from_bytes(b"caf\xe9");
+        fs::create_dir(t.path().join(name)).unwrap();
+        fs::write(t.path().join(name).join(std::ffi::OsStr::from_bytes(b"\xff")), b"x").unwrap();
+        let r = scan(t.path(), &mut keep_all).unwrap();
+        let raw: Vec<&[u8]> = r.entries.iter().map(|e| e.path.as_bytes()).collect();
+        assert_eq!(raw, [&b"caf\xe9"[..], b"caf\xe9/\xff"]);
+    }
+
+    #[test]
+    fn symlinks_are_entries_and_never_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret"), b"s").unwrap();
+        symlink(outside.path(), t.path().join("dirlink")).unwrap();
+        symlink("missing", t.path().join("dangling")).unwrap();
+        let r = scan(t.path(), &mut keep_all).unwrap();
+        assert_eq!(names(&r), ["dangling", "dirlink"]);
+        let target = outside.path().to_str().unwrap();
+        assert_eq!(r.entries[1].kind, EntryKind::Symlink);
+        assert_eq!(r.entries[1].link.as_deref(), Some(target));
+        assert_eq!(r.entries[1].size, target.len() as u64);
+        assert_eq!(r.entries[0].link.as_deref(), Some("missing"));
+    }
+
+    #[test]
+    fn special_files_are_skipped_and_reported() {
+        let t = tempfile::tempdir().unwrap();
+        let _sock = std::os::unix::net::UnixListener::bind(t.path().join("sock")).unwrap();
+        fs::write(t.path().join("file"), b"").unwrap();
+        let r = scan(t.path(), &mut keep_all).unwrap();
+        assert_eq!(names(&r), ["file"]);
+        assert_eq!(r.skipped_special, [RelName::new(b"sock").unwrap()]);
+        assert_eq!(r.protected(), [RelName::new(b"sock").unwrap()]);
+    }
+
+    #[test]
+    fn unreadable_paths_are_reported_not_dropped() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir(t.path().join("locked")).unwrap();
+        fs::write(t.path().join("locked/inner"), b"x").unwrap();
+        fs::write(t.path().join("secret"), b"x").unwrap();
+        fs::set_permissions(t.path().join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
+        fs::set_permissions(t.path().join("secret"), fs::Permissions::from_mode(0o000)).unwrap();
+        let r = scan(t.path(), &mut keep_all).unwrap();
+        fs::set_permissions(t.path().join("locked"), fs::Permissions::from_mode(0o755)).unwrap();
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            // root reads through mode 000, so there is nothing unreadable to observe here; the
+            // protection itself is tested in index::diff with a synthetic list.
+            assert!(r.unreadable.is_empty());
+            return;
+        }
+        let bad: Vec<_> = r.unreadable.iter().map(|(p, _)| p.display()).collect();
+        assert_eq!(bad, ["secret", "locked"]);
+        assert_eq!(names(&r), ["locked"], "the locked dir is listed, its content and the secret are not");
+    }
+
+    #[test]
+    fn root_must_be_a_readable_directory() {
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("f"), b"").unwrap();
+        assert!(matches!(scan(&t.path().join("f"), &mut keep_all), Err(TreeError::Root { .. })));
+        assert!(matches!(scan(&t.path().join("nope"), &mut keep_all), Err(TreeError::Io { .. })));
+    }
+}

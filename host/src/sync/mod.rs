@@ -6,15 +6,23 @@
 //! absolute link target or a symlinked folder), delete at the standby what the primary could
 //! not read, or show a half-written file under its real name.
 //!
-//! Not yet here: the delta transfer between hosts, the watcher and the CLI (issue 4).
+//! The delta engine (rolling weak hash + BLAKE3 strong hash over blocks, streaming, verified
+//! by a whole-file hash) turns a changed file into a few copies and literals against the
+//! standby's copy. Not yet here: the transfer between hosts, the watcher and the CLI.
 
 pub mod apply;
+pub mod block_index;
 pub mod confine;
+pub mod delta;
 pub mod diff;
 pub mod entry;
+pub mod error;
 pub mod index;
 pub mod names;
 pub mod nofollow;
+pub mod patch;
 pub mod refresh;
+pub mod rolling;
 pub mod scan;
+pub mod signature;
 pub mod tree_error;

@@ -6,3 +6,4 @@ mod cluster;
 mod peer;
 mod plugins;
 mod support;
+mod sync;

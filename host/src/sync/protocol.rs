@@ -140,7 +140,15 @@ mod tests {
         let SyncMsg::Chunk { data, compressed } = chunk(&text) else { panic!() };
         assert!(compressed && data.len() < text.len() / 10);
         assert_eq!(unchunk(data, true).unwrap(), text);
-        let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let mut x = 0x9e37_79b9_u32;
+        let random: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
         let SyncMsg::Chunk { data, compressed } = chunk(&random) else { panic!() };
         assert!(!compressed);
         assert_eq!(unchunk(data, false).unwrap(), random);

@@ -11,6 +11,7 @@ use crate::cluster::ClusterConfig;
 use crate::logging::LogConfig;
 use crate::peer::PeerConfig;
 use crate::plugin::PluginConfig;
+use crate::sync::config::SyncConfig;
 
 /// Where state lives unless configured.
 pub const DEFAULT_DATA_DIR: &str = "tandem-data";
@@ -40,6 +41,7 @@ pub struct Config {
     pub peer: PeerConfig,
     pub api: ApiConfig,
     pub cluster: ClusterConfig,
+    pub sync: SyncConfig,
 }
 
 impl Default for Config {
@@ -52,6 +54,7 @@ impl Default for Config {
             peer: PeerConfig::default(),
             api: ApiConfig::default(),
             cluster: ClusterConfig::default(),
+            sync: SyncConfig::default(),
         }
     }
 }
@@ -84,6 +87,7 @@ impl Config {
         self.log.validate().map_err(ConfigError::Invalid)?;
         self.api.validate().map_err(ConfigError::Invalid)?;
         self.cluster.validate().map_err(ConfigError::Invalid)?;
+        self.sync.validate().map_err(ConfigError::Invalid)?;
         if self.node_name.is_empty() {
             self.node_name = host_name();
         }
@@ -94,6 +98,7 @@ impl Config {
         self.log.dir.get_or_insert_with(|| data.join("logs"));
         self.api.token_file.get_or_insert_with(|| data.join("api.token"));
         self.cluster.conf_root.get_or_insert_with(|| data.join("etc"));
+        self.sync.app_home.get_or_insert_with(|| data.join("app"));
         Ok(self)
     }
 }

@@ -13,8 +13,10 @@ use crate::api::{self, AppState, Tokens};
 use crate::cluster::{self, ClusterNode, Dialer, Member};
 use crate::conf::ConfTree;
 use crate::config::Config;
-use crate::peer::{self, Acceptor, ClusterSecret, PeerIdentity};
+use crate::peer::{self, Acceptor, ClusterSecret, PeerConnection, PeerError, PeerIdentity};
 use crate::plugin::Plugins;
+use crate::sync::protocol::SYNC_FRAME;
+use crate::sync::server::SyncServer;
 
 /// The file in the data folder that holds the address the peer listener is bound to (useful
 /// when the configuration asks for port 0).
@@ -108,8 +110,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         handshake_timeout: config.peer.handshake_timeout(),
         max_connections: config.peer.max_connections,
     };
+    let sync_server = SyncServer {
+        config: config.sync.clone(),
+        state_dir: config.data_dir.join("sync"),
+        plugins: plugins.clone(),
+    };
     let handler_node = node.clone();
-    let handler = move |conn, stop| cluster::serve_connection(handler_node.clone(), conn, stop);
+    let handler = move |conn, stop| dispatch(handler_node.clone(), sync_server.clone(), conn, stop);
     peer::serve(listener, acceptor, handler, shutdown.clone()).await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
@@ -117,6 +124,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     watcher.join().map_err(|_| anyhow::anyhow!("the plugin watcher panicked"))?;
     info!("tandem stopped");
     Ok(())
+}
+
+/// Hands a peer connection to the subsystem its first frame belongs to: tree sync, or the
+/// cluster (which also answers pings).
+async fn dispatch(
+    node: Arc<ClusterNode>,
+    sync: SyncServer,
+    mut conn: PeerConnection,
+    stop: CancellationToken,
+) -> Result<(), PeerError> {
+    let first = tokio::select! {
+        _ = stop.cancelled() => return Ok(()),
+        f = conn.read_frame() => f?,
+    };
+    match first {
+        None => Ok(()),
+        Some(f) if f.kind == SYNC_FRAME => sync.serve(conn, f, stop).await,
+        Some(f) => cluster::serve_connection(node, conn, Some(f), stop).await,
+    }
 }
 
 /// The address other members are told to use: the configured one, else the bound one (which

@@ -37,6 +37,9 @@ pub enum Command {
     /// The configuration cluster: members, status, resync.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// File-tree sync: pull a tree from the primary.
+    #[command(subcommand)]
+    Sync(SyncCommand),
     /// Print the default configuration or the effective one.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -231,6 +234,21 @@ pub enum ClusterCommand {
     },
     /// Run the history purge now instead of waiting for the purge period.
     Purge,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Pull one tree from the primary into this host in one pass: new and changed files
+    /// (large changed files as deltas), folders, links, modes, mtimes; deletions of what the
+    /// primary no longer has (never of what it could not read).
+    Once {
+        /// The tree's name in sync.trees (vault, etc, playbooks, ...).
+        #[arg(long)]
+        tree: String,
+        /// The primary's peer address; default: sync.primary.
+        #[arg(long)]
+        primary: Option<String>,
+    },
 }
 
 fn parse_setting(s: &str) -> Result<(String, String), String> {

@@ -7,6 +7,7 @@ mod conf;
 mod eval;
 mod http;
 mod plugins;
+mod sync;
 
 use std::process::ExitCode;
 
@@ -14,7 +15,9 @@ use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-pub use args::{Cli, ClusterCommand, Command, ConfCommand, ConfigCommand, PeerCommand, PluginsCommand};
+pub use args::{
+    Cli, ClusterCommand, Command, ConfCommand, ConfigCommand, PeerCommand, PluginsCommand, SyncCommand,
+};
 
 use crate::config::{Config, DEFAULT_TOML};
 use crate::logging;
@@ -83,6 +86,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cluster(cmd) => {
             let _guard = logging::init(&config.log, "warn", false)?;
             cluster::run(config, cmd)
+        }
+        Command::Sync(cmd) => {
+            let _guard = logging::init(&config.log, "warn", false)?;
+            sync::run(config, cmd)
         }
         Command::Config(ConfigCommand::Default) => {
             print!("{DEFAULT_TOML}");

@@ -15,16 +15,21 @@ use crate::conf::snapshot::MAX_UNPACKED_BYTES;
 use crate::peer::ping::{PING, PONG};
 use crate::peer::{Frame, PeerConnection, PeerError};
 
-/// Serves one connection until the peer leaves or `shutdown`.
+/// Serves one connection until the peer leaves or `shutdown`; `first` is a frame already
+/// read from it (by the daemon's dispatcher), if any.
 pub async fn serve_connection(
     node: Arc<ClusterNode>,
     mut conn: PeerConnection,
+    mut first: Option<Frame>,
     shutdown: CancellationToken,
 ) -> Result<(), PeerError> {
     loop {
-        let frame = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            frame = conn.read_frame() => frame?,
+        let frame = match first.take() {
+            Some(f) => Some(f),
+            None => tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                frame = conn.read_frame() => frame?,
+            },
         };
         let answer = match frame {
             None => return Ok(()),

@@ -12,11 +12,13 @@
 
 pub mod apply;
 pub mod block_index;
+pub mod config;
 pub mod confine;
 pub mod delta;
 pub mod diff;
 pub mod entry;
 pub mod error;
+pub mod filter;
 pub mod index;
 pub mod names;
 pub mod nofollow;
@@ -26,5 +28,6 @@ pub mod protocol;
 pub mod refresh;
 pub mod rolling;
 pub mod scan;
+pub mod server;
 pub mod signature;
 pub mod tree_error;

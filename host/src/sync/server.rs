@@ -1,0 +1,69 @@
+//! The primary's side of tree sync in the daemon: a connection whose first frame opens a sync
+//! pass is served here, one pass after another, each with the path-filter plugin.
+//!
+//! Must never: serve a tree that is not configured, or a path outside `app_home`.
+
+use std::path::PathBuf;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::config::SyncConfig;
+use super::filter::plugin_filter;
+use super::pass::serve_pass;
+use super::protocol::{self, SyncMsg};
+use crate::peer::{Frame, PeerConnection, PeerError};
+use crate::plugin::Plugins;
+
+/// What serving sync needs.
+#[derive(Clone)]
+pub struct SyncServer {
+    pub config: SyncConfig,
+    /// Where the primary keeps its per-tree indexes.
+    pub state_dir: PathBuf,
+    pub plugins: Plugins,
+}
+
+impl SyncServer {
+    /// Serves passes on `conn`, starting with `first` (an `Open`), until the peer leaves.
+    pub async fn serve(
+        &self,
+        mut conn: PeerConnection,
+        first: Frame,
+        shutdown: CancellationToken,
+    ) -> Result<(), PeerError> {
+        let mut next = Some(first);
+        loop {
+            let frame = match next.take() {
+                Some(f) => Some(f),
+                None => tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    f = conn.read_frame() => f?,
+                },
+            };
+            let Some(frame) = frame else { return Ok(()) };
+            let tree = match protocol::decode(Some(frame)) {
+                Ok(SyncMsg::Open { tree }) => tree,
+                _ => return Err(PeerError::Malformed("a sync pass must start with Open")),
+            };
+            let Some(root) = self.config.tree_root(&tree) else {
+                let msg = SyncMsg::Error { message: format!("no tree `{tree}` is configured here") };
+                if let Ok(f) = protocol::encode(&msg) {
+                    conn.write_frame(&f).await?;
+                }
+                continue;
+            };
+            std::fs::create_dir_all(&root).map_err(PeerError::Io)?;
+            std::fs::create_dir_all(&self.state_dir).map_err(PeerError::Io)?;
+            let index = self.state_dir.join(format!("{tree}.primary.index"));
+            let mut filter = plugin_filter(self.plugins.clone(), tree.clone());
+            match serve_pass(&mut conn, &root, &index, &mut filter).await {
+                Ok(stats) => info!(%tree, ?stats, "sync pass served"),
+                Err(e) => {
+                    warn!(%tree, error = %e, "sync pass failed");
+                    return Ok(());
+                }
+            }
+        }
+    }
+}

@@ -122,3 +122,21 @@ fn sync_once_pulls_a_tree_from_the_primary_daemon_through_the_path_filter() {
     let out = standby.cli(&["sync", "once", "--tree", "nope"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no tree `nope`"));
 }
+
+/// Regression: a folder whose files span two apply batches (more than 2,000 files) kept the
+/// mtime of its last write, so every later pass sent it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folders_spanning_apply_batches_keep_their_times() {
+    let (primary, standby, state) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let dir = primary.path().join("many");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..2_100 {
+        std::fs::write(dir.join(format!("f{i:05}")), format!("{i}\n")).unwrap();
+    }
+    let (served, _) = pass(primary.path(), standby.path(), state.path()).await;
+    assert_eq!(served.files_whole, 2_100);
+    assert_eq!(listing(primary.path()), listing(standby.path()));
+    let (served, _) = pass(primary.path(), standby.path(), state.path()).await;
+    assert_eq!(served, PassStats::default(), "a pass with no change sends nothing");
+}

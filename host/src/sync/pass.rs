@@ -91,6 +91,7 @@ pub async fn pull_pass(
     let mut applier = Applier::open(root)?;
     let mut stats = PassStats::default();
     let mut since_commit = 0u64;
+    let mut folders = Vec::new();
     loop {
         match recv(conn).await? {
             SyncMsg::Delete { paths } => {
@@ -102,6 +103,7 @@ pub async fn pull_pass(
             }
             SyncMsg::Dir(e) => {
                 applier.dir(&e)?;
+                folders.push(e.clone());
                 index.insert(e);
                 stats.dirs_links += 1;
             }
@@ -173,6 +175,11 @@ pub async fn pull_pass(
             applier.commit()?;
             since_commit = 0;
         }
+    }
+    // A folder committed in an earlier batch may have received files since, which moved its
+    // mtime: set the folders' times once more with the last batch.
+    for folder in &folders {
+        applier.dir(folder)?;
     }
     let committed = applier.commit()?;
     stats.failed += committed.failed.len() as u64;

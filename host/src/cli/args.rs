@@ -126,6 +126,29 @@ impl ConfTarget {
     }
 }
 
+/// Which whole file (a lookup table, a view, ...) a file change targets.
+#[derive(Debug, clap::Args)]
+pub struct FileTarget {
+    /// lookups, views, nav, html, models, ...
+    #[arg(long = "type", short = 't', value_name = "TYPE")]
+    pub conf_type: String,
+    /// app:NAME or user:APP:USER.
+    #[arg(long, short = 's')]
+    pub scope: String,
+    /// The file's name in the tree (one path component).
+    #[arg(long)]
+    pub name: String,
+}
+
+impl FileTarget {
+    /// A change of this file by `op`.
+    pub fn change(self, op: crate::conf::Op) -> anyhow::Result<crate::conf::ConfChange> {
+        let scope = crate::api::parse_scope(&self.scope).map_err(anyhow::Error::msg)?;
+        let target = crate::conf::Target::File { name: self.name };
+        Ok(crate::conf::ConfChange { conf_type: self.conf_type, scope, target, op })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ConfCommand {
     /// Set `KEY = VALUE` in `[STANZA]` of the scope's local file. A replicated type is
@@ -151,26 +174,15 @@ pub enum ConfCommand {
     },
     /// Replace a whole file (a lookup table, a view, ...) with FILE's content.
     PutFile {
-        /// lookups, views, nav, html, models, ...
-        #[arg(long = "type", short = 't', value_name = "TYPE")]
-        conf_type: String,
-        /// app:NAME or user:APP:USER.
-        #[arg(long, short = 's')]
-        scope: String,
-        /// The file's name in the tree (one path component).
-        #[arg(long)]
-        name: String,
+        #[command(flatten)]
+        target: FileTarget,
         /// The local file whose content is sent.
         file: PathBuf,
     },
     /// Delete a whole file (a lookup table, a view, ...).
     DeleteFile {
-        #[arg(long = "type", short = 't', value_name = "TYPE")]
-        conf_type: String,
-        #[arg(long, short = 's')]
-        scope: String,
-        #[arg(long)]
-        name: String,
+        #[command(flatten)]
+        target: FileTarget,
     },
     /// Show a conf type as seen from a scope: every layer merged (default < local,
     /// system < app < user), each value with the file it came from.

@@ -7,8 +7,7 @@ use serde_json::{Value, json};
 
 use super::args::ConfCommand;
 use super::http::ApiClient;
-use crate::api::parse_scope;
-use crate::conf::{ConfChange, Op, Target};
+use crate::conf::{ConfChange, Op};
 use crate::config::Config;
 
 pub fn run(config: Config, cmd: ConfCommand) -> anyhow::Result<ExitCode> {
@@ -29,23 +28,11 @@ pub fn run(config: Config, cmd: ConfCommand) -> anyhow::Result<ExitCode> {
                 };
                 submit(&api, vec![ConfChange { conf_type, scope, target, op }]).await
             }
-            ConfCommand::PutFile { conf_type, scope, name, file } => {
-                let scope = parse_scope(&scope).map_err(anyhow::Error::msg)?;
+            ConfCommand::PutFile { target, file } => {
                 let content = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-                let change = ConfChange {
-                    conf_type,
-                    scope,
-                    target: Target::File { name },
-                    op: Op::PutFile { content },
-                };
-                submit(&api, vec![change]).await
+                submit(&api, vec![target.change(Op::PutFile { content })?]).await
             }
-            ConfCommand::DeleteFile { conf_type, scope, name } => {
-                let scope = parse_scope(&scope).map_err(anyhow::Error::msg)?;
-                let change =
-                    ConfChange { conf_type, scope, target: Target::File { name }, op: Op::DeleteFile };
-                submit(&api, vec![change]).await
-            }
+            ConfCommand::DeleteFile { target } => submit(&api, vec![target.change(Op::DeleteFile)?]).await,
             ConfCommand::Get { conf_type, scope, stanza, json } => {
                 let view = api.get(&format!("/v1/conf/{conf_type}?scope={}", urlish(&scope))).await?;
                 let view = match &stanza {

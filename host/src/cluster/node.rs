@@ -332,18 +332,35 @@ impl ClusterNode {
     /// Makes applied changes durable every `checkpoint_ms` until `shutdown`.
     pub async fn run_checkpoints(&self, shutdown: CancellationToken) {
         let period = std::time::Duration::from_millis(self.config.checkpoint_ms);
+        self.every(period, shutdown, |j| async move {
+            let sm = j.sm.clone();
+            match tokio::task::spawn_blocking(move || sm.checkpoint().map_err(ClusterError::from)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "checkpoint failed; applied changes stay in the log"),
+                Err(e) => warn!(error = %e, "checkpoint task failed"),
+            }
+        })
+        .await
+    }
+
+    /// Runs `round` every `period` until `shutdown`; rounds are skipped while this host is not
+    /// in a cluster. (The member's background jobs: recovery, purge, checkpoints.)
+    pub(super) async fn every<F, Fut>(
+        &self,
+        period: std::time::Duration,
+        shutdown: CancellationToken,
+        mut round: F,
+    ) where
+        F: FnMut(Joined) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(period) => {}
             }
             if let Some(j) = self.joined().await {
-                let sm = j.sm.clone();
-                match tokio::task::spawn_blocking(move || sm.checkpoint().map_err(ClusterError::from)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => warn!(error = %e, "checkpoint failed; applied changes stay in the log"),
-                    Err(e) => warn!(error = %e, "checkpoint task failed"),
-                }
+                round(j).await;
             }
         }
     }

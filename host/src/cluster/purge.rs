@@ -19,19 +19,14 @@ const MAX_AGES: u64 = 100_000;
 impl ClusterNode {
     /// Runs the purge every `purge_period_ms` until `shutdown`.
     pub async fn run_purge(&self, shutdown: CancellationToken) {
-        let period = Duration::from_millis(self.config.purge_period_ms);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(period) => {}
-            }
-            let Some(j) = self.joined().await else { continue };
+        self.every(Duration::from_millis(self.config.purge_period_ms), shutdown, |j| async move {
             match self.purge_once(&j).await {
                 Ok(0) => {}
                 Ok(n) => info!(entries = n, "purged history"),
                 Err(e) => warn!(error = %e, "history purge failed"),
             }
-        }
+        })
+        .await
     }
 
     /// One purge round; returns how many entries went.

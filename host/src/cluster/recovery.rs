@@ -18,24 +18,17 @@ use super::types::{LogId, Request};
 impl ClusterNode {
     /// Offers the outbox to the captain every `retry_ms` until `shutdown`.
     pub async fn run_recovery(&self, shutdown: CancellationToken) {
-        let period = Duration::from_millis(self.config.retry_ms);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(period) => {}
-            }
+        self.every(Duration::from_millis(self.config.retry_ms), shutdown, |j| async move {
             if self.shared.outbox.is_empty() || self.shared.needs_resync() {
-                continue;
+                return;
             }
-            let Some(j) = self.joined().await else { continue };
             match self.push_outbox(&j).await {
                 Ok(0) => {}
                 Ok(n) => info!(batches = n, "pending local changes committed by the captain"),
-                Err(e) => {
-                    self.shared.set_error(format!("pending changes not pushed yet: {e}"));
-                }
+                Err(e) => self.shared.set_error(format!("pending changes not pushed yet: {e}")),
             }
-        }
+        })
+        .await
     }
 
     async fn push_outbox(&self, j: &Joined) -> Result<usize, ClusterError> {

@@ -50,19 +50,21 @@ pub struct SmData {
 }
 
 impl SmData {
-    fn has_seen(&mut self, batch: u64) -> bool {
+    /// The set form of `recent_batches`, rebuilt after a load (serde skips it).
+    fn seen(&mut self) -> &mut std::collections::HashSet<u64> {
         if self.seen.len() != self.recent_batches.len() {
             self.seen = self.recent_batches.iter().copied().collect();
         }
-        self.seen.contains(&batch)
+        &mut self.seen
+    }
+
+    fn has_seen(&mut self, batch: u64) -> bool {
+        self.seen().contains(&batch)
     }
 
     /// True the first time `batch` is offered (and remembers it).
     fn first_time(&mut self, batch: u64) -> bool {
-        if self.seen.len() != self.recent_batches.len() {
-            self.seen = self.recent_batches.iter().copied().collect();
-        }
-        if !self.seen.insert(batch) {
+        if !self.seen().insert(batch) {
             return false;
         }
         self.recent_batches.push_back(batch);

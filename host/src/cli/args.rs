@@ -260,6 +260,9 @@ pub enum SyncCommand {
         /// The primary's peer address; default: sync.primary.
         #[arg(long)]
         primary: Option<String>,
+        /// Print the pass's figures as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
 }
 

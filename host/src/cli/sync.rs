@@ -13,7 +13,7 @@ use crate::peer::{ClusterSecret, PeerConnection, PeerIdentity};
 use crate::sync::pass::pull_pass;
 
 pub fn run(config: Config, cmd: SyncCommand) -> anyhow::Result<ExitCode> {
-    let SyncCommand::Once { tree, primary } = cmd;
+    let SyncCommand::Once { tree, primary, json } = cmd;
     let primary = primary
         .or_else(|| config.sync.primary.clone())
         .context("no primary to pull from: set sync.primary in the configuration or pass --primary")?;
@@ -32,16 +32,24 @@ pub fn run(config: Config, cmd: SyncCommand) -> anyhow::Result<ExitCode> {
         let started = Instant::now();
         let index = state.join(format!("{tree}.standby.index"));
         let stats = pull_pass(&mut conn, &tree, &root, &index).await.with_context(|| format!("sync of `{tree}`"))?;
-        println!(
-            "{tree}: {} whole, {} by delta, {} deleted, {} folders/links, {} bytes received, {} failed, in {:.2} s",
-            stats.files_whole,
-            stats.files_delta,
-            stats.deleted,
-            stats.dirs_links,
-            stats.bytes_sent,
-            stats.failed,
-            started.elapsed().as_secs_f64()
-        );
+        let seconds = started.elapsed().as_secs_f64();
+        if json {
+            let mut v = serde_json::to_value(&stats)?;
+            v["tree"] = tree.clone().into();
+            v["seconds"] = seconds.into();
+            println!("{v}");
+        } else {
+            println!(
+                "{tree}: {} whole, {} by delta, {} deleted, {} folders/links, {} content bytes, {} bytes on the wire, {} failed, in {seconds:.2} s",
+                stats.files_whole,
+                stats.files_delta,
+                stats.deleted,
+                stats.dirs_links,
+                stats.content_bytes,
+                stats.wire_bytes,
+                stats.failed,
+            );
+        }
         Ok(if stats.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     })
 }

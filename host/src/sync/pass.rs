@@ -46,11 +46,14 @@ pub enum PassError {
 }
 
 /// What a pass moved.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PassStats {
     pub files_whole: u64,
     pub files_delta: u64,
-    pub bytes_sent: u64,
+    /// Bytes of file content the pass carried (whole files and delta literals, uncompressed).
+    pub content_bytes: u64,
+    /// Bytes of sync messages the primary sent (after compression, before encryption).
+    pub wire_bytes: u64,
     pub deleted: u64,
     pub dirs_links: u64,
     /// Files the standby could not apply (reported, the rest of the pass went on).
@@ -124,7 +127,7 @@ pub async fn pull_pass(
                     match recv(conn).await? {
                         SyncMsg::Chunk { data, compressed } => {
                             let data = protocol::unchunk(data, compressed)?;
-                            stats.bytes_sent += data.len() as u64;
+                            stats.content_bytes += data.len() as u64;
                             if written.is_ok() {
                                 written = w.write_all(&data);
                             }
@@ -185,7 +188,7 @@ pub async fn pull_pass(
     stats.failed += committed.failed.len() as u64;
     index.save(index_path)?;
     let files = stats.files_whole + stats.files_delta;
-    send(conn, &SyncMsg::Done { files, bytes: stats.bytes_sent, failed: stats.failed }).await?;
+    send(conn, &SyncMsg::Done { files, bytes: stats.content_bytes, failed: stats.failed }).await?;
     Ok(stats)
 }
 
@@ -207,7 +210,7 @@ async fn receive_delta(
             SyncMsg::Ops { ops } => {
                 for op in &ops {
                     if let DeltaOp::Literal(bytes) = op {
-                        stats.bytes_sent += bytes.len() as u64;
+                        stats.content_bytes += bytes.len() as u64;
                     }
                     if let Some(p) = patcher.as_mut()
                         && p.apply(op).is_err()
@@ -279,7 +282,7 @@ pub async fn serve_pass(
                     send(conn, &SyncMsg::WantSignature { path: entry.path.clone() }).await?;
                     match recv(conn).await? {
                         SyncMsg::Signature { sig: Some(sig) } => {
-                            stats.bytes_sent += send_delta(conn, root, &entry, &sig).await?;
+                            stats.wire_bytes += send_delta(conn, root, &entry, &sig).await?;
                             stats.files_delta += 1;
                             continue;
                         }
@@ -287,7 +290,7 @@ pub async fn serve_pass(
                         other => return Err(unexpected(&other, "a signature")),
                     }
                 }
-                stats.bytes_sent += send_whole(conn, root, &entry).await?;
+                stats.wire_bytes += send_whole(conn, root, &entry).await?;
                 stats.files_whole += 1;
             }
         }

@@ -7,3 +7,4 @@ mod peer;
 mod plugins;
 mod support;
 mod sync;
+mod sync_e2e;

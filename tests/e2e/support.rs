@@ -1,6 +1,10 @@
 //! Helpers shared by the end-to-end tests.
 
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Where build.rs left the guest components (defaults, example, fixtures).
@@ -31,4 +35,55 @@ pub fn install_file(bytes: &[u8], dest: &Path) {
     let tmp = dest.with_extension("incoming");
     std::fs::write(&tmp, bytes).unwrap();
     std::fs::rename(&tmp, dest).unwrap();
+}
+
+/// A TCP relay between a client and a server (a standby and its primary) that cuts the
+/// connection once the server has sent `cut_after` bytes through it. Serves one connection.
+pub struct Relay {
+    pub addr: String,
+    /// Bytes relayed from the primary to the standby.
+    pub down: Arc<AtomicU64>,
+}
+
+impl Relay {
+    pub fn start(primary: &str, cut_after: Option<u64>) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let down = Arc::new(AtomicU64::new(0));
+        let (primary, counter) = (primary.to_string(), down.clone());
+        std::thread::spawn(move || {
+            let Ok((standby, _)) = listener.accept() else { return };
+            let upstream = TcpStream::connect(&primary).unwrap();
+            let (from_standby, to_primary) = (standby.try_clone().unwrap(), upstream.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut &from_standby, &mut &to_primary);
+                let _ = to_primary.shutdown(Shutdown::Write);
+            });
+            relay_down(upstream, standby, cut_after, &counter);
+        });
+        Relay { addr, down }
+    }
+}
+
+fn relay_down(from: TcpStream, to: TcpStream, cut_after: Option<u64>, counter: &AtomicU64) {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut sent = 0u64;
+    loop {
+        let room = cut_after.map_or(buf.len() as u64, |cut| (cut - sent).min(buf.len() as u64));
+        let n = match (&from).read(&mut buf[..room as usize]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if (&to).write_all(&buf[..n]).is_err() {
+            break;
+        }
+        sent += n as u64;
+        counter.store(sent, Ordering::SeqCst);
+        if cut_after == Some(sent) {
+            let _ = from.shutdown(Shutdown::Both);
+            let _ = to.shutdown(Shutdown::Both);
+            return;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
 }

@@ -17,18 +17,17 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, FileTimes, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::cluster::Node;
-use crate::support::wait_for;
+use crate::support::{Relay, wait_for};
 
 const MIB: u64 = 1 << 20;
 const TEMP_PREFIX: &[u8] = b".tandem-tmp.";
@@ -434,57 +433,6 @@ fn kill_9_of_the_standby_mid_file_shows_no_partial_file_and_the_next_pass_finish
     let f = pair.synced(&format!("the pass after kill -9 (temporaries then: {temps:?})"));
     assert_eq!(f.files_whole + f.files_delta, 1, "{f:?}");
     assert_eq!(temporaries(&copy), [], "temporaries left behind");
-}
-
-/// A TCP relay between the standby and the primary that cuts the connection once the
-/// primary has sent `cut_after` bytes through it. Serves one connection.
-struct Relay {
-    addr: String,
-    /// Bytes relayed from the primary to the standby.
-    down: Arc<AtomicU64>,
-}
-
-impl Relay {
-    fn start(primary: &str, cut_after: Option<u64>) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let down = Arc::new(AtomicU64::new(0));
-        let (primary, counter) = (primary.to_string(), down.clone());
-        std::thread::spawn(move || {
-            let Ok((standby, _)) = listener.accept() else { return };
-            let upstream = TcpStream::connect(&primary).unwrap();
-            let (from_standby, to_primary) = (standby.try_clone().unwrap(), upstream.try_clone().unwrap());
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut &from_standby, &mut &to_primary);
-                let _ = to_primary.shutdown(Shutdown::Write);
-            });
-            relay_down(upstream, standby, cut_after, &counter);
-        });
-        Relay { addr, down }
-    }
-}
-
-fn relay_down(from: TcpStream, to: TcpStream, cut_after: Option<u64>, counter: &AtomicU64) {
-    let mut buf = vec![0u8; 64 << 10];
-    let mut sent = 0u64;
-    loop {
-        let room = cut_after.map_or(buf.len() as u64, |cut| (cut - sent).min(buf.len() as u64));
-        let n = match (&from).read(&mut buf[..room as usize]) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if (&to).write_all(&buf[..n]).is_err() {
-            break;
-        }
-        sent += n as u64;
-        counter.store(sent, Ordering::SeqCst);
-        if cut_after == Some(sent) {
-            let _ = from.shutdown(Shutdown::Both);
-            let _ = to.shutdown(Shutdown::Both);
-            return;
-        }
-    }
-    let _ = to.shutdown(Shutdown::Write);
 }
 
 /// The relay drops the connection after 50 MiB of a 121 MiB tree; the next pass goes through.

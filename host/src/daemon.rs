@@ -3,6 +3,7 @@
 //! and serves until shutdown. Later subsystems (tree sync, WAL) start here too.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -15,6 +16,8 @@ use crate::conf::ConfTree;
 use crate::config::Config;
 use crate::peer::{self, Acceptor, ClusterSecret, PeerConnection, PeerError, PeerIdentity};
 use crate::plugin::Plugins;
+use crate::sync::follow::Follower;
+use crate::sync::live::watch_trees;
 use crate::sync::protocol::SYNC_FRAME;
 use crate::sync::server::SyncServer;
 
@@ -104,17 +107,44 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
 
     let acceptor = Acceptor {
-        secret,
-        me,
+        secret: secret.clone(),
+        me: me.clone(),
         max_frame: config.peer.max_frame_bytes,
         handshake_timeout: config.peer.handshake_timeout(),
         max_connections: config.peer.max_connections,
     };
+    let sync_state = config.data_dir.join("sync");
     let sync_server = SyncServer {
         config: config.sync.clone(),
-        state_dir: config.data_dir.join("sync"),
+        state_dir: sync_state.clone(),
         plugins: plugins.clone(),
+        journals: Default::default(),
     };
+    match &config.sync.primary {
+        // A standby follows its primary's trees; a primary watches its own.
+        Some(primary) => {
+            let follower = Follower {
+                primary: primary.clone(),
+                secret: secret.clone(),
+                me: (*me).clone(),
+                max_frame: config.peer.max_frame_bytes,
+                state_dir: sync_state.clone(),
+                log_dir: config.log.dir.clone(),
+                verify: Duration::from_secs(config.sync.verify_minutes.max(1) * 60),
+            };
+            let trees: Vec<_> = config
+                .sync
+                .trees
+                .keys()
+                .filter_map(|t| Some((t.clone(), config.sync.tree_root(t)?)))
+                .collect();
+            tasks.spawn(follower.run(trees, shutdown.clone()));
+        }
+        None => {
+            let journals = sync_server.journals.clone();
+            tasks.spawn(watch_trees(config.sync.clone(), sync_state.clone(), journals, shutdown.clone()));
+        }
+    }
     let handler_node = node.clone();
     let handler = move |conn, stop| dispatch(handler_node.clone(), sync_server.clone(), conn, stop);
     peer::serve(listener, acceptor, handler, shutdown.clone()).await;

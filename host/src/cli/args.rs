@@ -263,6 +263,15 @@ pub enum SyncCommand {
         /// Print the pass's figures as one JSON object.
         #[arg(long)]
         json: bool,
+        /// Compare whole trees instead of starting from where the last pass left off.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Per tree on this standby: last pass, files and bytes moved, lag, last error.
+    Status {
+        /// One JSON object per tree, in an array.
+        #[arg(long)]
+        json: bool,
     },
 }
 

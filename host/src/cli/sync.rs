@@ -1,8 +1,12 @@
 //! `tandem sync ...`: tree sync from the command line. `once` pulls one tree from the primary
-//! into this host (the standby) in one pass.
+//! into this host (the standby) in one pass, with a progress line on a terminal; `status`
+//! shows what the standby knows of each tree.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::lookup_host;
@@ -10,10 +14,23 @@ use tokio::net::lookup_host;
 use super::args::SyncCommand;
 use crate::config::Config;
 use crate::peer::{ClusterSecret, PeerConnection, PeerIdentity};
-use crate::sync::pass::pull_pass;
+use crate::sync::pass::{PassStats, Progress, PullMode, PullState, pull_pass};
+use crate::sync::status::{StatusFiles, TreeStatus, humantime_ms, now_ms};
 
 pub fn run(config: Config, cmd: SyncCommand) -> anyhow::Result<ExitCode> {
-    let SyncCommand::Once { tree, primary, json } = cmd;
+    match cmd {
+        SyncCommand::Once { tree, primary, json, full } => once(config, tree, primary, json, full),
+        SyncCommand::Status { json } => status(&config, json),
+    }
+}
+
+fn once(
+    config: Config,
+    tree: String,
+    primary: Option<String>,
+    json: bool,
+    full: bool,
+) -> anyhow::Result<ExitCode> {
     let primary = primary
         .or_else(|| config.sync.primary.clone())
         .context("no primary to pull from: set sync.primary in the configuration or pass --primary")?;
@@ -23,33 +40,113 @@ pub fn run(config: Config, cmd: SyncCommand) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&state)?;
     let secret = ClusterSecret::load(config.peer.secret_file.as_deref().expect("resolved"))?;
     let me = PeerIdentity::new(config.node_name.clone());
+    let status = StatusFiles::new(&state, config.log.dir.as_deref(), &tree);
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        let addr = lookup_host(&primary).await?.next().with_context(|| format!("cannot resolve {primary}"))?;
+    let started = Instant::now();
+    let pulled = runtime.block_on(async {
+        let addr =
+            lookup_host(&primary).await?.next().with_context(|| format!("cannot resolve {primary}"))?;
         let mut conn = PeerConnection::connect(addr, &secret, &me, config.peer.max_frame_bytes)
             .await
             .with_context(|| format!("connecting to the primary {primary}"))?;
-        let started = Instant::now();
-        let index = state.join(format!("{tree}.standby.index"));
-        let stats = pull_pass(&mut conn, &tree, &root, &index).await.with_context(|| format!("sync of `{tree}`"))?;
-        let seconds = started.elapsed().as_secs_f64();
-        if json {
-            let mut v = serde_json::to_value(&stats)?;
-            v["tree"] = tree.clone().into();
-            v["seconds"] = seconds.into();
-            println!("{v}");
-        } else {
-            println!(
-                "{tree}: {} whole, {} by delta, {} deleted, {} folders/links, {} content bytes, {} bytes on the wire, {} failed, in {seconds:.2} s",
-                stats.files_whole,
-                stats.files_delta,
-                stats.deleted,
-                stats.dirs_links,
-                stats.content_bytes,
-                stats.wire_bytes,
-                stats.failed,
-            );
+        let pull = PullState::new(&state, &tree);
+        let progress = Arc::new(Progress::default());
+        let shown = std::io::stderr().is_terminal().then(|| tokio::spawn(show(progress.clone())));
+        let how = if full { PullMode::Full } else { PullMode::Since };
+        let pulled = pull_pass(&mut conn, &tree, &root, &pull, progress, how).await;
+        if let Some(shown) = shown {
+            shown.abort();
+            eprintln!();
         }
-        Ok(if stats.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-    })
+        pulled.with_context(|| format!("sync of `{tree}`"))
+    });
+    let stats = match pulled {
+        Ok(stats) => stats,
+        Err(e) => {
+            status.failed(&tree, &primary, &format!("{e:#}"), false);
+            return Err(e);
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    status.passed(&tree, &primary, &stats, seconds, false);
+    if json {
+        let mut v = serde_json::to_value(&stats)?;
+        v["tree"] = tree.clone().into();
+        v["seconds"] = seconds.into();
+        println!("{v}");
+    } else {
+        println!("{tree}: {} in {seconds:.2} s", summary(&stats));
+    }
+    Ok(if stats.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn summary(s: &PassStats) -> String {
+    format!(
+        "{} whole, {} by delta, {} deleted, {} folders/links, {} content bytes, {} bytes on the wire, {} failed ({})",
+        s.files_whole,
+        s.files_delta,
+        s.deleted,
+        s.dirs_links,
+        s.content_bytes,
+        s.wire_bytes,
+        s.failed,
+        if s.full { "full comparison" } else { "from the primary's journal" }
+    )
+}
+
+/// A progress line on stderr until aborted.
+async fn show(p: Arc<Progress>) {
+    loop {
+        let (files, bytes) = (p.files.load(Ordering::Relaxed), p.bytes.load(Ordering::Relaxed));
+        let (pf, pb) = (p.plan_files.load(Ordering::Relaxed), p.plan_bytes.load(Ordering::Relaxed));
+        eprint!("\r{files}/{pf} files, {:.1}/{:.1} MiB    ", bytes as f64 / 1048576.0, pb as f64 / 1048576.0);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let state = config.data_dir.join("sync");
+    let trees: Vec<TreeStatus> = config
+        .sync
+        .trees
+        .iter()
+        .filter(|(_, path)| !path.is_empty())
+        .map(|(t, _)| StatusFiles::new(&state, None, t).load(t))
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&trees)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = now_ms();
+    let ago = |ms: Option<u64>| {
+        ms.map_or("never".to_string(), |t| format!("{:.1} s ago", (now.saturating_sub(t)) as f64 / 1000.0))
+    };
+    println!(
+        "{:<14} {:<10} {:<20} {:<12} {:>10} {:>14}  last error",
+        "tree", "mode", "last pass", "lag", "files", "bytes"
+    );
+    for t in &trees {
+        let mode = if t.following {
+            "following"
+        } else if t.last_pass_ms.is_some() {
+            "once"
+        } else {
+            "-"
+        };
+        let last = t.last_pass_ms.map_or("never".into(), humantime_ms);
+        let lag = ago(t.in_sync_ms);
+        let error = match (&t.last_error, t.last_error_ms) {
+            (Some(e), Some(at)) if t.last_pass_ms.is_none_or(|p| at > p) => {
+                format!("{e} ({})", ago(Some(at)))
+            }
+            (Some(e), Some(at)) => format!("(recovered) {e} ({})", ago(Some(at))),
+            _ => "-".into(),
+        };
+        let last = last.get(..19).unwrap_or(&last).to_string();
+        println!(
+            "{:<14} {:<10} {:<20} {:<12} {:>10} {:>14}  {error}",
+            t.tree, mode, last, lag, t.files_total, t.bytes_total
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -30,6 +30,9 @@ use crate::sync::tree_error::TreeError;
 /// with a single `syncfs` of the tree's filesystem, which costs the same for 10 files or 10,000.
 pub const SMALL_BATCH: usize = 8;
 
+/// Finished files at least this large have their writeback started at once.
+const WRITEBACK_BYTES: u64 = 1 << 20;
+
 /// What a commit did, including how many durability calls it cost.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CommitStats {
@@ -56,6 +59,68 @@ pub struct FileWriter {
     entry: Entry,
     hasher: blake3::Hasher,
     written: u64,
+    /// Hash checked, mode and mtime set.
+    settled: bool,
+}
+
+/// A file about to be received (see [`Applier::stage`]).
+#[derive(Debug)]
+pub struct Staged {
+    tmp: PathBuf,
+    entry: Entry,
+}
+
+impl Staged {
+    fn open(self) -> Result<FileWriter, TreeError> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&self.tmp)
+            .map_err(TreeError::io("create temporary", &self.tmp))?;
+        Ok(FileWriter {
+            file: Some(file),
+            tmp: self.tmp,
+            entry: self.entry,
+            hasher: blake3::Hasher::new(),
+            written: 0,
+            settled: false,
+        })
+    }
+
+    /// Writes the whole content and settles the file (hash check, mode, mtime): ready for
+    /// [`Applier::finish_file`]. Needs no `&mut Applier`, so files can be written in parallel.
+    pub fn write_whole(self, data: &[u8]) -> Result<FileWriter, TreeError> {
+        let mut w = self.open()?;
+        w.write_all(data).map_err(TreeError::io("write", &w.tmp))?;
+        w.settle()?;
+        Ok(w)
+    }
+}
+
+impl FileWriter {
+    /// Checks the hash and sets mode and mtime; on failure the temporary is removed.
+    fn settle(&mut self) -> Result<(), TreeError> {
+        let Some(file) = self.file.as_ref() else { return Ok(()) };
+        if let Err(e) = settle_file(file, self, &self.tmp) {
+            self.file = None;
+            let _ = fs::remove_file(&self.tmp);
+            return Err(e);
+        }
+        self.settled = true;
+        Ok(())
+    }
+
+    /// The entry being received.
+    pub fn entry(&self) -> &Entry {
+        &self.entry
+    }
+
+    /// The content hash the finished file must have (known only once its content was sent).
+    pub fn expect_hash(&mut self, hash: [u8; 32]) {
+        self.entry.hash = Some(hash);
+    }
 }
 
 impl Write for FileWriter {
@@ -148,28 +213,30 @@ impl Applier {
     /// Starts receiving file `e`: content written to the returned writer lands in a temporary
     /// file beside the target. Missing parent folders are created.
     pub fn begin_file(&mut self, e: &Entry) -> Result<FileWriter, TreeError> {
+        self.stage(e)?.open()
+    }
+
+    /// The part of [`Applier::begin_file`] that needs `&mut self` (the folder checks and the
+    /// temporary's name); [`Staged::write_whole`] does the rest on any thread.
+    pub fn stage(&mut self, e: &Entry) -> Result<Staged, TreeError> {
         expect_kind(e, EntryKind::File)?;
         let parent = self.parent_dir(&e.path)?;
         let tmp = self.tmp_path(&parent);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)
-            .map_err(TreeError::io("create temporary", &tmp))?;
-        Ok(FileWriter { file: Some(file), tmp, entry: e.clone(), hasher: blake3::Hasher::new(), written: 0 })
+        Ok(Staged { tmp, entry: e.clone() })
     }
 
     /// Finishes a received file: checks its hash (when the entry has one), sets mode and
     /// mtime, and queues it for [`Applier::commit`].
     pub fn finish_file(&mut self, mut w: FileWriter) -> Result<(), TreeError> {
+        if !w.settled {
+            w.settle()?;
+        }
         let Some(file) = w.file.take() else { return Ok(()) };
         let tmp = std::mem::take(&mut w.tmp);
-        let settled = settle_file(&file, &w, &tmp);
-        if let Err(e) = settled {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
+        if w.written >= WRITEBACK_BYTES {
+            // Start writing it out now, so the commit's sync finds little left to do.
+            // SAFETY: the descriptor is valid for the call; the flags only start writeback.
+            unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
         }
         self.queued.push(Queued { name: w.entry.path.clone(), tmp, file: Some(file), bytes: w.written });
         if self.queued.len() > SMALL_BATCH {
@@ -207,6 +274,9 @@ impl Applier {
                     .map_err(TreeError::io("create directory", &path))?;
             }
         }
+        // The primary's times and mode win over any restore queued for this folder.
+        self.dir_finals.retain(|d| d.name != e.path);
+        self.unlocked.insert(e.path.clone());
         self.dir_finals.push(DirFinal {
             name: e.path.clone(),
             mode: e.mode & MODE_BITS,
@@ -408,20 +478,22 @@ impl Applier {
         Ok(parent)
     }
 
-    /// Without root, a folder an earlier pass made read-only blocks changes inside it: give
-    /// the owner access for the batch and queue its current mode and mtime to be restored at
-    /// commit (a directory entry for it later in the batch overrides that).
+    /// Before the batch first changes something in folder `dir`: queue its current mode and
+    /// mtime to be restored at commit (a directory entry for it in the batch overrides that),
+    /// and, without root, give the owner access for the batch if an earlier pass made it
+    /// read-only.
     fn unlock(&mut self, dir: Option<RelName>, path: &Path) -> Result<(), TreeError> {
         let Some(dir) = dir else { return Ok(()) };
         if !self.unlocked.insert(dir.clone()) {
             return Ok(());
         }
         let meta = fs::symlink_metadata(path).map_err(TreeError::io("stat", path))?;
-        if meta.mode() & 0o300 == 0o300 {
-            return Ok(());
+        if meta.mode() & 0o300 != 0o300 {
+            let open = Permissions::from_mode(meta.mode() | 0o700);
+            fs::set_permissions(path, open).map_err(TreeError::io("chmod", path))?;
         }
-        let open = Permissions::from_mode(meta.mode() | 0o700);
-        fs::set_permissions(path, open).map_err(TreeError::io("chmod", path))?;
+        // Adding, replacing or removing an entry moves the folder's mtime; the primary did not
+        // change the folder (else its entry would come in this pass and override this).
         let restore = DirFinal { name: dir, mode: meta.mode() & MODE_BITS, mtime_ns: mtime_ns(&meta) };
         self.dir_finals.push(restore);
         Ok(())

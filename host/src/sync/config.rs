@@ -30,6 +30,10 @@ pub struct SyncConfig {
     pub primary: Option<String>,
     /// Trees by name: a path relative to `app_home`; set one to "" to leave it out.
     pub trees: BTreeMap<String, String>,
+    /// On a primary: quiet time after a change before followers are woken, milliseconds.
+    pub debounce_ms: u64,
+    /// On a standby: minutes between passes that compare whole trees.
+    pub verify_minutes: u64,
 }
 
 impl Default for SyncConfig {
@@ -38,6 +42,8 @@ impl Default for SyncConfig {
             app_home: None,
             primary: None,
             trees: DEFAULT_TREES.iter().map(|(n, p)| (n.to_string(), p.to_string())).collect(),
+            debounce_ms: 50,
+            verify_minutes: 10,
         }
     }
 }

@@ -26,7 +26,7 @@ pub enum DeltaOp {
     /// Copy `count` consecutive base blocks starting at `block`.
     Copy { block: u32, count: u32 },
     /// Bytes the base does not have, at most [`MAX_LITERAL`] of them.
-    Literal(Vec<u8>),
+    Literal(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// A whole delta, as built by [`delta`].

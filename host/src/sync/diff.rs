@@ -52,7 +52,7 @@ pub fn diff(source: &[Entry], dest: &Index, protected: &[RelName]) -> Diff {
 }
 
 /// True when `new` needs nothing sent over `old`.
-fn unchanged(old: &Entry, new: &Entry) -> bool {
+pub fn unchanged(old: &Entry, new: &Entry) -> bool {
     let hashes_agree = match (old.hash, new.hash) {
         (Some(a), Some(b)) => a == b,
         _ => true,

@@ -94,6 +94,15 @@ impl Index {
         }
     }
 
+    /// The entries strictly below `p`, in path order.
+    pub fn below<'a>(&'a self, p: &'a RelName) -> impl Iterator<Item = &'a Entry> + 'a {
+        let mut range = self.entries.range(p.clone()..);
+        if range.clone().next().is_some_and(|(k, _)| k == p) {
+            range.next();
+        }
+        range.take_while(move |(k, _)| k.is_within(p)).map(|(_, e)| e)
+    }
+
     /// All entries in path order.
     pub fn iter(&self) -> impl Iterator<Item = &Entry> {
         self.entries.values()

@@ -112,6 +112,11 @@ impl RelName {
         std::iter::once(&self.0[..]).chain(cuts.rev().map(|i| &self.0[..i]).collect::<Vec<_>>())
     }
 
+    /// The folders above the name, innermost first (the root is not one).
+    pub fn ancestors(&self) -> impl Iterator<Item = RelName> + '_ {
+        std::iter::successors(self.parent(), RelName::parent)
+    }
+
     /// The name shown lossily, for logs and errors.
     pub fn display(&self) -> String {
         lossy(&self.0)

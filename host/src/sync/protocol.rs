@@ -17,65 +17,135 @@ use crate::peer::Frame;
 pub const SYNC_FRAME: u16 = 32;
 /// File data per chunk message.
 pub const CHUNK_BYTES: usize = 1 << 20;
-/// Entries per `Have` message.
+/// Entries per `Have` or `Delete` message.
 pub const HAVE_BATCH: usize = 2_000;
 /// Files at least this large (on both sides) travel as a delta; smaller ones whole (a delta's
 /// signature round trip costs more than sending them).
 pub const DELTA_MIN_BYTES: u64 = 64 << 10;
+/// Files smaller than this travel packed together in [`SyncMsg::Files`]; larger ones in chunks.
+pub const SMALL_FILE_BYTES: u64 = 256 << 10;
+/// Content bytes gathered into one [`SyncMsg::Files`] before it is compressed and sent.
+pub const FILES_BATCH_BYTES: usize = 1 << 20;
+/// The most a [`SyncMsg::Files`] payload may inflate to (a batch plus one small file, with room).
+pub const FILES_MAX_BYTES: usize = 4 << 20;
+
+/// Where a standby stands with the primary: the primary's watch epoch and the generation of
+/// its change journal the standby's tree reflects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Since {
+    pub epoch: u64,
+    pub generation: u64,
+}
+
+/// How the primary runs a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PassMode {
+    /// The standby's `since` is current: nothing changed, the pass ends here.
+    Current,
+    /// The primary knows what changed since the standby's `since`: no index needed.
+    Incremental,
+    /// Send your whole index (`Have` ... `HaveEnd`).
+    Full,
+}
+
+/// One small file of a [`SyncMsg::Files`] batch.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SmallFile {
+    pub entry: Entry,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum SyncMsg {
-    /// Standby: start a pass of `tree`.
+    /// Standby: start a pass of `tree`; `since` when it has completed one before.
     Open {
         tree: String,
+        since: Option<Since>,
+        /// When the standby is current, hold the answer until something changes (or a few
+        /// seconds pass): the follow mode's long poll.
+        wait: bool,
     },
+    /// Primary: how this pass runs.
+    Mode(PassMode),
     /// Standby: what it holds (its refreshed index), in batches, then `HaveEnd`.
     Have {
         entries: Vec<Entry>,
     },
     HaveEnd,
+    /// Primary: what this pass will send (for progress).
+    Plan {
+        files: u64,
+        bytes: u64,
+    },
     /// Primary: remove these paths (files, links, or folders with everything below).
     Delete {
         paths: Vec<RelName>,
     },
     Dir(Entry),
     Symlink(Entry),
-    /// Primary: a whole file follows as `Chunk`s, then `FileEnd`.
-    File {
+    /// Primary: small files whole, packed: postcard of `Vec<SmallFile>`, zstd-compressed when
+    /// `compressed`. Each entry carries its content hash.
+    Files {
+        #[serde(with = "serde_bytes")]
+        packed: Vec<u8>,
+        compressed: bool,
+    },
+    /// Primary: a large file follows as `Chunk`s with the same `id`, then `FileEnd`. Chunks of
+    /// different files may interleave.
+    FileStart {
+        id: u32,
         entry: Entry,
     },
     Chunk {
+        id: u32,
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         compressed: bool,
     },
-    FileEnd,
+    /// The file's content hash; the standby checks it before the file may land.
+    FileEnd {
+        id: u32,
+        hash: [u8; 32],
+    },
+    /// Primary: the file changed while it was read; drop it (the next pass sends it).
+    FileAbort {
+        id: u32,
+    },
     /// Primary: send the signature of your copy of `path`.
     WantSignature {
+        id: u32,
         path: RelName,
     },
-    /// Standby: the signature, or none (no usable base: send the file whole).
+    /// Standby: the signature, or none (no usable base: the file comes whole).
     Signature {
+        id: u32,
         sig: Option<Signature>,
     },
     /// Primary: `entry` as delta ops against the signed copy, then `DeltaEnd`.
-    DeltaFile {
+    DeltaStart {
+        id: u32,
         entry: Entry,
         block_len: u32,
     },
     Ops {
+        id: u32,
         ops: Vec<DeltaOp>,
     },
     DeltaEnd {
+        id: u32,
         new_len: u64,
         new_hash: [u8; 32],
     },
-    /// Primary: the pass is complete.
-    End,
-    /// Standby: everything is applied and durable.
+    /// Primary: the pass is complete; on success the standby stands at `since`.
+    End {
+        since: Option<Since>,
+    },
+    /// Standby: everything is applied and durable; `failed` paths did not land.
     Done {
         files: u64,
         bytes: u64,
-        failed: u64,
+        failed: Vec<RelName>,
     },
     /// Either side: the pass cannot go on.
     Error {
@@ -114,20 +184,59 @@ pub fn decode(frame: Option<Frame>) -> Result<SyncMsg, ProtocolError> {
     }
 }
 
-/// A chunk of file data, compressed when that pays.
-pub fn chunk(data: &[u8]) -> SyncMsg {
-    match zstd::bulk::compress(data, 1) {
-        Ok(z) if z.len() + z.len() / 16 < data.len() => SyncMsg::Chunk { data: z, compressed: true },
-        _ => SyncMsg::Chunk { data: data.to_vec(), compressed: false },
+/// Bytes probed before compressing a whole buffer: data that does not shrink here (media,
+/// archives, encrypted files) goes as it is, at a fraction of the cost of compressing it all.
+const PROBE_BYTES: usize = 16 << 10;
+
+/// `data` compressed when that pays: `(bytes, compressed)`.
+pub fn compress(data: &[u8]) -> (Vec<u8>, bool) {
+    if data.len() > 4 * PROBE_BYTES {
+        let probe = &data[..PROBE_BYTES];
+        match zstd::bulk::compress(probe, 1) {
+            Ok(z) if z.len() + z.len() / 8 < probe.len() => {}
+            _ => return (data.to_vec(), false),
+        }
     }
+    match zstd::bulk::compress(data, 1) {
+        Ok(z) if z.len() + z.len() / 16 < data.len() => (z, true),
+        _ => (data.to_vec(), false),
+    }
+}
+
+/// A chunk of file `id`'s data, compressed when that pays.
+pub fn chunk(id: u32, data: &[u8]) -> SyncMsg {
+    let (data, compressed) = compress(data);
+    SyncMsg::Chunk { id, data, compressed }
 }
 
 /// The bytes of a chunk.
 pub fn unchunk(data: Vec<u8>, compressed: bool) -> Result<Vec<u8>, ProtocolError> {
+    inflate(data, compressed, CHUNK_BYTES)
+}
+
+/// A packed batch of small files.
+pub fn pack(files: &[SmallFile]) -> Result<SyncMsg, ProtocolError> {
+    let raw = postcard::to_stdvec(files)?;
+    let (packed, compressed) = compress(&raw);
+    Ok(SyncMsg::Files { packed, compressed })
+}
+
+/// The files of a packed batch.
+pub fn unpack(packed: Vec<u8>, compressed: bool) -> Result<Vec<SmallFile>, ProtocolError> {
+    let raw = inflate(packed, compressed, FILES_MAX_BYTES)?;
+    Ok(postcard::from_bytes(&raw)?)
+}
+
+/// A packed batch's payload, decompressed (for [`unpack`] with `compressed: false`).
+pub fn inflate_files(packed: Vec<u8>) -> Result<Vec<u8>, ProtocolError> {
+    inflate(packed, true, FILES_MAX_BYTES)
+}
+
+fn inflate(data: Vec<u8>, compressed: bool, max: usize) -> Result<Vec<u8>, ProtocolError> {
     if !compressed {
         return Ok(data);
     }
-    zstd::bulk::decompress(&data, CHUNK_BYTES).map_err(ProtocolError::Decompress)
+    zstd::bulk::decompress(&data, max).map_err(ProtocolError::Decompress)
 }
 
 #[cfg(test)]
@@ -137,7 +246,7 @@ mod tests {
     #[test]
     fn chunks_round_trip_compressed_or_not_and_bombs_are_refused() {
         let text = b"the same line again\n".repeat(1000);
-        let SyncMsg::Chunk { data, compressed } = chunk(&text) else { panic!() };
+        let SyncMsg::Chunk { data, compressed, .. } = chunk(1, &text) else { panic!() };
         assert!(compressed && data.len() < text.len() / 10);
         assert_eq!(unchunk(data, true).unwrap(), text);
         let mut x = 0x9e37_79b9_u32;
@@ -149,14 +258,14 @@ mod tests {
                 x as u8
             })
             .collect();
-        let SyncMsg::Chunk { data, compressed } = chunk(&random) else { panic!() };
+        let SyncMsg::Chunk { data, compressed, .. } = chunk(1, &random) else { panic!() };
         assert!(!compressed);
         assert_eq!(unchunk(data, false).unwrap(), random);
         // A chunk that inflates past the chunk size is refused, not allocated.
         let bomb = zstd::bulk::compress(&vec![0u8; CHUNK_BYTES * 4], 1).unwrap();
         assert!(unchunk(bomb, true).is_err());
-        let frame = encode(&SyncMsg::Open { tree: "vault".into() }).unwrap();
-        assert!(matches!(decode(Some(frame)).unwrap(), SyncMsg::Open { tree } if tree == "vault"));
+        let frame = encode(&SyncMsg::Open { tree: "vault".into(), since: None, wait: false }).unwrap();
+        assert!(matches!(decode(Some(frame)).unwrap(), SyncMsg::Open { tree, .. } if tree == "vault"));
         assert!(matches!(decode(None), Err(ProtocolError::Closed)));
         assert!(decode(Some(Frame::new(SYNC_FRAME, vec![0xff; 3]))).is_err());
     }

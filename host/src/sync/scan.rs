@@ -64,14 +64,25 @@ struct Pending {
 /// it is the configured tree, not something found inside it). Names starting with
 /// [`crate::sync::names::TEMP_PREFIX`] are the applier's in-flight files and are ignored.
 pub fn scan(root: &Path, filter: &mut dyn FnMut(&[Entry]) -> Vec<Verdict>) -> Result<ScanResult, TreeError> {
+    scan_below(root, None, filter)
+}
+
+/// [`scan`] of the subtree below folder `start` of the tree at `root` (`None`: all of it);
+/// names stay relative to `root`. `start` itself is not listed, and must be a folder reached
+/// without symlinks (the caller checked it with [`entry_at`]).
+pub fn scan_below(
+    root: &Path,
+    start: Option<&RelName>,
+    filter: &mut dyn FnMut(&[Entry]) -> Vec<Verdict>,
+) -> Result<ScanResult, TreeError> {
     let meta = fs::metadata(root).map_err(TreeError::io("stat tree root", root))?;
     if !meta.is_dir() {
         return Err(TreeError::Root { path: root.to_path_buf(), reason: "not a directory".into() });
     }
     let mut out = ScanResult::default();
-    // Listing the root is done up front so an unreadable root is an error, not an empty tree
+    // Listing the top is done up front so an unreadable root is an error, not an empty tree
     // (an empty listing would delete everything at the destination).
-    let top = list_children(root, None, &mut out)
+    let top = list_children(root, start, &mut out)
         .map_err(|e| TreeError::Root { path: root.to_path_buf(), reason: e })?;
     let mut stack = Vec::new();
     push_batch(top, filter, &mut out, &mut stack)?;
@@ -155,44 +166,85 @@ fn list_children(root: &Path, dir: Option<&RelName>, out: &mut ScanResult) -> Re
         // Only a path past PATH_MAX gets here; the directory then cannot be covered fully.
         let rel = rel.map_err(|e| e.to_string())?;
         let path = dir_path.join(&name);
-        let meta = match fs::symlink_metadata(&path) {
-            Ok(meta) => meta,
-            // Gone since the listing: it is absent at the source now, which is the truth.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                out.unreadable.push((rel, e.to_string()));
-                continue;
-            }
-        };
-        let ft = meta.file_type();
-        let entry = if ft.is_symlink() {
-            match fs::read_link(&path).map(|t| t.into_os_string().into_string()) {
-                Ok(Ok(target)) => Entry::from_metadata(rel, EntryKind::Symlink, &meta, Some(target)),
-                Ok(Err(_)) => {
-                    out.unreadable.push((rel, "symlink target is not UTF-8".into()));
-                    continue;
-                }
-                Err(e) => {
-                    out.unreadable.push((rel, e.to_string()));
-                    continue;
-                }
-            }
-        } else if ft.is_dir() {
-            Entry::from_metadata(rel, EntryKind::Dir, &meta, None)
-        } else if ft.is_file() {
-            let entry = Entry::from_metadata(rel, EntryKind::File, &meta, None);
-            if let Err(reason) = check_readable(&path, entry.mode) {
-                out.unreadable.push((entry.path, reason));
-                continue;
-            }
-            entry
-        } else {
-            out.skipped_special.push(rel);
-            continue;
-        };
-        entries.push(entry);
+        if let Some(entry) = examine(&path, rel, out) {
+            entries.push(entry);
+        }
     }
     Ok(entries)
+}
+
+/// What one path of a tree is now.
+#[derive(Debug)]
+pub enum Found {
+    Entry(Entry),
+    /// Not there (or below something that is not a folder).
+    Absent,
+    /// There but not coverable (unreadable, special, or below a symlinked folder): keep the
+    /// destination's copy.
+    Protected,
+}
+
+/// Examines one path of the tree at `root`, the way [`scan`] would list it: never through a
+/// symlinked folder.
+pub fn entry_at(root: &Path, rel: &RelName) -> Found {
+    let mut dir = root.to_path_buf();
+    let parts: Vec<&[u8]> = rel.components().collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        dir.push(std::ffi::OsStr::from_bytes(part));
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(m) if m.file_type().is_symlink() => return Found::Protected,
+            Ok(_) => return Found::Absent,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Found::Absent,
+            Err(_) => return Found::Protected,
+        }
+    }
+    let mut out = ScanResult::default();
+    match examine(&dir.join(std::ffi::OsStr::from_bytes(rel.file_name())), rel.clone(), &mut out) {
+        Some(entry) => Found::Entry(entry),
+        None if out.unreadable.is_empty() && out.skipped_special.is_empty() => Found::Absent,
+        None => Found::Protected,
+    }
+}
+
+/// One path as an entry; `None` when it is gone, or noted in `out` as unreadable or special.
+fn examine(path: &Path, rel: RelName, out: &mut ScanResult) -> Option<Entry> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        // Gone since the listing: it is absent at the source now, which is the truth.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            out.unreadable.push((rel, e.to_string()));
+            return None;
+        }
+    };
+    let ft = meta.file_type();
+    let entry = if ft.is_symlink() {
+        match fs::read_link(path).map(|t| t.into_os_string().into_string()) {
+            Ok(Ok(target)) => Entry::from_metadata(rel, EntryKind::Symlink, &meta, Some(target)),
+            Ok(Err(_)) => {
+                out.unreadable.push((rel, "symlink target is not UTF-8".into()));
+                return None;
+            }
+            Err(e) => {
+                out.unreadable.push((rel, e.to_string()));
+                return None;
+            }
+        }
+    } else if ft.is_dir() {
+        Entry::from_metadata(rel, EntryKind::Dir, &meta, None)
+    } else if ft.is_file() {
+        let entry = Entry::from_metadata(rel, EntryKind::File, &meta, None);
+        if let Err(reason) = check_readable(path, entry.mode) {
+            out.unreadable.push((entry.path, reason));
+            return None;
+        }
+        entry
+    } else {
+        out.skipped_special.push(rel);
+        return None;
+    };
+    Some(entry)
 }
 
 /// Confirms a file whose mode does not grant read to everyone can be opened. Files readable

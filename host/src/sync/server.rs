@@ -10,7 +10,8 @@ use tracing::{info, warn};
 
 use super::config::SyncConfig;
 use super::filter::plugin_filter;
-use super::pass::serve_pass;
+use super::live::Journals;
+use super::pass::{Filter, ServeTree, serve_pass};
 use super::protocol::{self, SyncMsg};
 use crate::peer::{Frame, PeerConnection, PeerError};
 use crate::plugin::Plugins;
@@ -22,6 +23,8 @@ pub struct SyncServer {
     /// Where the primary keeps its per-tree indexes.
     pub state_dir: PathBuf,
     pub plugins: Plugins,
+    /// Each watched tree's change journal, by tree name.
+    pub journals: Journals,
 }
 
 impl SyncServer {
@@ -42,8 +45,8 @@ impl SyncServer {
                 },
             };
             let Some(frame) = frame else { return Ok(()) };
-            let tree = match protocol::decode(Some(frame)) {
-                Ok(SyncMsg::Open { tree }) => tree,
+            let (tree, since, wait) = match protocol::decode(Some(frame)) {
+                Ok(SyncMsg::Open { tree, since, wait }) => (tree, since, wait),
                 _ => return Err(PeerError::Malformed("a sync pass must start with Open")),
             };
             let Some(root) = self.config.tree_root(&tree) else {
@@ -55,10 +58,12 @@ impl SyncServer {
             };
             std::fs::create_dir_all(&root).map_err(PeerError::Io)?;
             std::fs::create_dir_all(&self.state_dir).map_err(PeerError::Io)?;
-            let index = self.state_dir.join(format!("{tree}.primary.index"));
-            let mut filter = plugin_filter(self.plugins.clone(), tree.clone());
-            match serve_pass(&mut conn, &root, &index, &mut filter).await {
-                Ok(stats) => info!(%tree, ?stats, "sync pass served"),
+            let filter: Filter = Box::new(plugin_filter(self.plugins.clone(), tree.clone()));
+            let journal = self.journals.lock().unwrap_or_else(|p| p.into_inner()).get(&tree).cloned();
+            let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let served = ServeTree { root, filter, journal, workers };
+            match serve_pass(&mut conn, since, wait, served).await {
+                Ok((stats, _)) => info!(%tree, ?stats, "sync pass served"),
                 Err(e) => {
                     warn!(%tree, error = %e, "sync pass failed");
                     return Ok(());

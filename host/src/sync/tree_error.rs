@@ -11,6 +11,10 @@ use crate::sync::entry::EntryKind;
 /// What went wrong while scanning, indexing or applying a tree.
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {
+    /// A delta could not be applied (no usable base, a bad op, or the result's hash differs).
+    #[error("delta not applied: {0}")]
+    Delta(String),
+
     /// A relative name failed validation (absolute, `..`, empty component, NUL, too long).
     #[error("invalid tree path {name:?}: {reason}")]
     InvalidName { name: String, reason: &'static str },

@@ -1,0 +1,89 @@
+//! One sync pass over an established peer connection, both sides running as pipelines.
+//!
+//! The standby pulls ([`pull_pass`]): it opens the pass with where it stands (`since`), sends
+//! its index when the primary asks for it, and applies what arrives on a thread of its own
+//! (decompress, write, hash check, batched durable commit) while its network task keeps
+//! reading and answers signature requests on the side. The primary ([`serve_pass`]) scans, or
+//! takes the changed paths from its journal, diffs against the standby, and feeds its file
+//! workers (read, hash, compress: one per core) whose frames a writer task seals and sends;
+//! small files travel packed many to a frame, large ones in chunks, changed large ones as
+//! deltas whose signatures are all requested up front.
+//!
+//! Must never: delete at the standby what the primary could not read, or leave a half-written
+//! file under its real name (the applier's temp files and batch commit see to that).
+
+mod apply_loop;
+mod pull;
+mod serve;
+mod workers;
+
+use serde::{Deserialize, Serialize};
+
+pub use pull::Progress;
+pub use pull::{PullMode, PullState, pull_pass};
+pub use serve::{Filter, Outcome, ServeTree, serve_pass};
+
+use super::error::SyncError;
+use super::protocol::{self, ProtocolError, SyncMsg};
+use super::tree_error::TreeError;
+use tokio::sync::mpsc;
+
+use crate::peer::{Frame, PeerError, PeerReader, PeerWriter};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    #[error(transparent)]
+    Delta(#[from] SyncError),
+    #[error("a sync worker stopped: {0}")]
+    Worker(String),
+}
+
+/// What a pass moved.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassStats {
+    pub files_whole: u64,
+    pub files_delta: u64,
+    /// Bytes of file content the pass carried (whole files and delta literals, uncompressed).
+    pub content_bytes: u64,
+    /// Bytes of sync messages the primary sent (after compression, before encryption).
+    pub wire_bytes: u64,
+    pub deleted: u64,
+    pub dirs_links: u64,
+    /// Files the standby could not apply (reported, the rest of the pass went on).
+    pub failed: u64,
+    /// True when the pass compared whole trees (no usable journal), false when it took the
+    /// changed paths from the primary's journal.
+    pub full: bool,
+}
+
+async fn recv(reader: &mut PeerReader) -> Result<SyncMsg, PassError> {
+    Ok(protocol::decode(reader.read_frame().await?)?)
+}
+
+/// [`recv`], adding the frame's size to `wire`.
+async fn recv_counted(reader: &mut PeerReader, wire: &mut u64) -> Result<SyncMsg, PassError> {
+    let frame = reader.read_frame().await?;
+    *wire += frame.as_ref().map_or(0, |f| f.body.len() as u64);
+    Ok(protocol::decode(frame)?)
+}
+
+/// Sends every frame queued on `rx`, in order, until all senders are gone; the bytes sent.
+async fn write_all(writer: &mut PeerWriter, mut rx: mpsc::Receiver<Frame>) -> Result<u64, PassError> {
+    let mut wire = 0;
+    while let Some(frame) = rx.recv().await {
+        wire += frame.body.len() as u64;
+        writer.write_frame(&frame).await?;
+    }
+    Ok(wire)
+}
+
+fn unexpected(got: &SyncMsg, wanted: &'static str) -> PassError {
+    let got = format!("{got:?}").chars().take(80).collect();
+    PassError::Protocol(ProtocolError::Unexpected { got, wanted })
+}

@@ -1,0 +1,248 @@
+//! The standby's side of a pass: open with where it stands, send its index when the primary
+//! asks for a full comparison, then read the stream: signatures are computed on the side
+//! (at most [`SIGNATURES_AT_ONCE`]), everything else goes in order to the apply thread. At the
+//! end the index is saved, the new `since` recorded, and the primary told `Done`.
+//!
+//! Must never: record a `since` the tree has not fully reached, or drop what landed before a
+//! pass broke off (the apply thread commits it, and the index is saved either way).
+
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{debug, warn};
+
+use super::{PassError, PassStats, apply_loop, recv, recv_counted, unexpected, write_all};
+use crate::peer::{Frame, PeerConnection};
+use crate::sync::confine::Confined;
+use crate::sync::index::{Index, refresh};
+use crate::sync::names::RelName;
+use crate::sync::protocol::{self, HAVE_BATCH, PassMode, Since, SyncMsg};
+use crate::sync::scan::{Verdict, scan};
+use crate::sync::signature::{Signature, block_len_for, signature};
+use crate::sync::tree_error::TreeError;
+
+/// Signatures computed at once (each reads a whole file).
+const SIGNATURES_AT_ONCE: usize = 2;
+/// Messages queued for the apply thread.
+const APPLY_QUEUE: usize = 64;
+
+/// How far a pull got, for a progress display.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub files: AtomicU64,
+    pub bytes: AtomicU64,
+    /// What the primary said it will send.
+    pub plan_files: AtomicU64,
+    pub plan_bytes: AtomicU64,
+}
+
+/// Where the standby keeps its state of one tree.
+#[derive(Debug, Clone)]
+pub struct PullState {
+    pub index: PathBuf,
+    pub since: PathBuf,
+}
+
+impl PullState {
+    pub fn new(state_dir: &Path, tree: &str) -> PullState {
+        PullState {
+            index: state_dir.join(format!("{tree}.standby.index")),
+            since: state_dir.join(format!("{tree}.standby.since")),
+        }
+    }
+
+    /// Where the last complete pass left this standby; `None` when unknown or unreadable.
+    pub fn since(&self) -> Option<Since> {
+        let text = std::fs::read(&self.since).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    fn set_since(&self, since: Option<Since>) -> Result<(), TreeError> {
+        match since {
+            Some(s) => {
+                let text = serde_json::to_vec(&s).expect("plain struct");
+                crate::durable::write_private(&self.since, &text).map_err(TreeError::io("write", &self.since))
+            }
+            None => match std::fs::remove_file(&self.since) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(TreeError::io("remove", &self.since)(e))
+                }
+                _ => Ok(()),
+            },
+        }
+    }
+}
+
+/// How a pull is run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PullMode {
+    /// From where the last pass left off (incremental when the primary's journal allows).
+    #[default]
+    Since,
+    /// Like `Since`, but when nothing changed the primary holds the answer until something
+    /// does (a few seconds at most): the follow mode's long poll.
+    Wait,
+    /// Ignore the recorded `since` and compare whole trees (the periodic verify pass).
+    Full,
+}
+
+/// Pulls `tree` into `root`.
+pub async fn pull_pass(
+    conn: &mut PeerConnection,
+    tree: &str,
+    root: &Path,
+    state: &PullState,
+    progress: Arc<Progress>,
+    how: PullMode,
+) -> Result<PassStats, PassError> {
+    let since = if how == PullMode::Full { None } else { state.since() };
+    let open = SyncMsg::Open { tree: tree.to_string(), since, wait: how == PullMode::Wait };
+    conn.writer.write_frame(&protocol::encode(&open)?).await?;
+    let mode = match recv(&mut conn.reader).await? {
+        SyncMsg::Mode(mode) => mode,
+        other => return Err(unexpected(&other, "the pass mode")),
+    };
+    let index = match mode {
+        PassMode::Current => return Ok(PassStats::default()),
+        PassMode::Incremental => {
+            let path = state.index.clone();
+            blocking(move || Index::load(&path)).await??
+        }
+        PassMode::Full => {
+            let (path, top) = (state.index.clone(), root.to_path_buf());
+            let mine = blocking(move || {
+                let old = Index::load(&path)?;
+                let scanned = scan(&top, &mut |batch| vec![Verdict::Keep; batch.len()])?;
+                Ok::<_, TreeError>(refresh(&old, scanned.entries, &top)?.0)
+            })
+            .await??;
+            for batch in mine.chunks(HAVE_BATCH) {
+                let msg = SyncMsg::Have { entries: batch.to_vec() };
+                conn.writer.write_frame(&protocol::encode(&msg)?).await?;
+            }
+            conn.writer.write_frame(&protocol::encode(&SyncMsg::HaveEnd)?).await?;
+            mine.into_iter().collect()
+        }
+    };
+
+    let (atx, arx) = mpsc::channel::<SyncMsg>(APPLY_QUEUE);
+    let (top, shown) = (root.to_path_buf(), progress.clone());
+    let applying = tokio::task::spawn_blocking(move || apply_loop::run(arx, &top, index, shown));
+    let (wtx, wrx) = mpsc::channel::<Frame>(16);
+    let PeerConnection { reader, writer, .. } = conn;
+    let read = async move {
+        let sigs = Arc::new(Semaphore::new(SIGNATURES_AT_ONCE));
+        let mut wire = 0u64;
+        let ended = loop {
+            let msg = match recv_counted(reader, &mut wire).await {
+                Ok(msg) => msg,
+                Err(e) => break Err(e),
+            };
+            match msg {
+                SyncMsg::Plan { files, bytes } => {
+                    progress.plan_files.store(files, Ordering::Relaxed);
+                    progress.plan_bytes.store(bytes, Ordering::Relaxed);
+                }
+                SyncMsg::WantSignature { id, path } => {
+                    let (wtx, sigs, top) = (wtx.clone(), sigs.clone(), root.to_path_buf());
+                    tokio::spawn(async move {
+                        let Ok(_permit) = sigs.acquire_owned().await else { return };
+                        let sig = blocking(move || base_signature(&top, &path)).await.ok().flatten();
+                        if let Ok(frame) = protocol::encode(&SyncMsg::Signature { id, sig }) {
+                            let _ = wtx.send(frame).await;
+                        }
+                    });
+                }
+                SyncMsg::End { since } => {
+                    let _ = atx.send(SyncMsg::End { since }).await;
+                    break Ok(since);
+                }
+                other => {
+                    // Inflate here: the apply thread has the disk work, this task time to spare.
+                    let other = match other {
+                        SyncMsg::Chunk { id, data, compressed: true } => {
+                            match protocol::unchunk(data, true) {
+                                Ok(data) => SyncMsg::Chunk { id, data, compressed: false },
+                                Err(e) => break Err(e.into()),
+                            }
+                        }
+                        SyncMsg::Files { packed, compressed: true } => {
+                            match protocol::inflate_files(packed) {
+                                Ok(packed) => SyncMsg::Files { packed, compressed: false },
+                                Err(e) => break Err(e.into()),
+                            }
+                        }
+                        other => other,
+                    };
+                    if atx.send(other).await.is_err() {
+                        break Err(PassError::Worker("the apply thread stopped".into()));
+                    }
+                }
+            }
+        };
+        drop(atx);
+        let applied = applying.await.map_err(|e| PassError::Worker(e.to_string()))?;
+        let applied = match (applied, ended) {
+            (Ok(applied), Ok(_)) => applied,
+            (Ok(applied), Err(e)) => {
+                // What landed before the break is committed: keep it indexed.
+                save_index(state, applied.index).await?;
+                return Err(e);
+            }
+            (Err(e), _) => return Err(e),
+        };
+        let since = applied.end.flatten();
+        save_index(state, applied.index).await?;
+        if applied.failed.is_empty() {
+            let st = state.clone();
+            blocking(move || st.set_since(since)).await??;
+        } else {
+            warn!(
+                failed = applied.failed.len(),
+                "some entries did not land; the next pass compares whole trees"
+            );
+            let st = state.clone();
+            blocking(move || st.set_since(None)).await??;
+        }
+        let mut stats = applied.stats;
+        stats.wire_bytes = wire;
+        stats.failed = applied.failed.len() as u64;
+        stats.full = mode == PassMode::Full;
+        let done = SyncMsg::Done {
+            files: stats.files_whole + stats.files_delta,
+            bytes: stats.content_bytes,
+            failed: applied.failed,
+        };
+        wtx.send(protocol::encode(&done)?).await.map_err(|_| PassError::Worker("writer stopped".into()))?;
+        drop(wtx);
+        debug!(?stats, "sync pass pulled");
+        Ok::<_, PassError>(stats)
+    };
+    let (_, stats) = tokio::try_join!(write_all(writer, wrx), read)?;
+    Ok(stats)
+}
+
+async fn save_index(state: &PullState, index: Index) -> Result<(), PassError> {
+    let path = state.index.clone();
+    blocking(move || index.save(&path)).await??;
+    Ok(())
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, PassError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| PassError::Worker(e.to_string()))
+}
+
+/// The signature of the standby's copy of `path`, if it has a regular file there reached
+/// without symlinks.
+fn base_signature(root: &Path, path: &RelName) -> Option<Signature> {
+    let mut confined = Confined::new(root.to_path_buf());
+    let dir = confined.dir(path.parent().as_ref(), false).ok()??;
+    let full = dir.join(std::ffi::OsStr::from_bytes(path.file_name()));
+    let meta = std::fs::symlink_metadata(&full).ok().filter(|m| m.is_file())?;
+    let file = File::open(&full).ok()?;
+    signature(file, meta.len(), block_len_for(meta.len())).ok()
+}

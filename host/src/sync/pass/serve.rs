@@ -1,0 +1,219 @@
+//! The primary's side of a pass, after the standby's `Open`: decide the mode (from the
+//! journal when it covers the standby's `since`, else a full comparison), then send
+//! deletions, folders and links in order, request every delta signature up front, and let the
+//! file workers stream the files while this task reads the signatures and the final `Done`.
+//!
+//! Must never: delete at the standby a path the scan did not cover (unreadable, special,
+//! excluded), or report a generation the standby has not fully reached.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use super::workers::{Job, Workers};
+use super::{PassError, PassStats, recv, unexpected, write_all};
+use crate::peer::{Frame, PeerConnection, PeerReader};
+use crate::sync::entry::{Entry, EntryKind};
+use crate::sync::index::{Index, diff};
+use crate::sync::journal::{Journal, Plan};
+use crate::sync::names::RelName;
+use crate::sync::protocol::{self, DELTA_MIN_BYTES, HAVE_BATCH, PassMode, Since, SyncMsg};
+use crate::sync::scan::{Verdict, scan};
+
+/// How long a current standby's `Open { wait: true }` is held before the answer `Current`.
+pub const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Frames queued between the workers and the connection's writer.
+const FRAME_QUEUE: usize = 32;
+
+/// The path filter (the path-filter plugin in the daemon).
+pub type Filter = Box<dyn FnMut(&[Entry]) -> Vec<Verdict> + Send>;
+
+/// The tree a pass serves.
+pub struct ServeTree {
+    pub root: PathBuf,
+    pub filter: Filter,
+    /// The tree's change journal, when the primary watches it.
+    pub journal: Option<std::sync::Arc<Journal>>,
+    /// File worker threads (one per core is right).
+    pub workers: usize,
+}
+
+/// Serves one pass on `conn` for a standby that opened with `since`. Returns the filter for
+/// the next pass along with the figures.
+pub async fn serve_pass(
+    conn: &mut PeerConnection,
+    since: Option<Since>,
+    wait: bool,
+    tree: ServeTree,
+) -> Result<(PassStats, Filter), PassError> {
+    let ServeTree { root, filter, journal, workers } = tree;
+    let PeerConnection { reader, writer, peer, .. } = conn;
+    let standby = peer.node.clone();
+    let mut planned = match &journal {
+        Some(j) => j.plan(&standby, since).await,
+        None => Plan::Full { since: None },
+    };
+    if let (Plan::Current, Some(j), Some(s), true) = (&planned, &journal, since, wait) {
+        j.wait_change(s.generation, LONG_POLL).await;
+        planned = j.plan(&standby, since).await;
+    }
+    if let Plan::Current = planned {
+        writer.write_frame(&protocol::encode(&SyncMsg::Mode(PassMode::Current))?).await?;
+        return Ok((PassStats::default(), filter));
+    }
+    let (tx, rx) = mpsc::channel::<Frame>(FRAME_QUEUE);
+    let drive = drive(reader, tx, root, filter, planned, workers);
+    let (wire, driven) = tokio::try_join!(write_all(writer, rx), drive)?;
+    let (mut stats, filter, outcome) = driven;
+    stats.wire_bytes = wire;
+    if let (Some(j), Some(outcome)) = (&journal, outcome) {
+        j.confirm(&standby, outcome);
+    }
+    debug!(?stats, "sync pass served");
+    Ok((stats, filter))
+}
+
+async fn send(tx: &mpsc::Sender<Frame>, msg: &SyncMsg) -> Result<(), PassError> {
+    let frame = protocol::encode(msg)?;
+    tx.send(frame).await.map_err(|_| PassError::Worker("the connection writer stopped".into()))
+}
+
+/// What the standby holds after a successful pass, for the journal.
+pub struct Outcome {
+    pub since: Since,
+    pub holds: Index,
+}
+
+/// The pass itself: everything but the writing.
+async fn drive(
+    reader: &mut PeerReader,
+    tx: mpsc::Sender<Frame>,
+    root: PathBuf,
+    filter: Filter,
+    planned: Plan,
+    workers: usize,
+) -> Result<(PassStats, Filter, Option<Outcome>), PassError> {
+    let mut stats = PassStats::default();
+    let (theirs, upserts, deletes, filter, since) = match planned {
+        Plan::Current => unreachable!("answered before"),
+        Plan::Full { since } => {
+            stats.full = true;
+            send(&tx, &SyncMsg::Mode(PassMode::Full)).await?;
+            let scan_root = root.clone();
+            let scanning = tokio::task::spawn_blocking(move || {
+                let mut filter = filter;
+                let scanned = scan(&scan_root, &mut filter);
+                (scanned, filter)
+            });
+            let theirs = receive_index(reader).await?;
+            let (scanned, filter) = scanning.await.map_err(|e| PassError::Worker(e.to_string()))?;
+            let scanned = scanned?;
+            let protected = scanned.protected();
+            let d = diff(&scanned.entries, &theirs, &protected);
+            (theirs, d.upserts, d.deletes, filter, since)
+        }
+        Plan::Incremental { since, holds, dirty } => {
+            send(&tx, &SyncMsg::Mode(PassMode::Incremental)).await?;
+            let scan_root = root.clone();
+            let held = holds.clone();
+            let diffed = tokio::task::spawn_blocking(move || {
+                let mut filter = filter;
+                let d = crate::sync::journal::diff_dirty(&scan_root, &held, &dirty, &mut filter);
+                (d, filter)
+            });
+            let (d, filter) = diffed.await.map_err(|e| PassError::Worker(e.to_string()))?;
+            let d = d?;
+            (holds, d.upserts, d.deletes, filter, Some(since))
+        }
+    };
+    let files: Vec<&Entry> = upserts.iter().filter(|e| e.kind == EntryKind::File).collect();
+    let plan_bytes = files.iter().map(|e| e.size).sum();
+    send(&tx, &SyncMsg::Plan { files: files.len() as u64, bytes: plan_bytes }).await?;
+    for paths in deletes.chunks(HAVE_BATCH) {
+        stats.deleted += paths.len() as u64;
+        send(&tx, &SyncMsg::Delete { paths: paths.to_vec() }).await?;
+    }
+    let mut wanted: HashMap<u32, Entry> = HashMap::new();
+    let mut whole = Vec::new();
+    for entry in &upserts {
+        match entry.kind {
+            EntryKind::Dir => send(&tx, &SyncMsg::Dir(entry.clone())).await?,
+            EntryKind::Symlink => send(&tx, &SyncMsg::Symlink(entry.clone())).await?,
+            EntryKind::File => {
+                let base = theirs
+                    .get(&entry.path)
+                    .filter(|b| b.kind == EntryKind::File && b.size >= DELTA_MIN_BYTES);
+                if base.is_some() && entry.size >= DELTA_MIN_BYTES {
+                    let id = wanted.len() as u32;
+                    send(&tx, &SyncMsg::WantSignature { id, path: entry.path.clone() }).await?;
+                    wanted.insert(id, entry.clone());
+                } else {
+                    whole.push(entry.clone());
+                }
+                continue;
+            }
+        }
+        stats.dirs_links += 1;
+    }
+    let pool = Workers::start(workers, &root, tx.clone());
+    whole.into_iter().for_each(|e| pool.push(Job::Whole(e)));
+    while !wanted.is_empty() {
+        match recv(reader).await? {
+            SyncMsg::Signature { id, sig } => {
+                let entry =
+                    wanted.remove(&id).ok_or_else(|| PassError::Worker(format!("unasked signature {id}")))?;
+                match sig {
+                    Some(sig) if sig.validate().is_ok() => pool.push(Job::Delta { entry, sig }),
+                    _ => pool.push(Job::Whole(entry)),
+                }
+            }
+            other => return Err(unexpected(&other, "a signature")),
+        }
+    }
+    let done = pool.finish().await.map_err(PassError::Worker)?;
+    stats.files_whole = done.whole;
+    stats.files_delta = done.delta;
+    stats.content_bytes = done.content_bytes;
+    send(&tx, &SyncMsg::End { since: if done.changed.is_empty() { since } else { None } }).await?;
+    drop(tx);
+    let failed = match recv(reader).await? {
+        SyncMsg::Done { failed, .. } => failed,
+        other => return Err(unexpected(&other, "the standby's done")),
+    };
+    stats.failed = failed.len() as u64;
+    let outcome = match since {
+        Some(since) if done.changed.is_empty() && failed.is_empty() => {
+            Some(Outcome { since, holds: holds_after(theirs, upserts, &deletes) })
+        }
+        _ => None,
+    };
+    Ok((stats, filter, outcome))
+}
+
+/// The standby's index, sent in batches.
+async fn receive_index(reader: &mut PeerReader) -> Result<Index, PassError> {
+    let mut theirs = Index::new();
+    loop {
+        match recv(reader).await? {
+            SyncMsg::Have { entries } => entries.into_iter().for_each(|e| theirs.insert(e)),
+            SyncMsg::HaveEnd => return Ok(theirs),
+            other => return Err(unexpected(&other, "the standby's index")),
+        }
+    }
+}
+
+/// What the standby holds once a pass landed: its old state with the deletions and upserts.
+fn holds_after(mut theirs: Index, upserts: Vec<Entry>, deletes: &[RelName]) -> Index {
+    deletes.iter().for_each(|p| theirs.remove(p));
+    for e in upserts {
+        if e.kind != EntryKind::Dir {
+            // A file or link replacing a folder takes the folder's subtree with it.
+            theirs.remove(&e.path);
+        }
+        theirs.insert(e);
+    }
+    theirs
+}

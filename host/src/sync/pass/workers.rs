@@ -1,0 +1,300 @@
+//! The primary's file workers: one thread per core takes files from a shared queue, reads
+//! them (never through a symlink at the file's own name), hashes and compresses them, and
+//! hands finished frames to the connection's writer. Small files are packed many to a frame;
+//! large ones go in chunks; files the standby has a signature for go as delta ops.
+//!
+//! Must never: send content under a stat it was not read under. A file whose size or mtime
+//! moves while it is read is dropped from this pass (`FileAbort`, or left out of its batch)
+//! and counted in `changed`, so the next pass sends it.
+
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+
+use tokio::sync::mpsc::Sender;
+use tracing::debug;
+
+use crate::peer::Frame;
+use crate::sync::delta::{DeltaOp, delta_each};
+use crate::sync::entry::{Entry, MODE_BITS, mtime_ns};
+use crate::sync::error::SyncError;
+use crate::sync::names::RelName;
+use crate::sync::protocol::{
+    self, CHUNK_BYTES, FILES_BATCH_BYTES, ProtocolError, SMALL_FILE_BYTES, SmallFile, SyncMsg,
+};
+use crate::sync::signature::Signature;
+
+/// Delta ops per message.
+const OPS_BATCH: usize = 256;
+
+/// One file to send.
+pub(super) enum Job {
+    Whole(Entry),
+    Delta { entry: Entry, sig: Signature },
+}
+
+/// What the workers did, summed.
+#[derive(Debug, Default)]
+pub(super) struct WorkerStats {
+    pub whole: u64,
+    pub delta: u64,
+    pub content_bytes: u64,
+    /// Files that changed while being read or could not be read: left for the next pass.
+    pub changed: Vec<RelName>,
+}
+
+/// The pool: jobs in, frames out.
+pub(super) struct Workers {
+    jobs: Option<mpsc::Sender<Job>>,
+    threads: Vec<std::thread::JoinHandle<WorkerStats>>,
+}
+
+/// Why a worker stopped early: the writer is gone (the pass failed elsewhere).
+#[derive(Debug)]
+struct WriterGone;
+
+impl Workers {
+    /// Starts `n` workers reading below `root`, sending frames to `frames`.
+    pub fn start(n: usize, root: &Path, frames: Sender<Frame>) -> Workers {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let ids = Arc::new(AtomicU32::new(1));
+        let threads = (0..n.max(1))
+            .map(|i| {
+                let (rx, frames, ids, root) = (rx.clone(), frames.clone(), ids.clone(), root.to_path_buf());
+                std::thread::Builder::new()
+                    .name(format!("sync-send-{i}"))
+                    .spawn(move || Worker { root, frames, ids, stats: WorkerStats::default() }.run(&rx))
+                    .expect("spawning a sync worker thread")
+            })
+            .collect();
+        Workers { jobs: Some(tx), threads }
+    }
+
+    pub fn push(&self, job: Job) {
+        if let Some(jobs) = &self.jobs {
+            // A send fails only when every worker has stopped, which `finish` reports.
+            let _ = jobs.send(job);
+        }
+    }
+
+    /// No more jobs: waits for the workers to drain the queue and returns their sums.
+    pub async fn finish(mut self) -> Result<WorkerStats, String> {
+        self.jobs = None;
+        let threads = std::mem::take(&mut self.threads);
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut sum = WorkerStats::default();
+            for t in threads {
+                let s = t.join().map_err(|_| "a sync worker panicked".to_string())?;
+                sum.whole += s.whole;
+                sum.delta += s.delta;
+                sum.content_bytes += s.content_bytes;
+                sum.changed.extend(s.changed);
+            }
+            Ok(sum)
+        });
+        joined.await.map_err(|e| e.to_string())?
+    }
+}
+
+struct Worker {
+    root: PathBuf,
+    frames: Sender<Frame>,
+    ids: Arc<AtomicU32>,
+    stats: WorkerStats,
+}
+
+impl Worker {
+    fn run(mut self, jobs: &Mutex<mpsc::Receiver<Job>>) -> WorkerStats {
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0usize;
+        loop {
+            let job = match jobs.lock() {
+                Ok(rx) => rx.recv(),
+                Err(_) => break,
+            };
+            let Ok(job) = job else { break };
+            let done = match job {
+                Job::Whole(e) if e.size < SMALL_FILE_BYTES => match self.read_small(&e) {
+                    Some(file) => {
+                        batch_bytes += file.data.len();
+                        batch.push(file);
+                        if batch_bytes >= FILES_BATCH_BYTES {
+                            batch_bytes = 0;
+                            self.flush(&mut batch)
+                        } else {
+                            Ok(())
+                        }
+                    }
+                    None => Ok(()),
+                },
+                Job::Whole(e) => self.send_large(&e),
+                Job::Delta { entry, sig } => self.send_delta(&entry, &sig),
+            };
+            if done.is_err() {
+                return self.stats;
+            }
+        }
+        let _ = self.flush(&mut batch);
+        self.stats
+    }
+
+    fn emit(&self, msg: &SyncMsg) -> Result<(), WriterGone> {
+        let frame = protocol::encode(msg).map_err(|_| WriterGone)?;
+        self.frames.blocking_send(frame).map_err(|_| WriterGone)
+    }
+
+    fn flush(&mut self, batch: &mut Vec<SmallFile>) -> Result<(), WriterGone> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let msg = protocol::pack(batch).map_err(|_: ProtocolError| WriterGone)?;
+        self.stats.whole += batch.len() as u64;
+        batch.clear();
+        self.emit(&msg)
+    }
+
+    fn open(&mut self, e: &Entry) -> Option<(File, Metadata)> {
+        let path = self.root.join(e.path.to_path());
+        let opened =
+            OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(&path);
+        match opened.and_then(|f| f.metadata().map(|m| (f, m))) {
+            Ok((f, m)) if m.is_file() => Some((f, m)),
+            Ok(_) | Err(_) => {
+                debug!(path = %e.path, "not a readable regular file any more; left for the next pass");
+                self.stats.changed.push(e.path.clone());
+                None
+            }
+        }
+    }
+
+    /// `e` with the stat the file was opened under.
+    fn stamped(e: &Entry, meta: &Metadata) -> Entry {
+        Entry { size: meta.len(), mtime_ns: mtime_ns(meta), mode: meta.mode() & MODE_BITS, ..e.clone() }
+    }
+
+    /// True (and noted) when the file moved while it was read.
+    fn moved(&mut self, e: &Entry, file: &File, before: &Metadata, read: u64) -> bool {
+        let stable = file.metadata().is_ok_and(|after| {
+            after.len() == before.len() && mtime_ns(&after) == mtime_ns(before) && read == before.len()
+        });
+        if !stable {
+            debug!(path = %e.path, "changed while being read; left for the next pass");
+            self.stats.changed.push(e.path.clone());
+        }
+        !stable
+    }
+
+    fn read_small(&mut self, e: &Entry) -> Option<SmallFile> {
+        let (mut file, before) = self.open(e)?;
+        let mut data = Vec::with_capacity(before.len() as usize);
+        if file.by_ref().take(SMALL_FILE_BYTES * 4).read_to_end(&mut data).is_err()
+            || self.moved(e, &file, &before, data.len() as u64)
+        {
+            return None;
+        }
+        let mut entry = Self::stamped(e, &before);
+        entry.hash = Some(*blake3::hash(&data).as_bytes());
+        self.stats.content_bytes += data.len() as u64;
+        Some(SmallFile { entry, data })
+    }
+
+    fn send_large(&mut self, e: &Entry) -> Result<(), WriterGone> {
+        let Some((mut file, before)) = self.open(e) else { return Ok(()) };
+        advise_sequential(&file);
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        self.emit(&SyncMsg::FileStart { id, entry: Self::stamped(e, &before) })?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; CHUNK_BYTES];
+        let mut read = 0u64;
+        let ok = loop {
+            match read_full(&mut file, &mut buf) {
+                Ok(0) => break true,
+                Ok(n) => {
+                    hasher.update(&buf[..n]);
+                    read += n as u64;
+                    self.emit(&protocol::chunk(id, &buf[..n]))?;
+                }
+                Err(_) => break false,
+            }
+        };
+        let dropped = if ok {
+            self.moved(e, &file, &before, read)
+        } else {
+            self.stats.changed.push(e.path.clone());
+            true
+        };
+        if dropped {
+            return self.emit(&SyncMsg::FileAbort { id });
+        }
+        self.stats.whole += 1;
+        self.stats.content_bytes += read;
+        self.emit(&SyncMsg::FileEnd { id, hash: *hasher.finalize().as_bytes() })
+    }
+
+    fn send_delta(&mut self, e: &Entry, sig: &Signature) -> Result<(), WriterGone> {
+        let Some((file, before)) = self.open(e) else { return Ok(()) };
+        advise_sequential(&file);
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        self.emit(&SyncMsg::DeltaStart { id, entry: Self::stamped(e, &before), block_len: sig.block_len })?;
+        let mut batch = Vec::with_capacity(OPS_BATCH);
+        let mut literal = 0u64;
+        let mut gone = false;
+        let streamed = delta_each(sig, &file, |op| {
+            if let DeltaOp::Literal(bytes) = &op {
+                literal += bytes.len() as u64;
+            }
+            batch.push(op);
+            if batch.len() >= OPS_BATCH {
+                let ops = std::mem::replace(&mut batch, Vec::with_capacity(OPS_BATCH));
+                if self.emit(&SyncMsg::Ops { id, ops }).is_err() {
+                    gone = true;
+                    return Err(SyncError::Io(io::Error::other("writer gone")));
+                }
+            }
+            Ok(())
+        });
+        if gone {
+            return Err(WriterGone);
+        }
+        if !batch.is_empty() {
+            self.emit(&SyncMsg::Ops { id, ops: batch })?;
+        }
+        match streamed {
+            Ok((new_len, new_hash)) if !self.moved(e, &file, &before, new_len) => {
+                self.stats.delta += 1;
+                self.stats.content_bytes += literal;
+                self.emit(&SyncMsg::DeltaEnd { id, new_len, new_hash })
+            }
+            Ok(_) => self.emit(&SyncMsg::FileAbort { id }),
+            Err(err) => {
+                debug!(path = %e.path, error = %err, "delta failed; left for the next pass");
+                self.stats.changed.push(e.path.clone());
+                self.emit(&SyncMsg::FileAbort { id })
+            }
+        }
+    }
+}
+
+/// Asks the kernel for aggressive read-ahead: large files are read start to end.
+fn advise_sequential(file: &File) {
+    // SAFETY: the descriptor is valid for the call; the advice has no memory effects.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+}
+
+fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}

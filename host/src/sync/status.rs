@@ -1,0 +1,180 @@
+//! What a standby knows of each tree's sync, for `tandem sync status`: the last pass and its
+//! figures, when the tree was last known current, the last error; kept in
+//! `<data>/sync/<tree>.status.json` and written after every pass. Each pass that moved
+//! something or failed also appends one line to the tree's own log, `sync_<tree>.log` in the
+//! log folder (the seed's rsync_vault.log and the like, one per tree).
+//!
+//! Must never: fail a pass because its status or log line could not be written (a warning
+//! is logged instead).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use super::pass::PassStats;
+
+/// One tree's sync status on a standby.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TreeStatus {
+    pub tree: String,
+    pub primary: Option<String>,
+    /// The standby's follow loop runs for this tree (else passes come from `sync once`).
+    pub following: bool,
+    /// When the last pass ended (ms since the epoch), whatever it found.
+    pub last_pass_ms: Option<u64>,
+    /// When the tree was last known equal to the primary's (a pass completed, or the primary
+    /// said nothing changed).
+    pub in_sync_ms: Option<u64>,
+    /// When the last full comparison (verify pass) completed.
+    pub last_full_ms: Option<u64>,
+    /// The last pass that moved something, and how long it took.
+    pub last_change: Option<PassStats>,
+    pub last_change_seconds: f64,
+    /// Totals since this status file was created.
+    pub files_total: u64,
+    pub bytes_total: u64,
+    pub wire_total: u64,
+    pub last_error: Option<String>,
+    pub last_error_ms: Option<u64>,
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Where one tree's status and log live.
+#[derive(Debug, Clone)]
+pub struct StatusFiles {
+    pub status: PathBuf,
+    pub log: Option<PathBuf>,
+}
+
+impl StatusFiles {
+    pub fn new(state_dir: &Path, log_dir: Option<&Path>, tree: &str) -> StatusFiles {
+        StatusFiles {
+            status: state_dir.join(format!("{tree}.status.json")),
+            log: log_dir.map(|d| d.join(format!("sync_{tree}.log"))),
+        }
+    }
+
+    /// The recorded status; a fresh one when there is none (or it is unreadable).
+    pub fn load(&self, tree: &str) -> TreeStatus {
+        std::fs::read(&self.status)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| TreeStatus { tree: tree.to_string(), ..TreeStatus::default() })
+    }
+
+    fn save(&self, status: &TreeStatus) {
+        let text = serde_json::to_vec_pretty(status).expect("plain struct");
+        if let Err(e) = crate::durable::write_private(&self.status, &text) {
+            warn!(path = %self.status.display(), error = %e, "sync status not saved");
+        }
+    }
+
+    fn log_line(&self, line: &str) {
+        let Some(path) = &self.log else { return };
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| writeln!(f, "{} {line}", humantime_ms(now_ms())));
+        if let Err(e) = written {
+            warn!(path = %path.display(), error = %e, "sync log line not written");
+        }
+    }
+
+    /// Records a completed pass.
+    pub fn passed(&self, tree: &str, primary: &str, stats: &PassStats, seconds: f64, following: bool) {
+        let mut st = self.load(tree);
+        let now = now_ms();
+        st.primary = Some(primary.to_string());
+        st.following = following;
+        st.last_pass_ms = Some(now);
+        if stats.failed == 0 {
+            st.in_sync_ms = Some(now);
+        }
+        if stats.full {
+            st.last_full_ms = Some(now);
+        }
+        let moved = stats.files_whole + stats.files_delta + stats.deleted + stats.dirs_links;
+        if moved > 0 || stats.failed > 0 {
+            st.last_change = Some(stats.clone());
+            st.last_change_seconds = seconds;
+            st.files_total += stats.files_whole + stats.files_delta;
+            st.bytes_total += stats.content_bytes;
+            st.wire_total += stats.wire_bytes;
+            self.log_line(&format!(
+                "{} pass: {} whole, {} by delta, {} deleted, {} folders/links, {} content bytes, {} on the wire, {} failed, {seconds:.3} s",
+                if stats.full { "full" } else { "incremental" },
+                stats.files_whole,
+                stats.files_delta,
+                stats.deleted,
+                stats.dirs_links,
+                stats.content_bytes,
+                stats.wire_bytes,
+                stats.failed
+            ));
+        }
+        self.save(&st);
+    }
+
+    /// Records a failed pass (or a failed connection).
+    pub fn failed(&self, tree: &str, primary: &str, error: &str, following: bool) {
+        let mut st = self.load(tree);
+        st.primary = Some(primary.to_string());
+        st.following = following;
+        st.last_error = Some(error.to_string());
+        st.last_error_ms = Some(now_ms());
+        self.log_line(&format!("error: {error}"));
+        self.save(&st);
+    }
+}
+
+/// A UTC timestamp for log lines, e.g. `2026-11-24T19:02:39.123Z`.
+pub fn humantime_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem / 60 % 60, rem % 60, ms % 1000)
+}
+
+/// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_and_a_pass_round_trip() {
+        assert_eq!(humantime_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(humantime_ms(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
+        let dir = tempfile::tempdir().unwrap();
+        let files = StatusFiles::new(dir.path(), Some(dir.path()), "vault");
+        let stats = PassStats { files_whole: 3, content_bytes: 30, full: true, ..PassStats::default() };
+        files.passed("vault", "p:1", &stats, 0.5, true);
+        files.failed("vault", "p:1", "connection refused", true);
+        let st = files.load("vault");
+        assert_eq!((st.files_total, st.bytes_total), (3, 30));
+        assert!(st.in_sync_ms.is_some() && st.last_full_ms.is_some());
+        assert_eq!(st.last_error.as_deref(), Some("connection refused"));
+        let log = std::fs::read_to_string(dir.path().join("sync_vault.log")).unwrap();
+        assert!(log.contains("full pass: 3 whole") && log.contains("error: connection refused"), "{log}");
+    }
+}

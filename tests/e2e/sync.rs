@@ -114,12 +114,12 @@ async fn passes_copy_everything_then_only_what_changed_then_nothing() {
 fn sync_once_pulls_a_tree_from_the_primary_daemon_through_the_path_filter() {
     use crate::cluster::Node;
     let primary = Node::new("primary", "");
-    let standby = Node::new("standby", &format!("[sync]\nprimary = \"{}\"\n", primary.peer));
+    let standby = Node::new("standby", "");
     let vault = primary.data().join("app/vault");
     std::fs::create_dir_all(vault.join("docs")).unwrap();
     std::fs::write(vault.join("docs/report.pdf"), pseudo_random(200_000, 3)).unwrap();
     std::fs::write(vault.join("docs/draft.tmp"), b"half written").unwrap();
-    let out = standby.ok(&["sync", "once", "--tree", "vault"]);
+    let out = standby.ok(&["sync", "once", "--tree", "vault", "--primary", &primary.peer]);
     assert!(out.contains("vault: 1 whole"), "{out}");
     let copy = standby.data().join("app/vault");
     assert_eq!(
@@ -127,9 +127,9 @@ fn sync_once_pulls_a_tree_from_the_primary_daemon_through_the_path_filter() {
         std::fs::read(vault.join("docs/report.pdf")).unwrap()
     );
     assert!(!copy.join("docs/draft.tmp").exists(), "the path filter skips temporaries");
-    let out = standby.ok(&["sync", "once", "--tree", "vault"]);
+    let out = standby.ok(&["sync", "once", "--tree", "vault", "--primary", &primary.peer]);
     assert!(out.contains("vault: 0 whole, 0 by delta, 0 deleted"), "{out}");
-    let out = standby.cli(&["sync", "once", "--tree", "nope"]);
+    let out = standby.cli(&["sync", "once", "--tree", "nope", "--primary", &primary.peer]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no tree `nope`"));
 }
 

@@ -7,6 +7,7 @@
 //! pass broke off (the apply thread commits it, and the index is saved either way).
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,6 +46,8 @@ pub struct Progress {
 pub struct PullState {
     pub index: PathBuf,
     pub since: PathBuf,
+    /// Held while a pass applies: one at a time per standby.
+    pub lock_path: PathBuf,
 }
 
 impl PullState {
@@ -52,6 +55,7 @@ impl PullState {
         PullState {
             index: state_dir.join(format!("{tree}.standby.index")),
             since: state_dir.join(format!("{tree}.standby.since")),
+            lock_path: state_dir.join("apply.lock"),
         }
     }
 
@@ -106,8 +110,14 @@ pub async fn pull_pass(
         SyncMsg::Mode(mode) => mode,
         other => return Err(unexpected(&other, "the pass mode")),
     };
+    if mode == PassMode::Current {
+        return Ok(PassStats::default());
+    }
+    // One pass at a time applies on this host (trees may nest: etc holds etc/ssl).
+    let lock = state.lock_path.clone();
+    let _applying = blocking(move || ApplyLock::take(&lock)).await??;
     let index = match mode {
-        PassMode::Current => return Ok(PassStats::default()),
+        PassMode::Current => unreachable!("answered above"),
         PassMode::Incremental => {
             let path = state.index.clone();
             blocking(move || Index::load(&path)).await??
@@ -224,6 +234,27 @@ pub async fn pull_pass(
     };
     let (_, stats) = tokio::try_join!(write_all(writer, wrx), read)?;
     Ok(stats)
+}
+
+/// An exclusive `flock` on the standby's apply lock, released when dropped.
+struct ApplyLock {
+    _held: File,
+}
+
+impl ApplyLock {
+    fn take(path: &Path) -> Result<ApplyLock, TreeError> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(TreeError::io("open", path))?;
+        // SAFETY: the descriptor is valid while `file` lives; flock has no memory effects.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(TreeError::io("lock", path)(std::io::Error::last_os_error()));
+        }
+        Ok(ApplyLock { _held: file })
+    }
 }
 
 async fn save_index(state: &PullState, index: Index) -> Result<(), PassError> {

@@ -8,3 +8,4 @@ mod plugins;
 mod support;
 mod sync;
 mod sync_e2e;
+mod sync_follow;

@@ -33,7 +33,7 @@ const MIB: u64 = 1 << 20;
 const TEMP_PREFIX: &[u8] = b".tandem-tmp.";
 
 /// The tests here each move up to 300 MB through two processes: one at a time.
-fn one_at_a_time() -> MutexGuard<'static, ()> {
+pub(crate) fn one_at_a_time() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -117,16 +117,16 @@ enum What {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Meta {
+pub(crate) struct Meta {
     what: What,
     mode: u32,
     mtime_ns: i128,
 }
 
-type Listing = BTreeMap<Vec<u8>, Meta>;
+pub(crate) type Listing = BTreeMap<Vec<u8>, Meta>;
 
 /// Everything below `root` (not the root itself), keyed by relative path bytes.
-fn listing(root: &Path) -> Listing {
+pub(crate) fn listing(root: &Path) -> Listing {
     let mut out = Listing::new();
     walk(root, b"", &mut out);
     out
@@ -187,7 +187,7 @@ fn assert_listings_equal(primary: &Listing, standby: &Listing, after: &str) {
     panic!("trees differ after {after}:\n{}", lines.join("\n"));
 }
 
-fn assert_same(primary: &Path, standby: &Path, after: &str) {
+pub(crate) fn assert_same(primary: &Path, standby: &Path, after: &str) {
     assert_listings_equal(&listing(primary), &listing(standby), after);
 }
 

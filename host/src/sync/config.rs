@@ -64,6 +64,20 @@ impl SyncConfig {
         Ok(())
     }
 
+    /// The other trees inside tree `name`, relative to its root (etc holds etc/ssl): each is
+    /// synced on its own, so the outer tree leaves it out.
+    pub fn nested_in(&self, name: &str) -> Vec<String> {
+        let Some(outer) = self.trees.get(name).filter(|p| !p.is_empty()) else { return Vec::new() };
+        let outer = std::path::Path::new(outer);
+        self.trees
+            .iter()
+            .filter(|(other, p)| *other != name && !p.is_empty())
+            .filter_map(|(_, p)| std::path::Path::new(p).strip_prefix(outer).ok())
+            .filter(|rel| !rel.as_os_str().is_empty())
+            .filter_map(|rel| rel.to_str().map(str::to_string))
+            .collect()
+    }
+
     /// The folder of tree `name`, if it is configured.
     pub fn tree_root(&self, name: &str) -> Option<PathBuf> {
         let home = self.app_home.as_ref()?;
@@ -82,6 +96,9 @@ mod tests {
         assert!(c.tree_root("nope").is_none());
         c.trees.insert("vault".into(), String::new());
         assert!(c.tree_root("vault").is_none(), "an emptied tree is left out");
+        assert_eq!(c.nested_in("etc"), ["ssl", "ssl/certs"]);
+        assert_eq!(c.nested_in("vault"), ["reports"]);
+        assert!(c.nested_in("tmp").is_empty());
         c.trees.insert("x".into(), "../etc".into());
         assert!(c.validate().unwrap_err().contains("without `..`"));
     }

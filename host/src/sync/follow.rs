@@ -94,6 +94,7 @@ impl Follower {
 
     async fn connect(&self, root: &std::path::Path) -> anyhow::Result<PeerConnection> {
         std::fs::create_dir_all(root)?;
+        std::fs::create_dir_all(&self.state_dir)?;
         let addr = lookup_host(&self.primary).await?.next();
         let addr = addr.ok_or_else(|| anyhow::anyhow!("cannot resolve {}", self.primary))?;
         Ok(PeerConnection::connect(addr, &self.secret, &self.me, self.max_frame).await?)

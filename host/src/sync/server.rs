@@ -9,10 +9,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::config::SyncConfig;
+use super::entry::Entry;
 use super::filter::plugin_filter;
 use super::live::Journals;
 use super::pass::{Filter, ServeTree, serve_pass};
 use super::protocol::{self, SyncMsg};
+use super::scan::Verdict;
 use crate::peer::{Frame, PeerConnection, PeerError};
 use crate::plugin::Plugins;
 
@@ -58,7 +60,18 @@ impl SyncServer {
             };
             std::fs::create_dir_all(&root).map_err(PeerError::Io)?;
             std::fs::create_dir_all(&self.state_dir).map_err(PeerError::Io)?;
-            let filter: Filter = Box::new(plugin_filter(self.plugins.clone(), tree.clone()));
+            let mut plugin = plugin_filter(self.plugins.clone(), tree.clone());
+            let nested = self.config.nested_in(&tree);
+            // Trees inside this one are synced on their own: left out here, like an exclude.
+            let filter: Filter = Box::new(move |batch: &[Entry]| {
+                let mut verdicts = plugin(batch);
+                for (v, e) in verdicts.iter_mut().zip(batch) {
+                    if nested.iter().any(|n| n.as_bytes() == e.path.as_bytes()) {
+                        *v = Verdict::Prune;
+                    }
+                }
+                verdicts
+            });
             let journal = self.journals.lock().unwrap_or_else(|p| p.into_inner()).get(&tree).cloned();
             let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
             let served = ServeTree { root, filter, journal, workers };

@@ -79,6 +79,9 @@ impl StatusFiles {
 
     fn log_line(&self, line: &str) {
         let Some(path) = &self.log else { return };
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
         let written = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

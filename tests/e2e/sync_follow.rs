@@ -1,0 +1,83 @@
+//! Continuous tree sync with two real daemons: a standby whose configuration names its
+//! primary follows every tree on its own. Shows the initial copy, each new write arriving by
+//! itself (the write-to-standby times are printed; the goal lives in the benchmark), `sync
+//! status` telling the truth, and a standby killed with `kill -9` resuming from where it was:
+//! its next pass takes only what changed from the primary's journal, not a full comparison.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::cluster::Node;
+use crate::support::wait_for;
+use crate::sync_e2e::{assert_same, listing, one_at_a_time};
+
+fn vault_status(standby: &Node) -> Value {
+    let out = standby.ok(&["sync", "status", "--json"]);
+    let all: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{out}: {e}"));
+    all.as_array().unwrap().iter().find(|t| t["tree"] == "vault").cloned().expect("vault in the status")
+}
+
+fn converge(primary: &std::path::Path, copy: &std::path::Path, after: &str) {
+    let equal = wait_for(Duration::from_secs(30), || (listing(primary) == listing(copy)).then_some(()));
+    if equal.is_none() {
+        assert_same(primary, copy, after);
+    }
+}
+
+#[test]
+fn a_following_standby_gets_each_write_by_itself_and_resumes_after_kill_9() {
+    let _one = one_at_a_time();
+    // One tree: nested default trees (vault/reports) keep their own roots' times apart.
+    let trees = "[sync.trees]\nvault = \"vault\"\n";
+    let primary = Node::new("primary", &format!("[sync]\n{trees}"));
+    let vault = primary.data().join("app/vault");
+    fs::create_dir_all(vault.join("docs/deep")).unwrap();
+    for i in 0..50 {
+        fs::write(vault.join(format!("docs/deep/f{i}.txt")), format!("file {i}\n").repeat(i + 1)).unwrap();
+    }
+    let mut standby = Node::new("standby", &format!("[sync]\nprimary = \"{}\"\n{trees}", primary.peer));
+    let copy = standby.data().join("app/vault");
+    converge(&vault, &copy, "the initial copy");
+
+    // Each write ships by itself: no `sync once`.
+    let mut lags = Vec::new();
+    for i in 0..20 {
+        let name = format!("docs/new-{i}.txt");
+        let content = format!("written at step {i}\n");
+        let written = Instant::now();
+        fs::write(vault.join(&name), &content).unwrap();
+        wait_for(Duration::from_secs(10), || {
+            fs::read_to_string(copy.join(&name)).ok().filter(|c| *c == content)
+        })
+        .unwrap_or_else(|| panic!("{name} never reached the standby"));
+        lags.push(written.elapsed());
+    }
+    lags.sort();
+    eprintln!("write to standby: p50 {:?}, max {:?}", lags[lags.len() / 2], lags[lags.len() - 1]);
+    converge(&vault, &copy, "20 single writes");
+
+    let st = vault_status(&standby);
+    assert_eq!(st["following"], true, "{st}");
+    assert!(st["files_total"].as_u64().unwrap() >= 70, "{st}");
+    assert!(st["in_sync_ms"].as_u64().is_some(), "{st}");
+
+    // kill -9 of the standby; the primary changes meanwhile; the restarted standby resumes.
+    standby.kill9();
+    fs::write(vault.join("docs/while-down.txt"), b"written while the standby was down\n").unwrap();
+    fs::remove_file(vault.join("docs/deep/f3.txt")).unwrap();
+    fs::write(vault.join("docs/deep/f4.txt"), b"changed\n").unwrap();
+    let before = vault_status(&standby)["files_total"].as_u64().unwrap();
+    standby.start();
+    converge(&vault, &copy, "the standby's restart");
+    // The status is written just after the pass lands.
+    let moved = |st: &Value| st["files_total"].as_u64().unwrap() > before;
+    let st = wait_for(Duration::from_secs(10), || Some(vault_status(&standby)).filter(moved))
+        .map(|(st, _)| st)
+        .expect("the resumed pass is in the status");
+    let change = &st["last_change"];
+    assert_eq!(change["full"], false, "the resumed pass came from the primary's journal: {st}");
+    assert_eq!(change["deleted"], 1, "{st}");
+    assert_eq!(st["files_total"].as_u64().unwrap() - before, 2, "only the two changed files travelled: {st}");
+}

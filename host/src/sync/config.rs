@@ -94,11 +94,11 @@ mod tests {
         let mut c = SyncConfig { app_home: Some("/opt/app".into()), ..SyncConfig::default() };
         assert_eq!(c.tree_root("playbooks").unwrap(), PathBuf::from("/opt/app/scm/git"));
         assert!(c.tree_root("nope").is_none());
-        c.trees.insert("vault".into(), String::new());
-        assert!(c.tree_root("vault").is_none(), "an emptied tree is left out");
         assert_eq!(c.nested_in("etc"), ["ssl", "ssl/certs"]);
         assert_eq!(c.nested_in("vault"), ["reports"]);
         assert!(c.nested_in("tmp").is_empty());
+        c.trees.insert("vault".into(), String::new());
+        assert!(c.tree_root("vault").is_none(), "an emptied tree is left out");
         c.trees.insert("x".into(), "../etc".into());
         assert!(c.validate().unwrap_err().contains("without `..`"));
     }

@@ -786,9 +786,10 @@ fn report(results: &Results, header: &str, warnings: &[String]) -> String {
          largest process, tandem's CLI); the daemon's VmHWM is its high-water mark since it started \
          (all steps so far), not per step. Bytes sent, source to copy only: rsync's `Total bytes \
          sent` (file list and data, uncompressed: no -z); tandem's `wire_bytes` (sync messages \
-         after compression, before encryption; from the primary's log when the CLI printed 0). (a): tandem's first round \
-         also builds the primary's index of the tree (hashing every file); later rounds, like a \
-         primary that has served before, reuse it (see the rounds below).\n\n\
+         after compression, before encryption, counted by the standby). (b) and (c): tandem's \
+         passes start from where the standby's last pass left off, with the changed paths from \
+         the primary's watcher journal; `sync once --full` would compare whole trees (stat only) \
+         instead, as rsync does.\n\n\
          ## Rounds\n\n",
     );
     for ((step, tool), samples) in results {

@@ -2,7 +2,8 @@
 //! whole. A file is written to a `.tandem-tmp.` file in its target's folder, given its mode
 //! and mtime, and queued; [`Applier::commit`] makes the batch's data durable with one
 //! `syncfs(2)` (or an fsync per file for a batch of at most [`SMALL_BATCH`]), renames every
-//! file into place, then fsyncs each touched folder once. Directories, symlinks and deletions
+//! file into place, then makes the renames durable: one more `syncfs` when more than
+//! [`SMALL_BATCH`] folders were touched, else an fsync of each. Directories, symlinks and deletions
 //! happen at once and are made durable by the same folder fsyncs.
 //!
 //! Must never: write, rename or delete through a symlinked directory component below the root
@@ -71,7 +72,8 @@ pub struct Staged {
 }
 
 impl Staged {
-    fn open(self) -> Result<FileWriter, TreeError> {
+    /// Creates the temporary file: a writer for content that arrives piece by piece.
+    pub fn open(self) -> Result<FileWriter, TreeError> {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -361,9 +363,17 @@ impl Applier {
         self.finish_dirs(&mut stats);
         // Folders opened up for this batch have their modes back: the next batch checks again.
         self.unlocked.clear();
-        for dir in std::mem::take(&mut self.touched) {
-            if self.sync_dir(dir.as_ref())? {
-                stats.dir_syncs += 1;
+        let touched = std::mem::take(&mut self.touched);
+        if touched.len() > SMALL_BATCH {
+            // Many folders: one more syncfs makes every rename and folder change durable at
+            // once (ext4 commits them in one journal transaction) instead of a fsync each.
+            self.syncfs()?;
+            stats.fs_syncs += 1;
+        } else {
+            for dir in touched {
+                if self.sync_dir(dir.as_ref())? {
+                    stats.dir_syncs += 1;
+                }
             }
         }
         debug!(files = stats.files, bytes = stats.bytes, dir_syncs = stats.dir_syncs, "committed batch");
@@ -401,12 +411,18 @@ impl Applier {
             }
             return Ok(());
         }
+        self.syncfs()?;
+        stats.fs_syncs += 1;
+        Ok(())
+    }
+
+    /// One `syncfs(2)` of the tree's filesystem: every dirty page and metadata change on it.
+    fn syncfs(&self) -> Result<(), TreeError> {
         // SAFETY: syncfs only reads the descriptor, which `root_dir` keeps open for this call.
         let rc = unsafe { libc::syncfs(self.root_dir.as_raw_fd()) };
         if rc != 0 {
             return Err(TreeError::io("syncfs", self.confined.root())(io::Error::last_os_error()));
         }
-        stats.fs_syncs += 1;
         Ok(())
     }
 

@@ -276,6 +276,21 @@ fn many_small_files_cost_far_fewer_syncs_than_files() {
     assert_eq!(fs::read(t.path().join("d2/f299")).unwrap(), b"file 299");
 }
 
+#[test]
+fn files_across_many_folders_cost_two_syncfs_not_a_fsync_per_folder() {
+    let t = tempfile::tempdir().unwrap();
+    let mut a = Applier::open(t.path()).unwrap();
+    for i in 0..100 {
+        let content = format!("file {i}");
+        let e = file_entry(&format!("d{i}/f"), content.as_bytes(), 0o644, i);
+        put(&mut a, &e, content.as_bytes()).unwrap();
+    }
+    let stats = a.commit().unwrap();
+    assert_eq!(stats.files, 100);
+    assert_eq!((stats.file_syncs, stats.fs_syncs, stats.dir_syncs), (0, 2, 0), "{stats:?}");
+    assert_eq!(fs::read(t.path().join("d99/f")).unwrap(), b"file 99");
+}
+
 /// A generated tree node: parent (index into earlier dirs, 0 = root), name, and kind.
 #[derive(Debug, Clone)]
 enum Node {

@@ -47,7 +47,7 @@ struct Loop<'a> {
     stats: PassStats,
     failed: Vec<RelName>,
     files: HashMap<u32, FileWriter>,
-    deltas: HashMap<u32, (Entry, Option<Patcher<File, FileWriter>>)>,
+    deltas: HashMap<u32, DeltaJob>,
     /// Finished files waiting for the commit, to be indexed when they land.
     landed: Vec<Entry>,
     folders: Vec<Entry>,
@@ -99,6 +99,59 @@ pub(super) fn run(
         return Err(e);
     }
     Ok(Applied { index: l.index, stats: l.stats, failed: l.failed, end })
+}
+
+enum PatchMsg {
+    Ops(Vec<crate::sync::delta::DeltaOp>),
+    End { new_len: u64, new_hash: [u8; 32] },
+}
+
+/// One delta file being patched on a thread of its own (patching copies most of a large file:
+/// several at once use both cores), fed its ops in order.
+struct DeltaJob {
+    entry: Entry,
+    ops: std::sync::mpsc::Sender<PatchMsg>,
+    thread: std::thread::JoinHandle<Result<FileWriter, TreeError>>,
+}
+
+impl DeltaJob {
+    fn start(
+        entry: Entry,
+        base: Option<std::path::PathBuf>,
+        staged: Result<Staged, TreeError>,
+        block_len: u32,
+    ) -> DeltaJob {
+        let (ops, rx) = std::sync::mpsc::channel::<PatchMsg>();
+        let thread = std::thread::spawn(move || {
+            let no_base = || TreeError::Delta("no usable base".into());
+            let base = File::open(base.ok_or_else(no_base)?).map_err(|_| no_base())?;
+            let out = staged?.open()?;
+            let mut patcher: Patcher<File, FileWriter> =
+                Patcher::new(base, block_len, out).map_err(|e| TreeError::Delta(e.to_string()))?;
+            for msg in rx {
+                match msg {
+                    PatchMsg::Ops(ops) => {
+                        for op in &ops {
+                            patcher.apply(op).map_err(|e| TreeError::Delta(e.to_string()))?;
+                        }
+                    }
+                    PatchMsg::End { new_len, new_hash } => {
+                        return patcher
+                            .finish(new_len, &new_hash)
+                            .map_err(|e| TreeError::Delta(e.to_string()));
+                    }
+                }
+            }
+            Err(TreeError::Delta("the delta stopped midway".into()))
+        });
+        DeltaJob { entry, ops, thread }
+    }
+
+    fn finish(self, new_len: u64, new_hash: [u8; 32]) -> Result<FileWriter, TreeError> {
+        let _ = self.ops.send(PatchMsg::End { new_len, new_hash });
+        drop(self.ops);
+        self.thread.join().unwrap_or_else(|_| Err(TreeError::Delta("the patch thread panicked".into())))
+    }
 }
 
 /// Writes staged small files, half on a second thread.
@@ -195,34 +248,26 @@ impl Loop<'_> {
                 self.deltas.remove(&id);
             }
             SyncMsg::DeltaStart { id, entry, block_len } => {
-                let base =
-                    self.applier.base_path(&entry.path).ok().flatten().and_then(|p| File::open(p).ok());
-                let patcher = match (base, self.applier.begin_file(&entry)) {
-                    (Some(base), Ok(w)) => Patcher::new(base, block_len, w).ok(),
-                    _ => None,
-                };
-                self.deltas.insert(id, (entry, patcher));
+                let base = self.applier.base_path(&entry.path).ok().flatten();
+                let staged = self.applier.stage(&entry);
+                self.deltas.insert(id, DeltaJob::start(entry, base, staged, block_len));
             }
             SyncMsg::Ops { id, ops } => {
-                let Some((_, slot)) = self.deltas.get_mut(&id) else { return Ok(()) };
-                for op in &ops {
-                    if let crate::sync::delta::DeltaOp::Literal(bytes) = op {
-                        self.stats.content_bytes += bytes.len() as u64;
+                if let Some(job) = self.deltas.get(&id) {
+                    for op in &ops {
+                        if let crate::sync::delta::DeltaOp::Literal(bytes) = op {
+                            self.stats.content_bytes += bytes.len() as u64;
+                        }
                     }
-                    if let Some(p) = slot.as_mut()
-                        && p.apply(op).is_err()
-                    {
-                        *slot = None;
-                    }
+                    // A patcher that already failed has hung up; its error comes at the end.
+                    let _ = job.ops.send(PatchMsg::Ops(ops));
                 }
             }
             SyncMsg::DeltaEnd { id, new_len, new_hash } => {
-                let Some((mut entry, patcher)) = self.deltas.remove(&id) else { return Ok(()) };
+                let Some(job) = self.deltas.remove(&id) else { return Ok(()) };
+                let mut entry = job.entry.clone();
                 entry.hash = Some(new_hash);
-                let finished = match patcher {
-                    Some(p) => p.finish(new_len, &new_hash).map_err(|e| TreeError::Delta(e.to_string())),
-                    None => Err(TreeError::Delta("no usable base or a bad op".into())),
-                };
+                let finished = job.finish(new_len, new_hash);
                 self.finish(finished, entry, true);
             }
             other => return Err(unexpected(&other, "a tree entry or the end of the pass")),

@@ -27,7 +27,7 @@ use crate::sync::signature::{Signature, block_len_for, signature};
 use crate::sync::tree_error::TreeError;
 
 /// Signatures computed at once (each reads a whole file).
-const SIGNATURES_AT_ONCE: usize = 2;
+const SIGNATURES_AT_ONCE: usize = 4;
 /// Messages queued for the apply thread.
 const APPLY_QUEUE: usize = 64;
 

@@ -7,13 +7,14 @@
 //! moves while it is read is dropped from this pass (`FileAbort`, or left out of its batch)
 //! and counted in `changed`, so the next pass sends it.
 
+use std::collections::VecDeque;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex};
 
 use tokio::sync::mpsc::Sender;
 use tracing::debug;
@@ -49,8 +50,51 @@ pub(super) struct WorkerStats {
 
 /// The pool: jobs in, frames out.
 pub(super) struct Workers {
-    jobs: Option<mpsc::Sender<Job>>,
+    queue: Arc<Queue>,
     threads: Vec<std::thread::JoinHandle<WorkerStats>>,
+}
+
+/// The workers' job queue: deltas go to the front (a standby is waiting on them, and they
+/// are few and long), whole files to the back.
+#[derive(Default)]
+struct Queue {
+    jobs: Mutex<(VecDeque<Job>, bool)>,
+    ready: Condvar,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (VecDeque<Job>, bool)> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, job: Job) {
+        let mut q = self.lock();
+        match job {
+            Job::Delta { .. } => q.0.push_front(job),
+            Job::Whole(_) => q.0.push_back(job),
+        }
+        drop(q);
+        self.ready.notify_one();
+    }
+
+    fn close(&self) {
+        self.lock().1 = true;
+        self.ready.notify_all();
+    }
+
+    /// The next job; `None` once the queue is closed and empty.
+    fn pop(&self) -> Option<Job> {
+        let mut q = self.lock();
+        loop {
+            if let Some(job) = q.0.pop_front() {
+                return Some(job);
+            }
+            if q.1 {
+                return None;
+            }
+            q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 /// Why a worker stopped early: the writer is gone (the pass failed elsewhere).
@@ -60,31 +104,27 @@ struct WriterGone;
 impl Workers {
     /// Starts `n` workers reading below `root`, sending frames to `frames`.
     pub fn start(n: usize, root: &Path, frames: Sender<Frame>) -> Workers {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
+        let queue = Arc::new(Queue::default());
         let ids = Arc::new(AtomicU32::new(1));
         let threads = (0..n.max(1))
             .map(|i| {
-                let (rx, frames, ids, root) = (rx.clone(), frames.clone(), ids.clone(), root.to_path_buf());
+                let (q, frames, ids, root) = (queue.clone(), frames.clone(), ids.clone(), root.to_path_buf());
                 std::thread::Builder::new()
                     .name(format!("sync-send-{i}"))
-                    .spawn(move || Worker { root, frames, ids, stats: WorkerStats::default() }.run(&rx))
+                    .spawn(move || Worker { root, frames, ids, stats: WorkerStats::default() }.run(&q))
                     .expect("spawning a sync worker thread")
             })
             .collect();
-        Workers { jobs: Some(tx), threads }
+        Workers { queue, threads }
     }
 
     pub fn push(&self, job: Job) {
-        if let Some(jobs) = &self.jobs {
-            // A send fails only when every worker has stopped, which `finish` reports.
-            let _ = jobs.send(job);
-        }
+        self.queue.push(job);
     }
 
     /// No more jobs: waits for the workers to drain the queue and returns their sums.
     pub async fn finish(mut self) -> Result<WorkerStats, String> {
-        self.jobs = None;
+        self.queue.close();
         let threads = std::mem::take(&mut self.threads);
         let joined = tokio::task::spawn_blocking(move || {
             let mut sum = WorkerStats::default();
@@ -101,6 +141,14 @@ impl Workers {
     }
 }
 
+impl Drop for Workers {
+    /// A pass that fails midway drops its pool: the workers stop after their current job.
+    fn drop(&mut self) {
+        self.queue.lock().0.clear();
+        self.queue.close();
+    }
+}
+
 struct Worker {
     root: PathBuf,
     frames: Sender<Frame>,
@@ -109,15 +157,10 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(mut self, jobs: &Mutex<mpsc::Receiver<Job>>) -> WorkerStats {
+    fn run(mut self, queue: &Queue) -> WorkerStats {
         let mut batch = Vec::new();
         let mut batch_bytes = 0usize;
-        loop {
-            let job = match jobs.lock() {
-                Ok(rx) => rx.recv(),
-                Err(_) => break,
-            };
-            let Ok(job) = job else { break };
+        while let Some(job) = queue.pop() {
             let done = match job {
                 Job::Whole(e) if e.size < SMALL_FILE_BYTES => match self.read_small(&e) {
                     Some(file) => {

@@ -48,6 +48,8 @@ struct Figures {
     deleted: u64,
     dirs_links: u64,
     failed: u64,
+    /// Whole trees compared (else the changed paths came from the primary's journal).
+    full: bool,
 }
 
 fn figures(stdout: &[u8]) -> Figures {
@@ -548,4 +550,36 @@ fn sync_once_reports_the_bytes_on_the_wire() {
     assert_eq!(f.content_bytes, 4 * MIB + text.len() as u64, "{f:?}");
     assert!(f.wire_bytes >= 4 * MIB, "the random file cannot shrink: {f:?}");
     assert!(f.wire_bytes < 6 * MIB, "the text compresses: {f:?}");
+}
+
+/// Regression (review): a pass from the primary's journal that breaks off leaves the standby
+/// between old and new; the next pass must not trust the old picture (it compares whole
+/// trees), or a file that landed in the broken pass and was deleted since would stay.
+#[test]
+fn a_broken_incremental_pass_is_followed_by_a_full_comparison() {
+    let _serial = one_at_a_time();
+    let pair = Pair::new();
+    let (v, copy) = (pair.vault(), pair.copy());
+    fs::write(v.join("seed"), b"first\n").unwrap();
+    pair.synced("the first pass");
+    // The primary watches the tree once its folder exists (it retries every few seconds):
+    // wait until passes come from its journal.
+    let mut n = 0;
+    let journaled = wait_for(Duration::from_secs(20), || {
+        n += 1;
+        fs::write(v.join("seed"), format!("{n}\n")).unwrap();
+        Some(()).filter(|()| !pair.synced("a small change").full)
+    });
+    assert!(journaled.is_some(), "passes never came from the primary's journal");
+    for i in 0..4 {
+        write_random(&v.join(format!("b{i}")), 20 * MIB, 40 + i);
+    }
+    let cut = Relay::start(&pair.primary.peer, Some(50 * MIB));
+    assert!(!pair.pass_via(&cut.addr).status.success(), "the cut pass fails");
+    let landed: Vec<_> = (0..4).map(|i| format!("b{i}")).filter(|n| copy.join(n).exists()).collect();
+    assert!(!landed.is_empty(), "something landed before the cut");
+    fs::remove_file(v.join(&landed[0])).unwrap();
+    let f = pair.synced("the pass after the broken one");
+    assert!(f.full, "the pass after a broken one compares whole trees: {f:?}");
+    assert!(!copy.join(&landed[0]).exists(), "{} was deleted on the primary", landed[0]);
 }

@@ -115,27 +115,39 @@ impl Journal {
             // No watcher: nothing the journal says can be trusted.
             return Plan::Full { since: None };
         }
-        let st = self.lock();
+        let mut st = self.lock();
         let now = Since { epoch: self.epoch, generation: st.generation };
+        let usable = |s: Since, held_at: Since| {
+            s == held_at && s.epoch == self.epoch && s.generation >= st.complete_from
+        };
         match (since, st.holds.get(standby)) {
-            (Some(s), Some((held_at, holds)))
-                if s == *held_at && s.epoch == self.epoch && s.generation >= st.complete_from =>
-            {
-                if s.generation == st.generation {
-                    return Plan::Current;
-                }
+            (Some(s), Some((held_at, _))) if usable(s, *held_at) && s.generation == st.generation => {
+                Plan::Current
+            }
+            (Some(s), Some((held_at, _))) if usable(s, *held_at) => {
                 let dirty: Vec<RelName> =
                     st.changed.iter().filter(|(_, g)| **g > s.generation).map(|(p, _)| p.clone()).collect();
                 debug!(standby, dirty = dirty.len(), "incremental pass");
-                Plan::Incremental { since: now, holds: holds.clone(), dirty }
+                // Taken, not copied: a pass that breaks midway leaves the standby somewhere
+                // between old and new, which only a full comparison can tell; `confirm` puts
+                // the new state back when the pass completes.
+                let (_, holds) = st.holds.remove(standby).expect("matched above");
+                Plan::Incremental { since: now, holds, dirty }
             }
-            _ => Plan::Full { since: Some(now) },
+            _ => {
+                st.holds.remove(standby);
+                Plan::Full { since: Some(now) }
+            }
         }
     }
 
-    /// `standby` completed a pass: it stands at `outcome.since` and holds `outcome.holds`.
+    /// `standby` completed a pass: it stands at `outcome.since` and holds `outcome.holds`. An
+    /// outcome older than what is recorded (two passes of one standby crossing) is ignored.
     pub fn confirm(&self, standby: &str, outcome: Outcome) {
         let mut st = self.lock();
+        if st.holds.get(standby).is_some_and(|(held, _)| held.generation > outcome.since.generation) {
+            return;
+        }
         st.holds.insert(standby.to_string(), (outcome.since, outcome.holds));
         // Changes every standby has are of no more use.
         let oldest = st.holds.values().map(|(s, _)| s.generation).min().unwrap_or(0);
@@ -146,13 +158,14 @@ impl Journal {
 /// The diff of an incremental pass: `dirty` paths (a folder: its subtree) and their parent
 /// folders (their own entries: adding or removing a child moves a folder's mtime) compared
 /// with what the standby `holds`. The filter decides as in a full scan: a path below a pruned
-/// folder is left alone, an excluded path is neither sent nor deleted.
+/// folder is left alone, an excluded path is neither sent nor deleted. Also returns the dirty
+/// folders that could not be listed (left alone: the pass must not count as complete).
 pub fn diff_dirty(
     root: &Path,
     holds: &Index,
     dirty: &[RelName],
     filter: &mut dyn FnMut(&[Entry]) -> Vec<Verdict>,
-) -> Result<Diff, TreeError> {
+) -> Result<(Diff, Vec<RelName>), TreeError> {
     let targets: BTreeSet<RelName> = dirty.iter().cloned().collect();
     // A path below another dirty path is covered by that one's subtree.
     let targets: Vec<RelName> =
@@ -184,6 +197,7 @@ pub fn diff_dirty(
 
     let mut upserts: Vec<Entry> = Vec::new();
     let mut deletes: Vec<RelName> = Vec::new();
+    let mut unlisted: Vec<RelName> = Vec::new();
     let own = |e: &Entry, upserts: &mut Vec<Entry>| {
         if verdict.get(&e.path) == Some(&Verdict::Keep) && holds.get(&e.path).is_none_or(|h| !unchanged(h, e))
         {
@@ -204,11 +218,18 @@ pub fn diff_dirty(
             Found::Entry(e) => {
                 own(e, &mut upserts);
                 if e.kind == EntryKind::Dir && verdict.get(t) != Some(&Verdict::Prune) {
-                    let below = scan_below(root, Some(t), filter)?;
-                    let held: Index = holds.below(t).cloned().collect();
-                    let d = diff(&below.entries, &held, &below.protected());
-                    upserts.extend(d.upserts);
-                    deletes.extend(d.deletes);
+                    match scan_below(root, Some(t), filter) {
+                        Ok(below) => {
+                            let held: Index = holds.below(t).cloned().collect();
+                            let d = diff(&below.entries, &held, &below.protected());
+                            upserts.extend(d.upserts);
+                            deletes.extend(d.deletes);
+                        }
+                        // Unlistable (or gone) since it was examined: leave its subtree alone
+                        // and let the caller ask for a full comparison next.
+                        Err(TreeError::Root { .. }) => unlisted.push(t.clone()),
+                        Err(e) => return Err(e),
+                    }
                 }
             }
         }
@@ -232,5 +253,5 @@ pub fn diff_dirty(
             kept.push(d);
         }
     }
-    Ok(Diff { upserts, deletes: kept })
+    Ok((Diff { upserts, deletes: kept }, unlisted))
 }

@@ -95,15 +95,25 @@ async fn watch_tree(
                 },
                 Some(reply) = flush_rx.recv() => {
                     let complete = watcher.barrier(BARRIER_TIMEOUT).await;
-                    match watcher.take() {
-                        Some(Changes::Paths(paths)) => record(&journal, paths),
-                        Some(Changes::Rescan { reason }) => journal.lost(&reason),
-                        None => {}
-                    }
+                    let restart = match watcher.take() {
+                        Some(Changes::Paths(paths)) => {
+                            record(&journal, paths);
+                            false
+                        }
+                        Some(Changes::Rescan { reason }) => {
+                            journal.lost(&reason);
+                            true
+                        }
+                        None => false,
+                    };
                     if !complete {
                         journal.lost("the watcher's barrier was not seen in time");
                     }
                     let _ = reply.send(());
+                    if restart {
+                        // A rescan can mean a watch is missing (limit, moved root): start over.
+                        break;
+                    }
                 }
             }
         }

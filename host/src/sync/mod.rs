@@ -8,7 +8,9 @@
 //!
 //! The delta engine (rolling weak hash + BLAKE3 strong hash over blocks, streaming, verified
 //! by a whole-file hash) turns a changed file into a few copies and literals against the
-//! standby's copy. Not yet here: the transfer between hosts, the watcher and the CLI.
+//! standby's copy. Passes between hosts (`pass/`) start from the primary's change journal
+//! (`journal`, fed by `watch` through `live`) when they can; a standby `follow`s its primary
+//! and keeps a `status` per tree.
 
 pub mod apply;
 pub mod block_index;

@@ -153,6 +153,35 @@ pub enum SyncMsg {
     },
 }
 
+impl SyncMsg {
+    /// The message's name, for errors (never its content, which may be large).
+    pub fn name(&self) -> &'static str {
+        match self {
+            SyncMsg::Open { .. } => "Open",
+            SyncMsg::Mode(_) => "Mode",
+            SyncMsg::Have { .. } => "Have",
+            SyncMsg::HaveEnd => "HaveEnd",
+            SyncMsg::Plan { .. } => "Plan",
+            SyncMsg::Delete { .. } => "Delete",
+            SyncMsg::Dir(_) => "Dir",
+            SyncMsg::Symlink(_) => "Symlink",
+            SyncMsg::Files { .. } => "Files",
+            SyncMsg::FileStart { .. } => "FileStart",
+            SyncMsg::Chunk { .. } => "Chunk",
+            SyncMsg::FileEnd { .. } => "FileEnd",
+            SyncMsg::FileAbort { .. } => "FileAbort",
+            SyncMsg::WantSignature { .. } => "WantSignature",
+            SyncMsg::Signature { .. } => "Signature",
+            SyncMsg::DeltaStart { .. } => "DeltaStart",
+            SyncMsg::Ops { .. } => "Ops",
+            SyncMsg::DeltaEnd { .. } => "DeltaEnd",
+            SyncMsg::End { .. } => "End",
+            SyncMsg::Done { .. } => "Done",
+            SyncMsg::Error { .. } => "Error",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
     #[error("sync message: {0}")]

@@ -6,13 +6,13 @@
 use std::path::PathBuf;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::config::SyncConfig;
 use super::entry::Entry;
 use super::filter::plugin_filter;
 use super::live::Journals;
-use super::pass::{Filter, ServeTree, serve_pass};
+use super::pass::{Filter, PassStats, ServeTree, serve_pass};
 use super::protocol::{self, SyncMsg};
 use super::scan::Verdict;
 use crate::peer::{Frame, PeerConnection, PeerError};
@@ -76,6 +76,7 @@ impl SyncServer {
             let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
             let served = ServeTree { root, filter, journal, workers };
             match serve_pass(&mut conn, since, wait, served).await {
+                Ok((stats, _)) if stats == PassStats::default() => debug!(%tree, "standby is current"),
                 Ok((stats, _)) => info!(%tree, ?stats, "sync pass served"),
                 Err(e) => {
                     warn!(%tree, error = %e, "sync pass failed");

@@ -4,8 +4,9 @@
 //! files may arrive interleaved (by id); each has its own writer or patcher.
 //!
 //! Must never: record in the index a file that did not land, or lose what already landed when
-//! the pass breaks off: whatever is complete when the messages stop is committed and indexed,
-//! so the next pass does not send it again.
+//! the pass breaks off: whatever is complete when the messages stop (or this thread fails) is
+//! committed and indexed, so the next pass does not send it again. An entry that cannot be
+//! applied (a refused link, a path that cannot be deleted) is reported and the pass goes on.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -17,7 +18,7 @@ use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::pull::Progress;
+use super::pull::{ApplyLock, Progress};
 use super::{PassError, PassStats, unexpected};
 use crate::sync::apply::{Applier, FileWriter, Staged};
 use crate::sync::entry::{Entry, EntryKind};
@@ -31,14 +32,17 @@ use crate::sync::tree_error::TreeError;
 pub const COMMIT_FILES: u64 = 2_000;
 /// Bytes applied before a commit.
 pub const COMMIT_BYTES: u64 = 256 << 20;
+/// Op messages queued for one patch thread.
+const PATCH_QUEUE: usize = 16;
 
 /// What the apply thread hands back.
 pub(super) struct Applied {
-    pub index: Index,
     pub stats: PassStats,
     pub failed: Vec<RelName>,
     /// `Some` when the primary's `End` arrived: the pass is complete (its `since`, if any).
     pub end: Option<Option<Since>>,
+    /// Why the pass broke off, if it did (what landed before is committed and indexed).
+    pub broken: Option<PassError>,
 }
 
 struct Loop<'a> {
@@ -55,12 +59,16 @@ struct Loop<'a> {
     progress: &'a Progress,
 }
 
-/// Runs on its own thread until `End` or until the network task drops the sender.
+/// Runs on its own thread until `End` or until the network task drops the sender, then
+/// commits, saves the index to `index_path` and releases `lock` (the apply lock is held by
+/// this thread, so a cancelled pass keeps it until its last commit).
 pub(super) fn run(
     mut rx: mpsc::Receiver<SyncMsg>,
     root: &Path,
     index: Index,
+    index_path: &Path,
     progress: Arc<Progress>,
+    lock: ApplyLock,
 ) -> Result<Applied, PassError> {
     let mut l = Loop {
         applier: Applier::open(root)?,
@@ -81,24 +89,30 @@ pub(super) fn run(
             end = Some(since);
             break;
         }
-        if let Err(e) = l.one(msg) {
+        let applied = l.one(msg).and_then(|()| {
+            if l.since_commit.0 >= COMMIT_FILES || l.since_commit.1 >= COMMIT_BYTES {
+                l.commit()?;
+            }
+            Ok(())
+        });
+        if let Err(e) = applied {
             broken = Some(e);
             break;
-        }
-        if l.since_commit.0 >= COMMIT_FILES || l.since_commit.1 >= COMMIT_BYTES {
-            l.commit()?;
         }
     }
     // A folder committed in an earlier batch may have received files since, which moved its
     // mtime: set the folders' times once more with the last batch.
     for folder in std::mem::take(&mut l.folders) {
-        l.applier.dir(&folder)?;
+        if let Err(e) = l.applier.dir(&folder) {
+            l.refuse(&folder.path, &e);
+        }
     }
-    l.commit()?;
-    if let Some(e) = broken {
-        return Err(e);
+    if let Err(e) = l.commit() {
+        broken.get_or_insert(e);
     }
-    Ok(Applied { index: l.index, stats: l.stats, failed: l.failed, end })
+    l.index.save(index_path)?;
+    drop(lock);
+    Ok(Applied { stats: l.stats, failed: l.failed, end, broken })
 }
 
 enum PatchMsg {
@@ -110,7 +124,7 @@ enum PatchMsg {
 /// several at once use both cores), fed its ops in order.
 struct DeltaJob {
     entry: Entry,
-    ops: std::sync::mpsc::Sender<PatchMsg>,
+    ops: std::sync::mpsc::SyncSender<PatchMsg>,
     thread: std::thread::JoinHandle<Result<FileWriter, TreeError>>,
 }
 
@@ -121,7 +135,8 @@ impl DeltaJob {
         staged: Result<Staged, TreeError>,
         block_len: u32,
     ) -> DeltaJob {
-        let (ops, rx) = std::sync::mpsc::channel::<PatchMsg>();
+        // Bounded: when the disk is slower than the network, the network waits.
+        let (ops, rx) = std::sync::mpsc::sync_channel::<PatchMsg>(PATCH_QUEUE);
         let thread = std::thread::spawn(move || {
             let no_base = || TreeError::Delta("no usable base".into());
             let base = File::open(base.ok_or_else(no_base)?).map_err(|_| no_base())?;
@@ -188,17 +203,23 @@ impl Loop<'_> {
         match msg {
             SyncMsg::Delete { paths } => {
                 for p in paths {
-                    self.applier.delete(&p)?;
-                    self.index.remove(&p);
-                    self.stats.deleted += 1;
+                    match self.applier.delete(&p) {
+                        Ok(()) => {
+                            self.index.remove(&p);
+                            self.stats.deleted += 1;
+                        }
+                        Err(err) => self.refuse(&p, &err),
+                    }
                 }
             }
-            SyncMsg::Dir(e) => {
-                self.applier.dir(&e)?;
-                self.folders.push(e.clone());
-                self.index.insert(e);
-                self.stats.dirs_links += 1;
-            }
+            SyncMsg::Dir(e) => match self.applier.dir(&e) {
+                Ok(()) => {
+                    self.folders.push(e.clone());
+                    self.index.insert(e);
+                    self.stats.dirs_links += 1;
+                }
+                Err(err) => self.refuse(&e.path, &err),
+            },
             SyncMsg::Symlink(e) => match self.applier.symlink(&e) {
                 Ok(()) => {
                     self.index.remove(&e.path);
@@ -209,7 +230,13 @@ impl Loop<'_> {
             },
             SyncMsg::Files { packed, compressed } => {
                 let files = protocol::unpack(packed, compressed)?;
-                let staged: Vec<_> = files.iter().map(|f| self.applier.stage(&f.entry)).collect();
+                let staged: Vec<_> = files
+                    .iter()
+                    .map(|f| match f.entry.hash {
+                        Some(_) => self.applier.stage(&f.entry),
+                        None => Err(TreeError::Delta("a whole file came without its content hash".into())),
+                    })
+                    .collect();
                 // Creating and writing files is the slow part: two threads share the batch.
                 let written = write_parallel(staged, &files);
                 for (w, f) in written.into_iter().zip(files) {

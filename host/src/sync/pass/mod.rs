@@ -42,6 +42,8 @@ pub enum PassError {
     Delta(#[from] SyncError),
     #[error("a sync worker stopped: {0}")]
     Worker(String),
+    #[error("the peer sent nothing for {0:?}")]
+    Silent(std::time::Duration),
 }
 
 /// What a pass moved.
@@ -84,6 +86,7 @@ async fn write_all(writer: &mut PeerWriter, mut rx: mpsc::Receiver<Frame>) -> Re
 }
 
 fn unexpected(got: &SyncMsg, wanted: &'static str) -> PassError {
-    let got = format!("{got:?}").chars().take(80).collect();
+    // The name only: formatting a whole message could mean a 64 MiB string.
+    let got = got.name().to_string();
     PassError::Protocol(ProtocolError::Unexpected { got, wanted })
 }

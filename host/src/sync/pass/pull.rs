@@ -12,10 +12,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
+use super::serve::LONG_POLL;
 use super::{PassError, PassStats, apply_loop, recv, recv_counted, unexpected, write_all};
 use crate::peer::{Frame, PeerConnection};
 use crate::sync::confine::Confined;
@@ -30,6 +32,8 @@ use crate::sync::tree_error::TreeError;
 const SIGNATURES_AT_ONCE: usize = 4;
 /// Messages queued for the apply thread.
 const APPLY_QUEUE: usize = 64;
+/// A primary silent this long in the middle of a pass is taken for gone.
+const IDLE_LIMIT: Duration = Duration::from_secs(300);
 
 /// How far a pull got, for a progress display.
 #[derive(Debug, Default)]
@@ -94,7 +98,9 @@ pub enum PullMode {
     Full,
 }
 
-/// Pulls `tree` into `root`.
+/// Pulls `tree` into `root`. Not cancel-safe in one respect: if this future is dropped, the
+/// apply thread still commits what arrived, saves the index and only then releases the apply
+/// lock; the recorded `since` stays where it was, so the next pass repeats the work.
 pub async fn pull_pass(
     conn: &mut PeerConnection,
     tree: &str,
@@ -106,16 +112,19 @@ pub async fn pull_pass(
     let since = if how == PullMode::Full { None } else { state.since() };
     let open = SyncMsg::Open { tree: tree.to_string(), since, wait: how == PullMode::Wait };
     conn.writer.write_frame(&protocol::encode(&open)?).await?;
-    let mode = match recv(&mut conn.reader).await? {
+    // A held long poll answers within LONG_POLL; anything much later is a dead connection.
+    let answer = tokio::time::timeout(LONG_POLL + IDLE_LIMIT, recv(&mut conn.reader)).await;
+    let mode = match answer.map_err(|_| PassError::Silent(LONG_POLL + IDLE_LIMIT))?? {
         SyncMsg::Mode(mode) => mode,
         other => return Err(unexpected(&other, "the pass mode")),
     };
     if mode == PassMode::Current {
         return Ok(PassStats::default());
     }
-    // One pass at a time applies on this host (trees may nest: etc holds etc/ssl).
+    // One pass at a time applies on this host (trees may nest: etc holds etc/ssl). The apply
+    // thread holds the lock until its last commit, even if this future is dropped.
     let lock = state.lock_path.clone();
-    let _applying = blocking(move || ApplyLock::take(&lock)).await??;
+    let applying_lock = blocking(move || ApplyLock::take(&lock)).await??;
     let index = match mode {
         PassMode::Current => unreachable!("answered above"),
         PassMode::Incremental => {
@@ -140,17 +149,20 @@ pub async fn pull_pass(
     };
 
     let (atx, arx) = mpsc::channel::<SyncMsg>(APPLY_QUEUE);
-    let (top, shown) = (root.to_path_buf(), progress.clone());
-    let applying = tokio::task::spawn_blocking(move || apply_loop::run(arx, &top, index, shown));
+    let (top, shown, index_path) = (root.to_path_buf(), progress.clone(), state.index.clone());
+    let applying = tokio::task::spawn_blocking(move || {
+        apply_loop::run(arx, &top, index, &index_path, shown, applying_lock)
+    });
     let (wtx, wrx) = mpsc::channel::<Frame>(16);
     let PeerConnection { reader, writer, .. } = conn;
     let read = async move {
         let sigs = Arc::new(Semaphore::new(SIGNATURES_AT_ONCE));
         let mut wire = 0u64;
         let ended = loop {
-            let msg = match recv_counted(reader, &mut wire).await {
-                Ok(msg) => msg,
-                Err(e) => break Err(e),
+            let msg = match tokio::time::timeout(IDLE_LIMIT, recv_counted(reader, &mut wire)).await {
+                Ok(Ok(msg)) => msg,
+                Ok(Err(e)) => break Err(e),
+                Err(_) => break Err(PassError::Silent(IDLE_LIMIT)),
             };
             match msg {
                 SyncMsg::Plan { files, bytes } => {
@@ -195,18 +207,13 @@ pub async fn pull_pass(
             }
         };
         drop(atx);
-        let applied = applying.await.map_err(|e| PassError::Worker(e.to_string()))?;
-        let applied = match (applied, ended) {
-            (Ok(applied), Ok(_)) => applied,
-            (Ok(applied), Err(e)) => {
-                // What landed before the break is committed: keep it indexed.
-                save_index(state, applied.index).await?;
-                return Err(e);
-            }
-            (Err(e), _) => return Err(e),
-        };
+        let applied = applying.await.map_err(|e| PassError::Worker(e.to_string()))??;
+        // The index is saved either way: what landed before a break stays known.
+        if let Some(e) = applied.broken {
+            return Err(e);
+        }
+        ended?;
         let since = applied.end.flatten();
-        save_index(state, applied.index).await?;
         if applied.failed.is_empty() {
             let st = state.clone();
             blocking(move || st.set_since(since)).await??;
@@ -237,7 +244,7 @@ pub async fn pull_pass(
 }
 
 /// An exclusive `flock` on the standby's apply lock, released when dropped.
-struct ApplyLock {
+pub(super) struct ApplyLock {
     _held: File,
 }
 
@@ -255,12 +262,6 @@ impl ApplyLock {
         }
         Ok(ApplyLock { _held: file })
     }
-}
-
-async fn save_index(state: &PullState, index: Index) -> Result<(), PassError> {
-    let path = state.index.clone();
-    blocking(move || index.save(&path)).await??;
-    Ok(())
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, PassError> {

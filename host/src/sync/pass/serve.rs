@@ -97,6 +97,8 @@ async fn drive(
     workers: usize,
 ) -> Result<(PassStats, Filter, Option<Outcome>), PassError> {
     let mut stats = PassStats::default();
+    // Something this pass could not cover: it must not count as complete.
+    let mut incomplete = false;
     let (theirs, upserts, deletes, filter, since) = match planned {
         Plan::Current => unreachable!("answered before"),
         Plan::Full { since } => {
@@ -125,7 +127,8 @@ async fn drive(
                 (d, filter)
             });
             let (d, filter) = diffed.await.map_err(|e| PassError::Worker(e.to_string()))?;
-            let d = d?;
+            let (d, unlisted) = d?;
+            incomplete |= !unlisted.is_empty();
             (holds, d.upserts, d.deletes, filter, Some(since))
         }
     };
@@ -177,7 +180,8 @@ async fn drive(
     stats.files_whole = done.whole;
     stats.files_delta = done.delta;
     stats.content_bytes = done.content_bytes;
-    send(&tx, &SyncMsg::End { since: if done.changed.is_empty() { since } else { None } }).await?;
+    incomplete |= !done.changed.is_empty();
+    send(&tx, &SyncMsg::End { since: if incomplete { None } else { since } }).await?;
     drop(tx);
     let failed = match recv(reader).await? {
         SyncMsg::Done { failed, .. } => failed,
@@ -185,7 +189,7 @@ async fn drive(
     };
     stats.failed = failed.len() as u64;
     let outcome = match since {
-        Some(since) if done.changed.is_empty() && failed.is_empty() => {
+        Some(since) if !incomplete && failed.is_empty() => {
             Some(Outcome { since, holds: holds_after(theirs, upserts, &deletes) })
         }
         _ => None,

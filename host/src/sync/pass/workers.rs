@@ -31,6 +31,10 @@ use crate::sync::signature::Signature;
 
 /// Delta ops per message.
 const OPS_BATCH: usize = 256;
+/// Encoded bytes of an entry besides its path, rounded up (kind, size, mtime, mode, hash).
+const ENTRY_OVERHEAD: usize = 64;
+/// Files per packed batch at most.
+const FILES_BATCH_COUNT: usize = 4_096;
 
 /// One file to send.
 pub(super) enum Job {
@@ -164,9 +168,11 @@ impl Worker {
             let done = match job {
                 Job::Whole(e) if e.size < SMALL_FILE_BYTES => match self.read_small(&e) {
                     Some(file) => {
-                        batch_bytes += file.data.len();
+                        // Content plus what an entry costs (path, stat, hash), so a batch of
+                        // many empty files stays far below what the standby accepts.
+                        batch_bytes += file.data.len() + ENTRY_OVERHEAD + file.entry.path.as_bytes().len();
                         batch.push(file);
-                        if batch_bytes >= FILES_BATCH_BYTES {
+                        if batch_bytes >= FILES_BATCH_BYTES || batch.len() >= FILES_BATCH_COUNT {
                             batch_bytes = 0;
                             self.flush(&mut batch)
                         } else {
@@ -234,10 +240,13 @@ impl Worker {
 
     fn read_small(&mut self, e: &Entry) -> Option<SmallFile> {
         let (mut file, before) = self.open(e)?;
-        let mut data = Vec::with_capacity(before.len() as usize);
-        if file.by_ref().take(SMALL_FILE_BYTES * 4).read_to_end(&mut data).is_err()
-            || self.moved(e, &file, &before, data.len() as u64)
-        {
+        // The file may have grown since the scan: never trust its size for an allocation.
+        let mut data = Vec::with_capacity(before.len().min(SMALL_FILE_BYTES) as usize);
+        if file.by_ref().take(SMALL_FILE_BYTES * 4).read_to_end(&mut data).is_err() {
+            self.stats.changed.push(e.path.clone());
+            return None;
+        }
+        if self.moved(e, &file, &before, data.len() as u64) {
             return None;
         }
         let mut entry = Self::stamped(e, &before);

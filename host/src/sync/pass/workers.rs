@@ -27,7 +27,7 @@ use crate::sync::names::RelName;
 use crate::sync::protocol::{
     self, CHUNK_BYTES, FILES_BATCH_BYTES, ProtocolError, SMALL_FILE_BYTES, SmallFile, SyncMsg,
 };
-use crate::sync::signature::Signature;
+use crate::sync::signature::{Signature, read_full};
 
 /// Delta ops per message.
 const OPS_BATCH: usize = 256;
@@ -336,17 +336,4 @@ impl Worker {
 fn advise_sequential(file: &File) {
     // SAFETY: the descriptor is valid for the call; the advice has no memory effects.
     unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
-}
-
-fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }

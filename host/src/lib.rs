@@ -8,7 +8,8 @@
 //! - [`conf`]: the Splunk-style conf model: `.conf` files, scopes, layers, typed change ops,
 //!   the on-disk tree and its snapshots.
 //! - [`cluster`]: the captain commit log (openraft) and the member lifecycle around it.
-//! - [`sync`]: file-tree sync: scan, per-tree index, diff, safe apply.
+//! - [`sync`]: file-tree sync: scan, index, journal, delta passes, safe apply, follow mode.
+//! - [`wal`]: WAL streaming from the primary PostgreSQL (so far: the replication client).
 //! - [`api`]: the REST API every member serves.
 //! - [`config`]: `tandem.toml`, validated.
 //! - [`durable`]: crash-safe replacement of small files tandem owns.
@@ -27,3 +28,4 @@ pub mod logging;
 pub mod peer;
 pub mod plugin;
 pub mod sync;
+pub mod wal;

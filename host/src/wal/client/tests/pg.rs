@@ -1,0 +1,301 @@
+//! `PgServer`: a throwaway PostgreSQL 15 cluster for tests: initdb into a temporary folder,
+//! start on a free port (TCP on 127.0.0.1 and a Unix socket in the folder), stop with
+//! `pg_ctl stop -m immediate` on drop. PostgreSQL refuses to run as root, so as root every
+//! PostgreSQL program runs as the `postgres` user.
+//!
+//! A machine without PostgreSQL skips the tests that need it, loudly; with `CI=true` it fails
+//! them instead: CI must never pass by skipping.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use super::super::config::ConnConfig;
+
+/// The roles every test cluster has, one per authentication method (password = role name).
+pub const ROLE_TRUST: &str = "rep_trust";
+pub const ROLE_PASSWORD: &str = "rep_password";
+pub const ROLE_MD5: &str = "rep_md5";
+pub const ROLE_SCRAM: &str = "rep_scram";
+/// Logs in but lacks the REPLICATION attribute.
+pub const ROLE_NO_REPLICATION: &str = "norep";
+const OS_USER: &str = "postgres";
+const START_ATTEMPTS: usize = 3;
+
+const HBA: &str = "\
+local all all trust
+local replication all trust
+host replication rep_trust 127.0.0.1/32 trust
+host replication rep_password 127.0.0.1/32 password
+host replication rep_md5 127.0.0.1/32 md5
+host replication rep_scram 127.0.0.1/32 scram-sha-256
+host replication norep 127.0.0.1/32 trust
+host replication postgres 127.0.0.1/32 trust
+host all all 127.0.0.1/32 trust
+";
+
+const ROLES_SQL: &str = "\
+CREATE ROLE rep_trust LOGIN REPLICATION;
+SET password_encryption = 'scram-sha-256';
+CREATE ROLE rep_password LOGIN REPLICATION PASSWORD 'rep_password';
+CREATE ROLE rep_scram LOGIN REPLICATION PASSWORD 'rep_scram';
+SET password_encryption = 'md5';
+CREATE ROLE rep_md5 LOGIN REPLICATION PASSWORD 'rep_md5';
+CREATE ROLE norep LOGIN;
+";
+
+/// A running test cluster.
+pub struct PgServer {
+    /// Keeps the folder (data, socket, log) alive; removed after the server stops.
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    pub data: PathBuf,
+    pub sock: PathBuf,
+    pub port: u16,
+    bin: PathBuf,
+    running: bool,
+}
+
+impl PgServer {
+    /// A fresh primary with `extra` server settings (`name=value`), or `None` (after saying
+    /// why) where PostgreSQL is not installed and this is not CI.
+    pub fn start(extra: &[&str]) -> Option<PgServer> {
+        let bin = match bin_dir() {
+            Some(bin) => bin,
+            None => {
+                unavailable("no PostgreSQL binaries (set TANDEM_PG_BIN or install postgresql-15)");
+                return None;
+            }
+        };
+        let dir = tempfile::Builder::new().prefix("tandem-pg-").tempdir().expect("temp dir");
+        let root = dir.path().to_path_buf();
+        let mut server = PgServer {
+            data: root.join("data"),
+            sock: root.join("sock"),
+            root,
+            _dir: dir,
+            port: 0,
+            bin,
+            running: false,
+        };
+        std::fs::create_dir(&server.sock).expect("socket dir");
+        give_to_postgres(&server.root);
+        if let Err(e) =
+            server.run("initdb", &["-D", path(&server.data), "-U", "postgres", "-A", "trust", "--no-sync"])
+        {
+            unavailable(&format!("initdb failed: {e}"));
+            return None;
+        }
+        std::fs::write(server.data.join("pg_hba.conf"), HBA).expect("pg_hba.conf");
+        let mut conf = vec!["fsync=off", "wal_level=replica", "max_wal_senders=5", "max_replication_slots=5"];
+        conf.extend_from_slice(extra);
+        if let Err(e) = server.boot(&conf) {
+            unavailable(&e);
+            return None;
+        }
+        server.psql(ROLES_SQL);
+        Some(server)
+    }
+
+    /// Starts the cluster in `data` on a free port, retrying if another process took the port.
+    fn boot(&mut self, conf: &[&str]) -> Result<(), String> {
+        let mut last = String::new();
+        for _ in 0..START_ATTEMPTS {
+            self.port = free_port();
+            let mut opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, path(&self.sock));
+            for c in conf {
+                opts.push_str(&format!(" -c {c}"));
+            }
+            let log = self.root.join(format!("log-{}", self.port));
+            match self.run(
+                "pg_ctl",
+                &["-D", path(&self.data), "-l", path(&log), "-o", &opts, "-w", "-t", "60", "start"],
+            ) {
+                Ok(_) => {
+                    self.running = true;
+                    return Ok(());
+                }
+                Err(e) => last = format!("{e}\n{}", std::fs::read_to_string(&log).unwrap_or_default()),
+            }
+        }
+        Err(format!("PostgreSQL did not start: {last}"))
+    }
+
+    /// A standby of this server made with `pg_basebackup -R`, started and streaming.
+    pub fn standby(&self) -> PgServer {
+        let dir = tempfile::Builder::new().prefix("tandem-pg-standby-").tempdir().expect("temp dir");
+        let root = dir.path().to_path_buf();
+        let mut standby = PgServer {
+            data: root.join("data"),
+            sock: root.join("sock"),
+            root,
+            _dir: dir,
+            port: 0,
+            bin: self.bin.clone(),
+            running: false,
+        };
+        std::fs::create_dir(&standby.sock).expect("socket dir");
+        give_to_postgres(&standby.root);
+        let port = self.port.to_string();
+        standby
+            .run(
+                "pg_basebackup",
+                &[
+                    "-D",
+                    path(&standby.data),
+                    "-R",
+                    "-X",
+                    "stream",
+                    "-c",
+                    "fast",
+                    "-h",
+                    path(&self.sock),
+                    "-p",
+                    &port,
+                ],
+            )
+            .expect("pg_basebackup");
+        standby.boot(&["fsync=off"]).expect("standby start");
+        standby
+    }
+
+    /// Promotes a standby and waits until it accepts writes.
+    pub fn promote(&self) {
+        self.run("pg_ctl", &["-D", path(&self.data), "-w", "-t", "60", "promote"]).expect("promote");
+        wait_until("promotion", || self.psql("SELECT pg_is_in_recovery()") == "f");
+    }
+
+    /// `pg_ctl stop -m fast`, waiting for it: a fast shutdown waits for walsenders to see
+    /// their WAL reported flushed.
+    pub fn stop_fast(&mut self) -> Result<(), String> {
+        self.run("pg_ctl", &["-D", path(&self.data), "-m", "fast", "-w", "-t", "60", "stop"])?;
+        self.running = false;
+        Ok(())
+    }
+
+    /// Runs SQL as the superuser over the Unix socket; panics on failure. Output is unaligned,
+    /// tuples only, trimmed.
+    pub fn psql(&self, sql: &str) -> String {
+        let port = self.port.to_string();
+        let out = self
+            .run(
+                "psql",
+                &[
+                    "-X",
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-At",
+                    "-h",
+                    path(&self.sock),
+                    "-p",
+                    &port,
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-c",
+                    sql,
+                ],
+            )
+            .unwrap_or_else(|e| panic!("psql {sql:?}: {e}"));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// A replication connection config for `user` over TCP (password = user name for the
+    /// password roles).
+    pub fn config(&self, user: &str) -> ConnConfig {
+        let password = [ROLE_PASSWORD, ROLE_MD5, ROLE_SCRAM].contains(&user).then(|| user.to_owned());
+        ConnConfig { port: self.port, user: user.to_owned(), password, ..ConnConfig::for_test() }
+    }
+
+    /// The superuser over the Unix socket.
+    pub fn unix_config(&self) -> ConnConfig {
+        ConnConfig { port: self.port, socket_dir: Some(self.sock.clone()), ..ConnConfig::for_test() }
+    }
+
+    /// A file under `pg_wal/`, read as whoever runs the tests (root can read it).
+    pub fn wal_file(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.data.join("pg_wal").join(name)).unwrap_or_else(|e| panic!("pg_wal/{name}: {e}"))
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Result<Output, String> {
+        let exe = self.bin.join(program);
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", OS_USER, "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        // The test's own folder as working directory: postgres may not enter the caller's.
+        let out = cmd.args(args).current_dir(&self.root).output().map_err(|e| format!("{program}: {e}"))?;
+        if out.status.success() {
+            Ok(out)
+        } else {
+            Err(format!("{program} {args:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr)))
+        }
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = self.run("pg_ctl", &["-D", path(&self.data), "-m", "immediate", "-w", "stop"]);
+        }
+    }
+}
+
+/// Polls `check` for up to 30 s.
+pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn unavailable(why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("PostgreSQL is required on CI and could not be started: {why}");
+    }
+    eprintln!("SKIPPING a PostgreSQL test: {why}");
+}
+
+/// Where initdb, pg_ctl, psql and pg_basebackup are.
+fn bin_dir() -> Option<PathBuf> {
+    let has_all = |d: &Path| ["initdb", "pg_ctl", "psql", "pg_basebackup"].iter().all(|p| d.join(p).exists());
+    if let Some(dir) = std::env::var_os("TANDEM_PG_BIN").map(PathBuf::from) {
+        return has_all(&dir).then_some(dir);
+    }
+    let debian = PathBuf::from("/usr/lib/postgresql/15/bin");
+    if has_all(&debian) {
+        return Some(debian);
+    }
+    // pg_ctl on PATH, followed through symlinks to the folder holding its siblings.
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .filter_map(|d| std::fs::canonicalize(d.join("pg_ctl")).ok())
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .find(|d| has_all(d))
+}
+
+fn is_root() -> bool {
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROOT.get_or_init(|| Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0"))
+}
+
+fn give_to_postgres(dir: &Path) {
+    if is_root() {
+        let ok = Command::new("chown").args(["-R", OS_USER]).arg(dir).status().is_ok_and(|s| s.success());
+        assert!(ok, "chown {} to {OS_USER}", dir.display());
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("temp paths are UTF-8")
+}

@@ -1,15 +1,20 @@
-//! Durable file replacement for small files tandem owns (secrets, compiled plugins): write a
-//! new temporary file beside the target, make it durable, rename it over the target, make the
-//! rename durable. A crash leaves the old file or the new one, never a torn one.
+//! Small files tandem owns. Durable replacement (secrets, compiled plugins): write a new
+//! temporary file beside the target, make it durable, rename it over the target, make the
+//! rename durable; a crash leaves the old file or the new one, never a torn one. And the lock
+//! files that keep a second writer off a directory (the raft log, the WAL archive).
 //!
 //! Must never: follow a pre-planted temporary file (the temporary is new for every write and
 //! opened with `create_new`), or leave a temporary behind after a failed write.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// How often [`lock_exclusive`] tries again while it waits.
+const LOCK_RETRY: Duration = Duration::from_millis(5);
 
 /// Replaces `path` with `bytes`, readable and writable by this user only (mode 0600).
 pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -28,6 +33,22 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     written
+}
+
+/// Opens the lock file `path` (creating it, never truncating) and takes an exclusive `flock`
+/// on it, held until the returned file is dropped or the process dies (`kill -9` included).
+/// `Ok(None)` if another holder still has it after `wait` (blocking the thread meanwhile).
+pub fn lock_exclusive(path: &Path, wait: Duration) -> io::Result<Option<File>> {
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+    let started = Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(Some(file)),
+            Err(TryLockError::WouldBlock) if started.elapsed() < wait => std::thread::sleep(LOCK_RETRY),
+            Err(TryLockError::WouldBlock) => return Ok(None),
+            Err(TryLockError::Error(e)) => return Err(e),
+        }
+    }
 }
 
 /// Makes a rename or creation in `path`'s folder durable.
@@ -56,5 +77,16 @@ mod tests {
         // a write that cannot complete leaves nothing behind
         assert!(write_private(&dir.path().join("missing/x"), b"x").is_err());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_lock_is_exclusive_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("LOCK");
+        let held = lock_exclusive(&path, Duration::ZERO).unwrap().expect("free lock");
+        assert!(lock_exclusive(&path, Duration::from_millis(20)).unwrap().is_none());
+        drop(held);
+        assert!(lock_exclusive(&path, Duration::ZERO).unwrap().is_some());
+        assert!(lock_exclusive(&dir.path().join("missing/LOCK"), Duration::ZERO).is_err());
     }
 }

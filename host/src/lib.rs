@@ -9,10 +9,11 @@
 //!   the on-disk tree and its snapshots.
 //! - [`cluster`]: the captain commit log (openraft) and the member lifecycle around it.
 //! - [`sync`]: file-tree sync: scan, index, journal, delta passes, safe apply, follow mode.
-//! - [`wal`]: WAL streaming from the primary PostgreSQL (so far: the replication client).
+//! - [`wal`]: WAL streaming from the primary PostgreSQL (so far: the replication client and the
+//!   durable segment archive).
 //! - [`api`]: the REST API every member serves.
 //! - [`config`]: `tandem.toml`, validated.
-//! - [`durable`]: crash-safe replacement of small files tandem owns.
+//! - [`durable`]: crash-safe replacement of small files tandem owns, and directory lock files.
 //! - [`logging`]: tracing to the terminal and to per-job files.
 //! - [`daemon`]: the long-running host that wires the subsystems together.
 //! - [`cli`]: the `tandem` command line (the binary is a thin shell over it).

@@ -2,12 +2,22 @@
 //! keeps it in a durable segment archive on the standby side and serves it to the standby
 //! PostgreSQL.
 //!
-//! Owns: everything tandem says to PostgreSQL over the replication protocol. Must never:
-//! report WAL flushed to the primary before it is durable here (the slot would let the primary
-//! recycle WAL the standby does not have).
+//! Owns: everything tandem says to PostgreSQL over the replication protocol, and the WAL it
+//! keeps. Must never: report WAL flushed to the primary before it is durable here (the slot
+//! would let the primary recycle WAL the standby does not have).
 //!
-//! Built so far: [`client`], the replication-protocol client (connection, authentication,
-//! replication commands, the CopyBoth stream). The archive, the receiver loop, the walsender
-//! and base backups are the next steps.
+//! Built so far:
+//! - [`lsn`]: the vocabulary both halves speak: [`Lsn`], [`TimeLineId`], [`WalSegmentSize`]
+//!   with the segment math, and PostgreSQL's WAL file names (pure).
+//! - [`client`]: the replication-protocol client (connection, authentication, replication
+//!   commands, the CopyBoth stream).
+//! - [`archive`]: the durable segment archive (group commit, crash recovery, timelines,
+//!   retention, disk cap) and its reader for the walsender side.
+//!
+//! The receiver loop joining the two, the walsender and base backups are the next steps.
 
+pub mod archive;
 pub mod client;
+pub mod lsn;
+
+pub use lsn::{Lsn, ParseLsnError, SegNo, SegmentSizeError, TimeLineId, WalFileName, WalSegmentSize};

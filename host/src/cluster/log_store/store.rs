@@ -6,12 +6,13 @@
 //! are read only by `recovery.rs` at open.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, File};
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use openraft::{LogId, LogState, RaftLogId, RaftTypeConfig, Vote};
 use serde::Serialize;
@@ -329,17 +330,9 @@ where
 /// interleave records.
 fn lock_dir(dir: &Path) -> Result<File, LogStoreError> {
     let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| LogStoreError::io("open", &path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(LogStoreError::Locked { dir: dir.to_path_buf() }),
-        Err(TryLockError::Error(e)) => Err(LogStoreError::io("lock", &path, e)),
-    }
+    crate::durable::lock_exclusive(&path, Duration::ZERO)
+        .map_err(|e| LogStoreError::io("lock", &path, e))?
+        .ok_or_else(|| LogStoreError::Locked { dir: dir.to_path_buf() })
 }
 
 #[cfg(test)]

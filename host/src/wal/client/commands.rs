@@ -10,9 +10,9 @@ use bytes::Bytes;
 
 use super::conn::ReplicationConn;
 use super::error::{WalClientError, sqlstate};
-use super::lsn::{Lsn, TimeLineId, WalSegmentSize, history_file_name};
 use super::query::ResultSet;
 use super::stream::WalStream;
+use crate::wal::lsn::{Lsn, TimeLineId, WalSegmentSize, history_file_name};
 
 /// PostgreSQL's `NAMEDATALEN - 1`.
 const MAX_SLOT_NAME_LEN: usize = 63;

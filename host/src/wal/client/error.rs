@@ -6,7 +6,7 @@
 use std::fmt;
 use std::io;
 
-use super::lsn::{Lsn, LsnParseError, SegmentSizeError};
+use crate::wal::lsn::{Lsn, ParseLsnError, SegmentSizeError};
 
 /// SQLSTATE codes the client and its callers act on.
 pub mod sqlstate {
@@ -82,7 +82,7 @@ pub enum WalClientError {
     #[error("unexpected result from {command}: {why}")]
     BadResult { command: &'static str, why: String },
     #[error(transparent)]
-    Lsn(#[from] LsnParseError),
+    Lsn(#[from] ParseLsnError),
     #[error(transparent)]
     SegmentSize(#[from] SegmentSizeError),
     #[error("refusing to report {field} {reported}: {why}")]

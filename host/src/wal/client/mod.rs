@@ -16,7 +16,6 @@
 //! - `commands`: IDENTIFY_SYSTEM, slots, TIMELINE_HISTORY, START_REPLICATION.
 //! - `stream`: [`WalStream`], the CopyBoth stream and the end-of-timeline handshake.
 //! - `xlog`: the CopyData payloads ('w', 'k', 'r') and PostgreSQL timestamps (pure).
-//! - `lsn`: [`Lsn`], timelines, segment sizes and WAL file names (pure).
 //! - `error`: [`WalClientError`] and [`ServerError`] (with SQLSTATE).
 
 mod auth;
@@ -25,7 +24,6 @@ mod commands;
 mod config;
 mod conn;
 mod error;
-mod lsn;
 mod query;
 mod stream;
 mod xlog;
@@ -43,10 +41,6 @@ pub use config::{
 };
 pub use conn::ReplicationConn;
 pub use error::{ServerError, WalClientError, sqlstate};
-pub use lsn::{
-    Lsn, LsnParseError, SegmentSizeError, TimeLineId, WalSegmentSize, history_file_name, parse_wal_file_name,
-    wal_file_name, wal_file_name_for,
-};
 pub use query::{ResultSet, Row};
 pub use stream::{Event, TimelineSwitch, WalStream};
 pub use xlog::{PgTime, StandbyStatus};

@@ -26,9 +26,9 @@ use postgres_protocol::message::frontend;
 use super::codec::BackendMessage;
 use super::conn::{ReplicationConn, unexpected};
 use super::error::WalClientError;
-use super::lsn::{Lsn, TimeLineId};
 use super::query::{Fed, QueryCollector, ResultSet};
 use super::xlog::{self, PgTime, ServerCopyData, StandbyStatus};
+use crate::wal::lsn::{Lsn, TimeLineId};
 
 /// Column names of the result set that ends a historic timeline.
 const NEXT_TLI: &str = "next_tli";

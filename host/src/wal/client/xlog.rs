@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::error::WalClientError;
-use super::lsn::Lsn;
+use crate::wal::lsn::Lsn;
 
 const XLOG_DATA_TAG: u8 = b'w';
 const KEEPALIVE_TAG: u8 = b'k';

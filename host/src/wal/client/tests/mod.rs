@@ -9,7 +9,8 @@ mod timeline;
 
 use std::time::Duration;
 
-use super::{Event, Lsn, ReplicationConn, StandbyStatus, WalStream};
+use super::{Event, ReplicationConn, StandbyStatus, WalStream};
+use crate::wal::Lsn;
 use pg::PgServer;
 
 /// Upper bound for waiting on one event from a local server.

@@ -1,8 +1,9 @@
 //! Commands outside streaming: IDENTIFY_SYSTEM against the control file, segment size, and
 //! physical slots (create, reuse, read, drop).
 
-use super::super::{Lsn, WalClientError, WalSegmentSize, sqlstate};
+use super::super::{WalClientError, sqlstate};
 use super::{connect_superuser, pg_or_skip};
+use crate::wal::{Lsn, WalSegmentSize};
 
 #[tokio::test]
 async fn identify_system_matches_the_control_file() {

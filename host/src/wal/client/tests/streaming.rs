@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use super::super::{Event, Lsn, StandbyStatus, WalClientError, wal_file_name};
+use super::super::{Event, StandbyStatus, WalClientError};
 use super::pg::wait_until;
 use super::{EVENT_TIMEOUT, connect_superuser, next_event, pg_or_skip, receive_until};
+use crate::wal::Lsn;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_wal_matches_the_disk_and_the_slot_follows_reported_flush() {
@@ -15,20 +16,20 @@ async fn streamed_wal_matches_the_disk_and_the_slot_follows_reported_flush() {
     let size = conn.wal_segment_size().await.unwrap();
     let restart = conn.create_physical_slot("tandem", true).await.unwrap().slot.restart_lsn.unwrap();
     // Stream whole segments, as a receiver writing segment files does.
-    let from = restart.segment_start(size);
+    let from = size.start(size.segno(restart));
 
     pg.psql("CREATE TABLE t AS SELECT g AS x, md5(g::text) AS y FROM generate_series(1, 20000) g");
     // The end of the switch record; the rest of its segment is part of the stream too.
     let switch: Lsn = pg.psql("SELECT pg_switch_wal()").parse().unwrap();
-    let segments_end = Lsn(switch.segment_start(size).0 + size.bytes());
+    let segments_end = size.end(size.segno(switch));
 
     let mut stream = conn.start_replication(Some("tandem"), from, 1).await.unwrap();
     let wal = receive_until(&mut stream, from, segments_end, true).await;
     pg.psql("CHECKPOINT");
-    for segno in from.segment(size)..segments_end.segment(size) {
-        let name = wal_file_name(1, segno, size);
+    for segno in size.segno(from)..size.segno(segments_end) {
+        let name = size.file_name(1, segno);
         let disk = pg.wal_file(&name);
-        let at = ((segno - from.segment(size)) * size.bytes()) as usize;
+        let at = ((segno - size.segno(from)) * size.bytes()) as usize;
         let streamed = &wal[at..at + size.bytes() as usize];
         assert!(disk == streamed, "{name}: streamed bytes differ from the file on disk");
     }

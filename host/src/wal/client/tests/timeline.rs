@@ -2,9 +2,10 @@
 //! verbatim, and streaming timeline 1 ends with the end-of-timeline handshake naming the
 //! switch point, after which the same connection follows timeline 2.
 
-use super::super::{Event, Lsn, StandbyStatus, TimelineSwitch, WalClientError, wal_file_name};
+use super::super::{Event, StandbyStatus, TimelineSwitch, WalClientError};
 use super::pg::wait_until;
 use super::{connect_superuser, next_event, pg_or_skip};
+use crate::wal::Lsn;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promoted_standby_serves_its_history_and_ends_the_old_timeline() {
@@ -34,7 +35,7 @@ async fn a_promoted_standby_serves_its_history_and_ends_the_old_timeline() {
     assert!(matches!(err, WalClientError::Server(_)), "timeline 1 has no history file: {err}");
 
     // Timeline 1 from the start of the switch point's segment: its WAL, then the handshake.
-    let from = switch.segment_start(size);
+    let from = size.start(size.segno(switch));
     assert!(from < switch);
     let mut stream = conn.start_replication(None, from, 1).await.unwrap();
     let mut wal = Vec::new();
@@ -56,7 +57,7 @@ async fn a_promoted_standby_serves_its_history_and_ends_the_old_timeline() {
     assert_eq!(next, (2, switch));
     assert_eq!(from.0 + wal.len() as u64, switch.0, "timeline 1's WAL ends exactly at the switch point");
     // The switch segment lives on in timeline 2's file, which starts with timeline 1's WAL.
-    let disk = standby.wal_file(&wal_file_name(2, switch.segment(size), size));
+    let disk = standby.wal_file(&size.file_name(2, size.segno(switch)));
     assert!(disk[..wal.len()] == wal[..], "streamed timeline 1 WAL differs from the file on disk");
     assert!(matches!(stream.next().await, Err(WalClientError::StreamEnded)));
     drop(stream);

@@ -135,7 +135,12 @@ pub(crate) fn listing(root: &Path) -> Listing {
 }
 
 fn walk(dir: &Path, rel: &[u8], out: &mut Listing) {
-    for dirent in fs::read_dir(dir).unwrap_or_else(|e| panic!("listing {}: {e}", dir.display())) {
+    let entries = match fs::read_dir(dir) {
+        // A folder removed while a test polls a tree that is being applied.
+        Err(e) if !rel.is_empty() && e.kind() == std::io::ErrorKind::NotFound => return,
+        listed => listed.unwrap_or_else(|e| panic!("listing {}: {e}", dir.display())),
+    };
+    for dirent in entries {
         let dirent = dirent.unwrap();
         let path = dirent.path();
         let mut name = rel.to_vec();
@@ -143,7 +148,13 @@ fn walk(dir: &Path, rel: &[u8], out: &mut Listing) {
             name.push(b'/');
         }
         name.extend_from_slice(dirent.file_name().as_bytes());
-        let meta = fs::symlink_metadata(&path).unwrap();
+        // A following standby may be applying while a test polls: an entry that vanished
+        // between the listing and the look (a temporary renamed into place) is skipped.
+        let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+        let meta = match fs::symlink_metadata(&path) {
+            Err(e) if gone(&e) => continue,
+            found => found.unwrap(),
+        };
         let ft = meta.file_type();
         let what = if ft.is_symlink() {
             What::Link(fs::read_link(&path).unwrap())
@@ -151,7 +162,10 @@ fn walk(dir: &Path, rel: &[u8], out: &mut Listing) {
             What::Dir
         } else if ft.is_file() {
             let mut hasher = blake3::Hasher::new();
-            hasher.update_reader(File::open(&path).unwrap()).unwrap();
+            match File::open(&path) {
+                Err(e) if gone(&e) => continue,
+                opened => hasher.update_reader(opened.unwrap()).unwrap(),
+            };
             What::File { len: meta.len(), blake3: hasher.finalize().to_hex().to_string() }
         } else {
             What::Other

@@ -65,7 +65,7 @@ fn print_status(s: &ClusterStatus) {
     println!("captain: {}", s.captain.map_or("none".to_string(), |c| format!("node {c}")));
     println!();
     for m in &s.members {
-        let last = m.last_conf_replication_ms.map_or("never".to_string(), ago);
+        let last = m.last_conf_replication_ms.map_or("never".to_string(), super::ago);
         println!("node {} `{}`", m.node_id.map_or("-".into(), |i| i.to_string()), m.name);
         println!("  state:                 {:?}", m.state);
         println!("  role:                  {}", m.role);
@@ -77,9 +77,4 @@ fn print_status(s: &ClusterStatus) {
             println!("  last error:            {e}");
         }
     }
-}
-
-fn ago(ms: u64) -> String {
-    let now = crate::plugin::now_ms();
-    format!("{:.1} s ago", now.saturating_sub(ms) as f64 / 1000.0)
 }

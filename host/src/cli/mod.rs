@@ -110,3 +110,9 @@ async fn wait_for_signal() {
         _ = term.recv() => {}
     }
 }
+
+/// How long ago a time in ms since the epoch was, for status output.
+fn ago(ms: u64) -> String {
+    let now = crate::plugin::now_ms();
+    format!("{:.1} s ago", now.saturating_sub(ms) as f64 / 1000.0)
+}

@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::net::lookup_host;
 
+use super::ago;
 use super::args::SyncCommand;
 use crate::config::Config;
 use crate::peer::{ClusterSecret, PeerConnection, PeerIdentity};
 use crate::sync::pass::{PassStats, Progress, PullMode, PullState, pull_pass};
-use crate::sync::status::{StatusFiles, TreeStatus, humantime_ms, now_ms};
+use crate::sync::status::{StatusFiles, TreeStatus, humantime_ms};
 
 pub fn run(config: Config, cmd: SyncCommand) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -117,10 +118,6 @@ fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&trees)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let now = now_ms();
-    let ago = |ms: Option<u64>| {
-        ms.map_or("never".to_string(), |t| format!("{:.1} s ago", (now.saturating_sub(t)) as f64 / 1000.0))
-    };
     println!(
         "{:<14} {:<10} {:<20} {:<12} {:>10} {:>14}  last error",
         "tree", "mode", "last pass", "lag", "files", "bytes"
@@ -134,12 +131,12 @@ fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
             "-"
         };
         let last = t.last_pass_ms.map_or("never".into(), humantime_ms);
-        let lag = ago(t.in_sync_ms);
+        let lag = t.in_sync_ms.map_or("never".to_string(), ago);
         let error = match (&t.last_error, t.last_error_ms) {
             (Some(e), Some(at)) if t.last_pass_ms.is_none_or(|p| at > p) => {
-                format!("{e} ({})", ago(Some(at)))
+                format!("{e} ({})", ago(at))
             }
-            (Some(e), Some(at)) => format!("(recovered) {e} ({})", ago(Some(at))),
+            (Some(e), Some(at)) => format!("(recovered) {e} ({})", ago(at)),
             _ => "-".into(),
         };
         let last = last.get(..19).unwrap_or(&last).to_string();

@@ -9,12 +9,12 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use super::pass::PassStats;
+use crate::plugin::now_ms;
 
 /// One tree's sync status on a standby.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -40,11 +40,6 @@ pub struct TreeStatus {
     pub wire_total: u64,
     pub last_error: Option<String>,
     pub last_error_ms: Option<u64>,
-}
-
-/// Milliseconds since the epoch, now.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Where one tree's status and log live.

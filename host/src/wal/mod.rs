@@ -13,11 +13,13 @@
 //!   commands, the CopyBoth stream).
 //! - [`archive`]: the durable segment archive (group commit, crash recovery, timelines,
 //!   retention, disk cap) and its reader for the walsender side.
+//! - [`upstream`]: whose WAL the archive holds (system id, server version, segment size).
 //!
 //! The receiver loop joining the two, the walsender and base backups are the next steps.
 
 pub mod archive;
 pub mod client;
 pub mod lsn;
+pub mod upstream;
 
 pub use lsn::{Lsn, ParseLsnError, SegNo, SegmentSizeError, TimeLineId, WalFileName, WalSegmentSize};

@@ -18,8 +18,12 @@
 //! The receiver loop joining the two, the walsender and base backups are the next steps.
 
 pub mod archive;
+pub mod base_backup;
 pub mod client;
+pub mod config;
 pub mod lsn;
+pub mod receiver;
+pub mod timeline_history;
 pub mod upstream;
 
 pub use lsn::{Lsn, ParseLsnError, SegNo, SegmentSizeError, TimeLineId, WalFileName, WalSegmentSize};

@@ -66,6 +66,11 @@ impl ArchiveReader {
         read_chain(&self.shared, &self.shared.snapshot(), timeline, lsn, max)
     }
 
+    /// The archive's segment size.
+    pub fn segment_size(&self) -> WalSegmentSize {
+        self.shared.seg
+    }
+
     /// The current flush point.
     pub fn flush_point(&self) -> FlushPoint {
         *self.flushed.borrow()

@@ -31,7 +31,7 @@ mod xlog;
 #[cfg(test)]
 mod props;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use codec::Column;
 pub use commands::{EnsuredSlot, SlotInfo, SystemIdentity, TimelineHistory, validate_slot_name};

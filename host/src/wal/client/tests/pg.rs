@@ -55,6 +55,8 @@ pub struct PgServer {
     pub port: u16,
     bin: PathBuf,
     running: bool,
+    /// The server options of the last start, for `restart`.
+    opts: String,
 }
 
 impl PgServer {
@@ -78,6 +80,7 @@ impl PgServer {
             port: 0,
             bin,
             running: false,
+            opts: String::new(),
         };
         std::fs::create_dir(&server.sock).expect("socket dir");
         give_to_postgres(&server.root);
@@ -114,6 +117,7 @@ impl PgServer {
             ) {
                 Ok(_) => {
                     self.running = true;
+                    self.opts = opts;
                     return Ok(());
                 }
                 Err(e) => last = format!("{e}\n{}", std::fs::read_to_string(&log).unwrap_or_default()),
@@ -134,6 +138,7 @@ impl PgServer {
             port: 0,
             bin: self.bin.clone(),
             running: false,
+            opts: String::new(),
         };
         std::fs::create_dir(&standby.sock).expect("socket dir");
         give_to_postgres(&standby.root);
@@ -171,6 +176,18 @@ impl PgServer {
     pub fn stop_fast(&mut self) -> Result<(), String> {
         self.run("pg_ctl", &["-D", path(&self.data), "-m", "fast", "-w", "-t", "60", "stop"])?;
         self.running = false;
+        Ok(())
+    }
+
+    /// Starts a stopped server again on the same port with the same settings.
+    pub fn restart(&mut self) -> Result<(), String> {
+        let log = self.root.join(format!("log-{}-restart", self.port));
+        let opts = self.opts.clone();
+        self.run(
+            "pg_ctl",
+            &["-D", path(&self.data), "-l", path(&log), "-o", &opts, "-w", "-t", "60", "start"],
+        )?;
+        self.running = true;
         Ok(())
     }
 

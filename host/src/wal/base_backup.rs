@@ -1,0 +1,203 @@
+//! Bringing up a new standby PostgreSQL: a base backup of the primary taken with
+//! `pg_basebackup` (WAL for consistency streamed alongside, so the copy is usable by itself),
+//! then the standby's configuration written so it follows tandem, not the primary:
+//! `standby.signal` and a `primary_conninfo` naming tandem's walsender.
+//!
+//! Must never: write into a non-empty data folder, or leave a password readable by others
+//! (the conninfo lands in `postgresql.auto.conf`, which PostgreSQL creates mode 0600).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Errors of a base backup.
+#[derive(Debug, thiserror::Error)]
+pub enum BaseBackupError {
+    #[error("{0} exists and is not empty: a base backup needs a new or empty folder")]
+    NotEmpty(PathBuf),
+    #[error("{program} not found in {dir}")]
+    Missing { program: &'static str, dir: PathBuf },
+    #[error("running {program}: {source}")]
+    Spawn { program: &'static str, source: std::io::Error },
+    #[error("{program} failed ({status}): {stderr}")]
+    Failed { program: &'static str, status: String, stderr: String },
+    #[error("writing {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// Where to connect, as libpq keywords.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Host name, address, or a Unix socket folder.
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<String>,
+}
+
+/// One base backup.
+#[derive(Debug, Clone)]
+pub struct BaseBackup {
+    /// Folder holding `pg_basebackup`.
+    pub bin_dir: PathBuf,
+    /// The primary PostgreSQL.
+    pub primary: Endpoint,
+    /// tandem's walsender, which the standby will stream from.
+    pub walsender: Endpoint,
+    /// The new standby's data folder.
+    pub data_dir: PathBuf,
+    /// Run as this OS user (PostgreSQL refuses root); `None` runs as ourselves.
+    pub os_user: Option<String>,
+    /// The standby's `application_name` (as the primary's `pg_stat_replication` shows it).
+    pub application_name: String,
+}
+
+impl BaseBackup {
+    /// Takes the backup and writes the standby's configuration. Blocking (minutes for a large
+    /// database): run it in `spawn_blocking`.
+    pub fn run(&self) -> Result<(), BaseBackupError> {
+        if std::fs::read_dir(&self.data_dir).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(BaseBackupError::NotEmpty(self.data_dir.clone()));
+        }
+        let program = "pg_basebackup";
+        let exe = self.bin_dir.join(program);
+        if !exe.exists() {
+            return Err(BaseBackupError::Missing { program, dir: self.bin_dir.clone() });
+        }
+        let mut cmd = match &self.os_user {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        let p = &self.primary;
+        cmd.arg("-D")
+            .arg(&self.data_dir)
+            .args([
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-password",
+                "-h",
+                &p.host,
+                "-p",
+                &p.port.to_string(),
+                "-U",
+                &p.user,
+            ])
+            .env_remove("PGPASSWORD");
+        if let Some(pw) = &p.password {
+            cmd.env("PGPASSWORD", pw);
+        }
+        // A working directory every user may enter (runuser keeps ours otherwise).
+        cmd.current_dir(self.data_dir.parent().unwrap_or(Path::new("/")));
+        tracing::info!(primary = %format!("{}:{}", p.host, p.port), data = %self.data_dir.display(), "base backup");
+        let out = cmd.output().map_err(|source| BaseBackupError::Spawn { program, source })?;
+        if !out.status.success() {
+            return Err(BaseBackupError::Failed {
+                program,
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
+        }
+        self.write_standby_config()
+    }
+
+    /// `standby.signal`, and `primary_conninfo` pointing at tandem appended to
+    /// `postgresql.auto.conf` (a later line wins in PostgreSQL's config files).
+    pub fn write_standby_config(&self) -> Result<(), BaseBackupError> {
+        let signal = self.data_dir.join("standby.signal");
+        std::fs::write(&signal, b"")
+            .map_err(|source| BaseBackupError::Write { path: signal.clone(), source })?;
+        let auto = self.data_dir.join("postgresql.auto.conf");
+        let line = format!(
+            "# tandem: this standby streams from tandem's walsender, which streams from the primary\n\
+             primary_conninfo = '{}'\nprimary_slot_name = ''\n",
+            conf_quote(&conninfo(&self.walsender, &self.application_name))
+        );
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&auto)
+            .map_err(|source| BaseBackupError::Write { path: auto.clone(), source })?;
+        f.write_all(line.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|source| BaseBackupError::Write { path: auto.clone(), source })?;
+        if let Some(user) = &self.os_user {
+            for path in [&signal, &auto] {
+                let ok = Command::new("chown").arg(user).arg(path).status().is_ok_and(|s| s.success());
+                if !ok {
+                    return Err(BaseBackupError::Write {
+                        path: path.clone(),
+                        source: std::io::Error::other(format!("chown to {user} failed")),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A libpq connection string (values quoted as libpq wants).
+pub fn conninfo(e: &Endpoint, application_name: &str) -> String {
+    let mut parts = vec![
+        format!("host={}", libpq_quote(&e.host)),
+        format!("port={}", e.port),
+        format!("user={}", libpq_quote(&e.user)),
+        format!("application_name={}", libpq_quote(application_name)),
+    ];
+    if let Some(pw) = &e.password {
+        parts.push(format!("password={}", libpq_quote(pw)));
+    }
+    parts.join(" ")
+}
+
+/// libpq: single quotes around the value, backslash before `'` and `\`.
+fn libpq_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// postgresql.conf string: a `'` doubled.
+fn conf_quote(v: &str) -> String {
+    v.replace('\'', "''")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conninfo_quotes_what_libpq_and_the_config_file_need() {
+        let e = Endpoint {
+            host: "127.0.0.1".into(),
+            port: 5433,
+            user: "rep".into(),
+            password: Some("a'b\\c".into()),
+        };
+        let c = conninfo(&e, "standby 1");
+        assert_eq!(
+            c,
+            r"host='127.0.0.1' port=5433 user='rep' application_name='standby 1' password='a\'b\\c'"
+        );
+        assert_eq!(conf_quote(&c).matches("''").count(), 9);
+    }
+
+    #[test]
+    fn refuses_a_folder_with_data() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("PG_VERSION"), "15").unwrap();
+        let e = Endpoint { host: "h".into(), port: 1, user: "u".into(), password: None };
+        let b = BaseBackup {
+            bin_dir: dir.path().into(),
+            primary: e.clone(),
+            walsender: e,
+            data_dir: dir.path().into(),
+            os_user: None,
+            application_name: "x".into(),
+        };
+        assert!(matches!(b.run(), Err(BaseBackupError::NotEmpty(_))));
+    }
+}

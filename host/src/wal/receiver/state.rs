@@ -1,0 +1,134 @@
+//! What the receiver knows about itself, published on a watch for the status API and logs:
+//! connection state, positions on the primary's side, the last WAL and the last error. Also
+//! the arrival times of WAL, from which the standby's lag in seconds is computed.
+//!
+//! Owns no I/O. Must never hold a lock across an await.
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime};
+
+use crate::wal::lsn::{Lsn, TimeLineId};
+
+/// Arrival records kept for lag in seconds (older ones are folded away).
+const LAG_RECORDS: usize = 4096;
+
+/// Where the receiver stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    /// Not started yet, or learning the primary's identity.
+    #[default]
+    Starting,
+    /// Connecting (or waiting to retry after `last_error`).
+    Connecting,
+    /// START_REPLICATION is running.
+    Streaming,
+    /// The archive is at its disk cap: tandem takes no WAL and the slot holds it on the
+    /// primary until the standby replays and retention frees space.
+    CapReached,
+    /// The archive refused WAL for good (another cluster, a failed fsync): an operator must act.
+    Failed,
+    /// Shut down.
+    Stopped,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Connecting => "connecting",
+            Phase::Streaming => "streaming",
+            Phase::CapReached => "archive-full",
+            Phase::Failed => "failed",
+            Phase::Stopped => "stopped",
+        }
+    }
+}
+
+/// The receiver's published state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReceiverState {
+    pub phase: Phase,
+    /// The primary's address as configured.
+    pub primary: String,
+    pub slot: String,
+    /// Timeline being streamed (0 before the first connection).
+    pub timeline: TimeLineId,
+    /// The primary's WAL end as it last said (XLogData or keepalive).
+    pub primary_end: Lsn,
+    /// End of WAL received (written to the archive, maybe not yet flushed).
+    pub received: Lsn,
+    /// When the primary last said anything.
+    pub last_message_at: Option<SystemTime>,
+    /// When the last WAL arrived, and the primary's clock when it sent it.
+    pub last_wal_at: Option<SystemTime>,
+    pub last_wal_sent_at: Option<SystemTime>,
+    /// Streaming since.
+    pub connected_since: Option<SystemTime>,
+    /// Connections made since start.
+    pub connections: u64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<SystemTime>,
+}
+
+/// When WAL positions arrived, to turn a byte lag into seconds: the standby is as far behind
+/// as the oldest WAL it has not replayed is old.
+#[derive(Debug, Default)]
+pub struct ArrivalTimes {
+    records: VecDeque<(Lsn, SystemTime)>,
+}
+
+impl ArrivalTimes {
+    /// WAL up to `end` arrived at `at`.
+    pub fn record(&mut self, end: Lsn, at: SystemTime) {
+        if self.records.back().is_some_and(|&(l, _)| l >= end) {
+            return;
+        }
+        if self.records.len() == LAG_RECORDS {
+            // Keep the oldest (it dates the lag) and thin the rest.
+            self.records.remove(1);
+        }
+        self.records.push_back((end, at));
+    }
+
+    /// How far behind a reader that has applied up to `applied` is at `now`: zero when it has
+    /// everything that arrived; `None` when nothing is known.
+    pub fn lag(&mut self, applied: Lsn, now: SystemTime) -> Option<Duration> {
+        while self.records.front().is_some_and(|&(l, _)| l <= applied) {
+            self.records.pop_front();
+        }
+        match self.records.front() {
+            // The first record past `applied` is the oldest WAL not applied yet.
+            Some(&(_, at)) => Some(now.duration_since(at).unwrap_or_default()),
+            None => Some(Duration::ZERO),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_is_the_age_of_the_oldest_unapplied_wal() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let mut a = ArrivalTimes::default();
+        a.record(Lsn(100), t0);
+        a.record(Lsn(200), t0 + Duration::from_secs(2));
+        a.record(Lsn(150), t0 + Duration::from_secs(3)); // never backwards
+        let now = t0 + Duration::from_secs(5);
+        assert_eq!(a.lag(Lsn(50), now), Some(Duration::from_secs(5)));
+        assert_eq!(a.lag(Lsn(100), now), Some(Duration::from_secs(3)));
+        assert_eq!(a.lag(Lsn(200), now), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn bounded_and_keeps_the_oldest() {
+        let t0 = SystemTime::UNIX_EPOCH;
+        let mut a = ArrivalTimes::default();
+        for i in 1..=(LAG_RECORDS as u64 * 2) {
+            a.record(Lsn(i), t0 + Duration::from_millis(i));
+        }
+        assert_eq!(a.records.len(), LAG_RECORDS);
+        assert_eq!(a.lag(Lsn(0), t0 + Duration::from_secs(100)), Some(Duration::from_millis(100_000 - 1)));
+    }
+}

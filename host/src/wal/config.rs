@@ -144,7 +144,7 @@ impl WalConfig {
             flush: FlushPolicy::Group { max_bytes: GROUP_MAX_BYTES, max_delay: GROUP_MAX_DELAY },
             segment_init: SegmentInit::Zeroed,
             reserve_segments: self.reserve_segments,
-            disk_cap_bytes: (self.disk_cap_mib > 0).then(|| self.disk_cap_mib << 20),
+            disk_cap_bytes: (self.disk_cap_mib > 0).then_some(self.disk_cap_mib << 20),
         }
     }
 

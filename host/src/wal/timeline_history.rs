@@ -42,10 +42,10 @@ pub fn parse(content: &[u8]) -> Result<Vec<HistoryEntry>, HistoryError> {
             .next()
             .and_then(|f| f.parse().ok())
             .ok_or_else(|| err(format!("no switch point in {line:?}")))?;
-        if let Some(prev) = entries.last() {
-            if timeline <= prev.timeline || switch_point < prev.switch_point {
-                return Err(err("timelines must increase and switch points must not go back".into()));
-            }
+        if let Some(prev) = entries.last()
+            && (timeline <= prev.timeline || switch_point < prev.switch_point)
+        {
+            return Err(err("timelines must increase and switch points must not go back".into()));
         }
         entries.push(HistoryEntry { timeline, switch_point });
     }

@@ -14,12 +14,15 @@
 //! - [`archive`]: the durable segment archive (group commit, crash recovery, timelines,
 //!   retention, disk cap) and its reader for the walsender side.
 //! - [`upstream`]: whose WAL the archive holds (system id, server version, segment size).
+//! - [`walsender`]: the server side of physical streaming replication: serves the archive's
+//!   WAL to a standby PostgreSQL as a primary's walsender would.
 //!
-//! The receiver loop joining the two, the walsender and base backups are the next steps.
+//! The receiver loop joining the two and base backups are the next steps.
 
 pub mod archive;
 pub mod client;
 pub mod lsn;
 pub mod upstream;
+pub mod walsender;
 
 pub use lsn::{Lsn, ParseLsnError, SegNo, SegmentSizeError, TimeLineId, WalFileName, WalSegmentSize};

@@ -26,12 +26,12 @@ mod conn;
 mod error;
 mod query;
 mod stream;
-mod xlog;
+pub(crate) mod xlog;
 
 #[cfg(test)]
 mod props;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use codec::Column;
 pub use commands::{EnsuredSlot, SlotInfo, SystemIdentity, TimelineHistory, validate_slot_name};

@@ -2,7 +2,7 @@
 //! its own cluster on a free port.
 
 mod auth;
-mod pg;
+pub(crate) mod pg;
 mod slots;
 mod streaming;
 mod timeline;

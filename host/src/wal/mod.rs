@@ -14,8 +14,10 @@
 //! - [`archive`]: the durable segment archive (group commit, crash recovery, timelines,
 //!   retention, disk cap) and its reader for the walsender side.
 //! - [`upstream`]: whose WAL the archive holds (system id, server version, segment size).
+//! - [`walsender`]: the server side of physical streaming replication: serves the archive's
+//!   WAL to a standby PostgreSQL as a primary's walsender would.
 //!
-//! The receiver loop joining the two, the walsender and base backups are the next steps.
+//! The receiver loop joining the two and base backups are the next steps.
 
 pub mod archive;
 pub mod base_backup;
@@ -25,5 +27,6 @@ pub mod lsn;
 pub mod receiver;
 pub mod timeline_history;
 pub mod upstream;
+pub mod walsender;
 
 pub use lsn::{Lsn, ParseLsnError, SegNo, SegmentSizeError, TimeLineId, WalFileName, WalSegmentSize};

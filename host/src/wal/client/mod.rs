@@ -26,7 +26,7 @@ mod conn;
 mod error;
 mod query;
 mod stream;
-mod xlog;
+pub(crate) mod xlog;
 
 #[cfg(test)]
 mod props;

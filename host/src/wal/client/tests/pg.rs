@@ -128,6 +128,12 @@ impl PgServer {
 
     /// A standby of this server made with `pg_basebackup -R`, started and streaming.
     pub fn standby(&self) -> PgServer {
+        self.standby_with(|_| {})
+    }
+
+    /// A standby made with `pg_basebackup -R`, its data folder handed to `configure` (e.g. to
+    /// point `primary_conninfo` elsewhere) before it starts.
+    pub fn standby_with(&self, configure: impl FnOnce(&Path)) -> PgServer {
         let dir = tempfile::Builder::new().prefix("tandem-pg-standby-").tempdir().expect("temp dir");
         let root = dir.path().to_path_buf();
         let mut standby = PgServer {
@@ -161,6 +167,7 @@ impl PgServer {
                 ],
             )
             .expect("pg_basebackup");
+        configure(&standby.data);
         standby.boot(&["fsync=off"]).expect("standby start");
         standby
     }
@@ -273,7 +280,7 @@ pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-fn unavailable(why: &str) {
+pub fn unavailable(why: &str) {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("PostgreSQL is required on CI and could not be started: {why}");
     }
@@ -281,7 +288,7 @@ fn unavailable(why: &str) {
 }
 
 /// Where initdb, pg_ctl, psql and pg_basebackup are.
-fn bin_dir() -> Option<PathBuf> {
+pub fn bin_dir() -> Option<PathBuf> {
     let has_all = |d: &Path| ["initdb", "pg_ctl", "psql", "pg_basebackup"].iter().all(|p| d.join(p).exists());
     if let Some(dir) = std::env::var_os("TANDEM_PG_BIN").map(PathBuf::from) {
         return has_all(&dir).then_some(dir);

@@ -12,6 +12,7 @@ use crate::logging::LogConfig;
 use crate::peer::PeerConfig;
 use crate::plugin::PluginConfig;
 use crate::sync::config::SyncConfig;
+use crate::wal::config::WalConfig;
 
 /// Where state lives unless configured.
 pub const DEFAULT_DATA_DIR: &str = "tandem-data";
@@ -42,6 +43,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub cluster: ClusterConfig,
     pub sync: SyncConfig,
+    pub wal: WalConfig,
 }
 
 impl Default for Config {
@@ -55,6 +57,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             cluster: ClusterConfig::default(),
             sync: SyncConfig::default(),
+            wal: WalConfig::default(),
         }
     }
 }
@@ -88,6 +91,7 @@ impl Config {
         self.api.validate().map_err(ConfigError::Invalid)?;
         self.cluster.validate().map_err(ConfigError::Invalid)?;
         self.sync.validate().map_err(ConfigError::Invalid)?;
+        self.wal.validate().map_err(ConfigError::Invalid)?;
         if self.node_name.is_empty() {
             self.node_name = host_name();
         }
@@ -99,6 +103,7 @@ impl Config {
         self.api.token_file.get_or_insert_with(|| data.join("api.token"));
         self.cluster.conf_root.get_or_insert_with(|| data.join("etc"));
         self.sync.app_home.get_or_insert_with(|| data.join("app"));
+        self.wal.dir.get_or_insert_with(|| data.join("wal"));
         Ok(self)
     }
 }

@@ -89,6 +89,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     info!(%api_addr, conf_root = %conf_root.display(), "REST API and conf tree ready");
 
     let mut tasks = tokio::task::JoinSet::new();
+    let wal = Arc::new(std::sync::OnceLock::new());
+    if config.wal.enabled() {
+        let (wal_config, slot, stop) = (config.wal.clone(), wal.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let mut wal_tasks = tokio::task::JoinSet::new();
+            match crate::wal::service::start(wal_config, stop.clone(), &mut wal_tasks).await {
+                Ok(Some(handle)) => {
+                    let _ = slot.set(Ok(handle));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // The rest of the host keeps serving; status shows why WAL did not start.
+                    tracing::error!(error = %e, "WAL streaming could not start");
+                    let _ = slot.set(Err(e.to_string()));
+                }
+            }
+            while wal_tasks.join_next().await.is_some() {}
+        });
+    }
     {
         let (n, stop) = (node.clone(), shutdown.clone());
         tasks.spawn(async move { n.run_recovery(stop).await });
@@ -96,7 +115,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tasks.spawn(async move { n.run_purge(stop).await });
         let (n, stop) = (node.clone(), shutdown.clone());
         tasks.spawn(async move { n.run_checkpoints(stop).await });
-        let state = AppState { node: node.clone(), tokens };
+        let state = AppState { node: node.clone(), tokens, wal: wal.clone(), wal_enabled: config.wal.enabled() };
         let stop = shutdown.clone();
         tasks.spawn(async move {
             if let Err(e) = api::serve(api_listener, state, stop.clone()).await {

@@ -10,6 +10,7 @@ mod cluster;
 mod conf;
 mod config;
 mod error;
+mod wal;
 
 use std::sync::Arc;
 
@@ -33,6 +34,11 @@ pub const MAX_BODY_BYTES: usize = 64 << 20;
 pub struct AppState {
     pub node: Arc<ClusterNode>,
     pub tokens: Tokens,
+    /// WAL streaming once started, or why it could not start (never set on a host without
+    /// `[wal] primary_host`).
+    pub wal: Arc<std::sync::OnceLock<Result<crate::wal::service::WalHandle, String>>>,
+    /// Whether this host is configured to stream WAL.
+    pub wal_enabled: bool,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -49,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cluster/resync", post(cluster::resync))
         .route("/v1/cluster/clean", post(cluster::clean))
         .route("/v1/cluster/purge", post(cluster::purge))
+        .route("/v1/wal/status", get(wal::status))
         // Whole files (lookup tables) travel in change requests.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

@@ -1,0 +1,26 @@
+//! WAL streaming route: `GET /v1/wal/status`, the service's [`WalStatus`], or
+//! `{"configured": false}` on a host that streams no WAL, `{"configured": true, "state":
+//! "starting"}` before it first reached its primary.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+
+use super::auth::Role;
+use super::{ApiError, AppState};
+use crate::wal::status::WalStatus;
+
+pub async fn status(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    ApiError::need(s.tokens.role(&headers), Role::Read)?;
+    Ok(Json(match s.wal.get() {
+        Some(Err(e)) => json!({ "configured": true, "state": "failed", "last_error": e }),
+        Some(Ok(h)) => {
+            let mut v = serde_json::to_value(WalStatus::of(h)).unwrap_or(Value::Null);
+            v["configured"] = Value::Bool(true);
+            v
+        }
+        None if s.wal_enabled => json!({ "configured": true, "state": "starting" }),
+        None => json!({ "configured": false }),
+    }))
+}

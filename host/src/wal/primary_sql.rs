@@ -1,0 +1,96 @@
+//! What only SQL on the primary tells: its current WAL position and the state of tandem's slot
+//! (`pg_replication_slots.wal_status`, `safe_wal_size`), polled over an ordinary connection
+//! (tokio-postgres) for status. The replication connection cannot run these queries.
+//!
+//! Owns the poll task. Must never change anything on the primary.
+
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::client::ConnConfig;
+use super::lsn::Lsn;
+
+/// How often the primary is asked.
+pub const POLL_EVERY: Duration = Duration::from_secs(2);
+/// Database to connect to for the queries.
+const DBNAME: &str = "postgres";
+
+/// The primary's answers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PrimaryFacts {
+    /// `pg_current_wal_lsn()`.
+    pub current_lsn: Option<Lsn>,
+    /// The slot's row: `wal_status` (reserved, extended, unreserved, lost), `restart_lsn`,
+    /// `safe_wal_size` (bytes the primary may still write before the slot loses WAL; `None`
+    /// without a cap), `active`.
+    pub slot_exists: bool,
+    pub wal_status: Option<String>,
+    pub restart_lsn: Option<Lsn>,
+    pub safe_wal_size: Option<i64>,
+    pub active: bool,
+    pub max_slot_wal_keep_size: Option<String>,
+    pub at: Option<SystemTime>,
+    pub error: Option<String>,
+}
+
+/// Polls the primary until `shutdown`, publishing on `out`.
+pub async fn poll(conn: ConnConfig, slot: String, out: watch::Sender<PrimaryFacts>, shutdown: CancellationToken) {
+    let mut config = tokio_postgres::Config::new();
+    match &conn.socket_dir {
+        Some(dir) => config.host_path(dir),
+        None => config.host(&conn.host),
+    };
+    config.port(conn.port).user(&conn.user).dbname(DBNAME).application_name("tandem-status");
+    config.connect_timeout(conn.connect_timeout);
+    if let Some(pw) = &conn.password {
+        config.password(pw);
+    }
+    loop {
+        let facts = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            f = ask(&config, &slot) => f,
+        };
+        let facts = facts.unwrap_or_else(|e| PrimaryFacts { error: Some(e.to_string()), ..PrimaryFacts::default() });
+        out.send_replace(PrimaryFacts { at: Some(SystemTime::now()), ..facts });
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(POLL_EVERY) => {}
+        }
+    }
+}
+
+async fn ask(config: &tokio_postgres::Config, slot: &str) -> Result<PrimaryFacts, tokio_postgres::Error> {
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(connection);
+    let lsn = |s: Option<String>| s.and_then(|s| s.parse::<Lsn>().ok());
+    let now = client
+        .query_one(
+            "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END)::text, \
+             current_setting('max_slot_wal_keep_size')",
+            &[],
+        )
+        .await?;
+    let mut facts = PrimaryFacts {
+        current_lsn: lsn(now.get(0)),
+        max_slot_wal_keep_size: now.get(1),
+        ..PrimaryFacts::default()
+    };
+    let rows = client
+        .query(
+            "SELECT wal_status, restart_lsn::text, safe_wal_size, active FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await?;
+    if let Some(row) = rows.first() {
+        facts.slot_exists = true;
+        facts.wal_status = row.get(0);
+        facts.restart_lsn = lsn(row.get(1));
+        facts.safe_wal_size = row.get(2);
+        facts.active = row.get(3);
+    }
+    drop(client);
+    let _ = driver.await;
+    Ok(facts)
+}

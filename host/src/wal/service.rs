@@ -1,0 +1,186 @@
+//! WAL streaming as one service of the daemon: learns (or loads) the primary's identity, opens
+//! the archive, starts the disk thread, the receiver and the walsender, forwards the standby's
+//! replay position to retention, and hands out a [`WalHandle`] for status.
+//!
+//! Owns the wiring and the order of start and stop. Must never open the archive before the
+//! segment size is known from the primary (or from the identity stored on an earlier run).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::archive::{ArchiveReader, ArchiveWriter};
+use super::client::ReplicationConn;
+use super::config::WalConfig;
+use super::lsn::Lsn;
+use super::primary_sql::PrimaryFacts;
+use super::receiver::disk::{Disk, DiskCmd};
+use super::receiver::state::{ArrivalTimes, ReceiverState};
+use super::receiver::Receiver;
+use super::upstream::UpstreamIdentity;
+use super::walsender::{self, SenderAuth, SenderContext, StandbyFeedback, WalSenderConfig};
+
+/// How often the standby's replay position is passed to retention at most.
+const RETENTION_EVERY: Duration = Duration::from_secs(1);
+/// Wait between attempts to reach a primary whose identity is not known yet.
+const LEARN_RETRY: Duration = Duration::from_secs(1);
+
+/// Errors that stop the WAL service from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum WalServiceError {
+    #[error("wal config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Upstream(#[from] super::upstream::UpstreamError),
+    #[error(transparent)]
+    Archive(#[from] super::archive::ArchiveError),
+    #[error("binding the walsender on {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("starting the WAL disk thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// What the rest of the host sees of a running WAL service.
+#[derive(Clone)]
+pub struct WalHandle {
+    pub config: WalConfig,
+    pub identity: UpstreamIdentity,
+    pub reader: ArchiveReader,
+    pub receiver: watch::Receiver<ReceiverState>,
+    pub standby: watch::Receiver<Option<StandbyFeedback>>,
+    pub arrivals: Arc<Mutex<ArrivalTimes>>,
+    /// What SQL on the primary last said.
+    pub primary: watch::Receiver<PrimaryFacts>,
+    /// Where the walsender listens (the bound address).
+    pub listen: std::net::SocketAddr,
+}
+
+/// Starts the service; returns its handle once the archive is open and the walsender listens,
+/// with its tasks running until `shutdown`. Waits (retrying) for the primary when no identity
+/// is stored yet. `None` if shut down before that.
+pub async fn start(
+    config: WalConfig,
+    shutdown: CancellationToken,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> Result<Option<WalHandle>, WalServiceError> {
+    let conn = config.primary_conn().map_err(WalServiceError::Config)?;
+    let state_dir = config.state_dir().to_owned();
+    std::fs::create_dir_all(&state_dir)
+        .map_err(|source| super::upstream::UpstreamError::Io { path: state_dir.clone(), source })?;
+    let identity = match UpstreamIdentity::load(&state_dir)? {
+        Some(id) => id,
+        None => match learn(&conn, &shutdown).await {
+            Some(id) => {
+                id.store(&state_dir)?;
+                id
+            }
+            None => return Ok(None),
+        },
+    };
+    let archive_dir = config.archive_dir();
+    let archive_config = config.archive(identity.segment_size);
+    let writer = tokio::task::spawn_blocking(move || ArchiveWriter::open(archive_dir, archive_config))
+        .await
+        .map_err(|e| WalServiceError::Config(format!("opening the archive: {e}")))??;
+    let reader = writer.reader();
+    let disk = Arc::new(Disk::spawn(writer).map_err(WalServiceError::Thread)?);
+
+    let auth = match config.standby_password().map_err(WalServiceError::Config)? {
+        Some(password) => SenderAuth::ScramSha256 { user: config.standby_user.clone(), password },
+        None => SenderAuth::Trust,
+    };
+    let listener =
+        TcpListener::bind(config.listen).await.map_err(|source| WalServiceError::Bind { addr: config.listen, source })?;
+    let listen = listener.local_addr().map_err(|source| WalServiceError::Bind { addr: config.listen, source })?;
+    let (feedback_tx, standby) = watch::channel(None);
+    let (_identity_tx, identity_rx) = watch::channel(Some(identity.clone()));
+    let ctx = Arc::new(SenderContext { reader: reader.clone(), identity: identity_rx, feedback: feedback_tx });
+    let sender_config = WalSenderConfig { listen, auth, ..WalSenderConfig::default() };
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = walsender::serve(listener, sender_config, ctx, stop).await {
+            tracing::error!(error = %e, "the walsender stopped");
+        }
+    });
+
+    let (applied_tx, applied) = watch::channel(Lsn::INVALID);
+    tasks.spawn(forward_replay(standby.clone(), applied_tx, disk.clone(), shutdown.clone()));
+
+    let (facts_tx, primary) = watch::channel(PrimaryFacts::default());
+    tasks.spawn(super::primary_sql::poll(conn.clone(), config.slot.clone(), facts_tx, shutdown.clone()));
+
+    let (state_tx, receiver) = watch::channel(ReceiverState::default());
+    let arrivals = Arc::new(Mutex::new(ArrivalTimes::default()));
+    let task = Receiver {
+        conn,
+        slot: config.slot.clone(),
+        state_dir,
+        disk,
+        reader: reader.clone(),
+        applied,
+        state: state_tx,
+        arrivals: arrivals.clone(),
+        status_interval: config.status_interval(),
+        retry_max: config.retry_max(),
+    };
+    tasks.spawn(task.run(shutdown));
+    tracing::info!(%listen, primary = %config.primary_host.as_deref().unwrap_or(""), "WAL streaming started");
+    Ok(Some(WalHandle { config, identity, reader, receiver, standby, arrivals, primary, listen }))
+}
+
+/// Connects until the primary answers who it is.
+async fn learn(conn: &super::client::ConnConfig, shutdown: &CancellationToken) -> Option<UpstreamIdentity> {
+    loop {
+        let attempt = async {
+            let mut c = ReplicationConn::connect(conn).await?;
+            let ident = c.identify_system().await?;
+            let seg = c.wal_segment_size().await?;
+            let server_version = c.parameter("server_version").unwrap_or_default().to_owned();
+            let _ = c.close().await;
+            Ok::<_, super::client::WalClientError>(UpstreamIdentity {
+                system_id: ident.systemid,
+                server_version,
+                segment_size: seg.bytes(),
+            })
+        };
+        match tokio::select! { _ = shutdown.cancelled() => return None, r = attempt => r } {
+            Ok(id) => return Some(id),
+            Err(e) => tracing::warn!(primary = %conn.address(), error = %e, "cannot reach the primary to learn its identity"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(LEARN_RETRY) => {}
+        }
+    }
+}
+
+/// Passes the standby's replay position to the receiver (reported as `apply`) and to retention.
+async fn forward_replay(
+    mut standby: watch::Receiver<Option<StandbyFeedback>>,
+    applied: watch::Sender<Lsn>,
+    disk: Arc<Disk>,
+    shutdown: CancellationToken,
+) {
+    let mut last = Lsn::INVALID;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = standby.changed() => if changed.is_err() { break },
+        }
+        let apply = standby.borrow_and_update().as_ref().map_or(Lsn::INVALID, |f| f.apply);
+        if apply > last {
+            last = apply;
+            applied.send_replace(apply);
+            if disk.send(DiskCmd::Replayed(apply)).await.is_err() {
+                break;
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(RETENTION_EVERY) => {}
+        }
+    }
+}

@@ -1,6 +1,6 @@
-//! The walsender's error type: why a connection ended. An error the client was told about (a
-//! FATAL ErrorResponse) carries it; ERRORs a command answers with are not here, the session
-//! goes on after them.
+//! The walsender's error types: [`WalSenderError`], why a connection ended (an error the
+//! client was told about, a FATAL ErrorResponse, carries it), and [`Failure`], which tells a
+//! command's ERROR (the session goes on) from the end of the connection.
 
 use std::io;
 use std::time::Duration;
@@ -42,4 +42,31 @@ pub enum WalSenderError {
     /// A blocking archive read task died.
     #[error("archive read task: {0}")]
     Join(#[from] tokio::task::JoinError),
+}
+
+/// How a command that runs for a while (START_REPLICATION) failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The command failed (ERROR): answer it; the session goes on.
+    Command(SqlError),
+    /// The connection is done for.
+    Connection(WalSenderError),
+}
+
+impl From<WalSenderError> for Failure {
+    fn from(e: WalSenderError) -> Self {
+        Failure::Connection(e)
+    }
+}
+
+impl From<ArchiveError> for Failure {
+    fn from(e: ArchiveError) -> Self {
+        Failure::Connection(e.into())
+    }
+}
+
+impl From<tokio::task::JoinError> for Failure {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Failure::Connection(e.into())
+    }
 }

@@ -165,6 +165,10 @@ pub async fn serve(
                 };
                 match result {
                     Ok(()) => tracing::info!("walsender: connection closed"),
+                    // A walreceiver that stops just closes its socket.
+                    Err(WalSenderError::Closed(how)) => {
+                        tracing::info!("walsender: the client closed the connection {how}")
+                    }
                     Err(e) => tracing::warn!(error = %e, "walsender: connection ended with an error"),
                 }
             }

@@ -16,9 +16,9 @@ use super::codec::FrontendMessage;
 use super::command::{self, Command};
 use super::config::WalSenderConfig;
 use super::conn::Conn;
-use super::error::WalSenderError;
+use super::error::{Failure, WalSenderError};
 use super::startup::{self, Client, PreparedAuth, Started};
-use super::stream::{self, Failure, Outcome, Request};
+use super::stream::{self, Outcome, Request};
 use crate::wal::lsn::WalSegmentSize;
 use crate::wal::upstream::UpstreamIdentity;
 

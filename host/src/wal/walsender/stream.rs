@@ -29,7 +29,7 @@ use super::backend::{self, SqlError, oid};
 use super::codec::FrontendMessage;
 use super::config::{MAX_SEND_SIZE, WalSenderConfig};
 use super::conn::Conn;
-use super::error::WalSenderError;
+use super::error::{Failure, WalSenderError};
 use super::startup::Client;
 use super::timeline::{TimelineEnd, timeline_end};
 use super::xlog::{self, StandbyMessage};
@@ -47,33 +47,6 @@ pub enum Outcome {
     Shutdown,
     /// The standby sent Terminate.
     Terminated,
-}
-
-/// How it failed.
-#[derive(Debug)]
-pub enum Failure {
-    /// The command failed (ERROR): answer it; the session goes on.
-    Command(SqlError),
-    /// The connection is done for.
-    Connection(WalSenderError),
-}
-
-impl From<WalSenderError> for Failure {
-    fn from(e: WalSenderError) -> Self {
-        Failure::Connection(e)
-    }
-}
-
-impl From<ArchiveError> for Failure {
-    fn from(e: ArchiveError) -> Self {
-        Failure::Connection(e.into())
-    }
-}
-
-impl From<tokio::task::JoinError> for Failure {
-    fn from(e: tokio::task::JoinError) -> Self {
-        Failure::Connection(e.into())
-    }
 }
 
 /// What the standby asked for, and where the session stands.

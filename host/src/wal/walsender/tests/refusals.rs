@@ -115,3 +115,39 @@ async fn bad_clients_never_stop_the_accept_loop() {
     assert!(!matches!(err, Err(WalClientError::Desynchronized)));
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_standby_is_asked_for_a_reply_then_dropped() {
+    let config = WalSenderConfig {
+        standby_timeout: std::time::Duration::from_millis(1200),
+        keepalive_interval: std::time::Duration::from_millis(200),
+        ..WalSenderConfig::for_test()
+    };
+    let mut h = Harness::start(config).await;
+    append(&mut h.writer, 1, 0, SEG, SEG + 10);
+    let mut conn = h.connect().await;
+    let mut stream = conn.start_replication(None, Lsn(SEG), 1).await.unwrap();
+    let started = std::time::Instant::now();
+    let (mut keepalives, mut asked) = (0, None);
+    // Never answer: keepalives, one asking for a reply at half the timeout, then the drop.
+    let err = loop {
+        match tokio::time::timeout(super::EVENT_TIMEOUT, stream.next()).await.expect("dropped in time") {
+            Ok(crate::wal::client::Event::Keepalive { reply_requested, end, .. }) => {
+                assert_eq!(end, Lsn(SEG + 10));
+                keepalives += 1;
+                if reply_requested && asked.is_none() {
+                    asked = Some(started.elapsed());
+                }
+            }
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    let dropped = started.elapsed();
+    assert!(matches!(err, WalClientError::Closed(_)), "{err}");
+    assert!(keepalives >= 3, "keepalives every 200 ms: {keepalives}");
+    let asked = asked.expect("a reply was requested");
+    assert!(asked >= std::time::Duration::from_millis(550) && asked < dropped, "asked at {asked:?}");
+    assert!(dropped >= std::time::Duration::from_millis(1150), "dropped after {dropped:?}");
+    h.stop().await;
+}

@@ -95,6 +95,13 @@ async fn a_postgres_standby_streams_from_the_walsender() {
         tokio::task::spawn_blocking(move || server.psql(q))
     };
     sql(&primary, "CREATE TABLE t (x int)").await.unwrap();
+    // psql panics on an error: wait for the table before counting its rows.
+    let s = standby.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_until("the table on the standby", || s.psql("SELECT to_regclass('public.t') IS NOT NULL") == "t")
+    })
+    .await
+    .unwrap();
     for round in 1..=3 {
         let inserted = Instant::now();
         sql(&primary, "INSERT INTO t SELECT generate_series(1, 1000)").await.unwrap();

@@ -115,7 +115,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tasks.spawn(async move { n.run_purge(stop).await });
         let (n, stop) = (node.clone(), shutdown.clone());
         tasks.spawn(async move { n.run_checkpoints(stop).await });
-        let state = AppState { node: node.clone(), tokens, wal: wal.clone(), wal_enabled: config.wal.enabled() };
+        let state =
+            AppState { node: node.clone(), tokens, wal: wal.clone(), wal_enabled: config.wal.enabled() };
         let stop = shutdown.clone();
         tasks.spawn(async move {
             if let Err(e) = api::serve(api_listener, state, stop.clone()).await {

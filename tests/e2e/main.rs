@@ -4,8 +4,16 @@
 mod cli;
 mod cluster;
 mod peer;
+/// PostgreSQL test clusters: the library's own helper, shared (it names `ConnConfig` from here).
+#[path = "../../host/src/wal/client/tests/pg.rs"]
+#[allow(dead_code)]
+mod pg;
 mod plugins;
 mod support;
 mod sync;
 mod sync_e2e;
 mod sync_follow;
+mod wal;
+
+#[allow(unused_imports)]
+use tandem::wal::client::ConnConfig;

@@ -40,6 +40,9 @@ pub enum Command {
     /// File-tree sync: pull a tree from the primary.
     #[command(subcommand)]
     Sync(SyncCommand),
+    /// WAL streaming: status, and base backups for a new standby.
+    #[command(subcommand)]
+    Wal(WalCommand),
     /// Print the default configuration or the effective one.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -278,4 +281,34 @@ pub enum SyncCommand {
 fn parse_setting(s: &str) -> Result<(String, String), String> {
     let (k, v) = s.split_once('=').ok_or_else(|| format!("`{s}`: expected KEY=VALUE"))?;
     Ok((k.trim().to_string(), v.trim().to_string()))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WalCommand {
+    /// What the running daemon knows of WAL streaming: every position (primary, received,
+    /// flushed, the standby's replayed), lag in bytes and seconds, the last WAL, archive use,
+    /// the slot's state on the primary and the last error.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a new standby PostgreSQL from the primary in [wal] (pg_basebackup, WAL streamed
+    /// alongside) whose primary_conninfo points at this host's walsender. Start it afterwards
+    /// with pg_ctl; it streams from tandem.
+    BaseBackup {
+        /// The new standby's data folder (absent or empty).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Folder holding pg_basebackup (default: where pg_ctl on PATH lives, or
+        /// /usr/lib/postgresql/15/bin).
+        #[arg(long, value_name = "DIR")]
+        pg_bin: Option<PathBuf>,
+        /// Run pg_basebackup as this OS user (PostgreSQL refuses root).
+        #[arg(long, value_name = "USER")]
+        os_user: Option<String>,
+        /// The standby's application_name.
+        #[arg(long, default_value = "tandem_standby")]
+        application_name: String,
+    },
 }

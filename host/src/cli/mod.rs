@@ -8,6 +8,7 @@ mod eval;
 mod http;
 mod plugins;
 mod sync;
+mod wal;
 
 use std::process::ExitCode;
 
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use args::{
     Cli, ClusterCommand, Command, ConfCommand, ConfigCommand, PeerCommand, PluginsCommand, SyncCommand,
+    WalCommand,
 };
 
 use crate::config::{Config, DEFAULT_TOML};
@@ -90,6 +92,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sync(cmd) => {
             let _guard = logging::init(&config.log, "warn", false)?;
             sync::run(config, cmd)
+        }
+        Command::Wal(cmd) => {
+            let _guard = logging::init(&config.log, "warn", false)?;
+            wal::run(config, cmd)
         }
         Command::Config(ConfigCommand::Default) => {
             print!("{DEFAULT_TOML}");

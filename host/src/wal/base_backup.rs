@@ -141,6 +141,23 @@ impl BaseBackup {
     }
 }
 
+/// Where PostgreSQL's programs are: `TANDEM_PG_BIN`, Debian's `/usr/lib/postgresql/15/bin`,
+/// or the folder `pg_ctl` on PATH links to.
+pub fn default_bin_dir() -> Option<PathBuf> {
+    let has = |d: &Path| d.join("pg_basebackup").exists() && d.join("pg_ctl").exists();
+    if let Some(dir) = std::env::var_os("TANDEM_PG_BIN").map(PathBuf::from) {
+        return has(&dir).then_some(dir);
+    }
+    let debian = PathBuf::from("/usr/lib/postgresql/15/bin");
+    if has(&debian) {
+        return Some(debian);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .filter_map(|d| std::fs::canonicalize(d.join("pg_ctl")).ok())
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .find(|d| has(d))
+}
+
 /// A libpq connection string (values quoted as libpq wants).
 pub fn conninfo(e: &Endpoint, application_name: &str) -> String {
     let mut parts = vec![

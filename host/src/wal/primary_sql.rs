@@ -13,7 +13,7 @@ use super::client::ConnConfig;
 use super::lsn::Lsn;
 
 /// How often the primary is asked.
-pub const POLL_EVERY: Duration = Duration::from_secs(2);
+pub const POLL_EVERY: Duration = Duration::from_secs(1);
 /// Database to connect to for the queries.
 const DBNAME: &str = "postgres";
 
@@ -36,7 +36,12 @@ pub struct PrimaryFacts {
 }
 
 /// Polls the primary until `shutdown`, publishing on `out`.
-pub async fn poll(conn: ConnConfig, slot: String, out: watch::Sender<PrimaryFacts>, shutdown: CancellationToken) {
+pub async fn poll(
+    conn: ConnConfig,
+    slot: String,
+    out: watch::Sender<PrimaryFacts>,
+    shutdown: CancellationToken,
+) {
     let mut config = tokio_postgres::Config::new();
     match &conn.socket_dir {
         Some(dir) => config.host_path(dir),
@@ -52,7 +57,8 @@ pub async fn poll(conn: ConnConfig, slot: String, out: watch::Sender<PrimaryFact
             _ = shutdown.cancelled() => return,
             f = ask(&config, &slot) => f,
         };
-        let facts = facts.unwrap_or_else(|e| PrimaryFacts { error: Some(e.to_string()), ..PrimaryFacts::default() });
+        let facts =
+            facts.unwrap_or_else(|e| PrimaryFacts { error: Some(e.to_string()), ..PrimaryFacts::default() });
         out.send_replace(PrimaryFacts { at: Some(SystemTime::now()), ..facts });
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -93,4 +99,31 @@ async fn ask(config: &tokio_postgres::Config, slot: &str) -> Result<PrimaryFacts
     drop(client);
     let _ = driver.await;
     Ok(facts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::client::tests::pg::PgServer;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_the_position_and_the_slot_state() {
+        let Some(pg) = PgServer::start(&[]) else { return };
+        pg.psql("SELECT pg_create_physical_replication_slot('tandem', true)");
+        let (tx, mut rx) = watch::channel(PrimaryFacts::default());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(poll(pg.config("rep_scram"), "tandem".into(), tx, stop.clone()));
+        let facts = tokio::time::timeout(Duration::from_secs(20), rx.wait_for(|f| f.at.is_some()))
+            .await
+            .expect("polled")
+            .unwrap()
+            .clone();
+        stop.cancel();
+        task.await.unwrap();
+        assert_eq!(facts.error, None);
+        assert!(facts.current_lsn.is_some_and(|l| l.is_valid()), "{facts:?}");
+        assert!(facts.slot_exists && !facts.active, "{facts:?}");
+        assert_eq!(facts.wal_status.as_deref(), Some("reserved"));
+        assert_eq!(facts.max_slot_wal_keep_size.as_deref(), Some("-1"));
+    }
 }

@@ -17,9 +17,9 @@ use super::client::ReplicationConn;
 use super::config::WalConfig;
 use super::lsn::Lsn;
 use super::primary_sql::PrimaryFacts;
+use super::receiver::Receiver;
 use super::receiver::disk::{Disk, DiskCmd};
 use super::receiver::state::{ArrivalTimes, ReceiverState};
-use super::receiver::Receiver;
 use super::upstream::UpstreamIdentity;
 use super::walsender::{self, SenderAuth, SenderContext, StandbyFeedback, WalSenderConfig};
 
@@ -92,12 +92,15 @@ pub async fn start(
         Some(password) => SenderAuth::ScramSha256 { user: config.standby_user.clone(), password },
         None => SenderAuth::Trust,
     };
-    let listener =
-        TcpListener::bind(config.listen).await.map_err(|source| WalServiceError::Bind { addr: config.listen, source })?;
-    let listen = listener.local_addr().map_err(|source| WalServiceError::Bind { addr: config.listen, source })?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| WalServiceError::Bind { addr: config.listen, source })?;
+    let listen =
+        listener.local_addr().map_err(|source| WalServiceError::Bind { addr: config.listen, source })?;
     let (feedback_tx, standby) = watch::channel(None);
     let (_identity_tx, identity_rx) = watch::channel(Some(identity.clone()));
-    let ctx = Arc::new(SenderContext { reader: reader.clone(), identity: identity_rx, feedback: feedback_tx });
+    let ctx =
+        Arc::new(SenderContext { reader: reader.clone(), identity: identity_rx, feedback: feedback_tx });
     let sender_config = WalSenderConfig { listen, auth, ..WalSenderConfig::default() };
     let stop = shutdown.clone();
     tasks.spawn(async move {
@@ -148,7 +151,9 @@ async fn learn(conn: &super::client::ConnConfig, shutdown: &CancellationToken) -
         };
         match tokio::select! { _ = shutdown.cancelled() => return None, r = attempt => r } {
             Ok(id) => return Some(id),
-            Err(e) => tracing::warn!(primary = %conn.address(), error = %e, "cannot reach the primary to learn its identity"),
+            Err(e) => {
+                tracing::warn!(primary = %conn.address(), error = %e, "cannot reach the primary to learn its identity")
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return None,

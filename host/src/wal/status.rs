@@ -49,6 +49,8 @@ pub struct WalStatus {
     pub slot_safe_wal_size: Option<i64>,
     pub slot_active: Option<bool>,
     pub primary_sql_error: Option<String>,
+    /// When the primary last answered the SQL above.
+    pub primary_sql_at_ms: Option<u64>,
     pub connections: u64,
     pub last_error: Option<String>,
     pub last_error_at_ms: Option<u64>,
@@ -112,7 +114,9 @@ impl WalStatus {
                 reported_at_ms: ms(s.received_at),
             }),
             receive_lag_bytes: primary_lsn.is_valid().then(|| primary_lsn.0.saturating_sub(flushed.lsn.0)),
-            replay_lag_bytes: replayed.filter(|_| primary_lsn.is_valid()).map(|a| primary_lsn.0.saturating_sub(a.0)),
+            replay_lag_bytes: replayed
+                .filter(|_| primary_lsn.is_valid())
+                .map(|a| primary_lsn.0.saturating_sub(a.0)),
             replay_lag_seconds,
             last_wal_at_ms: r.last_wal_at.map(ms),
             last_wal_sent_at_ms: r.last_wal_sent_at.map(ms),
@@ -126,6 +130,7 @@ impl WalStatus {
             slot_safe_wal_size: sql.safe_wal_size,
             slot_active: sql.slot_exists.then_some(sql.active),
             primary_sql_error: sql.error.clone(),
+            primary_sql_at_ms: sql.at.map(ms),
             connections: r.connections,
             last_error: r.last_error.clone(),
             last_error_at_ms: r.last_error_at.map(ms),

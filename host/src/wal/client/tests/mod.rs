@@ -9,7 +9,7 @@ mod timeline;
 
 use std::time::Duration;
 
-use super::{Event, ReplicationConn, StandbyStatus, WalStream};
+use super::{ConnConfig, Event, ReplicationConn, StandbyStatus, WalStream};
 use crate::wal::Lsn;
 use pg::PgServer;
 

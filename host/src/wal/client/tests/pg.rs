@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use super::super::config::ConnConfig;
+// The including module provides `ConnConfig` (this file is shared with the e2e tests).
+use super::ConnConfig;
 
 /// The roles every test cluster has, one per authentication method (password = role name).
 pub const ROLE_TRUST: &str = "rep_trust";
@@ -133,10 +134,12 @@ impl PgServer {
 
     /// A standby made with `pg_basebackup -R`, its data folder handed to `configure` (e.g. to
     /// point `primary_conninfo` elsewhere) before it starts.
-    pub fn standby_with(&self, configure: impl FnOnce(&Path)) -> PgServer {
+    /// A folder for another server (owned by the PostgreSQL user, `data` not created yet),
+    /// not started: fill `data` (a base backup), then `boot_existing`.
+    pub fn unstarted(&self) -> PgServer {
         let dir = tempfile::Builder::new().prefix("tandem-pg-standby-").tempdir().expect("temp dir");
         let root = dir.path().to_path_buf();
-        let mut standby = PgServer {
+        let server = PgServer {
             data: root.join("data"),
             sock: root.join("sock"),
             root,
@@ -146,8 +149,19 @@ impl PgServer {
             running: false,
             opts: String::new(),
         };
-        std::fs::create_dir(&standby.sock).expect("socket dir");
-        give_to_postgres(&standby.root);
+        std::fs::create_dir(&server.sock).expect("socket dir");
+        give_to_postgres(&server.root);
+        server
+    }
+
+    /// Starts the server whose `data` is filled already, on a free port.
+    #[allow(dead_code)] // the e2e tests' (they share this file)
+    pub fn boot_existing(&mut self, conf: &[&str]) -> Result<(), String> {
+        self.boot(conf)
+    }
+
+    pub fn standby_with(&self, configure: impl FnOnce(&Path)) -> PgServer {
+        let mut standby = self.unstarted();
         let port = self.port.to_string();
         standby
             .run(
@@ -201,30 +215,34 @@ impl PgServer {
     /// Runs SQL as the superuser over the Unix socket; panics on failure. Output is unaligned,
     /// tuples only, trimmed.
     pub fn psql(&self, sql: &str) -> String {
-        let port = self.port.to_string();
-        let out = self
-            .run(
-                "psql",
-                &[
-                    "-X",
-                    "-q",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-At",
-                    "-h",
-                    path(&self.sock),
-                    "-p",
-                    &port,
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "postgres",
-                    "-c",
-                    sql,
-                ],
-            )
-            .unwrap_or_else(|e| panic!("psql {sql:?}: {e}"));
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        self.psql_runner()(sql)
+    }
+
+    /// `psql` as a closure that outlives `self`'s borrow (for a writer thread).
+    pub fn psql_runner(&self) -> impl Fn(&str) -> String + Send + 'static {
+        let (bin, root, sock, port) =
+            (self.bin.clone(), self.root.clone(), self.sock.clone(), self.port.to_string());
+        move |sql| {
+            let args = [
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-h",
+                path(&sock),
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                sql,
+            ];
+            let out = run_in(&bin, &root, "psql", &args).unwrap_or_else(|e| panic!("psql {sql:?}: {e}"));
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        }
     }
 
     /// A replication connection config for `user` over TCP (password = user name for the
@@ -245,21 +263,7 @@ impl PgServer {
     }
 
     fn run(&self, program: &str, args: &[&str]) -> Result<Output, String> {
-        let exe = self.bin.join(program);
-        let mut cmd = if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", OS_USER, "--"]).arg(&exe);
-            c
-        } else {
-            Command::new(&exe)
-        };
-        // The test's own folder as working directory: postgres may not enter the caller's.
-        let out = cmd.args(args).current_dir(&self.root).output().map_err(|e| format!("{program}: {e}"))?;
-        if out.status.success() {
-            Ok(out)
-        } else {
-            Err(format!("{program} {args:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr)))
-        }
+        run_in(&self.bin, &self.root, program, args)
     }
 }
 
@@ -268,6 +272,25 @@ impl Drop for PgServer {
         if self.running {
             let _ = self.run("pg_ctl", &["-D", path(&self.data), "-m", "immediate", "-w", "stop"]);
         }
+    }
+}
+
+/// Runs a PostgreSQL program from `bin` (as the PostgreSQL user when we are root) in `root`.
+fn run_in(bin: &Path, root: &Path, program: &str, args: &[&str]) -> Result<Output, String> {
+    let exe = bin.join(program);
+    let mut cmd = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", OS_USER, "--"]).arg(&exe);
+        c
+    } else {
+        Command::new(&exe)
+    };
+    // The test's own folder as working directory: postgres may not enter the caller's.
+    let out = cmd.args(args).current_dir(root).output().map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(format!("{program} {args:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr)))
     }
 }
 

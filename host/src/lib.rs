@@ -9,8 +9,8 @@
 //!   the on-disk tree and its snapshots.
 //! - [`cluster`]: the captain commit log (openraft) and the member lifecycle around it.
 //! - [`sync`]: file-tree sync: scan, index, journal, delta passes, safe apply, follow mode.
-//! - [`wal`]: WAL streaming from the primary PostgreSQL (so far: the replication client, the
-//!   durable segment archive, and the walsender serving it to the standby PostgreSQL).
+//! - [`wal`]: WAL streaming: the receiver on tandem's slot at the primary, the durable segment
+//!   archive, the walsender serving it to the standby PostgreSQL, base backups, status.
 //! - [`api`]: the REST API every member serves.
 //! - [`config`]: `tandem.toml`, validated.
 //! - [`durable`]: crash-safe replacement of small files tandem owns, and directory lock files.

@@ -1,5 +1,5 @@
 //! Logs through `tracing`: to the terminal, and to one file per job in the log folder
-//! (`tandem.log` for everything, `plugins.log`, `peer.log`), human-readable or JSON.
+//! (`tandem.log` for everything, `plugins.log`, `peer.log`, `cluster.log`, `wal.log`), human-readable or JSON.
 
 use std::path::{Path, PathBuf};
 
@@ -41,7 +41,7 @@ impl LogConfig {
 
 /// The jobs with a file of their own: (file, target prefix).
 const JOB_FILES: &[(&str, &str)] =
-    &[("plugins.log", "tandem::plugin"), ("peer.log", "tandem::peer"), ("cluster.log", "tandem::cluster")];
+    &[("plugins.log", "tandem::plugin"), ("peer.log", "tandem::peer"), ("cluster.log", "tandem::cluster"), ("wal.log", "tandem::wal")];
 
 /// openraft narrates every vote and membership step at `info`; it speaks up at `warn` unless
 /// the filter names it.

@@ -6,7 +6,7 @@
 //! keeps. Must never: report WAL flushed to the primary before it is durable here (the slot
 //! would let the primary recycle WAL the standby does not have).
 //!
-//! Built so far:
+//! # Layout
 //! - [`lsn`]: the vocabulary both halves speak: [`Lsn`], [`TimeLineId`], [`WalSegmentSize`]
 //!   with the segment math, and PostgreSQL's WAL file names (pure).
 //! - [`client`]: the replication-protocol client (connection, authentication, replication
@@ -14,10 +14,16 @@
 //! - [`archive`]: the durable segment archive (group commit, crash recovery, timelines,
 //!   retention, disk cap) and its reader for the walsender side.
 //! - [`upstream`]: whose WAL the archive holds (system id, server version, segment size).
+//! - [`timeline_history`]: history files parsed (pure).
+//! - [`receiver`]: the primary -> archive loop on tandem's slot (disk thread, reconnects,
+//!   timeline switches, disk cap).
 //! - [`walsender`]: the server side of physical streaming replication: serves the archive's
 //!   WAL to a standby PostgreSQL as a primary's walsender would.
-//!
-//! The receiver loop joining the two and base backups are the next steps.
+//! - [`base_backup`]: a new standby from `pg_basebackup`, configured to stream from tandem.
+//! - [`primary_sql`]: slot state and the current LSN over plain SQL, for status.
+//! - [`status`]: [`status::WalStatus`], every position and lag in one value.
+//! - [`config`]: `[wal]` in tandem.toml.
+//! - [`service`]: all of it started as one daemon service.
 
 pub mod archive;
 pub mod base_backup;

@@ -52,13 +52,18 @@ pub async fn poll(
     if let Some(pw) = &conn.password {
         config.password(pw);
     }
+    // One connection, kept while it works: a new connection (and its SCRAM exchange) every
+    // poll costs the primary and tandem more than the queries.
+    let mut client: Option<tokio_postgres::Client> = None;
     loop {
-        let facts = tokio::select! {
+        let answer = tokio::select! {
             _ = shutdown.cancelled() => return,
-            f = ask(&config, &slot) => f,
+            f = ask(&config, &mut client, &slot) => f,
         };
-        let facts =
-            facts.unwrap_or_else(|e| PrimaryFacts { error: Some(e.to_string()), ..PrimaryFacts::default() });
+        let facts = answer.unwrap_or_else(|e| {
+            client = None;
+            PrimaryFacts { error: Some(e.to_string()), ..PrimaryFacts::default() }
+        });
         out.send_replace(PrimaryFacts { at: Some(SystemTime::now()), ..facts });
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -67,11 +72,21 @@ pub async fn poll(
     }
 }
 
-async fn ask(config: &tokio_postgres::Config, slot: &str) -> Result<PrimaryFacts, tokio_postgres::Error> {
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-    let driver = tokio::spawn(connection);
+async fn ask(
+    config: &tokio_postgres::Config,
+    client: &mut Option<tokio_postgres::Client>,
+    slot: &str,
+) -> Result<PrimaryFacts, tokio_postgres::Error> {
+    let c = match client {
+        Some(c) if !c.is_closed() => c,
+        _ => {
+            let (c, connection) = config.connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            client.insert(c)
+        }
+    };
     let lsn = |s: Option<String>| s.and_then(|s| s.parse::<Lsn>().ok());
-    let now = client
+    let now = c
         .query_one(
             "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END)::text, \
              current_setting('max_slot_wal_keep_size')",
@@ -83,7 +98,7 @@ async fn ask(config: &tokio_postgres::Config, slot: &str) -> Result<PrimaryFacts
         max_slot_wal_keep_size: now.get(1),
         ..PrimaryFacts::default()
     };
-    let rows = client
+    let rows = c
         .query(
             "SELECT wal_status, restart_lsn::text, safe_wal_size, active FROM pg_replication_slots WHERE slot_name = $1",
             &[&slot],
@@ -96,8 +111,6 @@ async fn ask(config: &tokio_postgres::Config, slot: &str) -> Result<PrimaryFacts
         facts.safe_wal_size = row.get(2);
         facts.active = row.get(3);
     }
-    drop(client);
-    let _ = driver.await;
     Ok(facts)
 }
 

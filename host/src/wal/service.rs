@@ -25,6 +25,8 @@ use super::walsender::{self, SenderAuth, SenderContext, StandbyFeedback, WalSend
 
 /// How often the standby's replay position is passed to retention at most.
 const RETENTION_EVERY: Duration = Duration::from_secs(1);
+/// How often the positions are written to the log.
+const LOG_EVERY: Duration = Duration::from_secs(60);
 /// Wait between attempts to reach a primary whose identity is not known yet.
 const LEARN_RETRY: Duration = Duration::from_secs(1);
 
@@ -129,9 +131,34 @@ pub async fn start(
         status_interval: config.status_interval(),
         retry_max: config.retry_max(),
     };
-    tasks.spawn(task.run(shutdown));
+    tasks.spawn(task.run(shutdown.clone()));
     tracing::info!(%listen, primary = %config.primary_host.as_deref().unwrap_or(""), "WAL streaming started");
-    Ok(Some(WalHandle { config, identity, reader, receiver, standby, arrivals, primary, listen }))
+    let handle = WalHandle { config, identity, reader, receiver, standby, arrivals, primary, listen };
+    tasks.spawn(log_positions(handle.clone(), shutdown));
+    Ok(Some(handle))
+}
+
+/// One line with every position and lag in the WAL log, every [`LOG_EVERY`].
+async fn log_positions(handle: WalHandle, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(LOG_EVERY) => {}
+        }
+        let s = super::status::WalStatus::of(&handle);
+        tracing::info!(
+            state = %s.state, timeline = s.timeline,
+            primary = s.primary_lsn.as_deref().unwrap_or("-"),
+            flushed = s.flushed_lsn.as_deref().unwrap_or("-"),
+            replayed = s.standby.as_ref().map_or("-", |v| v.replay_lsn.as_str()),
+            receive_lag_bytes = s.receive_lag_bytes.unwrap_or(0),
+            replay_lag_bytes = s.replay_lag_bytes.unwrap_or(0),
+            replay_lag_s = s.replay_lag_seconds.unwrap_or(0.0),
+            segments = s.segments_in_use,
+            slot = s.slot_wal_status.as_deref().unwrap_or("-"),
+            "WAL positions"
+        );
+    }
 }
 
 /// Connects until the primary answers who it is.

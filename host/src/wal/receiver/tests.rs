@@ -19,28 +19,34 @@ use crate::wal::lsn::{DEFAULT_WAL_SEGMENT_SIZE, Lsn, WalSegmentSize};
 /// A receiver task over an archive in `dir`, streaming from `pg`.
 struct Running {
     stop: CancellationToken,
+    disk: Arc<Disk>,
     task: tokio::task::JoinHandle<()>,
     reader: ArchiveReader,
     state: watch::Receiver<ReceiverState>,
 }
 
 fn start(pg: &PgServer, dir: &Path) -> Running {
+    start_capped(pg, dir, None)
+}
+
+fn start_capped(pg: &PgServer, dir: &Path, disk_cap_bytes: Option<u64>) -> Running {
     let config = ArchiveConfig {
         segment_size: DEFAULT_WAL_SEGMENT_SIZE,
         flush: FlushPolicy::group(),
-        reserve_segments: 2,
-        disk_cap_bytes: None,
+        reserve_segments: 0,
+        disk_cap_bytes,
         ..ArchiveConfig::default()
     };
     let writer = ArchiveWriter::open(dir.join("archive"), config).expect("archive");
     let reader = writer.reader();
     let (state_tx, state) = watch::channel(ReceiverState::default());
     let (_applied_tx, applied) = watch::channel(Lsn::INVALID);
+    let disk = Arc::new(Disk::spawn(writer).expect("disk thread"));
     let receiver = Receiver {
         conn: pg.config("rep_scram"),
         slot: "tandem".into(),
         state_dir: dir.to_owned(),
-        disk: Arc::new(Disk::spawn(writer).expect("disk thread")),
+        disk: disk.clone(),
         reader: reader.clone(),
         applied,
         state: state_tx,
@@ -50,7 +56,7 @@ fn start(pg: &PgServer, dir: &Path) -> Running {
     };
     let stop = CancellationToken::new();
     let task = tokio::spawn(receiver.run(stop.clone()));
-    Running { stop, task, reader, state }
+    Running { stop, disk, task, reader, state }
 }
 
 impl Running {
@@ -168,5 +174,36 @@ async fn follows_a_promoted_standby_onto_its_new_timeline() {
     assert!(String::from_utf8_lossy(&history).starts_with("1\t"), "{history:?}");
     let timelines: Vec<u32> = rx.reader.timelines().iter().map(|t| t.timeline).collect();
     assert_eq!(timelines, [1, 2]);
+    rx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_disk_cap_it_stops_taking_wal_the_slot_holds_it_and_it_resumes_once_retention_frees_room() {
+    let Some(pg) = PgServer::start(&["wal_keep_size=0"]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let seg = WalSegmentSize::DEFAULT;
+    let rx = start_capped(&pg, dir.path(), Some(4 * seg.bytes()));
+    pg.psql("CREATE TABLE t(x int, y text)");
+    for _ in 0..6 {
+        pg.psql("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g");
+        pg.psql("SELECT pg_switch_wal()");
+    }
+    let end = lsn(&pg, "SELECT pg_current_wal_flush_lsn()");
+    wait_until("the receiver reports the archive full", || rx.state.borrow().phase == Phase::CapReached);
+    let held = rx.reader.flush_point().lsn;
+    assert!(held < end, "the archive stopped short of the primary's WAL");
+    pg.psql("CHECKPOINT");
+    assert!(slot_restart(&pg) <= held, "the slot holds what the archive could not take");
+
+    // The standby replays what the archive has: retention frees room and streaming resumes.
+    let mut replayed = held;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while rx.reader.flush_point().lsn < end {
+        assert!(tokio::time::Instant::now() < deadline, "never caught up: {:?}", rx.state.borrow());
+        replayed = replayed.max(rx.reader.flush_point().lsn);
+        rx.disk.send(super::disk::DiskCmd::Replayed(replayed)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rx.state.borrow().connections >= 2, "it reconnected after the cap");
     rx.stop().await;
 }

@@ -1,7 +1,8 @@
 //! The one wasmtime `Engine` of the process, with epoch interruption driven by a ticker
-//! thread: a call's time cap is a number of ticks.
+//! thread: a call's time cap is a number of ticks. The ticker runs only while some plugin
+//! call is in flight ([`Ticking`]); an idle host does not wake every tick.
 
-use std::sync::OnceLock;
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use wasmtime::{Config, Engine};
@@ -20,7 +21,11 @@ pub fn engine() -> &'static Engine {
         std::thread::Builder::new()
             .name("plugin-epoch".into())
             .spawn(move || {
-                while let Some(engine) = ticker.upgrade() {
+                loop {
+                    // Deadlines are relative to the epoch when they are set, so pausing the
+                    // epoch while nothing runs changes no call's budget.
+                    drop(ACTIVE.1.wait_while(lock_active(), |n| *n == 0).unwrap_or_else(|p| p.into_inner()));
+                    let Some(engine) = ticker.upgrade() else { return };
                     engine.increment_epoch();
                     drop(engine);
                     std::thread::sleep(EPOCH_TICK);
@@ -29,6 +34,30 @@ pub fn engine() -> &'static Engine {
             .expect("spawning the plugin epoch ticker");
         engine
     })
+}
+
+/// Plugin calls in flight, and the ticker's wake-up.
+static ACTIVE: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+fn lock_active() -> std::sync::MutexGuard<'static, usize> {
+    ACTIVE.0.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Keeps the epoch ticking while it lives: hold one across every entry into a store.
+pub struct Ticking(());
+
+impl Ticking {
+    pub fn start() -> Ticking {
+        *lock_active() += 1;
+        ACTIVE.1.notify_one();
+        Ticking(())
+    }
+}
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        *lock_active() -= 1;
+    }
 }
 
 /// Ticks to allow for a call capped at `limit` (at least two, so a call that starts just

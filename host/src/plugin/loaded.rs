@@ -18,7 +18,7 @@ use super::bindings::{
 };
 use super::cache::{CompileCache, Origin};
 use super::config::PluginConfig;
-use super::engine::{deadline_ticks, engine};
+use super::engine::{Ticking, deadline_ticks, engine};
 use super::error::{FailureKind, PluginError};
 use super::sandbox::{PluginState, new_store};
 use super::world::{Version, World, identify};
@@ -210,6 +210,7 @@ impl LoadedPlugin {
         &self,
         f: impl FnOnce(&mut Store<PluginState>, &Bound) -> wasmtime::Result<Result<R, FailureKind>>,
     ) -> Result<R, PluginError> {
+        let _ticking = Ticking::start();
         // A panic while a store was entered leaves it unusable: start over.
         let mut live = self.live.lock().unwrap_or_else(|poisoned| {
             let mut live = poisoned.into_inner();

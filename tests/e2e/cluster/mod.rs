@@ -129,10 +129,15 @@ impl Node {
         serde_json::from_str(&self.ok(&["cluster", "status", "--json"])).unwrap()
     }
 
+    /// This member's own row in its status (a member that is still joining may not list
+    /// itself for a moment: waited for).
     pub fn me(&self) -> Value {
-        let s = self.status();
-        let reporter = s["reporter"].clone();
-        s["members"].as_array().unwrap().iter().find(|m| m["node_id"] == reporter).cloned().unwrap()
+        let mine = || {
+            let s = self.status();
+            let reporter = s["reporter"].clone();
+            s["members"].as_array()?.iter().find(|m| m["node_id"] == reporter).cloned()
+        };
+        wait_for(CONVERGE, mine).map(|(m, _)| m).unwrap_or_else(|| panic!("{} never lists itself", self.name))
     }
 
     /// The content of a file under the member's conf tree ("" if missing).

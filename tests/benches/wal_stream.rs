@@ -31,8 +31,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tandem::wal::Lsn;
-#[allow(unused_imports)]
-use tandem::wal::client::ConnConfig;
+#[allow(unused_imports)] // for pg.rs
+use tandem::wal::{base_backup::default_bin_dir, client::ConnConfig};
 
 use pg::PgServer;
 

@@ -15,5 +15,5 @@ mod sync_e2e;
 mod sync_follow;
 mod wal;
 
-#[allow(unused_imports)]
-use tandem::wal::client::ConnConfig;
+#[allow(unused_imports)] // for pg.rs
+use tandem::wal::{base_backup::default_bin_dir, client::ConnConfig};

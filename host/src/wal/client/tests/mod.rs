@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use super::{ConnConfig, Event, ReplicationConn, StandbyStatus, WalStream};
 use crate::wal::Lsn;
+#[allow(unused_imports)] // for pg.rs
+use crate::wal::base_backup::default_bin_dir;
 use pg::PgServer;
 
 /// Upper bound for waiting on one event from a local server.

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-// The including module provides `ConnConfig` (this file is shared with the e2e tests).
-use super::ConnConfig;
+// The including module provides `ConnConfig` and `default_bin_dir` (this file is shared with
+// the e2e tests and the WAL benchmark).
+use super::{ConnConfig, default_bin_dir};
 
 /// The roles every test cluster has, one per authentication method (password = role name).
 pub const ROLE_TRUST: &str = "rep_trust";
@@ -313,18 +314,7 @@ pub fn unavailable(why: &str) {
 /// Where initdb, pg_ctl, psql and pg_basebackup are.
 pub fn bin_dir() -> Option<PathBuf> {
     let has_all = |d: &Path| ["initdb", "pg_ctl", "psql", "pg_basebackup"].iter().all(|p| d.join(p).exists());
-    if let Some(dir) = std::env::var_os("TANDEM_PG_BIN").map(PathBuf::from) {
-        return has_all(&dir).then_some(dir);
-    }
-    let debian = PathBuf::from("/usr/lib/postgresql/15/bin");
-    if has_all(&debian) {
-        return Some(debian);
-    }
-    // pg_ctl on PATH, followed through symlinks to the folder holding its siblings.
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .filter_map(|d| std::fs::canonicalize(d.join("pg_ctl")).ok())
-        .filter_map(|p| p.parent().map(Path::to_path_buf))
-        .find(|d| has_all(d))
+    default_bin_dir().filter(|d| has_all(d))
 }
 
 fn is_root() -> bool {

@@ -79,7 +79,9 @@ impl Trio {
     fn row_reaches_standby(&self, tag: &str) {
         self.primary.psql(&format!("INSERT INTO marks VALUES ('{tag}')"));
         wait_until(&format!("row {tag} on the standby"), || {
-            self.standby.psql(&format!("SELECT count(*) FROM marks WHERE tag = '{tag}'")) == "1"
+            self.standby
+                .try_psql(&format!("SELECT count(*) FROM marks WHERE tag = '{tag}'"))
+                .is_ok_and(|n| n == "1")
         });
     }
 
@@ -254,7 +256,9 @@ fn a_promoted_standby_is_followed_onto_its_new_timeline() {
     wait_for(Duration::from_secs(30), || (wal_status(&t.tandem)["timeline"] == 2).then_some(()))
         .unwrap_or_else(|| panic!("tandem never reached timeline 2: {}", wal_status(&t.tandem)));
     wait_until("the standby follows onto timeline 2", || {
-        t.standby.psql("SELECT count(*) FROM marks WHERE tag = 'on the new timeline'") == "1"
+        t.standby
+            .try_psql("SELECT count(*) FROM marks WHERE tag = 'on the new timeline'")
+            .is_ok_and(|n| n == "1")
     });
     assert_eq!(t.standby.psql("SELECT received_tli FROM pg_stat_wal_receiver"), "2");
     let t = Trio { primary: native, ..t };

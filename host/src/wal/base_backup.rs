@@ -177,9 +177,10 @@ fn libpq_quote(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
-/// postgresql.conf string: a `'` doubled.
+/// postgresql.conf string: its parser reads backslash escapes, so `\` is doubled, and `'`
+/// doubled (as PostgreSQL's own `escape_single_quotes_ascii` does).
 fn conf_quote(v: &str) -> String {
-    v.replace('\'', "''")
+    v.replace('\\', "\\\\").replace('\'', "''")
 }
 
 #[cfg(test)]
@@ -199,7 +200,10 @@ mod tests {
             c,
             r"host='127.0.0.1' port=5433 user='rep' application_name='standby 1' password='a\'b\\c'"
         );
-        assert_eq!(conf_quote(&c).matches("''").count(), 9);
+        let quoted = conf_quote(&c);
+        assert_eq!(quoted.matches("''").count(), 9);
+        // Every backslash libpq needs survives the config parser: doubled once more.
+        assert!(quoted.ends_with(r"password=''a\\''b\\\\c''"), "{quoted}");
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:5433";
 pub const DEFAULT_STATUS_INTERVAL_MS: u64 = 10_000;
 /// Longest wait between reconnection attempts.
 pub const DEFAULT_RETRY_MAX_MS: u64 = 5_000;
+/// Largest disk cap accepted (1 PiB), so the byte count cannot overflow.
+pub const MAX_DISK_CAP_MIB: u64 = 1 << 30;
 /// Largest batch of WAL written before one fsync (the disk thread also flushes whenever it has
 /// nothing more queued).
 pub const GROUP_MAX_BYTES: u64 = 8 * 1024 * 1024;
@@ -93,8 +95,15 @@ impl WalConfig {
         if self.status_interval_ms == 0 || self.retry_max_ms == 0 {
             return Err("wal.status_interval_ms and wal.retry_max_ms must be above 0".into());
         }
-        if self.disk_cap_mib != 0 && self.disk_cap_mib < 64 {
-            return Err("wal.disk_cap_mib: at least 64 (or 0 for no cap)".into());
+        if self.disk_cap_mib != 0 && !(64..=MAX_DISK_CAP_MIB).contains(&self.disk_cap_mib) {
+            return Err(format!("wal.disk_cap_mib: 64 to {MAX_DISK_CAP_MIB} (or 0 for no cap)"));
+        }
+        if self.standby_password_file.is_none() && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "wal.listen is {}: without wal.standby_password_file the walsender trusts every client, \
+                 which is allowed on loopback only",
+                self.listen
+            ));
         }
         Ok(())
     }
@@ -135,6 +144,22 @@ impl WalConfig {
     /// The standby's password, if it must authenticate.
     pub fn standby_password(&self) -> Result<Option<String>, String> {
         read_password(self.standby_password_file.as_deref())
+    }
+
+    /// Checks the cap against the segment size, known once the primary was reached: the cap
+    /// must hold the reserve plus the segment being written and one more, or retention could
+    /// never make room.
+    pub fn check_cap(&self, segment_size: u64) -> Result<(), String> {
+        let need = (self.reserve_segments + 2).saturating_mul(segment_size) >> 20;
+        if self.disk_cap_mib != 0 && self.disk_cap_mib < need {
+            return Err(format!(
+                "wal.disk_cap_mib = {} cannot hold reserve_segments = {} plus 2 segments of {} MiB ({need} MiB)",
+                self.disk_cap_mib,
+                self.reserve_segments,
+                segment_size >> 20
+            ));
+        }
+        Ok(())
     }
 
     /// The archive's settings for a cluster with `segment_size`-byte segments.
@@ -179,6 +204,13 @@ mod tests {
         assert!(bad.validate().unwrap_err().contains("wal.slot"));
         let bad = WalConfig { disk_cap_mib: 10, ..WalConfig::default() };
         assert!(bad.validate().unwrap_err().contains("disk_cap_mib"));
+        let small = WalConfig { disk_cap_mib: 64, ..WalConfig::default() };
+        assert!(small.check_cap(16 << 20).unwrap_err().contains("reserve_segments = 32"));
+        WalConfig { disk_cap_mib: 64, reserve_segments: 2, ..WalConfig::default() }
+            .check_cap(16 << 20)
+            .unwrap();
+        let open = WalConfig { listen: "0.0.0.0:5433".parse().unwrap(), ..WalConfig::default() };
+        assert!(open.validate().unwrap_err().contains("loopback only"));
     }
 
     #[test]

@@ -82,6 +82,7 @@ pub async fn start(
             None => return Ok(None),
         },
     };
+    config.check_cap(identity.segment_size).map_err(WalServiceError::Config)?;
     let archive_dir = config.archive_dir();
     let archive_config = config.archive(identity.segment_size);
     let writer = tokio::task::spawn_blocking(move || ArchiveWriter::open(archive_dir, archive_config))
@@ -112,7 +113,7 @@ pub async fn start(
     });
 
     let (applied_tx, applied) = watch::channel(Lsn::INVALID);
-    tasks.spawn(forward_replay(standby.clone(), applied_tx, disk.clone(), shutdown.clone()));
+    tasks.spawn(forward_replay(standby.clone(), applied_tx, disk.clone(), reader.clone(), shutdown.clone()));
 
     let (facts_tx, primary) = watch::channel(PrimaryFacts::default());
     tasks.spawn(super::primary_sql::poll(conn.clone(), config.slot.clone(), facts_tx, shutdown.clone()));
@@ -194,6 +195,7 @@ async fn forward_replay(
     mut standby: watch::Receiver<Option<StandbyFeedback>>,
     applied: watch::Sender<Lsn>,
     disk: Arc<Disk>,
+    reader: ArchiveReader,
     shutdown: CancellationToken,
 ) {
     let mut last = Lsn::INVALID;
@@ -202,7 +204,13 @@ async fn forward_replay(
             _ = shutdown.cancelled() => break,
             changed = standby.changed() => if changed.is_err() { break },
         }
-        let apply = standby.borrow_and_update().as_ref().map_or(Lsn::INVALID, |f| f.apply);
+        // Never past what the archive has: a client claiming more cannot make retention drop
+        // WAL the standby still needs.
+        let apply = standby
+            .borrow_and_update()
+            .as_ref()
+            .map_or(Lsn::INVALID, |f| f.apply)
+            .min(reader.flush_point().lsn);
         if apply > last {
             last = apply;
             applied.send_replace(apply);

@@ -87,7 +87,11 @@ impl WalStatus {
         let replayed = standby.as_ref().map(|s| s.apply);
         let now = SystemTime::now();
         let replay_lag_seconds = replayed.and_then(|applied| {
-            h.arrivals.lock().unwrap_or_else(|p| p.into_inner()).lag(applied, now).map(|d| d.as_secs_f64())
+            h.arrivals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .lag(applied, flushed.lsn, now)
+                .map(|d| d.as_secs_f64())
         });
         let segments_in_use = h
             .reader

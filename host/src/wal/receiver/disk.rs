@@ -30,6 +30,18 @@ pub enum DiskCmd {
     History { timeline: TimeLineId, content: Bytes, done: oneshot::Sender<Result<(), String>> },
     /// The standby PostgreSQL replayed up to here: retention may remove older segments.
     Replayed(Lsn),
+    /// A new session starts: appends are taken again (after the cap, every append queued by
+    /// the old session is dropped until this arrives, since it would leave a gap).
+    Resume(oneshot::Sender<()>),
+}
+
+/// The cap flags shared with the network task.
+#[derive(Debug, Default)]
+struct Cap {
+    /// Appends are dropped (the cap was hit in this session).
+    dropping: AtomicBool,
+    /// The archive has room for another segment.
+    room: AtomicBool,
 }
 
 /// The handle the network task holds.
@@ -37,7 +49,7 @@ pub enum DiskCmd {
 pub struct Disk {
     tx: mpsc::Sender<DiskCmd>,
     error: Arc<Mutex<Option<String>>>,
-    capped: Arc<AtomicBool>,
+    cap: Arc<Cap>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -47,15 +59,16 @@ impl Disk {
         let (tx, rx) = mpsc::channel(QUEUE);
         let error = Arc::new(Mutex::new(None));
         let err = error.clone();
-        let capped = Arc::new(AtomicBool::new(!writer.accepting()));
-        let cap = capped.clone();
+        let cap =
+            Arc::new(Cap { dropping: AtomicBool::new(false), room: AtomicBool::new(writer.accepting()) });
+        let shared = cap.clone();
         let thread = std::thread::Builder::new().name("wal-disk".into()).spawn(move || {
-            if let Err(e) = run(writer, rx, &cap) {
+            if let Err(e) = run(writer, rx, &shared) {
                 tracing::error!(error = %e, "WAL archive writer stopped");
                 *err.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
             }
         })?;
-        Ok(Disk { tx, error, capped, thread: Some(thread) })
+        Ok(Disk { tx, error, cap, thread: Some(thread) })
     }
 
     /// Queues `cmd`; waits while the queue is full (the primary then waits on us: back
@@ -80,9 +93,22 @@ impl Disk {
             .unwrap_or_else(|| "the WAL disk thread stopped".into())
     }
 
-    /// Whether the archive is at its disk cap: appends are dropped until retention frees room.
+    /// Whether this session hit the disk cap: its appends are being dropped; end the session.
     pub fn capped(&self) -> bool {
-        self.capped.load(Ordering::Acquire)
+        self.cap.dropping.load(Ordering::Acquire)
+    }
+
+    /// Whether the archive has room for another segment (retention frees it).
+    pub fn has_room(&self) -> bool {
+        self.cap.room.load(Ordering::Acquire)
+    }
+
+    /// Starts a session: waits until every append of the previous one is handled (dropped,
+    /// if it hit the cap), then takes appends again.
+    pub async fn resume(&self) -> Result<(), String> {
+        let (done, wait) = oneshot::channel();
+        self.send(DiskCmd::Resume(done)).await?;
+        wait.await.map_err(|_| self.failure())
     }
 
     /// Whether the thread is still taking work.
@@ -104,11 +130,7 @@ impl Drop for Disk {
 }
 
 /// The thread: append what comes, flush when caught up.
-fn run(
-    mut writer: ArchiveWriter,
-    mut rx: mpsc::Receiver<DiskCmd>,
-    capped: &AtomicBool,
-) -> Result<(), ArchiveError> {
+fn run(mut writer: ArchiveWriter, mut rx: mpsc::Receiver<DiskCmd>, flags: &Cap) -> Result<(), ArchiveError> {
     let mut pending = false;
     loop {
         let cmd = match rx.try_recv() {
@@ -128,12 +150,13 @@ fn run(
         match cmd {
             // At the cap, WAL queued behind the refused append would leave a gap: dropped, and
             // the receiver restarts from the flushed LSN once there is room.
-            DiskCmd::Append { .. } if capped.load(Ordering::Acquire) => {}
+            DiskCmd::Append { .. } if flags.dropping.load(Ordering::Acquire) => {}
             DiskCmd::Append { timeline, start, data } => {
                 match writer.append(timeline, start, &data) {
                     Err(ArchiveError::CapReached { size, cap }) => {
                         writer.flush()?;
-                        capped.store(true, Ordering::Release);
+                        flags.dropping.store(true, Ordering::Release);
+                        flags.room.store(false, Ordering::Release);
                         tracing::error!(
                             size, cap, flushed = %writer.flushed_lsn(),
                             "WAL archive disk cap reached: tandem stops taking WAL and the primary's slot \
@@ -150,13 +173,17 @@ fn run(
                 let _ = done.send(stored.as_ref().map(drop).map_err(ToString::to_string));
                 stored?;
             }
+            DiskCmd::Resume(done) => {
+                flags.dropping.store(false, Ordering::Release);
+                let _ = done.send(());
+            }
             DiskCmd::Replayed(lsn) => {
                 let RetentionReport { removed, freed_bytes } = writer.set_replayed_lsn(lsn)?;
                 if !removed.is_empty() {
                     tracing::info!(replayed = %lsn, segments = removed.len(), freed_bytes, "WAL archive retention");
                 }
-                if capped.load(Ordering::Acquire) && writer.accepting() {
-                    capped.store(false, Ordering::Release);
+                if !flags.room.load(Ordering::Acquire) && writer.accepting() {
+                    flags.room.store(true, Ordering::Release);
                     tracing::warn!(size = writer.size_bytes(), "WAL archive has room again: taking WAL");
                 }
             }

@@ -35,6 +35,13 @@ use super::upstream::UpstreamError;
 const RETRY_MIN: Duration = Duration::from_millis(100);
 /// How often a capped archive is checked for room again.
 const CAP_RECHECK: Duration = Duration::from_millis(500);
+/// A primary silent this long (no WAL, no keepalive) is given up on, as PostgreSQL's
+/// `wal_receiver_timeout` does; its keepalives come every `wal_sender_timeout / 2` at most.
+const RECEIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for the primary to end the copy at shutdown.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// A session that lasted this many times the longest retry wait resets the backoff.
+const STABLE_FACTOR: u32 = 4;
 
 /// Why a session ended badly.
 #[derive(Debug, thiserror::Error)]
@@ -49,12 +56,21 @@ pub enum ReceiverError {
     History(#[from] HistoryError),
     #[error("{0}")]
     Timeline(String),
+    /// The primary is not one whose WAL this archive may take (another history, another
+    /// segment size): an operator must act.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl ReceiverError {
     /// Errors no reconnection can fix: the operator must act.
     fn is_fatal(&self) -> bool {
-        matches!(self, ReceiverError::Upstream(UpstreamError::OtherCluster { .. }) | ReceiverError::Disk(_))
+        matches!(
+            self,
+            ReceiverError::Upstream(UpstreamError::OtherCluster { .. })
+                | ReceiverError::Disk(_)
+                | ReceiverError::Refused(_)
+        )
     }
 }
 
@@ -106,7 +122,7 @@ impl Receiver {
                 }
                 Ok(SessionEnd::CapReached) => {
                     self.state.send_modify(|s| s.phase = Phase::CapReached);
-                    while self.disk.capped() && self.disk.alive() {
+                    while !self.disk.has_room() && self.disk.alive() {
                         tokio::select! {
                             _ = shutdown.cancelled() => break,
                             _ = tokio::time::sleep(CAP_RECHECK) => {}
@@ -132,7 +148,7 @@ impl Receiver {
                     }
                 }
             }
-            if started.elapsed() > self.retry_max * 4 {
+            if started.elapsed() > self.retry_max * STABLE_FACTOR {
                 wait = RETRY_MIN;
             }
             tokio::select! {

@@ -20,6 +20,9 @@ use crate::wal::lsn::{Lsn, TimeLineId, WalSegmentSize};
 use crate::wal::timeline_history::{self, successor};
 use crate::wal::upstream::UpstreamIdentity;
 
+/// PostgreSQL's WAL page size (XLOG_BLCKSZ).
+const WAL_PAGE: u64 = 8192;
+
 /// How one START_REPLICATION ended.
 enum StreamEnd {
     Switch { next_tli: TimeLineId, next_start: Lsn },
@@ -42,9 +45,9 @@ impl Receiver {
             })
             .await?;
             let slot = conn.create_physical_slot(&self.slot, true).await?;
-            for tli in 2..=ident.timeline {
-                self.ensure_history(&mut conn, tli).await?;
-            }
+            // Appends a capped session left queued are dropped before this session's go in.
+            self.disk.resume().await.map_err(ReceiverError::Disk)?;
+            self.sync_histories(&mut conn, ident.timeline).await?;
             let (tli, start) = self.start_point(&ident, &slot.slot, seg)?;
             Ok::<_, ReceiverError>((conn, tli, start))
         };
@@ -53,11 +56,17 @@ impl Receiver {
             r = setup => r?,
         };
         loop {
-            let stream = conn.start_replication(Some(&self.slot), start, tli).await?;
+            let stream = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+                s = conn.start_replication(Some(&self.slot), start, tli) => s?,
+            };
             match self.stream(stream, start, shutdown).await? {
                 StreamEnd::Switch { next_tli, next_start } => {
                     tracing::info!(from = tli, to = next_tli, at = %next_start, "following the primary's timeline switch");
-                    self.ensure_history(&mut conn, next_tli).await?;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+                        r = self.sync_histories(&mut conn, next_tli) => r?,
+                    }
                     (tli, start) = (next_tli, next_start);
                 }
                 StreamEnd::Done(end) => {
@@ -75,7 +84,7 @@ impl Receiver {
         let dir = self.state_dir.clone();
         let archive_seg = self.reader_segment_size();
         if id.segment_size != archive_seg {
-            return Err(ReceiverError::Timeline(format!(
+            return Err(ReceiverError::Refused(format!(
                 "the primary's WAL segments are {} bytes, the archive's {archive_seg}",
                 id.segment_size
             )));
@@ -90,15 +99,48 @@ impl Receiver {
         self.reader.segment_size().bytes()
     }
 
-    /// Fetches `tli`'s history file into the archive unless it is there.
-    async fn ensure_history(&self, conn: &mut ReplicationConn, tli: TimeLineId) -> Result<(), ReceiverError> {
-        if tli < 2 || self.reader.read_history(tli).map_err(|e| ReceiverError::Disk(e.to_string()))?.is_some()
-        {
+    /// The primary's history for timeline `current`: fetched every time and compared with the
+    /// archive's copy (a different history means another branch of the cluster: refused), then
+    /// the ancestors it lists that the archive lacks (a missing one is only warned about).
+    async fn sync_histories(
+        &self,
+        conn: &mut ReplicationConn,
+        current: TimeLineId,
+    ) -> Result<(), ReceiverError> {
+        if current < 2 {
             return Ok(());
         }
-        let history = conn.timeline_history(tli).await?;
-        timeline_history::parse(&history.content)?;
-        self.disk.history(tli, history.content).await.map_err(ReceiverError::Disk)
+        let history = conn.timeline_history(current).await?;
+        let entries = timeline_history::parse(&history.content)?;
+        match self.reader.read_history(current).map_err(|e| ReceiverError::Disk(e.to_string()))? {
+            Some(have) if have != history.content => {
+                return Err(ReceiverError::Refused(format!(
+                    "the primary's history of timeline {current} differs from the archive's: it is another \
+                     branch of the cluster (promoted separately); remove the archive and rebuild the standby"
+                )));
+            }
+            Some(_) => {}
+            None => self.disk.history(current, history.content).await.map_err(ReceiverError::Disk)?,
+        }
+        for tli in entries.iter().map(|e| e.timeline).filter(|&t| t >= 2) {
+            if self.reader.read_history(tli).map_err(|e| ReceiverError::Disk(e.to_string()))?.is_some() {
+                continue;
+            }
+            match conn.timeline_history(tli).await {
+                Ok(h) if timeline_history::parse(&h.content).is_ok() => {
+                    self.disk.history(tli, h.content).await.map_err(ReceiverError::Disk)?
+                }
+                Ok(_) => tracing::warn!(
+                    timeline = tli,
+                    "the primary's history file for it does not parse; not archived"
+                ),
+                Err(e) if e.sqlstate().is_some() => {
+                    tracing::warn!(timeline = tli, error = %e, "the primary has no history file for an ancestor timeline")
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Where to start streaming (see the module doc).
@@ -110,7 +152,17 @@ impl Receiver {
     ) -> Result<(TimeLineId, Lsn), ReceiverError> {
         let flushed = self.reader.flush_point();
         let (mut tli, mut start) = if flushed.lsn.is_valid() {
-            (flushed.timeline, flushed.lsn)
+            // From the start of the WAL page holding the flushed end, within the timeline's
+            // extent: the archive compares the overlap, so a primary whose WAL differs (a
+            // rolled-back primary on the same timeline) is caught instead of appended to.
+            let extent_start = self
+                .reader
+                .timelines()
+                .last()
+                .filter(|t| t.timeline == flushed.timeline)
+                .map_or(flushed.lsn, |t| t.start);
+            let page_start = Lsn(flushed.lsn.0 - flushed.lsn.0 % WAL_PAGE);
+            (flushed.timeline, page_start.max(extent_start))
         } else {
             let at = slot.restart_lsn.unwrap_or(ident.xlogpos);
             (slot.restart_tli.unwrap_or(ident.timeline), seg.start(seg.segno(at)))
@@ -173,15 +225,23 @@ impl Receiver {
         let mut tick = tokio::time::interval(self.status_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reported = Lsn::INVALID;
+        let mut heard = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     // What is durable is told before leaving; WAL still in flight is dropped.
                     let _ = self.report(&mut stream, start, &mut reported, true).await;
-                    let _ = stream.finish().await;
+                    let _ = tokio::time::timeout(super::FINISH_TIMEOUT, stream.finish()).await;
                     return Ok(StreamEnd::Done(SessionEnd::Shutdown));
                 }
-                event = stream.next() => match event? {
+                _ = tokio::time::sleep_until(heard + super::RECEIVE_TIMEOUT) => {
+                    return Err(ReceiverError::Timeline(format!(
+                        "nothing from the primary for {} s; reconnecting", super::RECEIVE_TIMEOUT.as_secs()
+                    )));
+                }
+                event = stream.next() => {
+                    heard = tokio::time::Instant::now();
+                    match event? {
                     Event::XLogData { start: at, end_of_server_wal, server_time, data } => {
                         let end = Lsn(at.0 + data.len() as u64);
                         self.disk.send(DiskCmd::Append { timeline: tli, start: at, data }).await.map_err(ReceiverError::Disk)?;
@@ -208,10 +268,17 @@ impl Receiver {
                         }
                     }
                     Event::EndOfTimeline { next_tli, next_tli_start } => {
+                        if next_tli <= tli || next_tli_start > stream.received_upto() {
+                            return Err(ReceiverError::Refused(format!(
+                                "the primary ended timeline {tli} naming timeline {next_tli} from {next_tli_start}, \
+                                 after WAL up to {}: not a valid switch", stream.received_upto()
+                            )));
+                        }
                         return Ok(StreamEnd::Switch { next_tli, next_start: next_tli_start });
                     }
                     Event::EndOfStream => return Ok(StreamEnd::Done(SessionEnd::PrimaryEnded)),
-                },
+                    }
+                }
                 changed = flushed.changed() => {
                     if changed.is_err() {
                         return Err(ReceiverError::Disk(self.disk.failure()));

@@ -84,22 +84,29 @@ impl ArrivalTimes {
             return;
         }
         if self.records.len() == LAG_RECORDS {
-            // Keep the oldest (it dates the lag) and thin the rest.
-            self.records.remove(1);
+            // Thin: the second record goes and the third takes its (earlier) time, so a lag is
+            // only ever overstated by the thinning, never understated.
+            if let Some((_, at)) = self.records.remove(1)
+                && let Some(next) = self.records.get_mut(1)
+            {
+                next.1 = at;
+            }
         }
         self.records.push_back((end, at));
     }
 
-    /// How far behind a reader that has applied up to `applied` is at `now`: zero when it has
-    /// everything that arrived; `None` when nothing is known.
-    pub fn lag(&mut self, applied: Lsn, now: SystemTime) -> Option<Duration> {
+    /// How far behind a reader that has applied up to `applied` is at `now`, given the archive
+    /// holds WAL up to `flushed`: zero when it has everything; `None` when it lacks WAL whose
+    /// arrival this process did not see (it arrived before a restart).
+    pub fn lag(&mut self, applied: Lsn, flushed: Lsn, now: SystemTime) -> Option<Duration> {
         while self.records.front().is_some_and(|&(l, _)| l <= applied) {
             self.records.pop_front();
         }
         match self.records.front() {
             // The first record past `applied` is the oldest WAL not applied yet.
             Some(&(_, at)) => Some(now.duration_since(at).unwrap_or_default()),
-            None => Some(Duration::ZERO),
+            None if applied >= flushed => Some(Duration::ZERO),
+            None => None,
         }
     }
 }
@@ -116,9 +123,11 @@ mod tests {
         a.record(Lsn(200), t0 + Duration::from_secs(2));
         a.record(Lsn(150), t0 + Duration::from_secs(3)); // never backwards
         let now = t0 + Duration::from_secs(5);
-        assert_eq!(a.lag(Lsn(50), now), Some(Duration::from_secs(5)));
-        assert_eq!(a.lag(Lsn(100), now), Some(Duration::from_secs(3)));
-        assert_eq!(a.lag(Lsn(200), now), Some(Duration::ZERO));
+        assert_eq!(a.lag(Lsn(50), Lsn(200), now), Some(Duration::from_secs(5)));
+        assert_eq!(a.lag(Lsn(100), Lsn(200), now), Some(Duration::from_secs(3)));
+        assert_eq!(a.lag(Lsn(200), Lsn(200), now), Some(Duration::ZERO));
+        // Behind WAL that arrived before this process started: unknown, not zero.
+        assert_eq!(ArrivalTimes::default().lag(Lsn(10), Lsn(99), now), None);
     }
 
     #[test]
@@ -129,6 +138,13 @@ mod tests {
             a.record(Lsn(i), t0 + Duration::from_millis(i));
         }
         assert_eq!(a.records.len(), LAG_RECORDS);
-        assert_eq!(a.lag(Lsn(0), t0 + Duration::from_secs(100)), Some(Duration::from_millis(100_000 - 1)));
+        let end = Lsn(LAG_RECORDS as u64 * 2);
+        assert_eq!(
+            a.lag(Lsn(0), end, t0 + Duration::from_secs(100)),
+            Some(Duration::from_millis(100_000 - 1))
+        );
+        // Thinned away: a reader past the oldest record is dated no later than the truth.
+        let lag = a.lag(Lsn(5), end, t0 + Duration::from_secs(100)).unwrap();
+        assert!(lag >= Duration::from_millis(100_000 - 6), "{lag:?} understates");
     }
 }

@@ -219,6 +219,32 @@ impl PgServer {
         self.psql_runner()(sql)
     }
 
+    /// `psql` that reports a failure instead of panicking (for polling a standby that may not
+    /// have replayed a table yet).
+    #[allow(dead_code)] // the e2e tests' (they share this file)
+    pub fn try_psql(&self, sql: &str) -> Result<String, String> {
+        let port = self.port.to_string();
+        let args = [
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-At",
+            "-h",
+            path(&self.sock),
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            sql,
+        ];
+        run_in(&self.bin, &self.root, "psql", &args)
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
     /// `psql` as a closure that outlives `self`'s borrow (for a writer thread).
     pub fn psql_runner(&self) -> impl Fn(&str) -> String + Send + 'static {
         let (bin, root, sock, port) =

@@ -40,8 +40,12 @@ impl LogConfig {
 }
 
 /// The jobs with a file of their own: (file, target prefix).
-const JOB_FILES: &[(&str, &str)] =
-    &[("plugins.log", "tandem::plugin"), ("peer.log", "tandem::peer"), ("cluster.log", "tandem::cluster"), ("wal.log", "tandem::wal")];
+const JOB_FILES: &[(&str, &str)] = &[
+    ("plugins.log", "tandem::plugin"),
+    ("peer.log", "tandem::peer"),
+    ("cluster.log", "tandem::cluster"),
+    ("wal.log", "tandem::wal"),
+];
 
 /// openraft narrates every vote and membership step at `info`; it speaks up at `warn` unless
 /// the filter names it.

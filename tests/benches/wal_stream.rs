@@ -30,9 +30,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tandem::wal::Lsn;
 #[allow(unused_imports)]
 use tandem::wal::client::ConnConfig;
-use tandem::wal::Lsn;
 
 use pg::PgServer;
 
@@ -122,9 +122,11 @@ fn receivewal(pg: &PgServer, bin: &Path, dir: &Path, slot: &str) -> Proc {
 }
 
 fn slot_at(pg: &PgServer, slot: &str) -> Lsn {
-    pg.psql(&format!("SELECT coalesce(restart_lsn, '0/0') FROM pg_replication_slots WHERE slot_name = '{slot}'"))
-        .parse()
-        .unwrap()
+    pg.psql(&format!(
+        "SELECT coalesce(restart_lsn, '0/0') FROM pg_replication_slots WHERE slot_name = '{slot}'"
+    ))
+    .parse()
+    .unwrap()
 }
 
 /// Polls until `slot` reaches `end`; returns the wall time since `t0`.
@@ -148,7 +150,11 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Samples `sql` (an LSN) on `port` as fast as the server answers, until `stop`.
-async fn sampler(port: u16, sql: &'static str, stop: tokio_util::sync::CancellationToken) -> Vec<(Instant, Lsn)> {
+async fn sampler(
+    port: u16,
+    sql: &'static str,
+    stop: tokio_util::sync::CancellationToken,
+) -> Vec<(Instant, Lsn)> {
     let (client, conn) = tokio_postgres::Config::new()
         .host("127.0.0.1")
         .port(port)
@@ -202,8 +208,13 @@ fn main() {
     std::fs::create_dir_all(&work).unwrap();
 
     // max_wal_senders at the standbys' default (10): a standby refuses a lower setting than its primary's.
-    let pg = PgServer::start(&["max_wal_size=8GB", "wal_keep_size=0", "max_wal_senders=10", "max_replication_slots=10"])
-        .expect("a primary");
+    let pg = PgServer::start(&[
+        "max_wal_size=8GB",
+        "wal_keep_size=0",
+        "max_wal_senders=10",
+        "max_replication_slots=10",
+    ])
+    .expect("a primary");
     // Warm the plugin cache so daemon start-up does not compile plugins in a timed run.
     {
         let (mut d, _) = tandem(&pg, &work, "warmup", "warmup");
@@ -304,7 +315,8 @@ fn main() {
         let via = tokio::spawn(sampler(v, "SELECT pg_last_wal_replay_lsn()::text", stop.clone()));
         (primary, native, via)
     });
-    let bench_out = pgbench(&["-n", "-c", "2", "-j", "2", "-T", &load_secs.to_string(), "-R", &tps.to_string()]);
+    let bench_out =
+        pgbench(&["-n", "-c", "2", "-j", "2", "-T", &load_secs.to_string(), "-R", &tps.to_string()]);
     std::thread::sleep(Duration::from_secs(1));
     stop.cancel();
     let (ps, ns, vs) = runtime.block_on(async {
@@ -324,7 +336,10 @@ fn main() {
 
     let mut rep = String::new();
     let _ = writeln!(rep, "# WAL streaming benchmark\n");
-    let _ = writeln!(rep, "Backlog {mb:.0} MB (pgbench -i -s {scale}), medians of {rounds} rounds, page cache dropped.\n");
+    let _ = writeln!(
+        rep,
+        "Backlog {mb:.0} MB (pgbench -i -s {scale}), medians of {rounds} rounds, page cache dropped.\n"
+    );
     let _ = writeln!(rep, "| catch-up | wall | MB/s | CPU | CPU ms/MB |\n|---|---|---|---|---|");
     for (name, w, c) in [("tandem", tw, tc), ("pg_receivewal --synchronous", rw, rc)] {
         let _ = writeln!(rep, "| {name} | {w:.2} s | {:.0} | {c:.2} s | {:.2} |", mb / w, c * 1000.0 / mb);
@@ -345,7 +360,14 @@ fn main() {
     );
     let _ = writeln!(rep, "| replay lag (ms) | samples | p50 | p99 | max |\n|---|---|---|---|---|");
     for (name, l) in [("native standby", &nl), ("standby through tandem", &vl)] {
-        let _ = writeln!(rep, "| {name} | {} | {:.1} | {:.1} | {:.1} |", l.len(), pct(l, 0.5), pct(l, 0.99), pct(l, 1.0));
+        let _ = writeln!(
+            rep,
+            "| {name} | {} | {:.1} | {:.1} | {:.1} |",
+            l.len(),
+            pct(l, 0.5),
+            pct(l, 0.99),
+            pct(l, 1.0)
+        );
     }
     let _ = writeln!(
         rep,

@@ -11,10 +11,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The three sync calls the archive makes.
 pub trait Durability: Send + Sync + std::fmt::Debug {
-    /// Make a file's data durable (`fdatasync`); used on preallocated files (segments, the flush
-    /// record), whose size never changes after creation.
+    /// Make a file's data durable (`fdatasync`); used on head segments, preallocated (WAL and
+    /// flush-record trailer), whose size does not change while they are written: one call per
+    /// flush.
     fn sync_data(&self, file: &File) -> io::Result<()>;
-    /// Make a file's data and metadata durable (`fsync`); used on newly created files.
+    /// Make a file's data and metadata durable (`fsync`); used on newly created files and on a
+    /// completed segment after its trailer is truncated off.
     fn sync_all(&self, file: &File) -> io::Result<()>;
     /// Make a directory's entries durable (creates, renames, removes).
     fn sync_dir(&self, dir: &File) -> io::Result<()>;
@@ -50,9 +52,10 @@ pub struct CountingDurability {
 /// Counts of sync calls made so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyncCounts {
-    /// `fdatasync` of segment data.
+    /// `fdatasync` of segment data (one per flush).
     pub data: u64,
-    /// `fsync` of new files (segments at creation, state and history files).
+    /// `fsync` of new files (segments at creation, state and history files) and of segments
+    /// truncated to their final size at completion.
     pub all: u64,
     /// `fsync` of the directory.
     pub dir: u64,

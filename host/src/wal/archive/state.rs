@@ -3,9 +3,10 @@
 //!
 //! Written whole (write-then-rename, fsync file and directory) when the set of timelines
 //! changes: archive creation, first WAL, timeline switch. Between those, the newest timeline's
-//! end moves in the flush record (`flush_record.rs`), and on open the flushed LSN is the later
-//! of the two. Must never be edited in place or record an end before the WAL up to it is
-//! durable.
+//! end moves on disk in its complete segments and its head segment's flush record
+//! (`flush_record.rs`); on open, recovery takes the furthest end those prove, never less than
+//! the state's. An older timeline's end is the state's. Must never be edited in place or
+//! record an end before the WAL up to it is durable.
 
 use std::fmt::Write as _;
 use std::fs;

@@ -1,7 +1,8 @@
 //! The sync calls the archive's durability rests on, behind a trait so tests can count them or
 //! make them fail.
 //!
-//! Owns: `fdatasync` of segment data, `fsync` of new files, `fsync` of the directory. Must never
+//! Owns: `fdatasync` of the head segment (one per flush: WAL and flush record together), `fsync`
+//! of new files and of completed segments after their truncate, `fsync` of the directory. Must never
 //! be skipped or reordered by an implementation used in production: `FsDurability` is the only
 //! one that is not a test aid.
 

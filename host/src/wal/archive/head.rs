@@ -118,13 +118,13 @@ impl Head {
     /// write-back failed.
     pub(crate) fn flush(&mut self, dir: &Dir, prev: Lsn, lsn: Lsn) -> Result<()> {
         let seq = self.seq + 1;
-        let partial = Record { seq, timeline: self.timeline, lsn, prev, wal_crc: 0 };
-        let (from, to) = partial.wal_range(self.seg, self.segno);
+        let draft = Record { seq, timeline: self.timeline, lsn, prev, wal_crc: 0 };
+        let (from, to) = draft.wal_range(self.seg, self.segno);
         let wal_crc = match self.run.take() {
             Some(run) if (run.from, run.to) == (from, to) => run.crc.finalize(),
             _ => flush_record::wal_crc(&self.file, from, to).map_err(ArchiveError::io("read", &self.path))?,
         };
-        let record = Record { wal_crc, ..partial };
+        let record = Record { wal_crc, ..draft };
         let at = flush_record::slot_offset(self.seg, flush_record::slot_of(seq));
         self.file.write_all_at(&record.encode(), at).map_err(ArchiveError::io("write", &self.path))?;
         if let Err(e) = dir.durability().sync_data(&self.file) {

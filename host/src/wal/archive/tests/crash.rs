@@ -109,7 +109,7 @@ fn an_archive_that_does_not_match_its_state_is_refused() {
     // A damaged state file.
     let tmp = tempfile::tempdir().unwrap();
     drop(open(tmp.path()));
-    fs::write(tmp.path().join("tandem-wal-archive.state"), b"tandem-wal-archive 1\ngarbage\n").unwrap();
+    fs::write(tmp.path().join("tandem-wal-archive.state"), b"tandem-wal-archive 2\ngarbage\n").unwrap();
     assert!(matches!(
         ArchiveWriter::open(tmp.path(), ArchiveConfig::for_test()),
         Err(ArchiveError::Corrupt { .. })

@@ -97,7 +97,7 @@ impl ArchiveWriter {
             }
             let offset = seg.offset(pos);
             let n = rest.len().min((seg.bytes() - offset) as usize);
-            if let Some(head) = &self.head {
+            if let Some(head) = &mut self.head {
                 head.write_at(offset, &rest[..n])?;
             }
             pos = Lsn(pos.0 + n as u64);
@@ -153,7 +153,7 @@ impl ArchiveWriter {
                 });
             }
             self.open_head(timeline, segno)?;
-            if let Some(head) = &self.head {
+            if let Some(head) = &mut self.head {
                 head.write_at(self.seg.offset(prefix_start), &prefix)?;
                 let synced = head.sync(&self.dir);
                 self.poison_on_err(synced)?;

@@ -1,7 +1,8 @@
 //! The sync calls the archive's durability rests on, behind a trait so tests can count them or
 //! make them fail.
 //!
-//! Owns: `fdatasync` of segment data, `fsync` of new files, `fsync` of the directory. Must never
+//! Owns: `fdatasync` of the head segment (one per flush: WAL and flush record together), `fsync`
+//! of new files and of completed segments after their truncate, `fsync` of the directory. Must never
 //! be skipped or reordered by an implementation used in production: `FsDurability` is the only
 //! one that is not a test aid.
 
@@ -11,10 +12,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The three sync calls the archive makes.
 pub trait Durability: Send + Sync + std::fmt::Debug {
-    /// Make a file's data durable (`fdatasync`); used on preallocated files (segments, the flush
-    /// record), whose size never changes after creation.
+    /// Make a file's data durable (`fdatasync`); used on head segments, preallocated (WAL and
+    /// flush-record trailer), whose size does not change while they are written: one call per
+    /// flush.
     fn sync_data(&self, file: &File) -> io::Result<()>;
-    /// Make a file's data and metadata durable (`fsync`); used on newly created files.
+    /// Make a file's data and metadata durable (`fsync`); used on newly created files and on a
+    /// completed segment after its trailer is truncated off.
     fn sync_all(&self, file: &File) -> io::Result<()>;
     /// Make a directory's entries durable (creates, renames, removes).
     fn sync_dir(&self, dir: &File) -> io::Result<()>;
@@ -50,9 +53,10 @@ pub struct CountingDurability {
 /// Counts of sync calls made so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyncCounts {
-    /// `fdatasync` of segment data.
+    /// `fdatasync` of segment data (one per flush).
     pub data: u64,
-    /// `fsync` of new files (segments at creation, state and history files).
+    /// `fsync` of new files (segments at creation, state and history files) and of segments
+    /// truncated to their final size at completion.
     pub all: u64,
     /// `fsync` of the directory.
     pub dir: u64,

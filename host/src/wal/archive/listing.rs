@@ -9,7 +9,6 @@ use std::fs;
 
 use super::dir::{Dir, TEMP_SUFFIX};
 use super::error::{ArchiveError, Result};
-use super::flush_record::FLUSH_RECORD_FILE;
 use super::state::STATE_FILE;
 use crate::wal::lsn::{SegNo, TimeLineId, WalFileName, WalSegmentSize};
 
@@ -60,7 +59,7 @@ impl Listing {
                     listing.histories.insert(timeline, len);
                 }
                 None if name.ends_with(TEMP_SUFFIX) => listing.temp.push(name.to_owned()),
-                None if [STATE_FILE, FLUSH_RECORD_FILE, super::writer::LOCK_FILE].contains(&name) => {}
+                None if [STATE_FILE, super::writer::LOCK_FILE].contains(&name) => {}
                 None => {
                     tracing::warn!(name, dir = %dir.path().display(), "ignoring unknown file in WAL archive")
                 }
@@ -76,7 +75,8 @@ impl Listing {
             .map(|(&(_, segno), &state)| (segno, state))
     }
 
-    /// Bytes the archive's files take (segments count at full size: they are preallocated).
+    /// Bytes the archive's files take (segments count at full size: they are preallocated; a
+    /// head `.partial`'s 8 KiB flush-record trailer is left out, one per timeline at most).
     pub(crate) fn bytes(&self, seg: WalSegmentSize) -> u64 {
         let segments = self.segments.len() as u64 * seg.bytes();
         segments + self.histories.values().sum::<u64>()

@@ -3,7 +3,9 @@
 //! WAL received from the primary (XLogData) lands here as PostgreSQL segment files, in a folder
 //! that works directly as a `restore_command` source and reads like a `pg_receivewal`
 //! directory: complete segments `TTTTTTTTXXXXXXXXYYYYYYYY`, the segment being written as
-//! `<walfile>.partial` (preallocated with zeros), timeline history files `TTTTTTTT.history`.
+//! `<walfile>.partial` (preallocated with zeros, plus an 8 KiB trailer past the WAL holding the
+//! flush record; completed segments are exactly the segment size), timeline history files
+//! `TTTTTTTT.history`.
 //! The archive reports a flushed LSN that never passes durable WAL (what the primary's slot is
 //! told), serves durable WAL of any timeline it holds to the walsender side, removes what the
 //! standby has replayed beyond a reserve, stops accepting at a disk cap, and recovers cleanly
@@ -20,10 +22,10 @@
 //! - `durability`: the sync calls behind a trait (real, and counting for tests).
 //! - `dir`: the directory handle: atomic whole-file writes, renames, removals, zero-fill.
 //! - `state`: the durable state file: the timelines and their extents.
-//! - `flush_record`: the flushed LSN, rewritten in place after every flush.
+//! - `flush_record`: the flushed LSN and the proof of its WAL, in the head segment's trailer.
 //! - `listing`: the typed index of the archive's files.
 //! - `recovery`: crash recovery on open (plan, then apply).
-//! - `head`: the `.partial` segment being written.
+//! - `head`: the `.partial` segment being written: one fdatasync per flush, completion.
 //! - `capacity`: disk cap accounting and the `accepting` flag.
 //! - `writer`: `ArchiveWriter`: open, flush, segment completion, publishing.
 //! - `append`: taking WAL in, timeline switches.

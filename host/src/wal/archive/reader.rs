@@ -4,7 +4,8 @@
 //! Owns the mapping from (timeline, LSN) to the file that holds it: a timeline's own segments,
 //! or, before the timeline began, its parent's (up to where the child's copy takes over).
 //! Must never return a byte past the flushed LSN, nor a byte of a parent timeline past the
-//! point where the requested timeline branched off.
+//! point where the requested timeline branched off, nor a byte of a `.partial`'s flush-record
+//! trailer: reads stop at the segment size (`read_chain` never crosses a segment's end).
 
 use std::fs::File;
 use std::io;

@@ -2,10 +2,13 @@
 //!
 //! Owns which segments go: every segment (complete, or an old timeline's `.partial`) wholly
 //! before `segment(min(replayed, flushed)) - reserve`. Must never remove a history file, the
-//! segment being written, or anything at or past the replay point's segment.
+//! segment being written, or anything at or past the replay point's segment; nor remove a
+//! file before the state file records the flushed LSN: recovery proves the newest timeline's
+//! end from its complete segments onward, so the state must reach past the ones removed.
 
 use super::error::Result;
 use super::listing::{Listing, SegState};
+use super::state;
 use super::writer::ArchiveWriter;
 use crate::wal::lsn::{Lsn, SegNo, TimeLineId};
 
@@ -42,6 +45,8 @@ impl ArchiveWriter {
                 None => extent.end,
             };
         }
+        let stored = state::store(&self.dir, &self.state);
+        self.poison_on_err(stored)?;
         self.shared.publish(&self.state.timelines);
         let mut report = RetentionReport::default();
         for (timeline, segno, state) in victims {

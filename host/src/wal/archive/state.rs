@@ -3,9 +3,10 @@
 //!
 //! Written whole (write-then-rename, fsync file and directory) when the set of timelines
 //! changes: archive creation, first WAL, timeline switch. Between those, the newest timeline's
-//! end moves in the flush record (`flush_record.rs`), and on open the flushed LSN is the later
-//! of the two. Must never be edited in place or record an end before the WAL up to it is
-//! durable.
+//! end moves on disk in its complete segments and its head segment's flush record
+//! (`flush_record.rs`); on open, recovery takes the furthest end those prove, never less than
+//! the state's. An older timeline's end is the state's. Must never be edited in place or
+//! record an end before the WAL up to it is durable.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -17,7 +18,10 @@ use crate::wal::lsn::{Lsn, TimeLineId};
 
 /// The state file's name; not a WAL name, so `restore_command` never picks it up.
 pub(crate) const STATE_FILE: &str = "tandem-wal-archive.state";
-const MAGIC: &str = "tandem-wal-archive 1";
+/// Format 2: the flushed LSN lives in the head segment's trailer (`flush_record.rs`).
+const MAGIC: &str = "tandem-wal-archive 2";
+/// Format 1 kept it in a separate file; its segments lack the trailer recovery reads.
+const MAGIC_V1: &str = "tandem-wal-archive 1";
 
 /// The WAL one timeline has in the archive: `start..end`, all of it durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +74,13 @@ impl ArchiveState {
             return Err("checksum mismatch".into());
         }
         let mut lines = body.lines();
-        if lines.next() != Some(MAGIC) {
+        let first = lines.next();
+        if first == Some(MAGIC_V1) {
+            return Err("written by an older tandem (format 1, flush record in its own file); \
+                        this version reads format 2 only"
+                .into());
+        }
+        if first != Some(MAGIC) {
             return Err(format!("first line is not {MAGIC:?}"));
         }
         let segment_size = lines
@@ -155,6 +165,14 @@ mod tests {
         assert_eq!(ArchiveState::decode(&flipped), Err("checksum mismatch".into()));
         assert!(ArchiveState::decode(&text[..text.len() - 3]).is_err());
         assert!(ArchiveState::decode("").is_err());
+    }
+
+    #[test]
+    fn format_1_is_refused_by_name() {
+        let text = sample().encode().replacen(MAGIC, MAGIC_V1, 1);
+        let body_end = text.rfind("checksum ").unwrap();
+        let v1 = format!("{}checksum {:016x}\n", &text[..body_end], fnv1a(&text.as_bytes()[..body_end]));
+        assert!(ArchiveState::decode(&v1).unwrap_err().contains("format 1"));
     }
 
     #[test]

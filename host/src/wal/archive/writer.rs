@@ -2,8 +2,9 @@
 //! scan, recovery), flushing under the flush policy, completing segments and publishing the
 //! flush point; `append.rs`, `retention.rs` and `history.rs` add the rest of its methods.
 //!
-//! The flushed LSN it reports must never pass durable WAL: it moves only after the segment was
-//! fdatasynced *and* the flush record naming it was fdatasynced. After a failed fsync the
+//! The flushed LSN it reports must never pass durable WAL: it moves only after one fdatasync of
+//! the head segment made its WAL and the flush record proving it (in the head's trailer,
+//! `flush_record.rs`) durable together. After a failed fsync the
 //! writer refuses all further work (PostgreSQL's lesson: a retried fsync can report success for
 //! data the kernel already dropped); reopening re-establishes the durable end from disk.
 
@@ -19,7 +20,6 @@ use super::config::{ArchiveConfig, FlushPolicy};
 use super::dir::Dir;
 use super::durability::{Durability, FsDurability};
 use super::error::{ArchiveError, Result};
-use super::flush_record::FlushRecord;
 use super::head::Head;
 use super::listing::{Listing, SegState};
 use super::reader::{ArchiveReader, FlushPoint, Shared};
@@ -44,9 +44,8 @@ pub struct ArchiveWriter {
     pub(crate) config: ArchiveConfig,
     pub(crate) seg: WalSegmentSize,
     /// Durable state: the current timeline's `end` is the flushed LSN (in memory; on disk the
-    /// flush record carries it between state writes).
+    /// head segments' flush records and complete segments carry it between state writes).
     pub(crate) state: ArchiveState,
-    record: FlushRecord,
     pub(crate) listing: Listing,
     /// The `.partial` segment being written on the current timeline.
     pub(crate) head: Option<Head>,
@@ -92,27 +91,13 @@ impl ArchiveWriter {
                 ));
             }
             None => {
-                // Record first: a state file always has its flush record beside it.
-                FlushRecord::create(&dir)?;
                 let s = ArchiveState::new(seg.bytes());
                 state::store(&dir, &s)?;
                 s
             }
         };
-        let record = FlushRecord::open(&dir)?;
-        if let Some(flushed) = record.last() {
-            match state.current_mut() {
-                Some(cur) if flushed.timeline == cur.timeline => cur.end = cur.end.max(flushed.lsn),
-                Some(cur) if flushed.timeline < cur.timeline => {}
-                _ => {
-                    return Err(corrupt(format!(
-                        "flush record names timeline {}, newer than the state's",
-                        flushed.timeline
-                    )));
-                }
-            }
-        }
-        let plan = recovery::plan(&state, &listing, seg).map_err(corrupt)?;
+        let probes = recovery::probe(&dir, &state, &listing, seg)?;
+        let plan = recovery::plan(&state, &listing, &probes, seg).map_err(corrupt)?;
         recovery::apply(&dir, &plan, &mut listing, seg)?;
         state.timelines = plan.timelines;
 
@@ -141,7 +126,6 @@ impl ArchiveWriter {
             config,
             seg,
             state,
-            record,
             listing,
             head,
             written: point.lsn,
@@ -207,13 +191,15 @@ impl ArchiveWriter {
         if self.written == cur.end {
             return Ok(self.written);
         }
-        let timeline = cur.timeline;
-        let synced = match &self.head {
-            Some(head) => head.sync(&self.dir),
-            None => Ok(()),
+        let prev = cur.end;
+        let Some(head) = self.head.as_mut() else {
+            // Every byte is written through the head, and a completed head was flushed first:
+            // with no head nothing waits. Report only what is durable.
+            tracing::error!(written = %self.written, flushed = %prev, "unflushed WAL without a head segment");
+            return Ok(prev);
         };
-        let recorded = synced.and_then(|()| self.record.write(&self.dir, timeline, self.written));
-        self.poison_on_err(recorded)?;
+        let flushed = head.flush(&self.dir, prev, self.written);
+        self.poison_on_err(flushed)?;
         if let Some(cur) = self.state.current_mut() {
             cur.end = self.written;
         }
@@ -251,13 +237,13 @@ impl ArchiveWriter {
         Ok(flushed)
     }
 
-    /// The full head segment: flush it (the flush record then holds its end), give it its final name,
-    /// make the rename durable.
+    /// The full head segment: flush it (its flush record then holds its end), truncate off the
+    /// trailer, give it its final name, make that durable.
     pub(crate) fn complete_head(&mut self) -> Result<()> {
         self.flush()?;
         let Some(head) = self.head.take() else { return Ok(()) };
         let key = (head.timeline, head.segno);
-        let done = head.complete(&self.dir, self.seg);
+        let done = head.complete(&self.dir);
         self.poison_on_err(done)?;
         self.listing.segments.insert(key, SegState::Complete);
         tracing::debug!(segment = self.seg.file_name(key.0, key.1), "WAL segment complete");

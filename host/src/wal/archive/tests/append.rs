@@ -2,6 +2,7 @@
 
 use std::fs;
 
+use super::super::flush_record::TRAILER_LEN;
 use super::super::{ArchiveConfig, ArchiveError, ArchiveWriter, FlushPolicy};
 use super::common::{MIB, append_until, open, read_range, wal, wal_names};
 use crate::wal::Lsn;
@@ -19,13 +20,14 @@ fn append_across_segment_boundaries_completes_and_renames_segments() {
         wal_names(tmp.path()),
         ["000000010000000000000010", "000000010000000000000011", "000000010000000000000012.partial"]
     );
-    // Complete segments hold the stream; the partial one is full size, zeros past the end.
+    // Complete segments hold the stream, exactly; the partial one is full size plus the flush
+    // record's trailer, zeros past the end of its WAL.
     let first = fs::read(tmp.path().join("000000010000000000000010")).unwrap();
     assert_eq!(first, wal(origin, MIB as usize));
     let partial = fs::read(tmp.path().join("000000010000000000000012.partial")).unwrap();
-    assert_eq!(partial.len() as u64, MIB);
+    assert_eq!(partial.len() as u64, MIB + TRAILER_LEN);
     assert_eq!(&partial[..(MIB / 2) as usize], &wal(Lsn(origin.0 + 2 * MIB), (MIB / 2) as usize)[..]);
-    assert!(partial[(MIB / 2) as usize..].iter().all(|&b| b == 0));
+    assert!(partial[(MIB / 2) as usize..MIB as usize].iter().all(|&b| b == 0));
 }
 
 #[test]

@@ -4,6 +4,7 @@
 use std::fs;
 use std::time::Duration;
 
+use super::super::flush_record::TRAILER_LEN;
 use super::super::{ArchiveConfig, ArchiveError, ArchiveWriter, FlushPolicy};
 use super::common::{MIB, append_until, open, read_range, wal, wal_names};
 use crate::wal::Lsn;
@@ -33,9 +34,12 @@ fn reopen_after_a_crash_resumes_at_the_flushed_point_and_zeroes_the_rest() {
     let mut w = ArchiveWriter::open(tmp.path(), group_config()).unwrap();
     assert_eq!((w.flushed_lsn(), w.written_lsn()), (flushed, flushed));
     let after = fs::read(&partial).unwrap();
-    assert_eq!(after.len() as u64, MIB);
+    assert_eq!(after.len() as u64, MIB + TRAILER_LEN);
     assert_eq!(after[..100_000], wal(Lsn(MIB), 100_000)[..]);
-    assert!(after[100_000..].iter().all(|&b| b == 0), "bytes past the flushed point are not trusted");
+    assert!(
+        after[100_000..MIB as usize].iter().all(|&b| b == 0),
+        "bytes past the flushed point are not trusted"
+    );
 
     // Appending resumes from the flushed point (a gap past it is still refused).
     assert!(matches!(w.append(1, Lsn(MIB + 700_000), b"x"), Err(ArchiveError::Gap { .. })));
@@ -50,7 +54,8 @@ fn crash_before_the_rename_of_a_full_segment_completes_it_on_open() {
     let mut w = open(tmp.path());
     append_until(&mut w, 1, Lsn(2 * MIB), 300_000);
     drop(w);
-    // The state already records the end of segment 1; the rename had not happened yet.
+    // Segment 1 was flushed to its end and truncated to the segment size; the rename had not
+    // happened yet.
     fs::rename(
         tmp.path().join("000000010000000000000001"),
         tmp.path().join("000000010000000000000001.partial"),
@@ -71,8 +76,9 @@ fn files_holding_nothing_durable_are_cleaned_up() {
     drop(w);
     // A later segment created before any of it was flushed, a new timeline's segment whose
     // switch never reached the state, and a half-written state replacement.
-    fs::write(tmp.path().join("000000010000000000000002.partial"), vec![7u8; MIB as usize]).unwrap();
-    fs::write(tmp.path().join("000000020000000000000000.partial"), vec![7u8; MIB as usize]).unwrap();
+    let preallocated = vec![7u8; (MIB + TRAILER_LEN) as usize];
+    fs::write(tmp.path().join("000000010000000000000002.partial"), &preallocated).unwrap();
+    fs::write(tmp.path().join("000000020000000000000000.partial"), &preallocated).unwrap();
     fs::write(tmp.path().join("tandem-wal-archive.state.tmp"), b"half").unwrap();
     let w = open(tmp.path());
     assert_eq!(w.flushed_lsn(), Lsn(MIB / 2));
@@ -103,18 +109,28 @@ fn an_archive_that_does_not_match_its_state_is_refused() {
     // A damaged state file.
     let tmp = tempfile::tempdir().unwrap();
     drop(open(tmp.path()));
-    fs::write(tmp.path().join("tandem-wal-archive.state"), b"tandem-wal-archive 1\ngarbage\n").unwrap();
+    fs::write(tmp.path().join("tandem-wal-archive.state"), b"tandem-wal-archive 2\ngarbage\n").unwrap();
     assert!(matches!(
         ArchiveWriter::open(tmp.path(), ArchiveConfig::for_test()),
         Err(ArchiveError::Corrupt { .. })
     ));
 
-    // A lost flush record: the flushed LSN is unknown, so nothing is guessed.
+    // A partial segment that is not proven complete, before a complete one.
     let tmp = tempfile::tempdir().unwrap();
     let mut w = open(tmp.path());
-    append_until(&mut w, 1, Lsn(1000), 1000);
+    append_until(&mut w, 1, Lsn(2 * MIB + 1000), 100_000);
     drop(w);
-    fs::remove_file(tmp.path().join("tandem-wal-archive.flushed")).unwrap();
+    fs::rename(
+        tmp.path().join("000000010000000000000000"),
+        tmp.path().join("000000010000000000000000.partial"),
+    )
+    .unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(tmp.path().join("000000010000000000000000.partial"))
+        .unwrap()
+        .set_len(MIB + TRAILER_LEN)
+        .unwrap();
     assert!(matches!(
         ArchiveWriter::open(tmp.path(), ArchiveConfig::for_test()),
         Err(ArchiveError::Corrupt { .. })

@@ -1,5 +1,7 @@
-//! The flush policy, counted at the sync calls: the flushed LSN never runs ahead of fsync.
+//! The flush policy, counted at the sync calls: the flushed LSN never runs ahead of fsync, and
+//! each flush is one fdatasync of the head segment (WAL and flush record together).
 
+use std::fs;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +27,7 @@ fn every_append_is_fsynced_before_it_is_reported_flushed() {
     for i in 0..20u64 {
         let before = counter.counts().data;
         w.append(1, Lsn(i * chunk), &wal(Lsn(i * chunk), chunk as usize)).unwrap();
-        assert_eq!(counter.counts().data, before + 2, "per append: fdatasync WAL, then the flush record");
+        assert_eq!(counter.counts().data, before + 1, "per append: one fdatasync, WAL and flush record");
         assert_eq!(w.flushed_lsn(), Lsn((i + 1) * chunk));
     }
 }
@@ -41,7 +43,7 @@ fn group_commit_syncs_once_per_max_bytes_and_reports_only_synced_wal() {
         w.append(1, Lsn(i * chunk), &wal(Lsn(i * chunk), chunk as usize)).unwrap();
         let syncs = counter.counts().data;
         if (i + 1) % 8 == 0 {
-            assert_eq!(syncs, syncs_seen + 2, "append {i} fills a group: WAL and flush record synced");
+            assert_eq!(syncs, syncs_seen + 1, "append {i} fills a group: WAL and flush record, one sync");
             assert_eq!(w.flushed_lsn(), w.written_lsn());
         } else {
             assert_eq!(syncs, syncs_seen, "append {i} waits for the group");
@@ -50,7 +52,7 @@ fn group_commit_syncs_once_per_max_bytes_and_reports_only_synced_wal() {
         syncs_seen = syncs;
         last_flushed = w.flushed_lsn();
     }
-    assert_eq!(counter.counts().data, 16);
+    assert_eq!(counter.counts().data, 8);
 }
 
 #[test]
@@ -66,7 +68,7 @@ fn group_commit_flushes_when_the_delay_runs_out() {
         deadline.saturating_duration_since(std::time::Instant::now()) + Duration::from_millis(5),
     );
     assert_eq!(w.flush_if_due().unwrap(), Lsn(1000));
-    assert_eq!(counter.counts().data, 2);
+    assert_eq!(counter.counts().data, 1);
     assert_eq!(w.flush_deadline(), None);
 }
 
@@ -78,12 +80,14 @@ fn a_full_segment_is_flushed_renamed_and_the_directory_synced() {
     let before = counter.counts();
     w.append(1, Lsn(0), &wal(Lsn(0), MIB as usize)).unwrap();
     let after = counter.counts();
-    // WAL and flush record fdatasynced; segment created (file + directory); rename (directory).
-    assert_eq!(after.data - before.data, 2);
-    assert_eq!(after.all - before.all, 1);
+    // WAL and flush record fdatasynced together; segment created (file + directory); trailer
+    // truncated off (file); rename (directory).
+    assert_eq!(after.data - before.data, 1);
+    assert_eq!(after.all - before.all, 2);
     assert_eq!(after.dir - before.dir, 2);
     assert_eq!(w.flushed_lsn(), Lsn(MIB));
-    assert!(tmp.path().join("000000010000000000000000").exists());
+    let complete = tmp.path().join("000000010000000000000000");
+    assert_eq!(fs::metadata(&complete).unwrap().len(), MIB, "a complete segment has no trailer");
 }
 
 #[test]
@@ -98,4 +102,28 @@ fn a_failed_fsync_stops_the_writer_and_reports_nothing_new() {
     drop(w);
     let w = ArchiveWriter::open(tmp.path(), ArchiveConfig::for_test()).unwrap();
     assert_eq!(w.flushed_lsn(), Lsn(5000));
+}
+
+#[test]
+fn each_flush_is_exactly_one_data_sync_and_nothing_else() {
+    let flush = FlushPolicy::Group { max_bytes: 64 * MIB, max_delay: Duration::from_secs(5) };
+    let (_tmp, mut w, counter) = writer(flush, 16 * MIB);
+    w.append(1, Lsn(0), &wal(Lsn(0), 10)).unwrap();
+    w.flush().unwrap();
+    for i in 1..50u64 {
+        let at = w.written_lsn();
+        let n = (i * 7919 % 200_000 + 1) as usize;
+        w.append(1, at, &wal(at, n)).unwrap();
+        let before = counter.counts();
+        assert_eq!(w.flush().unwrap(), Lsn(at.0 + n as u64));
+        let after = counter.counts();
+        assert_eq!(
+            (after.data - before.data, after.all - before.all, after.dir - before.dir),
+            (1, 0, 0),
+            "flush {i}: one fdatasync, no fsync, no directory sync"
+        );
+        // Nothing waits: no sync at all.
+        w.flush().unwrap();
+        assert_eq!(counter.counts(), after);
+    }
 }

@@ -89,11 +89,19 @@ fn kill9_mid_segment_leaves_an_archive_that_reopens_intact() {
         // Every byte the child ever reported flushed is there, in every round's WAL.
         let got = read_range(&w.reader(), 1, ORIGIN, flushed);
         assert!(got == wal(ORIGIN, got.len()), "round {round}: WAL differs from what was written");
-        // Past the flushed point the partial segment is zeros.
+        // Past the flushed point the partial segment's WAL is zeros (its trailer holds the
+        // flush record).
         let seg = crate::wal::WalSegmentSize::new(MIB).unwrap();
         let partial = tmp.path().join(seg.partial_name(1, seg.segno(flushed)));
         if let Ok(bytes) = std::fs::read(&partial) {
-            assert!(bytes[seg.offset(flushed) as usize..].iter().all(|&b| b == 0), "round {round}");
+            assert!(
+                bytes[seg.offset(flushed) as usize..MIB as usize].iter().all(|&b| b == 0),
+                "round {round}"
+            );
+        }
+        // Every complete segment is exactly the segment size.
+        for name in super::common::wal_names(tmp.path()).iter().filter(|n| !n.ends_with(".partial")) {
+            assert_eq!(std::fs::metadata(tmp.path().join(name)).unwrap().len(), MIB, "round {round}: {name}");
         }
         highest = flushed;
         drop(w);

@@ -9,3 +9,4 @@ mod kill9;
 mod props;
 mod retention_cap;
 mod timeline;
+mod trailer;

@@ -93,3 +93,26 @@ fn disk_cap_stops_acceptance_until_retention_frees_space() {
     w.append(1, at, &wal(at, 200)).unwrap();
     assert_eq!(w.flushed_lsn(), Lsn(4 * MIB + 100));
 }
+
+/// Regression (found while moving the flush record into the head segment): recovery proves the
+/// newest timeline's end from its complete segments on, so retention removing all of them
+/// must not take the flushed LSN back with them.
+#[test]
+fn retention_of_every_complete_segment_keeps_the_flushed_lsn_across_a_crash() {
+    for end in [Lsn(3 * MIB + 500), Lsn(3 * MIB)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = ArchiveConfig { reserve_segments: 0, ..ArchiveConfig::for_test() };
+        let mut w = ArchiveWriter::open(tmp.path(), config.clone()).unwrap();
+        w.append(1, Lsn(100), &[]).unwrap();
+        append_until(&mut w, 1, end, 300_000);
+        let report = w.set_replayed_lsn(end).unwrap();
+        assert_eq!(report.removed.len(), 3, "{end}");
+        drop(w); // crash
+        let w = ArchiveWriter::open(tmp.path(), config).unwrap();
+        assert_eq!(w.flushed_lsn(), end);
+        assert_eq!(
+            read_range(&w.reader(), 1, Lsn(3 * MIB), end),
+            wal(Lsn(3 * MIB), (end.0 - 3 * MIB) as usize)
+        );
+    }
+}

@@ -41,7 +41,7 @@ pub enum WalServiceError {
     Archive(#[from] super::archive::ArchiveError),
     #[error("binding the walsender on {addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
-    #[error("starting the WAL disk thread: {0}")]
+    #[error("starting a WAL thread (disk, receiver or walsender): {0}")]
     Thread(std::io::Error),
 }
 

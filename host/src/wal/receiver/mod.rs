@@ -56,6 +56,8 @@ pub enum ReceiverError {
     History(#[from] HistoryError),
     #[error("{0}")]
     Timeline(String),
+    #[error("nothing from the primary for {0} s; reconnecting")]
+    Silent(u64),
     /// The primary is not one whose WAL this archive may take (another history, another
     /// segment size): an operator must act.
     #[error("{0}")]

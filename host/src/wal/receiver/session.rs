@@ -1,10 +1,10 @@
-//! One connection to the primary: check its identity, ensure the slot, fetch the timeline
-//! histories the archive lacks, pick where to start, then stream until the connection ends,
-//! following timeline switches on the same connection.
+//! One connection to the primary: check its identity, ensure the slot, compare the primary's
+//! timeline history with the archive's and fetch the ancestors it lacks, pick where to start,
+//! then stream until the connection ends, following timeline switches on the same connection.
 //!
-//! Where to start: the archive's flushed LSN on its timeline (bytes after it may be sent again;
-//! the archive compares them); with an empty archive, the start of the segment holding the
-//! slot's `restart_lsn`. If the primary is on a newer timeline, its history says where the
+//! Where to start: the start of the WAL page holding the archive's flushed end, on its timeline
+//! (the bytes already durable are sent again and the archive compares them); with an empty
+//! archive, the start of the segment holding the slot's `restart_lsn`. If the primary is on a newer timeline, its history says where the
 //! archive's timeline ended; streaming the old timeline up to there, the primary then switches
 //! us over (end-of-timeline handshake).
 
@@ -235,9 +235,7 @@ impl Receiver {
                     return Ok(StreamEnd::Done(SessionEnd::Shutdown));
                 }
                 _ = tokio::time::sleep_until(heard + super::RECEIVE_TIMEOUT) => {
-                    return Err(ReceiverError::Timeline(format!(
-                        "nothing from the primary for {} s; reconnecting", super::RECEIVE_TIMEOUT.as_secs()
-                    )));
+                    return Err(ReceiverError::Silent(super::RECEIVE_TIMEOUT.as_secs()));
                 }
                 event = stream.next() => {
                     heard = tokio::time::Instant::now();

@@ -84,6 +84,22 @@ impl Running {
     }
 }
 
+/// A completed segment of the archive, waited for: the flushed LSN reaches a segment's end
+/// before the segment is renamed to its final name.
+async fn completed(dir: &Path, name: &str) -> Vec<u8> {
+    let path = dir.join("archive").join(name);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::fs::read(&path) {
+            Ok(bytes) => return bytes,
+            Err(e) if tokio::time::Instant::now() < deadline && e.kind() == std::io::ErrorKind::NotFound => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Err(e) => panic!("{name} never completed in the archive: {e}"),
+        }
+    }
+}
+
 fn lsn(pg: &PgServer, sql: &str) -> Lsn {
     pg.psql(sql).parse().expect("an LSN")
 }
@@ -129,7 +145,7 @@ async fn archives_the_primarys_wal_and_moves_the_slot_only_past_durable_wal() {
     let primary_copy = pg.wal_file(&name);
     let rx = start(&pg, dir.path());
     rx.wait_flushed(1, seg.end(seg.segno(switch2))).await;
-    let archived = std::fs::read(dir.path().join("archive").join(&name)).expect("resumed segment");
+    let archived = completed(dir.path(), &name).await;
     assert!(archived == primary_copy, "{name} differs after the resume");
     assert_eq!(rx.state.borrow().connections, 1);
     rx.stop().await;

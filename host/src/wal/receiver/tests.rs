@@ -121,8 +121,7 @@ async fn archives_the_primarys_wal_and_moves_the_slot_only_past_durable_wal() {
     // Complete segments hold exactly the primary's bytes (read before a checkpoint may recycle
     // the primary's copy: the slot no longer holds it).
     let name = seg.file_name(1, seg.segno(switch));
-    let archived =
-        std::fs::read(dir.path().join("archive").join(&name)).expect("complete segment in the archive");
+    let archived = completed(dir.path(), &name).await;
     assert!(archived == pg.wal_file(&name), "{name} differs from the primary's");
 
     // The slot follows what the archive made durable, never more.

@@ -300,8 +300,8 @@ pub enum WalCommand {
         /// The new standby's data folder (absent or empty).
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
-        /// Folder holding pg_basebackup (default: where pg_ctl on PATH lives, or
-        /// /usr/lib/postgresql/15/bin).
+        /// Folder holding pg_basebackup (default: $TANDEM_PG_BIN, /usr/lib/postgresql/15/bin,
+        /// or the folder pg_ctl on PATH links to).
         #[arg(long, value_name = "DIR")]
         pg_bin: Option<PathBuf>,
         /// Run pg_basebackup as this OS user (PostgreSQL refuses root).

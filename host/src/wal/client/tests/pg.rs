@@ -216,60 +216,20 @@ impl PgServer {
     /// Runs SQL as the superuser over the Unix socket; panics on failure. Output is unaligned,
     /// tuples only, trimmed.
     pub fn psql(&self, sql: &str) -> String {
-        self.psql_runner()(sql)
+        self.try_psql(sql).unwrap_or_else(|e| panic!("psql {sql:?}: {e}"))
     }
 
     /// `psql` that reports a failure instead of panicking (for polling a standby that may not
     /// have replayed a table yet).
-    #[allow(dead_code)] // the e2e tests' (they share this file)
     pub fn try_psql(&self, sql: &str) -> Result<String, String> {
-        let port = self.port.to_string();
-        let args = [
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-At",
-            "-h",
-            path(&self.sock),
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-c",
-            sql,
-        ];
-        run_in(&self.bin, &self.root, "psql", &args)
-            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        psql_in(&self.bin, &self.root, &self.sock, self.port, sql)
     }
 
     /// `psql` as a closure that outlives `self`'s borrow (for a writer thread).
+    #[allow(dead_code)] // the e2e tests' (they share this file)
     pub fn psql_runner(&self) -> impl Fn(&str) -> String + Send + 'static {
-        let (bin, root, sock, port) =
-            (self.bin.clone(), self.root.clone(), self.sock.clone(), self.port.to_string());
-        move |sql| {
-            let args = [
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-At",
-                "-h",
-                path(&sock),
-                "-p",
-                &port,
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-c",
-                sql,
-            ];
-            let out = run_in(&bin, &root, "psql", &args).unwrap_or_else(|e| panic!("psql {sql:?}: {e}"));
-            String::from_utf8_lossy(&out.stdout).trim().to_owned()
-        }
+        let (bin, root, sock, port) = (self.bin.clone(), self.root.clone(), self.sock.clone(), self.port);
+        move |sql| psql_in(&bin, &root, &sock, port, sql).unwrap_or_else(|e| panic!("psql {sql:?}: {e}"))
     }
 
     /// A replication connection config for `user` over TCP (password = user name for the
@@ -300,6 +260,30 @@ impl Drop for PgServer {
             let _ = self.run("pg_ctl", &["-D", path(&self.data), "-m", "immediate", "-w", "stop"]);
         }
     }
+}
+
+/// Runs SQL as the superuser over the Unix socket in `sock`; output unaligned, tuples only,
+/// trimmed.
+fn psql_in(bin: &Path, root: &Path, sock: &Path, port: u16, sql: &str) -> Result<String, String> {
+    let port = port.to_string();
+    let args = [
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-At",
+        "-h",
+        path(sock),
+        "-p",
+        &port,
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+        "-c",
+        sql,
+    ];
+    run_in(bin, root, "psql", &args).map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// Runs a PostgreSQL program from `bin` (as the PostgreSQL user when we are root) in `root`.

@@ -314,5 +314,10 @@ fn chain(err: &wasmtime::Error) -> String {
 
 /// The current Unix time in milliseconds.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    unix_ms(SystemTime::now())
+}
+
+/// `t` as Unix milliseconds (0 before the epoch).
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -21,7 +21,7 @@ pub use bindings::{ConfChange, EntryBatch, EntryKind, History, Scope, UserScope,
 pub use cache::Origin;
 pub use config::{PluginConfig, SettingValue};
 pub use error::{FailureKind, PluginError};
-pub use loaded::{Limits, PluginInfo, Source, now_ms};
+pub use loaded::{Limits, PluginInfo, Source, now_ms, unix_ms};
 pub use registry::{PluginStatus, Plugins, RescanReport};
 pub use world::{PACKAGE, VERSION, Version, World};
 

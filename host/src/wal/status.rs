@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::lsn::Lsn;
 use super::service::WalHandle;
+use crate::plugin::unix_ms as ms;
 
 /// WAL streaming at one instant. LSNs are PostgreSQL's `X/X` text; times are Unix
 /// milliseconds.
@@ -65,10 +66,6 @@ pub struct StandbyStatusView {
     pub flush_lsn: String,
     pub replay_lsn: String,
     pub reported_at_ms: u64,
-}
-
-fn ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn text(l: Lsn) -> Option<String> {

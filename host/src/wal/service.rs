@@ -199,15 +199,9 @@ async fn learn(conn: &super::client::ConnConfig, shutdown: &CancellationToken) -
     loop {
         let attempt = async {
             let mut c = ReplicationConn::connect(conn).await?;
-            let ident = c.identify_system().await?;
-            let seg = c.wal_segment_size().await?;
-            let server_version = c.parameter("server_version").unwrap_or_default().to_owned();
+            let (_, id) = c.upstream_identity().await?;
             let _ = c.close().await;
-            Ok::<_, super::client::WalClientError>(UpstreamIdentity {
-                system_id: ident.systemid,
-                server_version,
-                segment_size: seg.bytes(),
-            })
+            Ok::<_, super::client::WalClientError>(id)
         };
         match tokio::select! { _ = shutdown.cancelled() => return None, r = attempt => r } {
             Ok(id) => return Some(id),

@@ -13,6 +13,7 @@ use super::error::{WalClientError, sqlstate};
 use super::query::ResultSet;
 use super::stream::WalStream;
 use crate::wal::lsn::{Lsn, TimeLineId, WalSegmentSize, history_file_name};
+use crate::wal::upstream::UpstreamIdentity;
 
 /// PostgreSQL's `NAMEDATALEN - 1`.
 const MAX_SLOT_NAME_LEN: usize = 63;
@@ -76,6 +77,17 @@ impl ReplicationConn {
     pub async fn wal_segment_size(&mut self) -> Result<WalSegmentSize, WalClientError> {
         let set = self.simple_query("SHOW", "SHOW wal_segment_size").await?;
         Ok(WalSegmentSize::parse_setting(set.single_row()?.required("wal_segment_size")?)?)
+    }
+
+    /// Who this server's WAL belongs to (IDENTIFY_SYSTEM, `SHOW wal_segment_size`, the
+    /// `server_version` parameter), with the IDENTIFY_SYSTEM answer itself.
+    pub async fn upstream_identity(&mut self) -> Result<(SystemIdentity, UpstreamIdentity), WalClientError> {
+        let ident = self.identify_system().await?;
+        let seg = self.wal_segment_size().await?;
+        let server_version = self.parameter("server_version").unwrap_or_default().to_owned();
+        let upstream =
+            UpstreamIdentity { system_id: ident.systemid, server_version, segment_size: seg.bytes() };
+        Ok((ident, upstream))
     }
 
     /// Creates the physical slot `name`, or reuses it if it exists already. With

@@ -35,15 +35,9 @@ impl Receiver {
     pub(super) async fn session(&self, shutdown: &CancellationToken) -> Result<SessionEnd, ReceiverError> {
         let setup = async {
             let mut conn = ReplicationConn::connect(&self.conn).await?;
-            let ident = conn.identify_system().await?;
-            let seg = conn.wal_segment_size().await?;
-            let version = conn.parameter("server_version").unwrap_or_default().to_owned();
-            self.check_upstream(UpstreamIdentity {
-                system_id: ident.systemid,
-                server_version: version,
-                segment_size: seg.bytes(),
-            })
-            .await?;
+            let (ident, upstream) = conn.upstream_identity().await?;
+            let seg = upstream.segment_size().map_err(ReceiverError::Refused)?;
+            self.check_upstream(upstream).await?;
             let slot = conn.create_physical_slot(&self.slot, true).await?;
             // Appends a capped session left queued are dropped before this session's go in.
             self.disk.resume().await.map_err(ReceiverError::Disk)?;
@@ -82,7 +76,7 @@ impl Receiver {
     /// Records the primary's identity; refuses another cluster's or another segment size.
     async fn check_upstream(&self, id: UpstreamIdentity) -> Result<(), ReceiverError> {
         let dir = self.state_dir.clone();
-        let archive_seg = self.reader_segment_size();
+        let archive_seg = self.reader.segment_size().bytes();
         if id.segment_size != archive_seg {
             return Err(ReceiverError::Refused(format!(
                 "the primary's WAL segments are {} bytes, the archive's {archive_seg}",
@@ -93,10 +87,6 @@ impl Receiver {
             .await
             .map_err(|e| ReceiverError::Disk(format!("identity check: {e}")))??;
         Ok(())
-    }
-
-    fn reader_segment_size(&self) -> u64 {
-        self.reader.segment_size().bytes()
     }
 
     /// The primary's history for timeline `current`: fetched every time and compared with the

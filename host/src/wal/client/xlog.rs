@@ -16,9 +16,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use super::error::WalClientError;
 use crate::wal::lsn::Lsn;
 
-const XLOG_DATA_TAG: u8 = b'w';
-const KEEPALIVE_TAG: u8 = b'k';
-const STATUS_UPDATE_TAG: u8 = b'r';
+pub(crate) const XLOG_DATA_TAG: u8 = b'w';
+pub(crate) const KEEPALIVE_TAG: u8 = b'k';
+pub(crate) const STATUS_UPDATE_TAG: u8 = b'r';
 /// Type byte and three i64s.
 const XLOG_DATA_HEADER_LEN: usize = 1 + 3 * 8;
 /// Type byte, two i64s, one flag byte.

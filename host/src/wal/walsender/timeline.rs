@@ -1,13 +1,12 @@
 //! Where a historic timeline ends, from the newest timeline's history file, pure: what
-//! PostgreSQL's `tliSwitchPoint` answers for START_REPLICATION on an older timeline.
-//!
-//! A history file lists the newest timeline's ancestors, oldest first, one per line:
-//! `parent_tli<TAB>switch_lsn<TAB>reason`; blank lines and `#` comments are skipped. The
-//! timeline after an ancestor is the next line's, or the newest timeline for the last line.
+//! PostgreSQL's `tliSwitchPoint` answers for START_REPLICATION on an older timeline. The file
+//! is parsed by [`crate::wal::timeline_history`]; this adds only the walsender's own check
+//! that every listed ancestor is older than the newest timeline.
 //!
 //! Must never: panic on a damaged history file (it is an error instead).
 
 use crate::wal::lsn::{Lsn, TimeLineId};
+use crate::wal::timeline_history::{parse, successor};
 
 /// The end of a historic timeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,26 +24,12 @@ pub fn timeline_end(
     newest: TimeLineId,
     requested: TimeLineId,
 ) -> Result<Option<TimelineEnd>, String> {
-    let text = std::str::from_utf8(history).map_err(|_| "the history file is not UTF-8".to_owned())?;
-    let mut entries: Vec<(TimeLineId, Lsn)> = Vec::new();
-    for line in text.lines() {
-        let line = line.trim_start();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let mut fields = line.split_whitespace();
-        let bad =
-            || format!("invalid line in the history file: {:?}", line.chars().take(80).collect::<String>());
-        let tli: TimeLineId = fields.next().and_then(|f| f.parse().ok()).ok_or_else(bad)?;
-        let switch: Lsn = fields.next().and_then(|f| f.parse().ok()).ok_or_else(bad)?;
-        if entries.last().is_some_and(|&(prev, _)| prev >= tli) || tli >= newest {
-            return Err("timeline ids in the history file must increase".into());
-        }
-        entries.push((tli, switch));
+    let entries = parse(history).map_err(|e| e.to_string())?;
+    if entries.last().is_some_and(|e| e.timeline >= newest) {
+        return Err("timeline ids in the history file must increase".into());
     }
-    let Some(i) = entries.iter().position(|&(tli, _)| tli == requested) else { return Ok(None) };
-    let next_tli = entries.get(i + 1).map_or(newest, |&(tli, _)| tli);
-    Ok(Some(TimelineEnd { switch_point: entries[i].1, next_tli }))
+    Ok(successor(&entries, requested, newest)
+        .map(|(next_tli, switch_point)| TimelineEnd { switch_point, next_tli }))
 }
 
 #[cfg(test)]

@@ -15,14 +15,13 @@
 use bytes::{Buf, BufMut, BytesMut};
 
 use crate::wal::client::PgTime;
+// The payload formats are the client's, read from the other side.
+use crate::wal::client::xlog::{KEEPALIVE_TAG, STATUS_UPDATE_LEN, STATUS_UPDATE_TAG, XLOG_DATA_TAG};
 use crate::wal::lsn::Lsn;
-
-/// Type byte and four i64s and a flag.
-const STATUS_UPDATE_LEN: usize = 1 + 4 * 8 + 1;
 
 /// Appends an XLogData payload (the WAL bytes are put after it by the caller's CopyData).
 pub fn put_xlog_data(out: &mut BytesMut, start: Lsn, end_of_server_wal: Lsn, now: PgTime, wal: &[u8]) {
-    out.put_u8(b'w');
+    out.put_u8(XLOG_DATA_TAG);
     out.put_u64(start.0);
     out.put_u64(end_of_server_wal.0);
     out.put_i64(now.0);
@@ -31,7 +30,7 @@ pub fn put_xlog_data(out: &mut BytesMut, start: Lsn, end_of_server_wal: Lsn, now
 
 /// Appends a keepalive payload.
 pub fn put_keepalive(out: &mut BytesMut, end_of_server_wal: Lsn, now: PgTime, reply_requested: bool) {
-    out.put_u8(b'k');
+    out.put_u8(KEEPALIVE_TAG);
     out.put_u64(end_of_server_wal.0);
     out.put_i64(now.0);
     out.put_u8(u8::from(reply_requested));
@@ -60,7 +59,7 @@ pub enum StandbyMessage {
 /// Reads one CopyData payload from the standby; `Err` names what is wrong with it.
 pub fn parse_standby_message(payload: &[u8]) -> Result<StandbyMessage, String> {
     match payload.first() {
-        Some(b'r') if payload.len() == STATUS_UPDATE_LEN => {
+        Some(&STATUS_UPDATE_TAG) if payload.len() == STATUS_UPDATE_LEN => {
             let mut p = &payload[1..];
             Ok(StandbyMessage::Status {
                 write: Lsn(p.get_u64()),
@@ -70,7 +69,7 @@ pub fn parse_standby_message(payload: &[u8]) -> Result<StandbyMessage, String> {
                 reply_requested: p.get_u8() != 0,
             })
         }
-        Some(b'r') => Err(format!("standby status update of {} bytes", payload.len())),
+        Some(&STATUS_UPDATE_TAG) => Err(format!("standby status update of {} bytes", payload.len())),
         Some(b'h') => Ok(StandbyMessage::HotStandbyFeedback),
         Some(&other) => Err(format!("unexpected message type \"{}\"", char::from(other))),
         None => Err("empty CopyData".into()),

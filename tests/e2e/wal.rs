@@ -20,6 +20,7 @@ use serde_json::Value;
 use crate::cluster::{Node, free_port};
 use crate::pg::{PgServer, wait_until};
 use crate::support::wait_for;
+use tandem::wal::Lsn;
 
 /// Replication role with a SCRAM password (see pg.rs).
 const ROLE: &str = "rep_scram";
@@ -125,8 +126,7 @@ impl Writer {
 }
 
 fn lsn(text: &str) -> u64 {
-    let (hi, lo) = text.split_once('/').unwrap_or_else(|| panic!("not an LSN: {text:?}"));
-    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+    text.parse::<Lsn>().unwrap_or_else(|e| panic!("{text:?}: {e}")).0
 }
 
 fn slot_restart(primary: &PgServer) -> u64 {

@@ -11,6 +11,7 @@ use crate::cluster::ClusterConfig;
 use crate::logging::LogConfig;
 use crate::peer::PeerConfig;
 use crate::plugin::PluginConfig;
+use crate::standby::config::StandbyConfig;
 use crate::sync::config::SyncConfig;
 use crate::wal::config::WalConfig;
 
@@ -44,6 +45,7 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub sync: SyncConfig,
     pub wal: WalConfig,
+    pub standby: StandbyConfig,
 }
 
 impl Default for Config {
@@ -58,6 +60,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             sync: SyncConfig::default(),
             wal: WalConfig::default(),
+            standby: StandbyConfig::default(),
         }
     }
 }
@@ -92,6 +95,7 @@ impl Config {
         self.cluster.validate().map_err(ConfigError::Invalid)?;
         self.sync.validate().map_err(ConfigError::Invalid)?;
         self.wal.validate().map_err(ConfigError::Invalid)?;
+        self.standby.validate().map_err(ConfigError::Invalid)?;
         if self.node_name.is_empty() {
             self.node_name = host_name();
         }

@@ -11,6 +11,8 @@
 //! - [`sync`]: file-tree sync: scan, index, journal, delta passes, safe apply, follow mode.
 //! - [`wal`]: WAL streaming: the receiver on tandem's slot at the primary, the durable segment
 //!   archive, the walsender serving it to the standby PostgreSQL, base backups, status.
+//! - [`standby`]: the warm-standby pair: configure, status, convert-to-primary, rejoin, off;
+//!   it prepares the local PostgreSQL and starts the WAL and tree-sync jobs a role needs.
 //! - [`api`]: the REST API every member serves.
 //! - [`config`]: `tandem.toml`, validated.
 //! - [`durable`]: crash-safe replacement of small files tandem owns, and directory lock files.
@@ -28,5 +30,6 @@ pub mod durable;
 pub mod logging;
 pub mod peer;
 pub mod plugin;
+pub mod standby;
 pub mod sync;
 pub mod wal;

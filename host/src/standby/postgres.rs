@@ -1,0 +1,1 @@
+//! Placeholder: the local PostgreSQL's administration (being written).

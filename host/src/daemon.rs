@@ -1,9 +1,9 @@
 //! The long-running host: loads the plugins (and watches their folder), opens the conf tree
 //! and the cluster member (commit log, recovery, purge), the peer listener and the REST API,
-//! and serves until shutdown. Later subsystems (tree sync, WAL) start here too.
+//! and the warm-standby pair (which runs tree sync and WAL streaming as its role needs), and
+//! serves until shutdown.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -16,8 +16,9 @@ use crate::conf::ConfTree;
 use crate::config::Config;
 use crate::peer::{self, Acceptor, ClusterSecret, PeerConnection, PeerError, PeerIdentity};
 use crate::plugin::Plugins;
-use crate::sync::follow::Follower;
-use crate::sync::live::watch_trees;
+use crate::standby::Standby;
+use crate::standby::jobs::JobContext;
+use crate::standby::protocol::{self, STANDBY_FRAME};
 use crate::sync::protocol::SYNC_FRAME;
 use crate::sync::server::SyncServer;
 
@@ -76,6 +77,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         max_frame: config.peer.max_frame_bytes,
         connect_timeout: config.peer.handshake_timeout(),
     };
+    let my_peer_addr = member.peer.clone();
     let node = ClusterNode::open(
         config.cluster.clone(),
         &config.data_dir.join("cluster"),
@@ -89,25 +91,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     info!(%api_addr, conf_root = %conf_root.display(), "REST API and conf tree ready");
 
     let mut tasks = tokio::task::JoinSet::new();
-    let wal = Arc::new(std::sync::OnceLock::new());
-    if config.wal.enabled() {
-        let (wal_config, slot, stop) = (config.wal.clone(), wal.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            let mut wal_tasks = tokio::task::JoinSet::new();
-            match crate::wal::service::start(wal_config, stop.clone(), &mut wal_tasks).await {
-                Ok(Some(handle)) => {
-                    let _ = slot.set(Ok(handle));
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    // The rest of the host keeps serving; status shows why WAL did not start.
-                    tracing::error!(error = %e, "WAL streaming could not start");
-                    let _ = slot.set(Err(e.to_string()));
-                }
-            }
-            while wal_tasks.join_next().await.is_some() {}
-        });
-    }
+    let sync_state = config.data_dir.join("sync");
+    let sync_server = SyncServer {
+        config: config.sync.clone(),
+        state_dir: sync_state.clone(),
+        plugins: plugins.clone(),
+        journals: Default::default(),
+    };
+    // The warm-standby pair decides which jobs run: tree following or watching, WAL streaming.
+    let jobs = JobContext {
+        secret: secret.clone(),
+        me: (*me).clone(),
+        max_frame: config.peer.max_frame_bytes,
+        sync_state: sync_state.clone(),
+        log_dir: config.log.dir.clone(),
+        verify_minutes: config.sync.verify_minutes,
+        journals: sync_server.journals.clone(),
+    };
+    let standby = Standby::open(config.clone(), jobs, my_peer_addr, shutdown.clone())
+        .context("opening the warm-standby pairing")?;
+    standby.start().await;
     {
         let (n, stop) = (node.clone(), shutdown.clone());
         tasks.spawn(async move { n.run_recovery(stop).await });
@@ -115,8 +118,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tasks.spawn(async move { n.run_purge(stop).await });
         let (n, stop) = (node.clone(), shutdown.clone());
         tasks.spawn(async move { n.run_checkpoints(stop).await });
-        let state =
-            AppState { node: node.clone(), tokens, wal: wal.clone(), wal_enabled: config.wal.enabled() };
+        let state = AppState { node: node.clone(), tokens, standby: standby.clone() };
         let stop = shutdown.clone();
         tasks.spawn(async move {
             if let Err(e) = api::serve(api_listener, state, stop.clone()).await {
@@ -133,42 +135,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         handshake_timeout: config.peer.handshake_timeout(),
         max_connections: config.peer.max_connections,
     };
-    let sync_state = config.data_dir.join("sync");
-    let sync_server = SyncServer {
-        config: config.sync.clone(),
-        state_dir: sync_state.clone(),
-        plugins: plugins.clone(),
-        journals: Default::default(),
-    };
-    match &config.sync.primary {
-        // A standby follows its primary's trees; a primary watches its own.
-        Some(primary) => {
-            let follower = Follower {
-                primary: primary.clone(),
-                secret: secret.clone(),
-                me: (*me).clone(),
-                max_frame: config.peer.max_frame_bytes,
-                state_dir: sync_state.clone(),
-                log_dir: config.log.dir.clone(),
-                verify: Duration::from_secs(config.sync.verify_minutes.max(1) * 60),
-            };
-            let trees: Vec<_> = config
-                .sync
-                .trees
-                .keys()
-                .filter_map(|t| Some((t.clone(), config.sync.tree_root(t)?)))
-                .collect();
-            tasks.spawn(follower.run(trees, shutdown.clone()));
-        }
-        None => {
-            let journals = sync_server.journals.clone();
-            tasks.spawn(watch_trees(config.sync.clone(), sync_state.clone(), journals, shutdown.clone()));
-        }
-    }
     let handler_node = node.clone();
-    let handler = move |conn, stop| dispatch(handler_node.clone(), sync_server.clone(), conn, stop);
+    let handler_standby = standby.clone();
+    let handler = move |conn, stop| {
+        dispatch(handler_node.clone(), sync_server.clone(), handler_standby.clone(), conn, stop)
+    };
     peer::serve(listener, acceptor, handler, shutdown.clone()).await;
     shutdown.cancel();
+    standby.stop().await;
     while tasks.join_next().await.is_some() {}
     node.shutdown().await;
     watcher.join().map_err(|_| anyhow::anyhow!("the plugin watcher panicked"))?;
@@ -176,11 +150,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(())
 }
 
-/// Hands a peer connection to the subsystem its first frame belongs to: tree sync, or the
-/// cluster (which also answers pings).
+/// Hands a peer connection to the subsystem its first frame belongs to: tree sync, the
+/// warm-standby pair, or the cluster (which also answers pings).
 async fn dispatch(
     node: Arc<ClusterNode>,
     sync: SyncServer,
+    standby: Arc<Standby>,
     mut conn: PeerConnection,
     stop: CancellationToken,
 ) -> Result<(), PeerError> {
@@ -191,6 +166,11 @@ async fn dispatch(
     match first {
         None => Ok(()),
         Some(f) if f.kind == SYNC_FRAME => sync.serve(conn, f, stop).await,
+        Some(f) if f.kind == STANDBY_FRAME => {
+            let request = protocol::decode(&f)?;
+            let answer = standby.answer(request).await;
+            conn.write_frame(&protocol::encode(&answer)).await
+        }
         Some(f) => cluster::serve_connection(node, conn, Some(f), stop).await,
     }
 }

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::auth::Role;
 use crate::cluster::ClusterError;
+use crate::standby::StandbyError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -17,6 +18,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Standby(#[from] StandbyError),
 }
 
 impl ApiError {
@@ -42,6 +45,9 @@ impl IntoResponse for ApiError {
             ApiError::Cluster(ClusterError::Refused(_)) => StatusCode::CONFLICT,
             ApiError::Cluster(ClusterError::NoCaptain) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Cluster(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Standby(e) if e.is_refusal() => StatusCode::CONFLICT,
+            ApiError::Standby(StandbyError::Peer(_)) => StatusCode::BAD_GATEWAY,
+            ApiError::Standby(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response()
     }

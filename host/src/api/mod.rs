@@ -1,6 +1,8 @@
 //! The REST API every member serves (`/v1/...`, JSON): runtime conf changes and reads,
-//! cluster membership, resync and status. Every route but `/v1/health` needs a bearer token:
-//! the admin role may change things, the read-only role may only read.
+//! cluster membership, resync and status, WAL and warm-standby status and commands. Every
+//! route but `/v1/health` (liveness), `/health` (the load balancers' check: 200 on a primary or
+//! an unpaired host, 503 on a standby) and `/metrics` (Prometheus) needs a bearer token: the
+//! admin role may change things, the read-only role may only read.
 //!
 //! Owns: HTTP in and out. Must never: change anything for a request without the admin role,
 //! or let a handler's failure take the listener down.
@@ -10,6 +12,8 @@ mod cluster;
 mod conf;
 mod config;
 mod error;
+mod metrics;
+mod standby;
 mod wal;
 
 use std::sync::Arc;
@@ -34,11 +38,8 @@ pub const MAX_BODY_BYTES: usize = 64 << 20;
 pub struct AppState {
     pub node: Arc<ClusterNode>,
     pub tokens: Tokens,
-    /// WAL streaming once started, or why it could not start (never set on a host without
-    /// `[wal] primary_host`).
-    pub wal: Arc<std::sync::OnceLock<Result<crate::wal::service::WalHandle, String>>>,
-    /// Whether this host is configured to stream WAL.
-    pub wal_enabled: bool,
+    /// The warm-standby pair (its jobs include WAL streaming).
+    pub standby: Arc<crate::standby::Standby>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -56,6 +57,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cluster/clean", post(cluster::clean))
         .route("/v1/cluster/purge", post(cluster::purge))
         .route("/v1/wal/status", get(wal::status))
+        .route("/v1/standby/status", get(standby::status))
+        .route("/v1/standby/configure", post(standby::configure))
+        .route("/v1/standby/convert-to-primary", post(standby::convert))
+        .route("/v1/standby/rejoin", post(standby::rejoin))
+        .route("/v1/standby/off", post(standby::off))
+        .route("/health", get(standby::health))
+        .route("/metrics", get(metrics::metrics))
         // Whole files (lookup tables) travel in change requests.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

@@ -9,18 +9,20 @@ use serde_json::{Value, json};
 
 use super::auth::Role;
 use super::{ApiError, AppState};
+use crate::standby::jobs::WalState;
 use crate::wal::status::WalStatus;
 
 pub async fn status(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     ApiError::need(s.tokens.role(&headers), Role::Read)?;
-    Ok(Json(match s.wal.get() {
-        Some(Err(e)) => json!({ "configured": true, "state": "failed", "last_error": e }),
-        Some(Ok(h)) => {
-            let mut v = serde_json::to_value(WalStatus::of(h)).unwrap_or(Value::Null);
+    let wal = s.standby.wal().read().expect("not poisoned").clone();
+    Ok(Json(match wal {
+        WalState::Failed(e) => json!({ "configured": true, "state": "failed", "last_error": e }),
+        WalState::Running(h) => {
+            let mut v = serde_json::to_value(WalStatus::of(&h)).unwrap_or(Value::Null);
             v["configured"] = Value::Bool(true);
             v
         }
-        None if s.wal_enabled => json!({ "configured": true, "state": "starting" }),
-        None => json!({ "configured": false }),
+        WalState::Starting => json!({ "configured": true, "state": "starting" }),
+        WalState::Off => json!({ "configured": false }),
     }))
 }

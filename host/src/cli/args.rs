@@ -43,9 +43,76 @@ pub enum Command {
     /// WAL streaming: status, and base backups for a new standby.
     #[command(subcommand)]
     Wal(WalCommand),
+    /// The warm-standby pair: configure, status, convert-to-primary, rejoin, off.
+    #[command(subcommand)]
+    Standby(StandbyCommand),
     /// Print the default configuration or the effective one.
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StandbyCommand {
+    /// Pair this host with another as primary or standby. On the primary (first): prepares
+    /// PostgreSQL (a replication role with a random password, pg_hba for the standby only,
+    /// wal_level, wal_log_hints, max_slot_wal_keep_size) and serves its trees. On the standby:
+    /// joins the primary, streams its WAL into tandem's archive, moves its previous database
+    /// to the recovery location, takes a base backup, starts PostgreSQL following tandem, and
+    /// follows the primary's trees. Run it again to change options; it says what changed.
+    #[command(group(clap::ArgGroup::new("mode").required(true).args(["primary_mode", "standby_mode"])))]
+    Configure {
+        /// Make this host the primary; --peer is the standby's peer address.
+        #[arg(long)]
+        primary_mode: bool,
+        /// Make this host the standby; --peer is the primary's peer address.
+        #[arg(long)]
+        standby_mode: bool,
+        /// The other host's peer address (host:port of its [peer] listener).
+        #[arg(long, value_name = "HOST:PORT")]
+        peer: String,
+        /// Files only: do not replicate the database.
+        #[arg(long)]
+        ignore_database: bool,
+        /// Leave the vault (and the reports inside it) out of tree sync.
+        #[arg(long)]
+        ignore_vault: bool,
+        /// Leave the package lists (pip_req, rpm_req) out of tree sync.
+        #[arg(long)]
+        ignore_package_updates: bool,
+        /// On the standby: where its previous database is moved (default: next to it, as
+        /// <data folder>.tandem-previous-<time>).
+        #[arg(long, value_name = "DIR")]
+        recovery_dir: Option<PathBuf>,
+        /// On the standby: take a fresh base backup even if the database already follows.
+        #[arg(long)]
+        rebuild: bool,
+    },
+    /// The pair as it is now: role, peer, database replication (streaming, last WAL, WAL
+    /// segments in use and configured, lag in bytes and seconds), each tree's sync, last errors.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fail over: make this standby the primary. Refuses while the old primary still answers
+    /// as a primary, or while WAL replay is paused; lets the database take all WAL tandem
+    /// holds, stops pulling trees, promotes, checkpoints, and says how long it took.
+    ConvertToPrimary {
+        /// Convert even though the old primary answers as a primary (split brain unless you
+        /// stop it).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Bring this old primary back as the standby of the new one, with pg_rewind instead of a
+    /// new base backup.
+    Rejoin {
+        /// The new primary's peer address (default: the recorded peer).
+        #[arg(long, value_name = "HOST:PORT")]
+        peer: Option<String>,
+    },
+    /// Unpair both sides: stop WAL streaming and tree sync; the primary drops the standby's
+    /// pg_hba entries and tandem's slot. The standby's database is left as it is.
+    Off,
 }
 
 #[derive(Debug, Subcommand)]

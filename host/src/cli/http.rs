@@ -32,6 +32,12 @@ impl ApiClient {
         Ok(Self { base: format!("http://{addr}"), token, http })
     }
 
+    /// The same client with a longer timeout (base backups, failovers).
+    pub fn with_timeout(mut self, timeout: Duration) -> anyhow::Result<Self> {
+        self.http = reqwest::Client::builder().timeout(timeout).build()?;
+        Ok(self)
+    }
+
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.send(self.http.get(format!("{}{path}", self.base))).await
     }

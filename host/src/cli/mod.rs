@@ -7,6 +7,7 @@ mod conf;
 mod eval;
 mod http;
 mod plugins;
+mod standby;
 mod sync;
 mod wal;
 
@@ -17,8 +18,8 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 pub use args::{
-    Cli, ClusterCommand, Command, ConfCommand, ConfigCommand, PeerCommand, PluginsCommand, SyncCommand,
-    WalCommand,
+    Cli, ClusterCommand, Command, ConfCommand, ConfigCommand, PeerCommand, PluginsCommand, StandbyCommand,
+    SyncCommand, WalCommand,
 };
 
 use crate::config::{Config, DEFAULT_TOML};
@@ -96,6 +97,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Wal(cmd) => {
             let _guard = logging::init(&config.log, "warn", false)?;
             wal::run(config, cmd)
+        }
+        Command::Standby(cmd) => {
+            let _guard = logging::init(&config.log, "warn", false)?;
+            standby::run(config, cmd)
         }
         Command::Config(ConfigCommand::Default) => {
             print!("{DEFAULT_TOML}");

@@ -1,11 +1,34 @@
 //! The warm-standby pair: two hosts, one primary and one standby, each with its PostgreSQL and
 //! its application's file trees. This module orchestrates what `wal` and `sync` do: it prepares
 //! the local PostgreSQL for its role, records the pairing durably, starts and stops the jobs
-//! (WAL streaming, tree sync) that the role needs, and fails over.
+//! (WAL streaming, tree sync) the role needs, fails over, and tells the truth about all of it.
+//!
+//! - `pairing`: the durable record (role, peer by identity, options, failover epoch).
+//! - `plan` / `jobs`: which jobs a role runs, and the supervisor that swaps them.
+//! - `protocol` / `service`: what the two hosts say to each other; the running pair.
+//! - `configure`, `failover` (convert-to-primary, rejoin), `off`: the operator's commands.
+//! - `status`: the facts, for the CLI, REST, the health check and the metrics.
+//! - `postgres`: the local PostgreSQL's administration.
 //!
 //! Owns: the pairing record and the local PostgreSQL's role. Must never: promote while the old
 //! primary still answers as a primary (unless forced), or discard a database without moving it
 //! to a recovery location first.
 
 pub mod config;
+pub mod configure;
+pub mod error;
+pub mod failover;
+pub mod jobs;
+pub mod off;
+pub mod pairing;
+pub mod plan;
 pub mod postgres;
+pub mod protocol;
+pub mod service;
+pub mod status;
+
+pub use configure::{ConfigureRequest, Report};
+pub use error::StandbyError;
+pub use pairing::{Options, Role};
+pub use service::Standby;
+pub use status::StandbyStatus;

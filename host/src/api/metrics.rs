@@ -1,0 +1,203 @@
+//! `GET /metrics`: Prometheus text exposition of the warm standby (no token, like a node
+//! exporter: numbers only, no secrets): role and health, WAL lag in bytes and seconds, the last
+//! WAL, archive segments, and per tree the bytes and files moved, the last success and the last
+//! error. Rendering is a pure function of [`StandbyStatus`].
+
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+
+use super::AppState;
+use crate::standby::{Role, StandbyStatus};
+
+pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    let text = render(&s.standby.status().await, crate::plugin::now_ms());
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+/// One metric family: help, type, and its samples.
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl Family<'_> {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+            .collect();
+        let labels = if labels.is_empty() { String::new() } else { format!("{{{}}}", labels.join(",")) };
+        let _ = writeln!(self.out, "{name}{labels} {value}");
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: Option<f64>) {
+        if let Some(v) = value {
+            self.head(name, "gauge", help);
+            self.sample(name, &[], v);
+        }
+    }
+}
+
+/// The exposition text.
+pub fn render(s: &StandbyStatus, now_ms: u64) -> String {
+    let mut out = String::new();
+    let mut f = Family { out: &mut out };
+    let secs = |ms: u64| ms as f64 / 1000.0;
+    f.head(
+        "tandem_standby_role",
+        "gauge",
+        "This host's role in the warm-standby pair (1 for the current one).",
+    );
+    for role in ["primary", "standby", "unpaired"] {
+        let current = match s.role {
+            Some(Role::Primary) => "primary",
+            Some(Role::Standby) => "standby",
+            None => "unpaired",
+        };
+        f.sample("tandem_standby_role", &[("role", role)], f64::from(u8::from(role == current)));
+    }
+    f.gauge(
+        "tandem_standby_healthy",
+        "1 when the health check answers 200 (primary or unpaired).",
+        Some(f64::from(u8::from(s.healthy))),
+    );
+    f.gauge(
+        "tandem_standby_peer_reachable",
+        "1 when the peer answered within the last 15 seconds.",
+        s.peer.as_ref().map(|p| f64::from(u8::from(p.reachable))),
+    );
+    let d = &s.database;
+    f.gauge(
+        "tandem_db_replication_streaming",
+        "1 when database replication streams.",
+        d.configured.then_some(f64::from(u8::from(d.streaming))),
+    );
+    f.gauge(
+        "tandem_db_replay_lag_bytes",
+        "WAL the standby database has not replayed, bytes.",
+        d.lag_bytes.map(|b| b as f64),
+    );
+    f.gauge(
+        "tandem_db_replay_lag_seconds",
+        "Age of the oldest WAL the standby database has not replayed.",
+        d.lag_seconds,
+    );
+    f.gauge(
+        "tandem_db_last_wal_timestamp_seconds",
+        "When WAL last arrived from the primary (Unix time).",
+        d.last_updated_ms.map(secs),
+    );
+    f.gauge(
+        "tandem_wal_segments_in_use",
+        "WAL segments in tandem's archive.",
+        d.wal_segments_in_use.map(|n| n as f64),
+    );
+    f.gauge(
+        "tandem_wal_segments_configured",
+        "WAL segments kept before the standby's replay position.",
+        Some(d.wal_segments_configured as f64),
+    );
+    if let Some(w) = &s.wal {
+        f.gauge(
+            "tandem_wal_receive_lag_bytes",
+            "Primary WAL not yet durable in tandem's archive, bytes.",
+            w.receive_lag_bytes.map(|b| b as f64),
+        );
+        f.gauge(
+            "tandem_wal_connections_total",
+            "Connections tandem made to the primary since start.",
+            Some(w.connections as f64),
+        );
+        f.gauge(
+            "tandem_wal_last_error_timestamp_seconds",
+            "When WAL streaming last failed (Unix time).",
+            w.last_error_at_ms.map(secs),
+        );
+    }
+    if !s.trees.trees.is_empty() {
+        let families: [(&str, &str, &str); 6] = [
+            ("tandem_sync_bytes_total", "counter", "File bytes brought up to date per tree."),
+            (
+                "tandem_sync_wire_bytes_total",
+                "counter",
+                "Bytes sent on the wire per tree (deltas, compressed).",
+            ),
+            ("tandem_sync_files_total", "counter", "Files brought up to date per tree."),
+            (
+                "tandem_sync_last_success_timestamp_seconds",
+                "gauge",
+                "When the tree was last known equal to the primary's.",
+            ),
+            (
+                "tandem_sync_lag_seconds",
+                "gauge",
+                "Seconds since the tree was last known equal to the primary's.",
+            ),
+            ("tandem_sync_last_error_timestamp_seconds", "gauge", "When a pass of the tree last failed."),
+        ];
+        for (name, kind, help) in families {
+            f.head(name, kind, help);
+            for t in &s.trees.trees {
+                let value = match name {
+                    "tandem_sync_bytes_total" => Some(t.bytes_total as f64),
+                    "tandem_sync_wire_bytes_total" => Some(t.wire_total as f64),
+                    "tandem_sync_files_total" => Some(t.files_total as f64),
+                    "tandem_sync_last_success_timestamp_seconds" => t.in_sync_ms.map(secs),
+                    "tandem_sync_lag_seconds" => t.in_sync_ms.map(|m| secs(now_ms.saturating_sub(m))),
+                    _ => t.last_error_ms.map(secs),
+                };
+                if let Some(v) = value {
+                    f.sample(name, &[("tree", &t.tree)], v);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::standby::status::DatabaseStatus;
+    use crate::sync::status::TreeStatus;
+
+    #[test]
+    fn a_standby_exposes_its_lag_and_trees() {
+        let mut s = StandbyStatus { role: Some(Role::Standby), ..StandbyStatus::default() };
+        s.database = DatabaseStatus {
+            configured: true,
+            streaming: true,
+            lag_bytes: Some(8192),
+            lag_seconds: Some(0.25),
+            wal_segments_configured: 32,
+            ..DatabaseStatus::default()
+        };
+        s.trees.trees.push(TreeStatus {
+            tree: "vault".into(),
+            bytes_total: 10,
+            in_sync_ms: Some(9_000),
+            ..TreeStatus::default()
+        });
+        let text = render(&s, 10_000);
+        for line in [
+            "tandem_standby_role{role=\"standby\"} 1",
+            "tandem_standby_role{role=\"primary\"} 0",
+            "tandem_standby_healthy 0",
+            "tandem_db_replication_streaming 1",
+            "tandem_db_replay_lag_bytes 8192",
+            "tandem_db_replay_lag_seconds 0.25",
+            "tandem_sync_bytes_total{tree=\"vault\"} 10",
+            "tandem_sync_lag_seconds{tree=\"vault\"} 1",
+            "# TYPE tandem_sync_bytes_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
+        }
+        assert!(!text.contains("tandem_sync_last_error_timestamp_seconds{"), "no error, no sample");
+    }
+}

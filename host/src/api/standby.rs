@@ -1,0 +1,76 @@
+//! Warm-standby routes: `GET /v1/standby/status`, `POST /v1/standby/configure`,
+//! `/convert-to-primary`, `/rejoin`, `/off`, and the load balancers' health check `GET /health`
+//! (no token: 200 `primary` or `unpaired`, 503 `standby` — a standby must not take traffic).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+
+use super::auth::Role;
+use super::{ApiError, AppState};
+use crate::standby::{ConfigureRequest, Report, StandbyStatus};
+
+pub async fn status(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<StandbyStatus>, ApiError> {
+    ApiError::need(s.tokens.role(&headers), Role::Read)?;
+    Ok(Json(s.standby.status().await))
+}
+
+pub async fn configure(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<ConfigureRequest>,
+) -> Result<Json<Report>, ApiError> {
+    ApiError::need(s.tokens.role(&headers), Role::Admin)?;
+    Ok(Json(s.standby.configure(body).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ConvertRequest {
+    #[serde(default)]
+    force: bool,
+}
+
+pub async fn convert(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<ConvertRequest>,
+) -> Result<Json<Report>, ApiError> {
+    ApiError::need(s.tokens.role(&headers), Role::Admin)?;
+    Ok(Json(s.standby.convert_to_primary(body.force).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RejoinRequest {
+    #[serde(default)]
+    peer: Option<String>,
+}
+
+pub async fn rejoin(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<RejoinRequest>,
+) -> Result<Json<Report>, ApiError> {
+    ApiError::need(s.tokens.role(&headers), Role::Admin)?;
+    Ok(Json(s.standby.rejoin(body.peer).await?))
+}
+
+pub async fn off(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Report>, ApiError> {
+    ApiError::need(s.tokens.role(&headers), Role::Admin)?;
+    Ok(Json(s.standby.off(true).await?))
+}
+
+/// The health check: no token, plain text.
+pub async fn health(State(s): State<AppState>) -> (StatusCode, String) {
+    let st = s.standby.status().await;
+    let what = match (st.role, st.superseded.is_some()) {
+        (_, true) => "superseded: the peer took over as primary",
+        (Some(crate::standby::Role::Standby), _) => "standby",
+        (Some(crate::standby::Role::Primary), _) if st.healthy => "primary",
+        (Some(crate::standby::Role::Primary), _) => "primary, but its database is in recovery",
+        (None, _) if st.healthy => "unpaired",
+        (None, _) => "unpaired, but its database is in recovery",
+    };
+    let code = if st.healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, format!("{what}\n"))
+}

@@ -1,0 +1,338 @@
+//! `tandem standby ...`: the warm-standby commands, through the running daemon's REST API.
+//! `status` prints the seed's wording where it fits ("Instance looks like Primary", "DB
+//! replication currently streaming", "WAL segments configured: 32") plus lag, trees and errors.
+
+use std::fmt::Write;
+use std::process::ExitCode;
+
+use super::args::StandbyCommand;
+use super::http::ApiClient;
+use crate::config::Config;
+use crate::plugin::now_ms;
+use crate::standby::{ConfigureRequest, Options, Report, Role, StandbyStatus};
+
+pub fn run(config: Config, cmd: StandbyCommand) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let api = ApiClient::new(&config)?.with_timeout(std::time::Duration::from_secs(3600))?;
+        match cmd {
+            StandbyCommand::Status { json } => {
+                let v = api.get("/v1/standby/status").await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    let status: StandbyStatus = serde_json::from_value(v)?;
+                    print!("{}", render(&status, now_ms()));
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            StandbyCommand::Configure {
+                primary_mode,
+                standby_mode: _,
+                peer,
+                ignore_database,
+                ignore_vault,
+                ignore_package_updates,
+                recovery_dir,
+                rebuild,
+            } => {
+                let recovery_dir = recovery_dir.map(std::path::absolute).transpose()?;
+                let req = ConfigureRequest {
+                    mode: if primary_mode { Role::Primary } else { Role::Standby },
+                    peer,
+                    options: Options { ignore_database, ignore_vault, ignore_package_updates, recovery_dir },
+                    rebuild,
+                };
+                let body = serde_json::to_value(&req)?;
+                report("configured", api.post("/v1/standby/configure", &body).await?)
+            }
+            StandbyCommand::ConvertToPrimary { force } => {
+                let body = serde_json::json!({ "force": force });
+                report("converted to primary", api.post("/v1/standby/convert-to-primary", &body).await?)
+            }
+            StandbyCommand::Rejoin { peer } => {
+                let body = serde_json::json!({ "peer": peer });
+                report("rejoined as standby", api.post("/v1/standby/rejoin", &body).await?)
+            }
+            StandbyCommand::Off => {
+                report("warm standby off", api.post("/v1/standby/off", &serde_json::json!({})).await?)
+            }
+        }
+    })
+}
+
+fn report(what: &str, v: serde_json::Value) -> anyhow::Result<ExitCode> {
+    let r: Report = serde_json::from_value(v)?;
+    for step in &r.steps {
+        println!("  {step}");
+    }
+    let role = r.role.map_or("unpaired".to_string(), |r| r.to_string());
+    match r.writable_after_seconds {
+        Some(w) => println!("{what} in {:.2} s (writable after {w:.2} s); this host: {role}", r.seconds),
+        None => println!("{what} in {:.2} s; this host: {role}", r.seconds),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The status as text.
+pub fn render(s: &StandbyStatus, now: u64) -> String {
+    let mut o = String::new();
+    let ago = |ms: u64| format!("{:.1} s ago", now.saturating_sub(ms) as f64 / 1000.0);
+    let _ = writeln!(o, "========= Warm standby: {} =========", s.node);
+    if !s.configured {
+        let _ = writeln!(o, "   Warm Standby not yet configured");
+        if s.looks_like == "Standby" {
+            let _ = writeln!(o, "   (the local database is in recovery)");
+        }
+    } else {
+        let _ = writeln!(o, "   Instance looks like {}", s.looks_like);
+        if let Some(why) = &s.superseded {
+            let _ = writeln!(o, "    SUPERSEDED: {why}");
+        }
+        let peer = s.peer.clone().unwrap_or_default();
+        let peer_name = peer.node.clone().unwrap_or_else(|| "(not yet joined)".into());
+        let seen = match (peer.reachable, peer.answered_ms) {
+            (true, Some(t)) => format!("answered {}", ago(t)),
+            (false, Some(t)) => format!(
+                "NOT answering (last answer {}): {}",
+                ago(t),
+                peer.last_error.clone().unwrap_or_default()
+            ),
+            (_, None) => format!(
+                "NOT answering: {}",
+                peer.last_error.clone().unwrap_or_else(|| "not yet asked".into())
+            ),
+        };
+        let d = &s.database;
+        match s.role {
+            Some(Role::Primary) => {
+                let _ = writeln!(o, "    Paired with standby `{peer_name}` at {} ({seen})", peer.addr);
+                if d.configured {
+                    let client = d
+                        .standby_client
+                        .clone()
+                        .unwrap_or_else(|| peer.addr.split(':').next().unwrap_or("").to_string());
+                    let _ = writeln!(o, "    DB replication configured with Standby set to: {client}");
+                    if d.streaming {
+                        let lag = d
+                            .lag_bytes
+                            .map(|b| format!(" (standby side replayed to {b} bytes behind)"))
+                            .unwrap_or_default();
+                        let _ = writeln!(o, "    DB replication currently streaming{lag}");
+                    } else {
+                        let _ = writeln!(o, "    DB replication NOT streaming (tandem's slot is not in use)");
+                    }
+                    if let Some(w) = &d.slot_wal_status {
+                        let _ = writeln!(
+                            o,
+                            "    Slot: restart {} ({w})",
+                            d.slot_restart_lsn.clone().unwrap_or_default()
+                        );
+                    }
+                }
+            }
+            Some(Role::Standby) => {
+                let _ = writeln!(o, "    Paired with primary `{peer_name}` at {} ({seen})", peer.addr);
+                if d.configured {
+                    let _ = writeln!(
+                        o,
+                        "    DB replication configured (from {} through tandem)",
+                        peer.pg.clone().unwrap_or_default()
+                    );
+                    if d.streaming {
+                        let _ = writeln!(o, "    DB replication currently streaming");
+                    } else {
+                        let why = s.wal.as_ref().map_or("not started".to_string(), |w| {
+                            format!(
+                                "tandem {}{}",
+                                w.state,
+                                if w.standby.as_ref().is_some_and(|v| v.streaming) {
+                                    ""
+                                } else {
+                                    ", database not connected to tandem"
+                                }
+                            )
+                        });
+                        let _ = writeln!(o, "    DB replication NOT streaming ({why})");
+                    }
+                    if let Some(t) = d.last_updated_ms {
+                        let _ = writeln!(o, "    DB last updated {} ({})", date(t), ago(t));
+                    }
+                    if let Some(n) = d.wal_segments_in_use {
+                        let _ = writeln!(o, "    WAL segments in use: {n}");
+                    }
+                    let bytes = d.lag_bytes.map_or("unknown".into(), |b| format!("{b} bytes"));
+                    let secs = d.lag_seconds.map_or("unknown".into(), |s| format!("{s:.3} s"));
+                    let _ = writeln!(o, "    Replay lag: {bytes}, {secs}");
+                    if d.replay_paused == Some(true) {
+                        let _ = writeln!(o, "    WAL replay is PAUSED");
+                    }
+                }
+            }
+            None => {}
+        }
+        if d.configured {
+            let _ = writeln!(o, "    WAL segments configured: {}", d.wal_segments_configured);
+            if !d.running {
+                let _ = writeln!(o, "    Database NOT running");
+            }
+        } else if let Some(why) = &d.not_configured_because {
+            let _ = writeln!(o, "    DB replication not configured: {why}");
+        }
+        if let Some(e) = &d.last_error {
+            let _ = writeln!(o, "    DB last error: {e}");
+        }
+    }
+    let t = &s.trees;
+    let names: Vec<&str> = t.trees.iter().map(|t| t.tree.as_str()).collect();
+    if s.configured && names.contains(&"vault") {
+        let _ = writeln!(o, "    Vault sync configured");
+    }
+    match &t.primary {
+        Some(p) if s.configured || !t.trees.is_empty() => {
+            let _ = writeln!(o, "    Tree sync configured, following {p}:");
+            for tree in &t.trees {
+                let state = match (tree.in_sync_ms, &tree.last_error) {
+                    (_, Some(e)) if tree.last_error_ms >= tree.in_sync_ms => {
+                        format!("ERROR {}: {e}", tree.last_error_ms.map(ago).unwrap_or_default())
+                    }
+                    (Some(at), _) => format!("in sync {}", ago(at)),
+                    (None, _) => "not yet synced".into(),
+                };
+                let last = tree.last_pass_ms.map(|m| format!(", last pass {}", ago(m))).unwrap_or_default();
+                let _ = writeln!(
+                    o,
+                    "      {:<14} {state}{last}, {} files / {} bytes sent ({} on the wire)",
+                    tree.tree, tree.files_total, tree.bytes_total, tree.wire_total
+                );
+            }
+        }
+        _ if s.configured => {
+            let _ = writeln!(
+                o,
+                "    Tree sync: serving {} trees to the standby ({})",
+                names.len(),
+                names.join(", ")
+            );
+        }
+        _ => {}
+    }
+    if let Some(f) = &s.last_failover {
+        let _ = writeln!(
+            o,
+            "    Last failover {} ({:.2} s{})",
+            date(f.at_ms),
+            f.seconds,
+            if f.forced { ", forced" } else { "" }
+        );
+    }
+    if let Some(e) = &s.last_error {
+        let _ = writeln!(o, "    Last error ({}, {}): {}", e.what, ago(e.at_ms), e.error);
+    }
+    let _ =
+        writeln!(o, "    Health check: {}", if s.healthy { "healthy (200)" } else { "not serving (503)" });
+    let _ = writeln!(o, "========= Done =========");
+    o
+}
+
+/// A Unix-ms time as "Wednesday 2026-11-25 01:02:03 UTC".
+pub fn date(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let (h, m, s) = (secs % 86_400 / 3600, secs % 3600 / 60, secs % 60);
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const WEEKDAYS: [&str; 7] =
+        ["Thursday", "Friday", "Saturday", "Sunday", "Monday", "Tuesday", "Wednesday"];
+    let weekday = WEEKDAYS[days.rem_euclid(7) as usize];
+    format!("{weekday} {year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02} UTC")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::standby::status::{DatabaseStatus, PeerStatus};
+
+    #[test]
+    fn dates_read_like_the_seed() {
+        assert_eq!(date(0), "Thursday 1970-01-01 00:00:00 UTC");
+        // 2026-11-25 was a Wednesday.
+        assert_eq!(date(1_795_572_123_000), "Wednesday 2026-11-25 02:02:03 UTC");
+    }
+
+    #[test]
+    fn the_seeds_wording_for_each_state() {
+        let none = StandbyStatus {
+            node: "a".into(),
+            looks_like: "Not configured".into(),
+            healthy: true,
+            ..Default::default()
+        };
+        assert!(render(&none, 0).contains("Warm Standby not yet configured"));
+        let mut primary = StandbyStatus {
+            configured: true,
+            role: Some(Role::Primary),
+            looks_like: "Primary".into(),
+            healthy: true,
+            peer: Some(PeerStatus {
+                node: Some("b".into()),
+                addr: "127.0.0.1:7520".into(),
+                reachable: true,
+                answered_ms: Some(0),
+                ..Default::default()
+            }),
+            database: DatabaseStatus {
+                configured: true,
+                running: true,
+                streaming: true,
+                standby_client: Some("127.0.0.1".into()),
+                wal_segments_configured: 32,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let text = render(&primary, 1000);
+        for line in [
+            "Instance looks like Primary",
+            "DB replication configured with Standby set to: 127.0.0.1",
+            "DB replication currently streaming",
+            "WAL segments configured: 32",
+            "healthy (200)",
+        ] {
+            assert!(text.contains(line), "`{line}` missing in\n{text}");
+        }
+        primary.database.streaming = false;
+        assert!(render(&primary, 1000).contains("DB replication NOT streaming"));
+        let standby = StandbyStatus {
+            role: Some(Role::Standby),
+            looks_like: "Standby".into(),
+            healthy: false,
+            database: DatabaseStatus {
+                last_updated_ms: Some(0),
+                wal_segments_in_use: Some(2),
+                lag_bytes: Some(0),
+                lag_seconds: Some(0.0),
+                ..primary.database.clone()
+            },
+            ..primary.clone()
+        };
+        let text = render(&standby, 1000);
+        for line in [
+            "Instance looks like Standby",
+            "DB last updated Thursday",
+            "WAL segments in use: 2",
+            "Replay lag: 0 bytes, 0.000 s",
+            "not serving (503)",
+        ] {
+            assert!(text.contains(line), "`{line}` missing in\n{text}");
+        }
+    }
+}

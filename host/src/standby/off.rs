@@ -1,0 +1,85 @@
+//! `tandem standby off`: unpairs both sides. The peer is told (best effort: an unreachable
+//! peer is named so the operator runs `off` there too); the jobs stop; a primary takes the
+//! standby out of pg_hba and drops tandem's slot, so it no longer holds WAL for nobody. The
+//! standby's database is left as it is (a read-only copy that no longer follows).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use super::configure::Report;
+use super::error::StandbyError;
+use super::pairing::Role;
+use super::protocol::{Answer, Request};
+use super::service::Standby;
+
+/// How long a primary waits for the standby's stream to let go of the slot.
+const SLOT_WAIT: Duration = Duration::from_secs(15);
+
+impl Standby {
+    /// Unpairs this host; `tell_peer` also asks the peer to unpair.
+    pub async fn off(self: &Arc<Self>, tell_peer: bool) -> Result<Report, StandbyError> {
+        let _op = self.op.lock().await;
+        let started = Instant::now();
+        let p = self
+            .pairing()
+            .ok_or_else(|| StandbyError::State("warm standby is not configured on this host".into()))?;
+        let mut steps = Vec::new();
+        if tell_peer {
+            match self.ask(&p.peer.addr, &Request::Unpair { pair_id: p.pair_id.clone() }).await {
+                Ok(Answer::Done) => steps.push(format!("the peer at {} unpairs too", p.peer.addr)),
+                Ok(other) => steps.push(format!(
+                    "the peer at {} did not unpair ({other:?}): run `tandem standby off` there",
+                    p.peer.addr
+                )),
+                Err(e) => {
+                    steps.push(format!("the peer did not answer ({e}): run `tandem standby off` there"))
+                }
+            }
+        }
+        self.jobs.stop_all().await;
+        let database = self.database_reason(&p.options).is_ok();
+        if let (Role::Primary, true, Some(pg)) = (p.role, database, &self.pg)
+            && pg.is_running()
+        {
+            pg.set_hba(&self.config.standby.replication_user, &[]).await?;
+            steps.push("pg_hba: the standby's entries removed".into());
+            let deadline = Instant::now() + SLOT_WAIT;
+            loop {
+                match pg.drop_slot(&self.config.wal.slot).await {
+                    Ok(true) => {
+                        steps.push(format!("replication slot `{}` dropped", self.config.wal.slot));
+                        break;
+                    }
+                    Ok(false) if pg.slot(&self.config.wal.slot).await?.is_none() => break,
+                    Ok(false) | Err(_) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(200)).await
+                    }
+                    Ok(false) => {
+                        steps.push(format!(
+                            "replication slot `{}` still in use: drop it once the standby stopped",
+                            self.config.wal.slot
+                        ));
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        if p.role == Role::Standby && database {
+            steps.push("the standby database is left as it is (read-only, no longer following)".into());
+        }
+        self.save(None)?;
+        self.replan().await;
+        steps.push("unpaired".into());
+        info!(pair = %p.pair_id, "warm standby off");
+        Ok(Report {
+            role: None,
+            pair_id: Some(p.pair_id),
+            steps,
+            seconds: started.elapsed().as_secs_f64(),
+            writable_after_seconds: None,
+        })
+    }
+}

@@ -1,0 +1,333 @@
+//! The pair as one running service: the pairing record and the jobs it implies, the local
+//! PostgreSQL, what was last heard from the peer, and the peer-facing side (answers to `Join`,
+//! `Announce`, `Unpair`). An announcer tells the peer every few seconds who and where this
+//! host is, so an address change on either side reaches the other without re-pairing.
+//!
+//! Owns: the in-memory copy of the pairing (always saved before it is used) and the one-at-a-
+//! time lock of operator commands. Must never: let a peer's announcement change the pair
+//! unless it carries the pair's id.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::net::lookup_host;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::error::StandbyError;
+use super::jobs::{JobContext, Jobs, WalSlot};
+use super::pairing::{Pairing, PairingFile, Role};
+use super::plan::{Plan, split_host_port};
+use super::postgres::LocalPg;
+use super::protocol::{Answer, Presence, Request, ask};
+use crate::config::Config;
+use crate::peer::{ClusterSecret, PeerConnection, PeerIdentity};
+use crate::plugin::now_ms;
+
+/// How often each side announces itself to the other.
+pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(3);
+/// How long a question to the peer may take (connect and answer).
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What was last heard from the peer.
+#[derive(Debug, Clone, Default)]
+pub struct PeerView {
+    pub presence: Option<Presence>,
+    pub answered_ms: Option<u64>,
+    pub error: Option<String>,
+    pub error_ms: Option<u64>,
+}
+
+/// The last failure of an operator command or a job set-up (the seed's setup log).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct LastError {
+    pub at_ms: u64,
+    pub what: String,
+    pub error: String,
+}
+
+pub struct Standby {
+    pub config: Config,
+    pub pg: Option<LocalPg>,
+    /// This host's peer address as it advertises it.
+    pub peer_addr: String,
+    file: PairingFile,
+    pairing: RwLock<Option<Pairing>>,
+    pub(super) jobs: Jobs,
+    /// Operator commands run one at a time.
+    pub(super) op: tokio::sync::Mutex<()>,
+    pub(super) peer_view: RwLock<PeerView>,
+    pub(super) last_error: RwLock<Option<LastError>>,
+    secret: ClusterSecret,
+    me: PeerIdentity,
+    shutdown: CancellationToken,
+}
+
+impl Standby {
+    /// Loads the pairing; nothing runs until [`Standby::start`].
+    pub fn open(
+        config: Config,
+        ctx: JobContext,
+        peer_addr: String,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Standby>, StandbyError> {
+        let log_dir = config.log.dir.clone().unwrap_or_else(|| config.data_dir.join("logs"));
+        let pg = LocalPg::from_config(&config.standby, &log_dir)?;
+        let file = PairingFile::new(&config.data_dir);
+        let pairing = file.load()?;
+        Ok(Arc::new(Standby {
+            pg,
+            peer_addr,
+            file,
+            pairing: RwLock::new(pairing),
+            jobs: Jobs::new(ctx.clone(), shutdown.clone()),
+            op: Default::default(),
+            peer_view: Default::default(),
+            last_error: Default::default(),
+            secret: ctx.secret,
+            me: ctx.me,
+            config,
+            shutdown,
+        }))
+    }
+
+    /// Starts the role's jobs and the announcer.
+    pub async fn start(self: &Arc<Self>) {
+        self.replan().await;
+        let me = self.clone();
+        tokio::spawn(async move { me.announce_loop().await });
+    }
+
+    /// Stops every job (daemon shutdown).
+    pub async fn stop(&self) {
+        self.jobs.stop_all().await;
+    }
+
+    pub fn pairing(&self) -> Option<Pairing> {
+        self.pairing.read().expect("not poisoned").clone()
+    }
+
+    pub fn wal(&self) -> WalSlot {
+        self.jobs.wal()
+    }
+
+    /// Records a new pairing (or none), durably, before anything acts on it.
+    pub(super) fn save(&self, pairing: Option<Pairing>) -> Result<(), StandbyError> {
+        match &pairing {
+            Some(p) => {
+                self.file.save(p)?;
+                self.write_password(p)?;
+            }
+            None => {
+                self.file.remove()?;
+                let _ = std::fs::remove_file(self.password_file());
+            }
+        }
+        *self.pairing.write().expect("not poisoned") = pairing;
+        Ok(())
+    }
+
+    /// Where the WAL receiver reads the replication password.
+    pub fn password_file(&self) -> PathBuf {
+        self.config.data_dir.join("standby").join("replication.password")
+    }
+
+    fn write_password(&self, p: &Pairing) -> Result<(), StandbyError> {
+        if let Some(pw) = &p.replication_password {
+            crate::durable::write_private(&self.password_file(), pw.as_bytes())
+                .map_err(|e| StandbyError::Io(format!("writing {}: {e}", self.password_file().display())))?;
+        }
+        Ok(())
+    }
+
+    /// The jobs for the pairing as recorded now.
+    pub(super) fn plan(&self) -> Plan {
+        Plan::of(&self.config, self.pairing().as_ref(), self.password_file())
+    }
+
+    pub(super) async fn replan(&self) {
+        self.jobs.run(self.plan()).await;
+    }
+
+    pub(super) fn record_error(&self, what: &str, error: &str) {
+        warn!(%what, %error, "warm standby");
+        *self.last_error.write().expect("not poisoned") =
+            Some(LastError { at_ms: now_ms(), what: what.to_string(), error: error.to_string() });
+    }
+
+    /// Who and where this host is, for the peer.
+    pub async fn presence(&self) -> Presence {
+        let pairing = self.pairing();
+        let pg_primary = match &self.pg {
+            Some(pg) if pg.is_running() => pg.in_recovery().await.ok().map(|r| !r),
+            Some(_) => Some(false),
+            None => None,
+        };
+        Presence {
+            node: self.config.node_name.clone(),
+            peer_addr: self.peer_addr.clone(),
+            pg: self.pg_advertise(),
+            role: pairing.as_ref().map(|p| p.role),
+            pair_id: pairing.as_ref().map(|p| p.pair_id.clone()),
+            epoch: pairing.as_ref().map_or(0, |p| p.epoch),
+            pg_primary,
+        }
+    }
+
+    /// Where the peer reaches our PostgreSQL.
+    pub fn pg_advertise(&self) -> Option<String> {
+        self.pg.as_ref()?;
+        if let Some(a) = &self.config.standby.pg_advertise {
+            return Some(a.clone());
+        }
+        let (host, _) = split_host_port(&self.peer_addr)?;
+        let host = if host.contains(':') { format!("[{host}]") } else { host };
+        Some(format!("{host}:{}", self.config.standby.pg_port))
+    }
+
+    /// Dials `addr` and asks one question.
+    pub async fn ask(&self, addr: &str, request: &Request) -> Result<Answer, StandbyError> {
+        let work = async {
+            let target = lookup_host(addr)
+                .await
+                .map_err(|e| StandbyError::Peer(format!("cannot resolve {addr}: {e}")))?
+                .next()
+                .ok_or_else(|| StandbyError::Peer(format!("cannot resolve {addr}")))?;
+            let mut conn =
+                PeerConnection::connect(target, &self.secret, &self.me, self.config.peer.max_frame_bytes)
+                    .await
+                    .map_err(|e| StandbyError::Peer(format!("{addr}: {e}")))?;
+            ask(&mut conn, request).await.map_err(|e| StandbyError::Peer(format!("{addr}: {e}")))
+        };
+        tokio::time::timeout(ASK_TIMEOUT, work)
+            .await
+            .map_err(|_| StandbyError::Peer(format!("{addr} did not answer within {ASK_TIMEOUT:?}")))?
+    }
+
+    async fn announce_loop(self: Arc<Self>) {
+        loop {
+            if let Some(p) = self.pairing() {
+                let answer = self.ask(&p.peer.addr, &Request::Announce { me: self.presence().await }).await;
+                match answer {
+                    Ok(Answer::Presence { me: theirs }) => self.heard(theirs).await,
+                    Ok(Answer::Refused { reason }) => self.unheard(reason),
+                    Ok(other) => self.unheard(format!("unexpected answer {other:?}")),
+                    Err(e) => self.unheard(e.to_string()),
+                }
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(ANNOUNCE_EVERY) => {}
+            }
+        }
+    }
+
+    fn unheard(&self, error: String) {
+        let mut v = self.peer_view.write().expect("not poisoned");
+        v.error = Some(error);
+        v.error_ms = Some(now_ms());
+    }
+
+    /// The peer said who and where it is: keep the record current (its addresses move, its
+    /// identity does not), and notice when it took over as primary.
+    pub(super) async fn heard(&self, theirs: Presence) {
+        {
+            let mut v = self.peer_view.write().expect("not poisoned");
+            v.presence = Some(theirs.clone());
+            v.answered_ms = Some(now_ms());
+            v.error = None;
+        }
+        let Some(mut p) = self.pairing() else { return };
+        if theirs.pair_id.as_deref() != Some(&p.pair_id) {
+            return;
+        }
+        let mut changed = false;
+        let old_ip = host_ip(&p.peer.addr).await;
+        if p.peer.addr != theirs.peer_addr {
+            info!(from = %p.peer.addr, to = %theirs.peer_addr, node = %theirs.node, "the peer moved; following it there");
+            p.peer.addr = theirs.peer_addr.clone();
+            changed = true;
+        }
+        if p.peer.pg != theirs.pg || p.peer.node.as_deref() != Some(&theirs.node) {
+            p.peer.pg = theirs.pg.clone();
+            p.peer.node = Some(theirs.node.clone());
+            changed = true;
+        }
+        if p.role == Role::Primary
+            && theirs.role == Some(Role::Primary)
+            && theirs.epoch > p.epoch
+            && p.superseded.is_none()
+        {
+            warn!(peer = %theirs.node, epoch = theirs.epoch, "the peer took over as primary: this host must rejoin");
+            p.superseded = Some(format!(
+                "{} took over as primary (epoch {}): run `tandem standby rejoin` here",
+                theirs.node, theirs.epoch
+            ));
+            changed = true;
+        }
+        p.peer.last_seen_ms = Some(now_ms());
+        if !changed {
+            // Only the time: kept in memory, not worth a disk write every few seconds.
+            *self.pairing.write().expect("not poisoned") = Some(p);
+            return;
+        }
+        let role = p.role;
+        if let Err(e) = self.save(Some(p.clone())) {
+            return self.record_error("recording the peer's new address", &e.to_string());
+        }
+        // A primary lets the standby's new address into pg_hba.
+        let new_ip = host_ip(&p.peer.addr).await;
+        if role == Role::Primary
+            && new_ip != old_ip
+            && let (Some(pg), Some(ip)) = (&self.pg, new_ip)
+            && !p.options.ignore_database
+            && let Err(e) = pg.set_hba(&self.config.standby.replication_user, &[ip]).await
+        {
+            self.record_error("letting the standby's new address into pg_hba", &e.to_string());
+        }
+        self.replan().await;
+    }
+
+    /// Answers the peer.
+    pub async fn answer(self: &Arc<Self>, request: Request) -> Answer {
+        match request {
+            Request::Announce { me: theirs } => {
+                let mine = self.pairing().map(|p| p.pair_id);
+                if theirs.pair_id.is_some() && theirs.pair_id == mine {
+                    // Not inline: a re-plan may stop the jobs, which must not wait on us.
+                    let (me, t) = (self.clone(), theirs);
+                    tokio::spawn(async move { me.heard(t).await });
+                }
+                Answer::Presence { me: self.presence().await }
+            }
+            Request::Join { standby } => match self.join(standby).await {
+                Ok(answer) => answer,
+                Err(e) => Answer::Refused { reason: e.to_string() },
+            },
+            Request::Unpair { pair_id } => {
+                if self.pairing().is_some_and(|p| p.pair_id == pair_id) {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = me.off(false).await {
+                            me.record_error("unpairing at the peer's request", &e.to_string());
+                        }
+                    });
+                    Answer::Done
+                } else {
+                    Answer::Refused { reason: "not paired with you".into() }
+                }
+            }
+        }
+    }
+}
+
+/// The IP address of a `host:port` (resolved when it is a name).
+pub async fn host_ip(addr: &str) -> Option<IpAddr> {
+    let (host, port) = split_host_port(addr)?;
+    if let Ok(ip) = host.parse() {
+        return Some(ip);
+    }
+    lookup_host((host.as_str(), port)).await.ok()?.next().map(|a| a.ip())
+}

@@ -9,6 +9,7 @@ mod peer;
 #[allow(dead_code)]
 mod pg;
 mod plugins;
+mod standby;
 mod support;
 mod sync;
 mod sync_e2e;

@@ -83,6 +83,32 @@ impl Node {
         }
     }
 
+    /// Stops the member, gives it a new peer port, starts it again: an address change.
+    pub fn move_peer_port(&mut self) {
+        self.kill9();
+        let old = self.peer.clone();
+        self.peer = format!("127.0.0.1:{}", free_port());
+        let config = std::fs::read_to_string(self.config()).unwrap();
+        let moved =
+            config.replacen(&format!("listen = \"{old}\""), &format!("listen = \"{}\"", self.peer), 1);
+        assert_ne!(config, moved, "the peer listen line");
+        std::fs::write(self.config(), moved).unwrap();
+        self.start();
+    }
+
+    /// `GET path` on the member's API without a token: (status code, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let addr = std::fs::read_to_string(self.data().join("api.addr")).unwrap();
+        let mut s = std::net::TcpStream::connect(addr.trim()).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (code, body)
+    }
+
     pub fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().expect("running").id().to_string();
         assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());

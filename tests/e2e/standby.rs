@@ -1,0 +1,265 @@
+//! The warm standby end to end, as an operator drives it: two real `tandem` daemons, each with
+//! its own real PostgreSQL 15 and application trees, paired with `tandem standby configure`;
+//! rows and files written on the primary show on the standby; `tandem standby status` (text
+//! and JSON) and the health check tell the truth at each step (not configured, primary,
+//! standby, streaming, broken link); convert-to-primary is refused while the old primary is up
+//! and accepted once it is killed; the new primary takes writes; the old one rejoins with
+//! pg_rewind and follows again; off unpairs both; a changed address keeps the pair.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::cluster::Node;
+use crate::pg::{PgServer, wait_until};
+use crate::support::wait_for;
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// A host of the pair: its tandem, its PostgreSQL (if any), its app home.
+struct Host {
+    tandem: Node,
+    pg: Option<PgServer>,
+    app: tempfile::TempDir,
+}
+
+fn host(name: &str, with_pg: bool) -> Option<Host> {
+    let app = tempfile::tempdir().unwrap();
+    let pg = if with_pg { Some(PgServer::start(&[])?) } else { None };
+    let pg_conf = pg.as_ref().map_or(String::new(), |pg| {
+        format!(
+            "[standby]\npg_data = \"{}\"\npg_port = {}\npg_socket_dir = \"{}\"\n[wal]\nlisten = \"127.0.0.1:{}\"\n\
+             reserve_segments = 4\nstatus_interval_ms = 1000\nretry_max_ms = 500\n",
+            pg.data.display(),
+            pg.port,
+            pg.sock.display(),
+            crate::cluster::free_port()
+        )
+    });
+    let extra = format!("[sync]\napp_home = \"{}\"\nverify_minutes = 1\n{pg_conf}", app.path().display());
+    Some(Host { tandem: Node::new(name, &extra), pg, app })
+}
+
+impl Host {
+    fn status(&self) -> Value {
+        serde_json::from_str(&self.tandem.ok(&["standby", "status", "--json"])).unwrap()
+    }
+
+    fn text(&self) -> String {
+        self.tandem.ok(&["standby", "status"])
+    }
+
+    fn wait_status(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        wait_for(LONG, || Some(self.status()).filter(&check)).map(|(v, _)| v).unwrap_or_else(|| {
+            panic!("{}: never {what}: {:#}\n{}", self.tandem.name, self.status(), self.text())
+        })
+    }
+
+    fn file(&self, rel: &str) -> Option<String> {
+        std::fs::read_to_string(self.app.path().join(rel)).ok()
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let path = self.app.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn wait_file(&self, rel: &str, text: &str) {
+        wait_for(LONG, || (self.file(rel).as_deref() == Some(text)).then_some(()))
+            .unwrap_or_else(|| panic!("{}: {rel} never became {text:?}\n{}", self.tandem.name, self.text()));
+    }
+
+    fn pg(&self) -> &PgServer {
+        self.pg.as_ref().unwrap()
+    }
+
+    fn health(&self) -> u16 {
+        self.tandem.http_get("/health").0
+    }
+}
+
+fn postmaster_pid(data: &Path) -> String {
+    std::fs::read_to_string(data.join("postmaster.pid")).unwrap().lines().next().unwrap().to_string()
+}
+
+#[test]
+fn a_pair_configured_from_scratch_fails_over_and_rejoins() {
+    let Some(a) = host("a", true) else { return };
+    let Some(b) = host("b", true) else { return };
+    a.pg().psql("CREATE TABLE marks (tag text); INSERT INTO marks VALUES ('before')");
+    b.pg().psql("CREATE TABLE previous_life (x int)");
+
+    // Not configured: both say so, both are healthy for a load balancer.
+    for h in [&a, &b] {
+        let s = h.status();
+        assert_eq!(s["configured"], false, "{s:#}");
+        assert!(h.text().contains("Warm Standby not yet configured"), "{}", h.text());
+        assert_eq!(h.health(), 200);
+    }
+
+    a.tandem.ok(&["standby", "configure", "--primary-mode", "--peer", &b.tandem.peer]);
+    let s = a.status();
+    assert_eq!((s["role"].as_str(), s["looks_like"].as_str()), (Some("primary"), Some("Primary")), "{s:#}");
+    let settings =
+        a.pg().psql("SELECT current_setting('wal_log_hints') || ' ' || current_setting('wal_level')");
+    assert_eq!(settings, "on replica");
+
+    let out = b.tandem.ok(&["standby", "configure", "--standby-mode", "--peer", &a.tandem.peer]);
+    assert!(out.contains("base backup taken"), "{out}");
+    assert!(out.contains("previous database moved to"), "{out}");
+    let moved = std::fs::read_dir(b.pg().data.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().contains(".tandem-previous-"));
+    assert!(moved, "the standby's previous database is kept in the recovery location");
+
+    // Streaming, both ways of looking.
+    let s = b.wait_status("streaming", |s| s["database"]["streaming"] == true);
+    assert_eq!((s["role"].as_str(), s["looks_like"].as_str()), (Some("standby"), Some("Standby")), "{s:#}");
+    assert_eq!(s["database"]["wal_segments_configured"], 4);
+    let text = b.text();
+    for line in [
+        "Instance looks like Standby",
+        "DB replication currently streaming",
+        "WAL segments configured: 4",
+        "DB last updated",
+    ] {
+        assert!(text.contains(line), "`{line}` missing:\n{text}");
+    }
+    assert_eq!(b.health(), 503, "a standby takes no traffic");
+    a.wait_status("streaming on the primary", |s| s["database"]["streaming"] == true);
+    let text = a.text();
+    for line in [
+        "Instance looks like Primary",
+        "DB replication configured with Standby set to: 127.0.0.1",
+        "DB replication currently streaming",
+    ] {
+        assert!(text.contains(line), "`{line}` missing:\n{text}");
+    }
+    assert_eq!(a.health(), 200);
+
+    // Rows and files reach the standby.
+    a.pg().psql("INSERT INTO marks VALUES ('paired')");
+    wait_until("the row on the standby", || {
+        b.pg().try_psql("SELECT count(*) FROM marks WHERE tag = 'paired'").is_ok_and(|n| n == "1")
+    });
+    assert!(
+        b.pg().try_psql("SELECT 1 FROM previous_life").is_err(),
+        "the standby is a copy of the primary now"
+    );
+    a.write("vault/case-1/report.txt", "evidence");
+    b.wait_file("vault/case-1/report.txt", "evidence");
+    let s = b.wait_status("the vault tree in sync", |s| {
+        s["trees"]["trees"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["tree"] == "vault" && t["files_total"].as_u64() >= Some(1))
+    });
+    assert_eq!(s["trees"]["mode"], "following");
+    let metrics = b.tandem.http_get("/metrics").1;
+    assert!(metrics.contains("tandem_db_replication_streaming 1"), "{metrics}");
+    assert!(metrics.contains("tandem_sync_files_total{tree=\"vault\"}"), "{metrics}");
+
+    // A broken link: the primary's tandem is gone; the standby says so.
+    let mut a = a;
+    a.tandem.kill9();
+    let s = b.wait_status("the peer unreachable", |s| s["peer"]["reachable"] == false);
+    assert!(b.text().contains("NOT answering"), "{s:#}");
+
+    // Convert is refused while the old primary answers as one.
+    a.tandem.start();
+    b.wait_status("the peer back", |s| s["peer"]["reachable"] == true);
+    let out = b.tandem.cli(&["standby", "convert-to-primary"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("still answers as a primary"), "{err}");
+    // Its database alone answering as a primary is enough to refuse, too.
+    a.tandem.kill9();
+    let out = b.tandem.cli(&["standby", "convert-to-primary"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("still accepts writes"), "{err}");
+
+    // The primary host dies (database and tandem): convert is accepted.
+    a.pg().psql("INSERT INTO marks VALUES ('last words')");
+    wait_until("the last row on the standby", || {
+        b.pg().try_psql("SELECT count(*) FROM marks WHERE tag = 'last words'").is_ok_and(|n| n == "1")
+    });
+    let pid = postmaster_pid(&a.pg().data);
+    assert!(std::process::Command::new("kill").args(["-9", &pid]).status().unwrap().success());
+    let out = b.tandem.ok(&["standby", "convert-to-primary"]);
+    assert!(out.contains("writable after"), "{out}");
+    let s = b.status();
+    assert_eq!(
+        (s["role"].as_str(), s["looks_like"].as_str(), s["healthy"].as_bool()),
+        (Some("primary"), Some("Primary"), Some(true)),
+        "{s:#}"
+    );
+    assert_eq!(b.health(), 200);
+    b.pg().psql("INSERT INTO marks VALUES ('after failover')");
+    b.write("vault/case-2/new.txt", "written on the new primary");
+
+    // The old primary comes back: superseded until it rejoins; rejoin rewinds it.
+    a.tandem.start();
+    a.wait_status("superseded", |s| s["superseded"].is_string());
+    assert_eq!(a.health(), 503, "an old primary whose peer took over takes no traffic");
+    let out = a.tandem.ok(&["standby", "rejoin"]);
+    assert!(out.contains("pg_rewind"), "{out}");
+    a.wait_status("streaming from the new primary", |s| {
+        s["database"]["streaming"] == true && s["role"] == "standby"
+    });
+    wait_until("the new primary's row on the old primary", || {
+        a.pg().try_psql("SELECT count(*) FROM marks WHERE tag = 'after failover'").is_ok_and(|n| n == "1")
+    });
+    a.wait_file("vault/case-2/new.txt", "written on the new primary");
+    b.pg().psql("INSERT INTO marks VALUES ('rejoined')");
+    wait_until("rows keep flowing", || {
+        a.pg().try_psql("SELECT count(*) FROM marks WHERE tag = 'rejoined'").is_ok_and(|n| n == "1")
+    });
+
+    // Off unpairs both sides; the primary no longer holds WAL for anyone.
+    a.tandem.ok(&["standby", "off"]);
+    for h in [&a, &b] {
+        h.wait_status("unpaired", |s| s["configured"] == false);
+    }
+    wait_until("tandem's slot dropped on the primary", || {
+        b.pg().psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'tandem'") == "0"
+    });
+}
+
+#[test]
+fn a_changed_address_keeps_the_pair() {
+    // Files only (no database): the pairing and the trees are what an address change tests.
+    let mut a = host("a", false).unwrap();
+    let mut b = host("b", false).unwrap();
+    a.tandem.ok(&["standby", "configure", "--primary-mode", "--peer", &b.tandem.peer]);
+    let out = b.tandem.ok(&["standby", "configure", "--standby-mode", "--peer", &a.tandem.peer]);
+    assert!(out.contains("files only"), "{out}");
+    a.write("etc/app.conf", "one");
+    b.wait_file("etc/app.conf", "one");
+
+    // The primary moves: the standby hears of it and follows it there.
+    a.tandem.move_peer_port();
+    let new_a = a.tandem.peer.clone();
+    b.wait_status("the primary's new address", |s| s["peer"]["addr"] == new_a.as_str());
+    a.write("etc/app.conf", "two");
+    b.wait_file("etc/app.conf", "two");
+
+    // The standby moves: the primary records it.
+    b.tandem.move_peer_port();
+    let new_b = b.tandem.peer.clone();
+    a.wait_status("the standby's new address", |s| s["peer"]["addr"] == new_b.as_str());
+    a.write("etc/app.conf", "three");
+    b.wait_file("etc/app.conf", "three");
+    let s = b.status();
+    assert_eq!(s["role"], "standby", "still paired, never re-configured: {s:#}");
+
+    // Configuring again with other options says what changed.
+    let out = b.tandem.ok(&["standby", "configure", "--standby-mode", "--peer", &new_a, "--ignore-vault"]);
+    assert!(out.contains("options changed: (defaults) -> ignore-vault"), "{out}");
+    let s = b.status();
+    assert!(!s["trees"]["trees"].as_array().unwrap().iter().any(|t| t["tree"] == "vault"), "{s:#}");
+}

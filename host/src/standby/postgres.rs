@@ -1,1 +1,0 @@
-//! Placeholder: the local PostgreSQL's administration (being written).

@@ -8,7 +8,7 @@
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -18,14 +18,28 @@ const LOCK_RETRY: Duration = Duration::from_millis(5);
 
 /// Replaces `path` with `bytes`, readable and writable by this user only (mode 0600).
 pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace(path, bytes, 0o600, None)
+}
+
+/// Replaces the existing file `path` with `bytes`, keeping its mode and owner (a file of
+/// another program's, e.g. PostgreSQL's `pg_hba.conf`, rewritten by root).
+pub fn replace_keeping_owner(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let meta = fs::metadata(path)?;
+    replace(path, bytes, meta.mode() & 0o7777, Some((meta.uid(), meta.gid())))
+}
+
+fn replace(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) -> io::Result<()> {
     static WRITES: AtomicU64 = AtomicU64::new(0);
     let n = WRITES.fetch_add(1, Ordering::Relaxed);
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(format!(".{}.{n}.tmp", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
-    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-    let written = file
-        .write_all(bytes)
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+    let written = owner
+        .map_or(Ok(()), |(uid, gid)| std::os::unix::fs::fchown(&file, Some(uid), Some(gid)))
+        // create_new's mode went through the umask; set it exactly.
+        .and_then(|()| file.set_permissions(fs::Permissions::from_mode(mode)))
+        .and_then(|()| file.write_all(bytes))
         .and_then(|()| file.sync_all())
         .and_then(|()| fs::rename(&tmp, path))
         .and_then(|()| sync_parent(path));
@@ -61,8 +75,6 @@ fn sync_parent(path: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
     use super::*;
 
     #[test]
@@ -77,6 +89,19 @@ mod tests {
         // a write that cannot complete leaves nothing behind
         assert!(write_private(&dir.path().join("missing/x"), b"x").is_err());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_replacement_keeps_the_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pg_hba.conf");
+        fs::write(&path, "old").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        replace_keeping_owner(&path, b"new").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary left");
+        assert!(replace_keeping_owner(&dir.path().join("missing"), b"x").is_err());
     }
 
     #[test]

@@ -6,7 +6,6 @@
 //! Must never: write into a non-empty data folder, or leave a password readable by others
 //! (the conninfo lands in `postgresql.auto.conf`, which PostgreSQL creates mode 0600).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -106,39 +105,77 @@ impl BaseBackup {
         self.write_standby_config()
     }
 
-    /// `standby.signal`, and `primary_conninfo` pointing at tandem appended to
-    /// `postgresql.auto.conf` (a later line wins in PostgreSQL's config files).
+    /// `standby.signal` and `primary_conninfo` pointing at tandem (see
+    /// [`write_standby_config`]).
     pub fn write_standby_config(&self) -> Result<(), BaseBackupError> {
-        let signal = self.data_dir.join("standby.signal");
-        std::fs::write(&signal, b"")
-            .map_err(|source| BaseBackupError::Write { path: signal.clone(), source })?;
-        let auto = self.data_dir.join("postgresql.auto.conf");
-        let line = format!(
-            "# tandem: this standby streams from tandem's walsender, which streams from the primary\n\
-             primary_conninfo = '{}'\nprimary_slot_name = ''\n",
-            conf_quote(&conninfo(&self.walsender, &self.application_name))
-        );
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&auto)
-            .map_err(|source| BaseBackupError::Write { path: auto.clone(), source })?;
-        f.write_all(line.as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(|source| BaseBackupError::Write { path: auto.clone(), source })?;
-        if let Some(user) = &self.os_user {
-            for path in [&signal, &auto] {
-                let ok = Command::new("chown").arg(user).arg(path).status().is_ok_and(|s| s.success());
-                if !ok {
-                    return Err(BaseBackupError::Write {
-                        path: path.clone(),
-                        source: std::io::Error::other(format!("chown to {user} failed")),
-                    });
-                }
+        write_standby_config(&self.data_dir, &self.walsender, &self.application_name, self.os_user.as_deref())
+    }
+}
+
+/// The comment line above tandem's `primary_conninfo` in `postgresql.auto.conf`.
+const STANDBY_MARK: &str =
+    "# tandem: this standby streams from tandem's walsender, which streams from the primary";
+
+/// Makes the cluster in `data_dir` a standby of `walsender`: `standby.signal`, and
+/// `primary_conninfo` (and an empty `primary_slot_name`) at the end of `postgresql.auto.conf`.
+/// Earlier `primary_conninfo`/`primary_slot_name` lines there are removed (the last line wins
+/// anyway), so the file does not grow each time a host rejoins. Both files end up owned by
+/// `os_user` when given.
+pub fn write_standby_config(
+    data_dir: &Path,
+    walsender: &Endpoint,
+    application_name: &str,
+    os_user: Option<&str>,
+) -> Result<(), BaseBackupError> {
+    let signal = data_dir.join("standby.signal");
+    std::fs::write(&signal, b"").map_err(|source| BaseBackupError::Write { path: signal.clone(), source })?;
+    let auto = data_dir.join("postgresql.auto.conf");
+    let old = match std::fs::read_to_string(&auto) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => return Err(BaseBackupError::Write { path: auto, source }),
+    };
+    let mut text = without_standby_lines(old.as_deref().unwrap_or(""));
+    text.push_str(&format!(
+        "{STANDBY_MARK}\nprimary_conninfo = '{}'\nprimary_slot_name = ''\n",
+        conf_quote(&conninfo(walsender, application_name))
+    ));
+    // The file holds a password: replaced whole (never torn), mode 0600 when new.
+    let written = match old {
+        Some(_) => crate::durable::replace_keeping_owner(&auto, text.as_bytes()),
+        None => crate::durable::write_private(&auto, text.as_bytes()),
+    };
+    written.map_err(|source| BaseBackupError::Write { path: auto.clone(), source })?;
+    if let Some(user) = os_user {
+        for path in [&signal, &auto] {
+            let ok = Command::new("chown").arg(user).arg(path).status().is_ok_and(|s| s.success());
+            if !ok {
+                return Err(BaseBackupError::Write {
+                    path: path.clone(),
+                    source: std::io::Error::other(format!("chown to {user} failed")),
+                });
             }
         }
-        Ok(())
     }
+    Ok(())
+}
+
+/// `postgresql.auto.conf` without tandem's comment and without any `primary_conninfo` or
+/// `primary_slot_name` line.
+fn without_standby_lines(text: &str) -> String {
+    let is_setting = |line: &str, name: &str| {
+        let line = line.trim_start();
+        line.get(..name.len()).is_some_and(|head| head.eq_ignore_ascii_case(name))
+            && line[name.len()..].trim_start().starts_with('=')
+    };
+    text.lines()
+        .filter(|l| {
+            l.trim_end() != STANDBY_MARK
+                && !is_setting(l, "primary_conninfo")
+                && !is_setting(l, "primary_slot_name")
+        })
+        .flat_map(|l| [l, "\n"])
+        .collect()
 }
 
 /// Where PostgreSQL's programs are: `TANDEM_PG_BIN`, Debian's `/usr/lib/postgresql/15/bin`,
@@ -204,6 +241,32 @@ mod tests {
         assert_eq!(quoted.matches("''").count(), 9);
         // Every backslash libpq needs survives the config parser: doubled once more.
         assert!(quoted.ends_with(r"password=''a\\''b\\\\c''"), "{quoted}");
+    }
+
+    #[test]
+    fn standby_config_replaces_earlier_conninfo_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let auto = dir.path().join("postgresql.auto.conf");
+        std::fs::write(
+            &auto,
+            "# Do not edit this file manually!\nwork_mem = '8MB'\nprimary_conninfo = 'host=old'\n",
+        )
+        .unwrap();
+        let e = Endpoint { host: "10.0.0.1".into(), port: 5433, user: "rep".into(), password: None };
+        for _ in 0..3 {
+            write_standby_config(dir.path(), &e, "app", None).unwrap();
+        }
+        let text = std::fs::read_to_string(&auto).unwrap();
+        assert_eq!(text.matches("primary_conninfo").count(), 1, "{text}");
+        assert_eq!(text.matches(STANDBY_MARK).count(), 1, "{text}");
+        assert!(text.starts_with("# Do not edit this file manually!\nwork_mem = '8MB'\n"), "{text}");
+        assert!(text.contains("host=''10.0.0.1''"), "{text}");
+        assert!(dir.path().join("standby.signal").exists());
+        // a new file is private: it may hold a password
+        std::fs::remove_file(&auto).unwrap();
+        write_standby_config(dir.path(), &e, "app", None).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&auto).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]

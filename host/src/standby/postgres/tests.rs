@@ -1,0 +1,182 @@
+//! [`LocalPg`] against real PostgreSQL 15 clusters (`PgServer`, the WAL client's test helper):
+//! preparing a primary, and a failover followed by a rewind of the old primary. Without
+//! PostgreSQL the tests skip, loudly; with `CI=true` they fail.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use super::*;
+use crate::wal::base_backup::{BaseBackup, BaseBackupError, Endpoint};
+use crate::wal::client::tests::pg::{self, PgServer, wait_until};
+
+const REPLICATION_USER: &str = "tandem_replicator";
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// A fresh cluster, stopped and started again by [`LocalPg`] (so no setting comes from the
+/// command line), stopped when the guard drops; `None` when PostgreSQL is missing (not CI).
+fn cluster() -> Option<(PgServer, Started)> {
+    let mut server = PgServer::start(&[])?;
+    server.stop_fast().expect("stop the fresh cluster");
+    let local = local(&server);
+    local.start().expect("LocalPg::start");
+    Some((server, Started(local)))
+}
+
+/// Stops the server (immediate) on drop.
+struct Started(LocalPg);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.0.stop(StopMode::Immediate);
+    }
+}
+
+fn local(server: &PgServer) -> LocalPg {
+    LocalPg {
+        bin_dir: pg::bin_dir().expect("PostgreSQL programs"),
+        data_dir: server.data.clone(),
+        port: server.port,
+        socket_dir: server.sock.clone(),
+        os_user: is_root().then(|| "postgres".to_owned()),
+        superuser: "postgres".into(),
+        log_file: server.sock.join("server.log"),
+    }
+}
+
+fn setup() -> PrimarySetup {
+    PrimarySetup {
+        user: REPLICATION_USER.into(),
+        password: random_password(),
+        peers: vec![LOCALHOST],
+        max_slot_wal_keep_size_mib: 1024,
+    }
+}
+
+/// The replication role over TCP on 127.0.0.1 (what `pg_hba.conf`'s block lets in).
+fn endpoint(port: u16, setup: &PrimarySetup) -> Endpoint {
+    Endpoint {
+        host: "127.0.0.1".into(),
+        port,
+        user: setup.user.clone(),
+        password: Some(setup.password.clone()),
+    }
+}
+
+fn base_backup(bin: &LocalPg, from: &Endpoint, into: PathBuf) -> BaseBackup {
+    BaseBackup {
+        bin_dir: bin.bin_dir.clone(),
+        primary: from.clone(),
+        // Streams from the primary directly: no tandem in between in these tests.
+        walsender: from.clone(),
+        data_dir: into,
+        os_user: bin.os_user.clone(),
+        application_name: "standby_b".into(),
+    }
+}
+
+#[tokio::test]
+async fn prepare_primary_lets_the_role_replicate_with_its_password_and_is_idempotent() {
+    let Some((a, started)) = cluster() else { return };
+    let la = &started.0;
+    let setup = setup();
+
+    let report = la.prepare_primary(&setup).await.expect("prepare_primary");
+    assert!(report.restarted, "wal_log_hints needs a restart: {report:?}");
+    for change in [
+        "role tandem_replicator created",
+        "wal_log_hints = on",
+        "max_slot_wal_keep_size = 1024MB",
+        "pg_hba.conf",
+        "EXECUTE on pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) granted",
+    ] {
+        assert!(report.changed.iter().any(|c| c == change), "{change} missing from {:?}", report.changed);
+    }
+    assert!(!report.changed.iter().any(|c| c.starts_with("listen_addresses")), "loopback peer: {report:?}");
+    assert_eq!(a.psql("SHOW wal_log_hints"), "on");
+    assert_eq!(a.psql("SHOW max_slot_wal_keep_size"), "1GB");
+    assert_eq!(
+        a.psql("SELECT rolreplication AND rolcanlogin FROM pg_roles WHERE rolname = 'tandem_replicator'"),
+        "t"
+    );
+    assert!(
+        a.psql("SELECT rolpassword FROM pg_authid WHERE rolname = 'tandem_replicator'")
+            .starts_with("SCRAM-SHA-256$")
+    );
+    let hba = std::fs::read_to_string(a.data.join("pg_hba.conf")).unwrap();
+    assert!(hba.starts_with(HBA_BEGIN), "{hba}");
+
+    // The role replicates over TCP with its password, and only with it.
+    let b = a.unstarted();
+    let good = endpoint(la.port, &setup);
+    base_backup(la, &good, b.data.clone()).run().expect("pg_basebackup as the replication role");
+    assert!(b.data.join("PG_VERSION").exists());
+    let wrong = Endpoint { password: Some("wrong".into()), ..good };
+    match base_backup(la, &wrong, b.data.with_file_name("other")).run() {
+        Err(BaseBackupError::Failed { stderr, .. }) => {
+            assert!(stderr.contains("password authentication failed"), "{stderr}")
+        }
+        other => panic!("a wrong password must fail: {other:?}"),
+    }
+
+    let again = la.prepare_primary(&setup).await.expect("prepare_primary again");
+    assert_eq!(again, PrepareReport::default(), "the second run changes nothing");
+}
+
+#[tokio::test]
+async fn after_a_failover_the_old_primary_rewinds_and_follows_the_new_one() {
+    let Some((a, started)) = cluster() else { return };
+    let la = &started.0;
+    let setup = setup();
+    la.prepare_primary(&setup).await.expect("prepare_primary");
+    a.psql("CREATE TABLE t (id int PRIMARY KEY, origin text); INSERT INTO t SELECT g, 'a' FROM generate_series(1, 3) g");
+
+    // B: a base backup of A, streaming from A.
+    let mut b = a.unstarted();
+    base_backup(la, &endpoint(la.port, &setup), b.data.clone()).run().expect("base backup of A");
+    b.boot_existing(&[]).expect("start B");
+    let lb = local(&b);
+    wait_until("B replays A's rows", || b.try_psql("SELECT count(*) FROM t").as_deref() == Ok("3"));
+    assert!(lb.in_recovery().await.unwrap());
+    let senders = la.replication().await.unwrap();
+    assert!(
+        senders.iter().any(|r| r.application_name == "standby_b" && r.client_addr == Some(LOCALHOST)),
+        "{senders:?}"
+    );
+
+    // Failover: B promoted; A, not told, takes writes that B never sees, then crashes.
+    lb.promote(30).await.expect("promote B");
+    lb.checkpoint().await.expect("checkpoint on B");
+    assert!(!lb.in_recovery().await.unwrap());
+    b.psql("INSERT INTO t VALUES (10, 'b')");
+    a.psql("INSERT INTO t SELECT g, 'a-diverged' FROM generate_series(100, 200) g");
+    let pid: i32 = std::fs::read_to_string(a.data.join("postmaster.pid"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // SAFETY: kill has no memory preconditions; the pid is A's postmaster, a child of ours.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    wait_until("A's postmaster is gone", || !la.is_running());
+
+    // Rewind A from B as the replication role (not a superuser), then follow B. pg_rewind first
+    // runs A's crash recovery, whose end-of-recovery checkpoint recycled the segment holding
+    // the last common checkpoint ("could not find previous WAL record") until prepare_primary
+    // set wal_keep_size.
+    let took = la.rewind(&endpoint(lb.port, &setup)).expect("pg_rewind");
+    tracing::info!(?took, "rewound");
+    la.write_standby_config(&endpoint(lb.port, &setup), "old_primary_a").expect("standby config");
+    let auto = std::fs::read_to_string(a.data.join("postgresql.auto.conf")).unwrap();
+    assert_eq!(auto.matches("primary_conninfo").count(), 1, "{auto}");
+    la.start().expect("start A as a standby");
+    wait_until("A replays B's row", || {
+        a.try_psql("SELECT origin FROM t WHERE id = 10").as_deref() == Ok("b")
+    });
+    assert_eq!(a.psql("SELECT count(*) FROM t WHERE origin = 'a-diverged'"), "0");
+    assert_eq!(a.psql("SELECT count(*) FROM t"), "4");
+    assert!(la.in_recovery().await.unwrap());
+    assert!(!lb.in_recovery().await.unwrap());
+    assert!(la.receive_lsn().await.unwrap().is_some());
+    assert!(lb.current_lsn().await.unwrap() >= la.replay_lsn().await.unwrap().unwrap());
+}

@@ -198,7 +198,7 @@ impl Standby {
                 if let Ok(rows) = pg.replication().await {
                     let tandem = crate::wal::client::DEFAULT_APPLICATION_NAME;
                     if let Some(row) = rows.iter().find(|r| r.application_name == tandem) {
-                        d.standby_client = row.client_addr.clone();
+                        d.standby_client = row.client_addr.map(|a| a.to_string());
                         if let (Ok(now), Some(replayed)) = (pg.current_lsn().await, row.replay_lsn) {
                             d.lag_bytes = Some(now.bytes_since(replayed));
                         }

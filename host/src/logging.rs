@@ -45,6 +45,7 @@ const JOB_FILES: &[(&str, &str)] = &[
     ("peer.log", "tandem::peer"),
     ("cluster.log", "tandem::cluster"),
     ("wal.log", "tandem::wal"),
+    ("warm_standby.log", "tandem::standby"),
 ];
 
 /// openraft narrates every vote and membership step at `info`; it speaks up at `warn` unless

@@ -263,3 +263,36 @@ fn a_changed_address_keeps_the_pair() {
     let s = b.status();
     assert!(!s["trees"]["trees"].as_array().unwrap().iter().any(|t| t["tree"] == "vault"), "{s:#}");
 }
+
+/// The README's main job: `tandem sandbox` sets up a pair and a cluster, shows them, and (with
+/// `--once`) stops and cleans up by itself.
+#[test]
+fn the_sandbox_runs_the_whole_product_and_cleans_up() {
+    let Some(_pg) = PgServer::start(&[]) else { return }; // PostgreSQL is here (else: loudly skipped)
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("sandbox");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .env_remove("TANDEM_CONFIG")
+        .current_dir(dir.path())
+        .args(["sandbox", "--once", "--dir"])
+        .arg(&folder)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for line in [
+        "PostgreSQL 15 found",
+        "ok  the changes reached every member",
+        "Instance looks like Primary",
+        "Instance looks like Standby",
+        "DB replication currently streaming",
+        "configuration cluster: 3 members",
+        "standby convert-to-primary",
+    ] {
+        assert!(text.contains(line), "`{line}` missing:\n{text}");
+    }
+    assert!(!folder.exists(), "the sandbox removes its folder");
+    let left =
+        std::process::Command::new("pgrep").args(["-f", &folder.display().to_string()]).output().unwrap();
+    assert!(left.stdout.is_empty(), "processes left behind: {}", String::from_utf8_lossy(&left.stdout));
+}

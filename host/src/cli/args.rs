@@ -46,6 +46,11 @@ pub enum Command {
     /// The warm-standby pair: configure, status, convert-to-primary, rejoin, off.
     #[command(subcommand)]
     Standby(StandbyCommand),
+    /// Try everything on this machine: a primary and a standby (with PostgreSQL 15 when it is
+    /// installed, files only otherwise) and a three-member configuration cluster, on loopback
+    /// in a temporary folder; makes a few changes, prints the statuses and commands to try;
+    /// Ctrl-C stops it all.
+    Sandbox(super::sandbox::SandboxArgs),
     /// Print the default configuration or the effective one.
     #[command(subcommand)]
     Config(ConfigCommand),

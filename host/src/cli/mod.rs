@@ -7,6 +7,7 @@ mod conf;
 mod eval;
 mod http;
 mod plugins;
+mod sandbox;
 mod standby;
 mod sync;
 mod wal;
@@ -101,6 +102,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Standby(cmd) => {
             let _guard = logging::init(&config.log, "warn", false)?;
             standby::run(config, cmd)
+        }
+        Command::Sandbox(args) => {
+            let _guard = logging::init(&config.log, "warn", false)?;
+            sandbox::run(args)
         }
         Command::Config(ConfigCommand::Default) => {
             print!("{DEFAULT_TOML}");

@@ -116,7 +116,7 @@ pub fn render(s: &StandbyStatus, now: u64) -> String {
                     if d.streaming {
                         let lag = d
                             .lag_bytes
-                            .map(|b| format!(" (standby side replayed to {b} bytes behind)"))
+                            .map(|b| format!(" (standby side {b} bytes behind, as last reported)"))
                             .unwrap_or_default();
                         let _ = writeln!(o, "    DB replication currently streaming{lag}");
                     } else {

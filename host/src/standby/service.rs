@@ -60,6 +60,8 @@ pub struct Standby {
     pub(super) op: tokio::sync::Mutex<()>,
     pub(super) peer_view: RwLock<PeerView>,
     pub(super) last_error: RwLock<Option<LastError>>,
+    /// Wakes the announcer at once (a new pairing should be heard of now, not in 3 s).
+    announce_now: tokio::sync::Notify,
     secret: ClusterSecret,
     me: PeerIdentity,
     shutdown: CancellationToken,
@@ -86,6 +88,7 @@ impl Standby {
             op: Default::default(),
             peer_view: Default::default(),
             last_error: Default::default(),
+            announce_now: tokio::sync::Notify::new(),
             secret: ctx.secret,
             me: ctx.me,
             config,
@@ -126,6 +129,7 @@ impl Standby {
             }
         }
         *self.pairing.write().expect("not poisoned") = pairing;
+        self.announce_now.notify_one();
         Ok(())
     }
 
@@ -220,6 +224,7 @@ impl Standby {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(ANNOUNCE_EVERY) => {}
+                _ = self.announce_now.notified() => {}
             }
         }
     }

@@ -72,6 +72,8 @@ pub struct DatabaseStatus {
     pub last_updated_ms: Option<u64>,
     pub wal_segments_in_use: Option<u64>,
     pub wal_segments_configured: u64,
+    /// Standby: WAL its database has not replayed. Primary: WAL the standby side (tandem) has
+    /// not reported durable.
     pub lag_bytes: Option<u64>,
     pub lag_seconds: Option<f64>,
     /// Primary: tandem's slot.
@@ -199,8 +201,9 @@ impl Standby {
                     let tandem = crate::wal::client::DEFAULT_APPLICATION_NAME;
                     if let Some(row) = rows.iter().find(|r| r.application_name == tandem) {
                         d.standby_client = row.client_addr.map(|a| a.to_string());
-                        if let (Ok(now), Some(replayed)) = (pg.current_lsn().await, row.replay_lsn) {
-                            d.lag_bytes = Some(now.bytes_since(replayed));
+                        // What the standby side has durably (tandem's flush reports).
+                        if let (Ok(now), Some(durable)) = (pg.current_lsn().await, row.flush_lsn) {
+                            d.lag_bytes = Some(now.bytes_since(durable));
                         }
                     }
                 }

@@ -189,6 +189,13 @@ impl Standby {
             )));
         }
         let old_ip = host_ip(&p.peer.addr).await;
+        // The first standby to join must come from the address the primary was configured with.
+        if p.peer.node.is_none() && host_ip(&standby.peer_addr).await != old_ip {
+            return Err(StandbyError::State(format!(
+                "this primary was configured for a standby at {}, not {}: configure it again with --peer {}",
+                p.peer.addr, standby.peer_addr, standby.peer_addr
+            )));
+        }
         p.peer = PeerRecord {
             node: Some(standby.node.clone()),
             addr: standby.peer_addr.clone(),

@@ -244,10 +244,14 @@ impl Standby {
             v.answered_ms = Some(now_ms());
             v.error = None;
         }
-        let Some(mut p) = self.pairing() else { return };
+        let Some(p) = self.pairing() else { return };
         if theirs.pair_id.as_deref() != Some(&p.pair_id) {
             return;
         }
+        // An operator command in progress owns the pairing and the jobs; the next
+        // announcement comes within seconds.
+        let Ok(_op) = self.op.try_lock() else { return };
+        let Some(mut p) = self.pairing() else { return };
         let mut changed = false;
         let old_ip = host_ip(&p.peer.addr).await;
         if p.peer.addr != theirs.peer_addr {

@@ -72,8 +72,19 @@ pub fn append_blocking(store: &LogStore<TestConfig>, entries: Vec<TestEntry>) {
     rx.recv().unwrap().unwrap();
 }
 
+/// Opens the store in `dir`. A store just dropped may still hold the directory's lock for a
+/// moment: when the last reference went with a completion callback on the writer thread, that
+/// thread closes the lock file as it exits, after the test thread moved on (seen under load).
 pub fn open(dir: &std::path::Path) -> LogStore<TestConfig> {
-    LogStore::open(dir, LogStoreConfig::for_test()).unwrap()
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match LogStore::open(dir, LogStoreConfig::for_test()) {
+            Err(super::LogStoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other.unwrap(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]

@@ -190,6 +190,8 @@ fn a_pair_configured_from_scratch_fails_over_and_rejoins() {
     });
     let pid = postmaster_pid(&a.pg().data);
     assert!(std::process::Command::new("kill").args(["-9", &pid]).status().unwrap().success());
+    b.wait_status("database replication broken", |s| s["database"]["streaming"] == false);
+    assert!(b.text().contains("DB replication NOT streaming"), "{}", b.text());
     let out = b.tandem.ok(&["standby", "convert-to-primary"]);
     assert!(out.contains("writable after"), "{out}");
     let s = b.status();

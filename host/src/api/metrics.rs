@@ -72,6 +72,11 @@ pub fn render(s: &StandbyStatus, now_ms: u64) -> String {
         "1 when the peer answered within the last 15 seconds.",
         s.peer.as_ref().map(|p| f64::from(u8::from(p.reachable))),
     );
+    f.gauge(
+        "tandem_standby_last_error_timestamp_seconds",
+        "When a warm-standby command or set-up step last failed (Unix time).",
+        s.last_error.as_ref().map(|e| secs(e.at_ms)),
+    );
     let d = &s.database;
     f.gauge(
         "tandem_db_replication_streaming",

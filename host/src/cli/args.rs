@@ -46,7 +46,9 @@ pub enum Command {
     /// The warm-standby pair: configure, status, convert-to-primary, rejoin, off.
     #[command(subcommand)]
     Standby(StandbyCommand),
-    /// Try everything on this machine: a primary and a standby (with PostgreSQL 15 when it is
+    /// Try everything on this machine: a warm-standby pair and a three-member cluster.
+    ///
+    /// A primary and a standby (with PostgreSQL 15 when it is
     /// installed, files only otherwise) and a three-member configuration cluster, on loopback
     /// in a temporary folder; makes a few changes, prints the statuses and commands to try;
     /// Ctrl-C stops it all.
@@ -58,7 +60,9 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum StandbyCommand {
-    /// Pair this host with another as primary or standby. On the primary (first): prepares
+    /// Pair this host with another, as primary or standby.
+    ///
+    /// On the primary (first): prepares
     /// PostgreSQL (a replication role with a random password, pg_hba for the standby only,
     /// wal_level, wal_log_hints, max_slot_wal_keep_size) and serves its trees. On the standby:
     /// joins the primary, streams its WAL into tandem's archive, moves its previous database
@@ -92,14 +96,18 @@ pub enum StandbyCommand {
         #[arg(long)]
         rebuild: bool,
     },
-    /// The pair as it is now: role, peer, database replication (streaming, last WAL, WAL
+    /// The pair as it is now.
+    ///
+    /// Role, peer, database replication (streaming, last WAL, WAL
     /// segments in use and configured, lag in bytes and seconds), each tree's sync, last errors.
     Status {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// Fail over: make this standby the primary. Refuses while the old primary still answers
+    /// Fail over: make this standby the primary.
+    ///
+    /// Refuses while the old primary still answers
     /// as a primary, or while WAL replay is paused; lets the database take all WAL tandem
     /// holds, stops pulling trees, promotes, checkpoints, and says how long it took.
     ConvertToPrimary {
@@ -108,14 +116,16 @@ pub enum StandbyCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Bring this old primary back as the standby of the new one, with pg_rewind instead of a
-    /// new base backup.
+    /// Bring this old primary back as the standby of the new one (pg_rewind, not a new base
+    /// backup).
     Rejoin {
         /// The new primary's peer address (default: the recorded peer).
         #[arg(long, value_name = "HOST:PORT")]
         peer: Option<String>,
     },
-    /// Unpair both sides: stop WAL streaming and tree sync; the primary drops the standby's
+    /// Unpair both sides.
+    ///
+    /// Stops WAL streaming and tree sync; the primary drops the standby's
     /// pg_hba entries and tandem's slot. The standby's database is left as it is.
     Off,
 }

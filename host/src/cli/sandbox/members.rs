@@ -320,6 +320,26 @@ fn chown(path: &Path, user: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A free port below the kernel's ephemeral range (32768 and up), where outgoing connections
+/// take their ports: a port picked there and freed could be taken by a connection before the
+/// daemon binds it.
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let mut seed = [0u8; 2];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("random: {e}"))?;
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + u16::from_le_bytes(seed) % 10_000,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..2_000 {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = if port >= 32_000 { 20_000 + port % 12_000 } else { port };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port between 20000 and 32000 on 127.0.0.1")
 }

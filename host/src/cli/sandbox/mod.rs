@@ -103,7 +103,12 @@ async fn show(s: &mut Sandbox, started: Instant) -> anyhow::Result<()> {
     )
     .await?;
 
-    step("a few changes: a conf change on c, a file and rows on the primary", async {
+    let changes = if database {
+        "a few changes: a conf change on c, a file and rows on the primary"
+    } else {
+        "a few changes: a conf change on c, a file on the primary"
+    };
+    step(changes, async {
         let change = ConfChange {
             conf_type: "macros".into(),
             scope: crate::api::parse_scope("app:search").map_err(anyhow::Error::msg)?,

@@ -21,6 +21,8 @@ use super::protocol::{Answer, Request};
 use super::service::Standby;
 use crate::plugin::now_ms;
 
+/// How long the fencing check waits for the old primary (its tandem and its database, at once).
+const FENCE_WAIT: Duration = Duration::from_secs(2);
 /// How long the standby database may take to receive what tandem holds before promotion.
 const DRAIN_WAIT: Duration = Duration::from_secs(10);
 
@@ -104,28 +106,43 @@ impl Standby {
         Ok(writable)
     }
 
-    /// Refuses while the old primary answers as a primary.
+    /// Refuses while the old primary answers as a primary: its tandem says so, or its
+    /// PostgreSQL accepts writes. Both are asked at once, each for at most [`FENCE_WAIT`]: a
+    /// dead host does not refuse connections, it just never answers, and that silence must not
+    /// eat the failover's time.
     async fn fence(&self, p: &Pairing, database: bool, steps: &mut Vec<String>) -> Result<(), StandbyError> {
         let hint = "not converting (pass --force to convert anyway, after making sure it is down)";
-        match self.ask(&p.peer.addr, &Request::Announce { me: self.presence().await }).await {
-            Ok(Answer::Presence { me }) if me.role == Some(Role::Primary) && me.pg_primary != Some(false) => {
+        let announce = Request::Announce { me: self.presence().await };
+        let endpoint = if database { Some(self.primary_endpoint(p)?) } else { None };
+        let (tandem, writes) =
+            tokio::join!(tokio::time::timeout(FENCE_WAIT, self.ask(&p.peer.addr, &announce)), async {
+                match &endpoint {
+                    Some(e) => {
+                        tokio::time::timeout(FENCE_WAIT, accepts_writes(e)).await.ok().and_then(Result::ok)
+                    }
+                    None => None,
+                }
+            });
+        match tandem {
+            Ok(Ok(Answer::Presence { me }))
+                if me.role == Some(Role::Primary) && me.pg_primary != Some(false) =>
+            {
                 return Err(StandbyError::Fenced(format!(
                     "the primary `{}` at {} still answers as a primary: {hint}",
                     me.node, p.peer.addr
                 )));
             }
-            Ok(Answer::Presence { me }) => steps.push(format!(
+            Ok(Ok(Answer::Presence { me })) => steps.push(format!(
                 "old primary's tandem answers ({}), its database does not accept writes",
                 me.role.map_or("unpaired".to_string(), |r| r.to_string())
             )),
-            Ok(_) | Err(_) => steps.push(format!("old primary's tandem at {} does not answer", p.peer.addr)),
+            _ => steps.push(format!("old primary's tandem at {} does not answer", p.peer.addr)),
         }
-        if database {
-            let endpoint = self.primary_endpoint(p)?;
-            if let Ok(true) = accepts_writes(&endpoint).await {
+        if let Some(e) = &endpoint {
+            if writes == Some(true) {
                 return Err(StandbyError::Fenced(format!(
                     "the old primary's PostgreSQL at {}:{} still accepts writes: {hint}",
-                    endpoint.host, endpoint.port
+                    e.host, e.port
                 )));
             }
             steps.push("old primary's database does not answer as a primary".into());
@@ -238,20 +255,11 @@ impl Standby {
 /// Whether the PostgreSQL at `e` answers and is not in recovery.
 async fn accepts_writes(e: &crate::wal::base_backup::Endpoint) -> Result<bool, tokio_postgres::Error> {
     let mut config = tokio_postgres::Config::new();
-    config
-        .host(&e.host)
-        .port(e.port)
-        .user(&e.user)
-        .dbname("postgres")
-        .connect_timeout(Duration::from_secs(2));
+    config.host(&e.host).port(e.port).user(&e.user).dbname("postgres").connect_timeout(FENCE_WAIT);
     if let Some(pw) = &e.password {
         config.password(pw);
     }
-    let connect = config.connect(tokio_postgres::NoTls);
-    let Ok(connected) = tokio::time::timeout(Duration::from_secs(3), connect).await else {
-        return Ok(false);
-    };
-    let (client, connection) = connected?;
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     let row = client.query_one("SELECT NOT pg_is_in_recovery()", &[]).await?;
     Ok(row.get(0))

@@ -194,21 +194,19 @@ impl Host {
             .parse()
             .unwrap();
         let tandem = self.daemon.as_ref().expect("running").id() as i32;
-        // SAFETY: kill has no memory preconditions; the pids are our own children's.
-        unsafe {
-            libc::kill(pm, libc::SIGSTOP);
-            libc::kill(tandem, libc::SIGSTOP);
-        }
+        let signal = |pids: &[i32], sig| {
+            for &pid in pids {
+                // SAFETY: kill has no memory preconditions; the pids are this drill's
+                // daemon and its PostgreSQL's postmaster and that postmaster's children.
+                unsafe { libc::kill(pid, sig) };
+            }
+        };
+        // The postmaster first, so it forks nothing after its children are listed.
+        signal(&[pm, tandem], libc::SIGSTOP);
         let mut all = children_of(pm);
-        for &pid in &all {
-            // SAFETY: as above.
-            unsafe { libc::kill(pid, libc::SIGSTOP) };
-        }
+        signal(&all, libc::SIGSTOP);
         all.extend([pm, tandem]);
-        for &pid in &all {
-            // SAFETY: as above.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
+        signal(&all, libc::SIGKILL);
         let _ = self.daemon.take().unwrap().wait();
     }
 }
@@ -401,6 +399,8 @@ fn round(d: &Drill, p: &mut Host, s: &mut Host, next_id: &mut i64, r: usize) -> 
         settled
     });
     let flushed: Lsn = flushed.parse().unwrap();
+    // Promotion replays what the standby database has received but not yet replayed first.
+    let replayed: Lsn = s.pg.psql("SELECT pg_last_wal_replay_lsn()").parse().unwrap();
     let t0 = Instant::now();
     let out = s.ok(&["standby", "convert-to-primary"]);
     let convert_wall = t0.elapsed().as_secs_f64();
@@ -449,6 +449,7 @@ fn round(d: &Drill, p: &mut Host, s: &mut Host, next_id: &mut i64, r: usize) -> 
         ("lost in the async window (not yet durable in tandem)", (lost.len() - lost_held.len()).to_string()),
         ("tandem flushed_lsn / writer's last hi", format!("{flushed} / {max_hi}")),
         ("async window (last hi - flushed_lsn)", format!("{} bytes", max_hi.0.saturating_sub(flushed.0))),
+        ("standby database's replay backlog at convert", format!("{} bytes", flushed.bytes_since(replayed))),
         ("time to writable (goal < 5 s)", bold(format!("{writable:.2} s"))),
         ("convert-to-primary wall time", format!("{convert_wall:.2} s")),
         ("first INSERT accepted, since convert began", format!("{first_insert:.2} s")),

@@ -384,7 +384,7 @@ fn round(d: &Drill, p: &mut Host, s: &mut Host, next_id: &mut i64, r: usize) -> 
     *next_id = acks.last().map_or(first, |a| a.id + 1) + 1;
     let pg_log = std::fs::read_to_string(d.work.join(format!("pgbench-{r}.log"))).unwrap_or_default();
     let pgbench_tail =
-        pg_log.lines().filter(|l| l.starts_with("progress")).last().unwrap_or("no progress line").to_owned();
+        pg_log.lines().rfind(|l| l.starts_with("progress")).unwrap_or("no progress line").to_owned();
 
     // 4. What tandem holds durably, once its receiver noticed the death and stopped moving.
     let mut flushed = String::new();

@@ -45,7 +45,9 @@ impl IntoResponse for ApiError {
             ApiError::Cluster(ClusterError::Refused(_)) => StatusCode::CONFLICT,
             ApiError::Cluster(ClusterError::NoCaptain) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Cluster(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Standby(StandbyError::BadRequest(_)) => StatusCode::BAD_REQUEST,
             ApiError::Standby(e) if e.is_refusal() => StatusCode::CONFLICT,
+            ApiError::Standby(StandbyError::Shutdown) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Standby(StandbyError::Peer(_)) => StatusCode::BAD_GATEWAY,
             ApiError::Standby(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

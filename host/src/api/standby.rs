@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::auth::Role;
 use super::{ApiError, AppState};
-use crate::standby::{ConfigureRequest, Report, StandbyStatus};
+use crate::standby::{ConfigureRequest, Report, StandbyError, StandbyStatus};
 
 pub async fn status(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<StandbyStatus>, ApiError> {
     ApiError::need(s.tokens.role(&headers), Role::Read)?;
@@ -22,7 +22,8 @@ pub async fn configure(
     Json(body): Json<ConfigureRequest>,
 ) -> Result<Json<Report>, ApiError> {
     ApiError::need(s.tokens.role(&headers), Role::Admin)?;
-    Ok(Json(s.standby.configure(body).await?))
+    let standby = s.standby.clone();
+    Ok(Json(detached(async move { standby.configure(body).await }).await?))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -37,7 +38,8 @@ pub async fn convert(
     Json(body): Json<ConvertRequest>,
 ) -> Result<Json<Report>, ApiError> {
     ApiError::need(s.tokens.role(&headers), Role::Admin)?;
-    Ok(Json(s.standby.convert_to_primary(body.force).await?))
+    let standby = s.standby.clone();
+    Ok(Json(detached(async move { standby.convert_to_primary(body.force).await }).await?))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -52,12 +54,22 @@ pub async fn rejoin(
     Json(body): Json<RejoinRequest>,
 ) -> Result<Json<Report>, ApiError> {
     ApiError::need(s.tokens.role(&headers), Role::Admin)?;
-    Ok(Json(s.standby.rejoin(body.peer).await?))
+    let standby = s.standby.clone();
+    Ok(Json(detached(async move { standby.rejoin(body.peer).await }).await?))
 }
 
 pub async fn off(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Report>, ApiError> {
     ApiError::need(s.tokens.role(&headers), Role::Admin)?;
-    Ok(Json(s.standby.off(true).await?))
+    let standby = s.standby.clone();
+    Ok(Json(detached(async move { standby.off(None).await }).await?))
+}
+
+/// Runs a command on its own task: a client that goes away (timeout, Ctrl-C) must not cancel
+/// it half-way (after its jobs stopped, before its record is saved).
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, StandbyError>> + Send + 'static,
+) -> Result<T, StandbyError> {
+    tokio::spawn(work).await.map_err(|e| StandbyError::Io(format!("the command's task failed: {e}")))?
 }
 
 /// The health check: no token, plain text.
@@ -67,7 +79,7 @@ pub async fn health(State(s): State<AppState>) -> (StatusCode, String) {
         (_, true) => "superseded: the peer took over as primary",
         (Some(crate::standby::Role::Standby), _) => "standby",
         (Some(crate::standby::Role::Primary), _) if st.healthy => "primary",
-        (Some(crate::standby::Role::Primary), _) => "primary, but its database is in recovery",
+        (Some(crate::standby::Role::Primary), _) => "primary, but its database is down or in recovery",
         (None, _) if st.healthy => "unpaired",
         (None, _) => "unpaired, but its database is in recovery",
     };

@@ -56,6 +56,12 @@ pub struct Report {
 
 impl Standby {
     pub async fn configure(self: &Arc<Self>, req: ConfigureRequest) -> Result<Report, StandbyError> {
+        if split_host_port(&req.peer).is_none() {
+            return Err(StandbyError::BadRequest(format!("--peer `{}`: expected host:port", req.peer)));
+        }
+        if req.options.recovery_dir.as_ref().is_some_and(|d| !d.is_absolute()) {
+            return Err(StandbyError::BadRequest("the recovery location must be an absolute path".into()));
+        }
         let _op = self.op.lock().await;
         let started = Instant::now();
         let mut steps = Vec::new();
@@ -120,6 +126,7 @@ impl Standby {
                         describe(&req.options)
                     ));
                     p.options = req.options.clone();
+                    steps.push("run `tandem standby configure --standby-mode` on the standby for them to apply there".into());
                 }
                 if p.peer.addr != req.peer {
                     steps.push(format!("standby address changed: {} -> {}", p.peer.addr, req.peer));
@@ -134,7 +141,7 @@ impl Standby {
                 let ip = host_ip(&req.peer).await.ok_or_else(|| {
                     StandbyError::State(format!("cannot resolve the standby's address {}", req.peer))
                 })?;
-                if !pg.is_running() {
+                if !pg.running().await {
                     let pg2 = pg.clone();
                     blocking(move || pg2.start()).await??;
                     steps.push("PostgreSQL started".into());
@@ -203,14 +210,8 @@ impl Standby {
             last_seen_ms: Some(now_ms()),
         };
         self.save(Some(p.clone()))?;
-        let new_ip = host_ip(&p.peer.addr).await;
         let database = self.database_reason(&p.options).is_ok();
-        if database
-            && new_ip != old_ip
-            && let (Some(pg), Some(ip)) = (&self.pg, new_ip)
-        {
-            pg.set_hba(&self.config.standby.replication_user, &[ip]).await?;
-        }
+        self.let_peer_in(&p).await;
         info!(standby = %standby.node, addr = %standby.peer_addr, "a standby joined");
         Ok(Answer::Joined {
             primary: self.presence().await,
@@ -238,6 +239,7 @@ impl Standby {
         let same_pair = current.as_ref().is_some_and(|c| {
             c.pair_id == pairing.pair_id
                 && c.role == Role::Standby
+                && c.database_ready
                 && c.options.ignore_database == pairing.options.ignore_database
         });
         if let Some(c) =
@@ -260,30 +262,35 @@ impl Standby {
             steps.push(format!("tree sync: following {}", req.peer));
             return Ok(());
         };
-        if same_pair && !req.rebuild && pg.is_running() && pg.in_recovery().await.unwrap_or(false) {
+        if same_pair && !req.rebuild && pg.running().await && pg.in_recovery().await.unwrap_or(false) {
             steps.push(
                 "the database already follows this pair: kept (--rebuild takes a fresh base backup)".into(),
             );
-            self.save(Some(pairing))?;
+            self.save(Some(Pairing { database_ready: true, ..pairing }))?;
             self.replan().await;
             return Ok(());
         }
+        // Nothing is destroyed before the recovery location is known to work.
+        let aside = std::fs::read_dir(&pg.data_dir)
+            .is_ok_and(|mut d| d.next().is_some())
+            .then(|| recovery_dir(&pg.data_dir, &pairing.options));
+        if let Some(to) = &aside {
+            check_recovery_location(&pg.data_dir, to)?;
+        }
         // WAL first: tandem's slot on the primary then holds everything the copy will need.
         self.jobs.stop_all().await;
-        self.fresh_archive()?;
+        self.set_archive_aside()?;
         self.save(Some(pairing.clone()))?;
         self.replan().await;
         self.wait_streaming().await?;
         steps.push("WAL streaming from the primary into tandem's archive".into());
 
-        let options = pairing.options.clone();
         let pg2 = pg.clone();
-        if pg.is_running() {
+        if pg.running().await {
             blocking(move || pg2.stop(StopMode::Fast)).await??;
             steps.push("previous PostgreSQL stopped".into());
         }
-        if std::fs::read_dir(&pg.data_dir).is_ok_and(|mut d| d.next().is_some()) {
-            let to = recovery_dir(&pg.data_dir, &options);
+        if let Some(to) = aside {
             let (pg2, to2) = (pg.clone(), to.clone());
             blocking(move || pg2.move_aside(&to2)).await??;
             steps.push(format!("previous database moved to {}", to.display()));
@@ -309,7 +316,7 @@ impl Standby {
                 (primary, pair_id, epoch, replication_password, options)
             }
             Answer::Refused { reason } => {
-                return Err(StandbyError::Peer(format!("{addr} refused: {reason}")));
+                return Err(StandbyError::State(format!("{addr} refused: {reason}")));
             }
             other => return Err(StandbyError::Peer(format!("{addr}: unexpected answer {other:?}"))),
         };
@@ -335,15 +342,27 @@ impl Standby {
             replication_password,
             superseded: None,
             last_failover: current.and_then(|c| c.last_failover.clone()),
+            database_ready: false,
         })
     }
 
-    /// The WAL archive of an earlier pairing goes: it belongs to another history.
-    pub(super) fn fresh_archive(&self) -> Result<(), StandbyError> {
+    /// The WAL archive of an earlier pairing is set aside (`archive.previous`), with the
+    /// identity of the primary it came from: it belongs to another history. It is deleted once
+    /// the new copy runs; until then it stays for whoever needs what it held.
+    pub(super) fn set_archive_aside(&self) -> Result<(), StandbyError> {
         let dir = self.config.wal.state_dir();
-        match std::fs::remove_dir_all(dir) {
+        let io =
+            |what: &str, e: std::io::Error| StandbyError::Io(format!("{what} in {}: {e}", dir.display()));
+        let (archive, previous) = (dir.join("archive"), dir.join("archive.previous"));
+        if archive.exists() {
+            if previous.exists() {
+                std::fs::remove_dir_all(&previous).map_err(|e| io("removing archive.previous", e))?;
+            }
+            std::fs::rename(&archive, &previous).map_err(|e| io("setting the old archive aside", e))?;
+        }
+        match std::fs::remove_file(dir.join(crate::wal::upstream::UPSTREAM_FILE)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(StandbyError::Io(format!("clearing the old WAL archive {}: {e}", dir.display())))
+                Err(io("removing the old primary's identity", e))
             }
             _ => Ok(()),
         }
@@ -424,15 +443,18 @@ impl Standby {
         pairing: &Pairing,
         steps: &mut Vec<String>,
     ) -> Result<(), StandbyError> {
-        if let Some(ip) = host_ip(pairing.peer.pg.as_deref().unwrap_or(&pairing.peer.addr)).await {
-            pg.set_hba(&self.config.standby.replication_user, &[ip]).await?;
-        }
+        self.let_peer_in(pairing).await;
         let pg2 = pg.clone();
         blocking(move || pg2.start()).await??;
         if !pg.in_recovery().await? {
-            return Err(StandbyError::State("the database started but is not a standby".into()));
+            return Err(StandbyError::Io("the database started but is not a standby".into()));
         }
         steps.push("PostgreSQL started as a standby of tandem's walsender".into());
+        self.save(Some(Pairing { database_ready: true, ..pairing.clone() }))?;
+        let previous = self.config.wal.state_dir().join("archive.previous");
+        if previous.exists() && std::fs::remove_dir_all(&previous).is_err() {
+            steps.push(format!("WARNING: {} could not be removed", previous.display()));
+        }
         Ok(())
     }
 
@@ -443,6 +465,26 @@ impl Standby {
     pub(super) fn primary_endpoint(&self, pairing: &Pairing) -> Result<Endpoint, StandbyError> {
         Ok(self.endpoints(pairing)?.0)
     }
+}
+
+/// Refuses a recovery location the previous database cannot be renamed into: an existing
+/// target, a missing parent, or another filesystem (a rename cannot cross one).
+fn check_recovery_location(data_dir: &std::path::Path, to: &std::path::Path) -> Result<(), StandbyError> {
+    use std::os::unix::fs::MetadataExt;
+    let parent = to.parent().unwrap_or(std::path::Path::new("/"));
+    let bad = |why: String| StandbyError::State(format!("recovery location {}: {why}", to.display()));
+    if to.exists() {
+        return Err(bad("exists already".into()));
+    }
+    let there = std::fs::metadata(parent).map_err(|e| bad(format!("{}: {e}", parent.display())))?;
+    let here = std::fs::metadata(data_dir).map_err(|e| bad(format!("{}: {e}", data_dir.display())))?;
+    if there.dev() != here.dev() {
+        return Err(bad(format!(
+            "on another filesystem than {}: pick a folder on the same one",
+            data_dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Where the standby's previous database goes.

@@ -8,6 +8,9 @@ pub enum StandbyError {
     /// The command does not fit this host's state (not paired, wrong role, ...).
     #[error("{0}")]
     State(String),
+    /// The request itself is wrong (an address that is not host:port, ...).
+    #[error("{0}")]
+    BadRequest(String),
     /// The fencing check found the old primary alive.
     #[error("{0}")]
     Fenced(String),

@@ -18,8 +18,9 @@ use super::jobs::WalState;
 use super::pairing::{Failover, Pairing, Role};
 use super::postgres::StopMode;
 use super::protocol::{Answer, Request};
-use super::service::Standby;
+use super::service::{Standby, host_ip};
 use crate::plugin::now_ms;
+use crate::wal::Lsn;
 
 /// How long the fencing check waits for the old primary (its tandem and its database, at once).
 const FENCE_WAIT: Duration = Duration::from_secs(2);
@@ -71,64 +72,80 @@ impl Standby {
         } else {
             self.fence(&p, database, steps).await?;
         }
-        if let (true, Some(pg)) = (database, &self.pg) {
-            if !pg.is_running() {
+        let pg = self.pg.clone().filter(|_| database);
+        if let Some(pg) = &pg {
+            if !pg.running().await {
                 let pg2 = pg.clone();
                 blocking(move || pg2.start()).await??;
                 steps.push("PostgreSQL started".into());
             }
-            if pg.replay_paused().await? {
-                return Err(StandbyError::State(
-                    "WAL replay is paused on this standby: resume it (SELECT pg_wal_replay_resume()) or find out who paused it first".into(),
-                ));
+            if pg.in_recovery().await? {
+                if pg.replay_paused().await? {
+                    return Err(StandbyError::State(
+                        "WAL replay is paused on this standby: resume it (SELECT pg_wal_replay_resume()) or find out who paused it first".into(),
+                    ));
+                }
+                self.drain(force, steps).await?;
+                // tandem's walsender keeps serving until the promotion is done: stopped first, the
+                // standby may wait out wal_retrieve_retry_interval (5 s) before it promotes.
+                pg.promote(60).await?;
+            } else {
+                steps.push("the database already accepts writes (an earlier convert promoted it)".into());
             }
-            self.drain(steps).await?;
         }
-        // Stop pulling trees and WAL before the database takes writes.
-        self.jobs.stop_all().await;
-        steps.push("tree sync and WAL streaming stopped".into());
-        let mut writable = started.elapsed().as_secs_f64();
-        if let (true, Some(pg)) = (database, &self.pg) {
-            pg.promote(60).await?;
-            writable = started.elapsed().as_secs_f64();
-            steps.push(format!("PostgreSQL promoted: writable after {writable:.2} s"));
-            pg.checkpoint().await?;
-            steps.push("checkpoint done".into());
-        }
+        let writable = started.elapsed().as_secs_f64();
+        // The new role is recorded before anything else can fail: the database takes writes.
         p.role = Role::Primary;
         p.epoch += 1;
         p.superseded = None;
-        p.last_failover =
-            Some(Failover { at_ms: now_ms(), seconds: started.elapsed().as_secs_f64(), forced: force });
-        self.save(Some(p))?;
+        p.last_failover = Some(Failover { at_ms: now_ms(), seconds: writable, forced: force });
+        self.save(Some(p.clone()))?;
+        if pg.is_some() {
+            steps.push(format!("PostgreSQL promoted: writable after {writable:.2} s"));
+        }
         self.replan().await;
-        steps.push("tree sync: serving; the old primary rejoins with `tandem standby rejoin`".into());
+        steps.push("tree sync: no longer pulling, serving; WAL streaming stopped".into());
+        if let Some(pg) = &pg {
+            match pg.checkpoint().await {
+                Ok(()) => steps.push("checkpoint done".into()),
+                Err(e) => {
+                    steps.push(format!("WARNING: checkpoint failed ({e}); PostgreSQL makes one by itself"))
+                }
+            }
+            // The old primary comes back as standby through pg_hba here.
+            if let Some(ip) = host_ip(&p.peer.addr).await
+                && let Err(e) = pg.set_hba(&self.config.standby.replication_user, &[ip]).await
+            {
+                steps.push(format!("WARNING: pg_hba for the old primary not written ({e}): rejoin needs it"));
+            }
+        }
+        steps.push("the old primary rejoins with `tandem standby rejoin`".into());
         Ok(writable)
     }
 
-    /// Refuses while the old primary answers as a primary: its tandem says so, or its
-    /// PostgreSQL accepts writes. Both are asked at once, each for at most [`FENCE_WAIT`]: a
-    /// dead host does not refuse connections, it just never answers, and that silence must not
-    /// eat the failover's time.
+    /// Refuses while the old primary answers as a primary: its tandem says so (or says its
+    /// database accepts writes), or its PostgreSQL answers at all as a primary or with an error
+    /// (a server that refuses us is still up). Both are asked at once, each for at most
+    /// [`FENCE_WAIT`]: a dead host does not refuse connections, it just never answers, and that
+    /// silence must not eat the failover's time.
     async fn fence(&self, p: &Pairing, database: bool, steps: &mut Vec<String>) -> Result<(), StandbyError> {
         let hint = "not converting (pass --force to convert anyway, after making sure it is down)";
         let announce = Request::Announce { me: self.presence().await };
         let endpoint = if database { Some(self.primary_endpoint(p)?) } else { None };
-        let (tandem, writes) =
+        let (tandem, db) =
             tokio::join!(tokio::time::timeout(FENCE_WAIT, self.ask(&p.peer.addr, &announce)), async {
                 match &endpoint {
-                    Some(e) => {
-                        tokio::time::timeout(FENCE_WAIT, accepts_writes(e)).await.ok().and_then(Result::ok)
-                    }
-                    None => None,
+                    Some(e) => tokio::time::timeout(FENCE_WAIT, probe(e)).await.unwrap_or(Probe::Silent),
+                    None => Probe::Silent,
                 }
             });
         match tandem {
             Ok(Ok(Answer::Presence { me }))
-                if me.role == Some(Role::Primary) && me.pg_primary != Some(false) =>
+                if me.pg_primary == Some(true)
+                    || (me.role == Some(Role::Primary) && me.pg_primary.is_none()) =>
             {
                 return Err(StandbyError::Fenced(format!(
-                    "the primary `{}` at {} still answers as a primary: {hint}",
+                    "`{}` at {} still answers as a primary: {hint}",
                     me.node, p.peer.addr
                 )));
             }
@@ -139,40 +156,73 @@ impl Standby {
             _ => steps.push(format!("old primary's tandem at {} does not answer", p.peer.addr)),
         }
         if let Some(e) = &endpoint {
-            if writes == Some(true) {
-                return Err(StandbyError::Fenced(format!(
-                    "the old primary's PostgreSQL at {}:{} still accepts writes: {hint}",
-                    e.host, e.port
-                )));
+            match db {
+                Probe::Primary => {
+                    return Err(StandbyError::Fenced(format!(
+                        "the old primary's PostgreSQL at {}:{} still accepts writes: {hint}",
+                        e.host, e.port
+                    )));
+                }
+                Probe::Refused(why) => {
+                    return Err(StandbyError::Fenced(format!(
+                        "the old primary's PostgreSQL at {}:{} still answers ({why}): {hint}",
+                        e.host, e.port
+                    )));
+                }
+                Probe::Standby => steps.push("old primary's database answers as a standby".into()),
+                Probe::Silent => steps.push("old primary's database does not answer".into()),
             }
-            steps.push("old primary's database does not answer as a primary".into());
         }
         Ok(())
     }
 
-    /// Lets the standby database receive all the WAL tandem's archive holds.
-    async fn drain(&self, steps: &mut Vec<String>) -> Result<(), StandbyError> {
-        let WalState::Running(h) = self.wal().read().expect("not poisoned").clone() else {
-            steps.push("WAL streaming was not running: promoting what the database has".into());
-            return Ok(());
+    /// Lets the standby database receive all the WAL tandem's archive holds: waits while it
+    /// makes progress; refuses (unless forced) when it stops short, since promoting then would
+    /// drop WAL tandem acknowledged to the old primary.
+    async fn drain(&self, force: bool, steps: &mut Vec<String>) -> Result<(), StandbyError> {
+        let state = self.wal().read().expect("not poisoned").clone();
+        let h = match state {
+            WalState::Running(h) => h,
+            other => {
+                let what = match other {
+                    WalState::Failed(e) => format!("failed ({e})"),
+                    WalState::Starting => "starting".into(),
+                    _ => "off".into(),
+                };
+                if force {
+                    steps.push(format!(
+                        "WARNING: tandem's WAL streaming is {what}: promoting what the database has"
+                    ));
+                    return Ok(());
+                }
+                return Err(StandbyError::State(format!(
+                    "tandem's WAL streaming is {what}: the database may lack WAL tandem holds; not converting (--force converts anyway)"
+                )));
+            }
         };
-        let target = h.reader.flush_point().lsn;
         let pg = self.pg.as_ref().expect("database checked");
-        let deadline = Instant::now() + DRAIN_WAIT;
+        let (mut best, mut deadline) = (Lsn::INVALID, Instant::now() + DRAIN_WAIT);
         loop {
+            let target = h.reader.flush_point().lsn;
             let got =
                 pg.receive_lsn().await?.unwrap_or_default().max(pg.replay_lsn().await?.unwrap_or_default());
             if got >= target {
                 steps.push(format!("the database has all WAL tandem held (up to {target})"));
                 return Ok(());
             }
+            if got > best {
+                (best, deadline) = (got, Instant::now() + DRAIN_WAIT);
+            }
             if Instant::now() > deadline {
                 let missing = target.bytes_since(got);
-                warn!(%target, %got, missing, "the standby database did not receive all WAL tandem held");
-                steps.push(format!(
-                    "WARNING: the database received up to {got} of {target} that tandem held ({missing} bytes not applied)"
-                ));
-                return Ok(());
+                warn!(%target, %got, missing, "the standby database stopped short of the WAL tandem held");
+                if force {
+                    steps.push(format!("WARNING: the database has WAL up to {got} of {target} tandem held ({missing} bytes lost)"));
+                    return Ok(());
+                }
+                return Err(StandbyError::State(format!(
+                    "the database received WAL up to {got} but tandem holds up to {target} ({missing} bytes) and it made no progress for {DRAIN_WAIT:?}; not converting (--force converts anyway, losing them)"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -209,7 +259,7 @@ impl Standby {
                     .into(),
             )
         })?;
-        if current.role == Role::Standby {
+        if current.role == Role::Standby && current.database_ready {
             return Err(StandbyError::State("this host is already the standby of its pair".into()));
         }
         let addr = peer.unwrap_or_else(|| current.peer.addr.clone());
@@ -234,13 +284,15 @@ impl Standby {
             return Ok(());
         };
         // tandem's slot on the new primary first, then the rewind: no WAL in between is missed.
-        self.fresh_archive()?;
+        self.set_archive_aside()?;
         self.save(Some(pairing.clone()))?;
         self.replan().await;
         self.wait_streaming().await?;
         steps.push("WAL streaming from the new primary into tandem's archive".into());
         let pg2 = pg.clone();
-        blocking(move || pg2.stop(StopMode::Fast)).await??;
+        if pg.running().await {
+            blocking(move || pg2.stop(StopMode::Fast)).await??;
+        }
         let source = self.primary_endpoint(&pairing)?;
         let pg2 = pg.clone();
         let took = blocking(move || pg2.rewind(&source)).await??;
@@ -252,15 +304,35 @@ impl Standby {
     }
 }
 
-/// Whether the PostgreSQL at `e` answers and is not in recovery.
-async fn accepts_writes(e: &crate::wal::base_backup::Endpoint) -> Result<bool, tokio_postgres::Error> {
+/// What the old primary's PostgreSQL said.
+enum Probe {
+    Primary,
+    Standby,
+    /// It answered with an error (authentication, pg_hba, too many clients, starting up): it
+    /// is up.
+    Refused(String),
+    /// No answer: connection refused, unreachable, or silent.
+    Silent,
+}
+
+async fn probe(e: &crate::wal::base_backup::Endpoint) -> Probe {
     let mut config = tokio_postgres::Config::new();
     config.host(&e.host).port(e.port).user(&e.user).dbname("postgres").connect_timeout(FENCE_WAIT);
     if let Some(pw) = &e.password {
         config.password(pw);
     }
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    let answered = |err: tokio_postgres::Error| match err.as_db_error() {
+        Some(db) => Probe::Refused(db.message().to_string()),
+        None => Probe::Silent,
+    };
+    let (client, connection) = match config.connect(tokio_postgres::NoTls).await {
+        Ok(c) => c,
+        Err(err) => return answered(err),
+    };
     tokio::spawn(connection);
-    let row = client.query_one("SELECT NOT pg_is_in_recovery()", &[]).await?;
-    Ok(row.get(0))
+    match client.query_one("SELECT pg_is_in_recovery()", &[]).await {
+        Ok(row) if row.get::<_, bool>(0) => Probe::Standby,
+        Ok(_) => Probe::Primary,
+        Err(err) => answered(err),
+    }
 }

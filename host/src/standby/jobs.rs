@@ -75,10 +75,11 @@ impl Jobs {
     }
 
     /// Runs `plan`, stopping the jobs of the previous one first (nothing happens when the
-    /// plan is the same).
+    /// plan is the same and WAL streaming has not failed).
     pub async fn run(&self, plan: Plan) {
         let mut running = self.running.lock().await;
-        if running.as_ref().is_some_and(|r| r.plan == plan) {
+        let failed = matches!(*self.wal.read().expect("not poisoned"), WalState::Failed(_));
+        if running.as_ref().is_some_and(|r| r.plan == plan) && !failed {
             return;
         }
         if let Some(old) = running.take() {

@@ -18,16 +18,26 @@ use super::service::Standby;
 const SLOT_WAIT: Duration = Duration::from_secs(15);
 
 impl Standby {
-    /// Unpairs this host; `tell_peer` also asks the peer to unpair.
-    pub async fn off(self: &Arc<Self>, tell_peer: bool) -> Result<Report, StandbyError> {
+    /// Unpairs this host. `asked_by`: the peer's request (pair id, epoch), checked again under
+    /// the lock; `None`: the operator's command, which also asks the peer to unpair. Once the
+    /// peer was told, nothing stops this side from unpairing too (what is left is named).
+    pub async fn off(self: &Arc<Self>, asked_by: Option<(String, u64)>) -> Result<Report, StandbyError> {
         let _op = self.op.lock().await;
         let started = Instant::now();
         let p = self
             .pairing()
             .ok_or_else(|| StandbyError::State("warm standby is not configured on this host".into()))?;
+        if let Some((pair_id, epoch)) = &asked_by
+            && (*pair_id != p.pair_id || *epoch < p.epoch)
+        {
+            return Err(StandbyError::State(
+                "the peer's unpair request no longer matches this pairing".into(),
+            ));
+        }
         let mut steps = Vec::new();
-        if tell_peer {
-            match self.ask(&p.peer.addr, &Request::Unpair { pair_id: p.pair_id.clone() }).await {
+        if asked_by.is_none() {
+            let unpair = Request::Unpair { pair_id: p.pair_id.clone(), epoch: p.epoch };
+            match self.ask(&p.peer.addr, &unpair).await {
                 Ok(Answer::Done) => steps.push(format!("the peer at {} unpairs too", p.peer.addr)),
                 Ok(other) => steps.push(format!(
                     "the peer at {} did not unpair ({other:?}): run `tandem standby off` there",
@@ -41,10 +51,14 @@ impl Standby {
         self.jobs.stop_all().await;
         let database = self.database_reason(&p.options).is_ok();
         if let (Role::Primary, true, Some(pg)) = (p.role, database, &self.pg)
-            && pg.is_running()
+            && pg.running().await
         {
-            pg.set_hba(&self.config.standby.replication_user, &[]).await?;
-            steps.push("pg_hba: the standby's entries removed".into());
+            match pg.set_hba(&self.config.standby.replication_user, &[]).await {
+                Ok(()) => steps.push("pg_hba: the standby's entries removed".into()),
+                Err(e) => {
+                    steps.push(format!("WARNING: pg_hba not cleaned ({e}): remove tandem's block by hand"))
+                }
+            }
             let deadline = Instant::now() + SLOT_WAIT;
             loop {
                 match pg.drop_slot(&self.config.wal.slot).await {
@@ -52,18 +66,17 @@ impl Standby {
                         steps.push(format!("replication slot `{}` dropped", self.config.wal.slot));
                         break;
                     }
-                    Ok(false) if pg.slot(&self.config.wal.slot).await?.is_none() => break,
-                    Ok(false) | Err(_) if Instant::now() < deadline => {
+                    Ok(false) => break,
+                    Err(_) if Instant::now() < deadline => {
                         tokio::time::sleep(Duration::from_millis(200)).await
                     }
-                    Ok(false) => {
+                    Err(e) => {
                         steps.push(format!(
-                            "replication slot `{}` still in use: drop it once the standby stopped",
+                            "WARNING: replication slot `{}` not dropped ({e}): drop it once the standby stopped streaming",
                             self.config.wal.slot
                         ));
                         break;
                     }
-                    Err(e) => return Err(e.into()),
                 }
             }
         }

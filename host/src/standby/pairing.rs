@@ -88,6 +88,10 @@ pub struct Pairing {
     pub superseded: Option<String>,
     #[serde(default)]
     pub last_failover: Option<Failover>,
+    /// On a standby: its database was copied (base backup or rewind) for this pair and started
+    /// following. Until then a configure or rejoin that failed half-way may be run again.
+    #[serde(default)]
+    pub database_ready: bool,
 }
 
 /// Errors reading or writing the record.
@@ -160,6 +164,7 @@ impl Pairing {
             replication_password: None,
             superseded: None,
             last_failover: None,
+            database_ready: false,
         }
     }
 }

@@ -36,9 +36,17 @@ pub struct Presence {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "kebab-case")]
 pub enum Request {
-    Join { standby: Presence },
-    Announce { me: Presence },
-    Unpair { pair_id: String },
+    Join {
+        standby: Presence,
+    },
+    Announce {
+        me: Presence,
+    },
+    /// `epoch`: the sender's; an old primary whose peer took over cannot unpair the new one.
+    Unpair {
+        pair_id: String,
+        epoch: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -30,6 +30,8 @@ use crate::plugin::now_ms;
 pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(3);
 /// How long a question to the peer may take (connect and answer).
 pub const ASK_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a join may wait for the primary.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What was last heard from the peer.
 #[derive(Debug, Clone, Default)]
@@ -165,7 +167,7 @@ impl Standby {
     pub async fn presence(&self) -> Presence {
         let pairing = self.pairing();
         let pg_primary = match &self.pg {
-            Some(pg) if pg.is_running() => pg.in_recovery().await.ok().map(|r| !r),
+            Some(pg) if pg.running().await => pg.in_recovery().await.ok().map(|r| !r),
             Some(_) => Some(false),
             None => None,
         };
@@ -191,8 +193,10 @@ impl Standby {
         Some(format!("{host}:{}", self.config.standby.pg_port))
     }
 
-    /// Dials `addr` and asks one question.
+    /// Dials `addr` and asks one question, waiting at most [`ASK_TIMEOUT`] (a `Join` longer:
+    /// the primary may first finish a command of its own).
     pub async fn ask(&self, addr: &str, request: &Request) -> Result<Answer, StandbyError> {
+        let limit = if matches!(request, Request::Join { .. }) { JOIN_TIMEOUT } else { ASK_TIMEOUT };
         let work = async {
             let target = lookup_host(addr)
                 .await
@@ -205,9 +209,9 @@ impl Standby {
                     .map_err(|e| StandbyError::Peer(format!("{addr}: {e}")))?;
             ask(&mut conn, request).await.map_err(|e| StandbyError::Peer(format!("{addr}: {e}")))
         };
-        tokio::time::timeout(ASK_TIMEOUT, work)
+        tokio::time::timeout(limit, work)
             .await
-            .map_err(|_| StandbyError::Peer(format!("{addr} did not answer within {ASK_TIMEOUT:?}")))?
+            .map_err(|_| StandbyError::Peer(format!("{addr} did not answer within {limit:?}")))?
     }
 
     async fn announce_loop(self: Arc<Self>) {
@@ -251,9 +255,16 @@ impl Standby {
         // An operator command in progress owns the pairing and the jobs; the next
         // announcement comes within seconds.
         let Ok(_op) = self.op.try_lock() else { return };
-        let Some(mut p) = self.pairing() else { return };
+        // Again under the lock: an `off` and a new `configure` may have run meanwhile.
+        let Some(mut p) = self.pairing().filter(|p| theirs.pair_id.as_deref() == Some(&p.pair_id)) else {
+            return;
+        };
+        // The pair's identity: its id and, once joined, the peer's node name.
+        if let Some(node) = p.peer.node.as_ref().filter(|n| **n != theirs.node) {
+            warn!(expected = %node, announced = %theirs.node, "an announcement for this pair from another node: ignored");
+            return;
+        }
         let mut changed = false;
-        let old_ip = host_ip(&p.peer.addr).await;
         if p.peer.addr != theirs.peer_addr {
             info!(from = %p.peer.addr, to = %theirs.peer_addr, node = %theirs.node, "the peer moved; following it there");
             p.peer.addr = theirs.peer_addr.clone();
@@ -282,21 +293,25 @@ impl Standby {
             *self.pairing.write().expect("not poisoned") = Some(p);
             return;
         }
-        let role = p.role;
         if let Err(e) = self.save(Some(p.clone())) {
             return self.record_error("recording the peer's new address", &e.to_string());
         }
-        // A primary lets the standby's new address into pg_hba.
-        let new_ip = host_ip(&p.peer.addr).await;
-        if role == Role::Primary
-            && new_ip != old_ip
-            && let (Some(pg), Some(ip)) = (&self.pg, new_ip)
-            && !p.options.ignore_database
-            && let Err(e) = pg.set_hba(&self.config.standby.replication_user, &[ip]).await
-        {
-            self.record_error("letting the standby's new address into pg_hba", &e.to_string());
-        }
+        self.let_peer_in(&p).await;
         self.replan().await;
+    }
+
+    /// Our PostgreSQL lets the peer's current address in (the primary: its standby; the
+    /// standby: its primary, for the day roles swap). Idempotent: an unchanged pg_hba is not
+    /// rewritten, so it is safe to call on every change and after a failed attempt.
+    pub(super) async fn let_peer_in(&self, p: &Pairing) {
+        let Some(pg) = self.pg.as_ref().filter(|_| self.database_reason(&p.options).is_ok()) else { return };
+        let Some(ip) = host_ip(&p.peer.addr).await else {
+            return self
+                .record_error("letting the peer into pg_hba", &format!("cannot resolve {}", p.peer.addr));
+        };
+        if let Err(e) = pg.set_hba(&self.config.standby.replication_user, &[ip]).await {
+            self.record_error("letting the peer into pg_hba", &e.to_string());
+        }
     }
 
     /// Answers the peer.
@@ -315,19 +330,24 @@ impl Standby {
                 Ok(answer) => answer,
                 Err(e) => Answer::Refused { reason: e.to_string() },
             },
-            Request::Unpair { pair_id } => {
-                if self.pairing().is_some_and(|p| p.pair_id == pair_id) {
+            Request::Unpair { pair_id, epoch } => match self.pairing() {
+                Some(p) if p.pair_id == pair_id && epoch >= p.epoch => {
                     let me = self.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = me.off(false).await {
+                        if let Err(e) = me.off(Some((pair_id, epoch))).await {
                             me.record_error("unpairing at the peer's request", &e.to_string());
                         }
                     });
                     Answer::Done
-                } else {
-                    Answer::Refused { reason: "not paired with you".into() }
                 }
-            }
+                Some(p) if p.pair_id == pair_id => Answer::Refused {
+                    reason: format!(
+                        "this host took over as primary (epoch {}): run `tandem standby rejoin` on yours, or `off` here",
+                        p.epoch
+                    ),
+                },
+                _ => Answer::Refused { reason: "not paired with you".into() },
+            },
         }
     }
 }

@@ -96,7 +96,8 @@ impl Standby {
     pub async fn status(&self) -> StandbyStatus {
         let pairing = self.pairing();
         let view = self.peer_view.read().expect("not poisoned").clone();
-        let plan = self.plan();
+        // What runs, not what the record would start: a failed command may have stopped jobs.
+        let plan = self.jobs.plan().await.unwrap_or_else(|| self.plan());
         let mut s = StandbyStatus {
             configured: pairing.is_some(),
             role: pairing.as_ref().map(|p| p.role),
@@ -149,8 +150,13 @@ impl Standby {
             (None, None) => "Not configured",
         }
         .into();
-        s.healthy =
-            s.role != Some(Role::Standby) && s.superseded.is_none() && s.database.in_recovery != Some(true);
+        // A load balancer's question: does this host take the application's writes? Not a
+        // standby, not a superseded primary, not one whose paired database is down.
+        let db_down = s.database.configured && s.database.in_recovery.is_none();
+        s.healthy = s.role != Some(Role::Standby)
+            && s.superseded.is_none()
+            && s.database.in_recovery != Some(true)
+            && !db_down;
         s
     }
 
@@ -162,10 +168,14 @@ impl Standby {
         };
         match self.database_reason(&options) {
             Err(why) => d.not_configured_because = Some(why.into()),
-            Ok(()) => d.configured = s.configured,
+            // A standby whose primary pairs no database replicates files only.
+            Ok(()) => {
+                let primary_has_one = s.peer.as_ref().is_some_and(|p| p.pg.is_some());
+                d.configured = s.configured && (s.role != Some(Role::Standby) || primary_has_one);
+            }
         }
         let Some(pg) = self.pg.as_ref() else { return d };
-        d.running = pg.is_running();
+        d.running = pg.running().await;
         if d.running {
             match pg.in_recovery().await {
                 Ok(r) => d.in_recovery = Some(r),

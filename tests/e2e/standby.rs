@@ -183,18 +183,36 @@ fn a_pair_configured_from_scratch_fails_over_and_rejoins() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("still accepts writes"), "{err}");
 
-    // The primary host dies (database and tandem): convert is accepted.
+    // The primary host dies (database and tandem) while the standby's database is down: its
+    // last rows are only in tandem's archive, acknowledged to the primary. Convert is accepted,
+    // starts the database and lets it take them all before it promotes.
+    let mut b = b;
+    b.pg.as_mut().unwrap().stop_fast().unwrap();
     a.pg().psql("INSERT INTO marks VALUES ('last words')");
-    wait_until("the last row on the standby", || {
-        b.pg().try_psql("SELECT count(*) FROM marks WHERE tag = 'last words'").is_ok_and(|n| n == "1")
+    let acknowledged: tandem::wal::Lsn = a.pg().psql("SELECT pg_current_wal_flush_lsn()").parse().unwrap();
+    wait_until("tandem has the last row durably", || {
+        let wal: Value = serde_json::from_str(&b.tandem.ok(&["wal", "status", "--json"])).unwrap();
+        wal["flushed_lsn"]
+            .as_str()
+            .and_then(|l| l.parse::<tandem::wal::Lsn>().ok())
+            .is_some_and(|l| l >= acknowledged)
     });
     let pid = postmaster_pid(&a.pg().data);
     assert!(std::process::Command::new("kill").args(["-9", &pid]).status().unwrap().success());
-    b.wait_status("database replication broken", |s| s["database"]["streaming"] == false);
+    b.wait_status("database replication broken", |s| {
+        s["database"]["streaming"] == false && s["wal"]["state"] != "streaming"
+    });
     assert!(b.text().contains("DB replication NOT streaming"), "{}", b.text());
     let out = b.tandem.ok(&["standby", "convert-to-primary"]);
     assert!(out.contains("writable after"), "{out}");
+    assert!(out.contains("the database has all WAL tandem held"), "{out}");
+    assert_eq!(
+        b.pg().psql("SELECT count(*) FROM marks WHERE tag = 'last words'"),
+        "1",
+        "nothing acknowledged is lost"
+    );
     let s = b.status();
+    assert_eq!(s["trees"]["mode"], "serving", "no longer pulling trees: {s:#}");
     assert_eq!(
         (s["role"].as_str(), s["looks_like"].as_str(), s["healthy"].as_bool()),
         (Some("primary"), Some("Primary"), Some(true)),
@@ -230,6 +248,8 @@ fn a_pair_configured_from_scratch_fails_over_and_rejoins() {
     wait_until("tandem's slot dropped on the primary", || {
         b.pg().psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'tandem'") == "0"
     });
+    let hba = std::fs::read_to_string(b.pg().data.join("pg_hba.conf")).unwrap();
+    assert!(!hba.contains("tandem warm standby"), "the standby's pg_hba entries are gone:\n{hba}");
 }
 
 #[test]

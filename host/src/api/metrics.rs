@@ -83,10 +83,17 @@ pub fn render(s: &StandbyStatus, now_ms: u64) -> String {
         "1 when database replication streams.",
         d.configured.then_some(f64::from(u8::from(d.streaming))),
     );
+    // The same field means two things by role: name them apart.
+    let standby = s.role == Some(Role::Standby);
     f.gauge(
         "tandem_db_replay_lag_bytes",
         "WAL the standby database has not replayed, bytes.",
-        d.lag_bytes.map(|b| b as f64),
+        d.lag_bytes.filter(|_| standby).map(|b| b as f64),
+    );
+    f.gauge(
+        "tandem_db_standby_side_lag_bytes",
+        "On the primary: WAL the standby side (tandem) has not reported durable, bytes.",
+        d.lag_bytes.filter(|_| !standby).map(|b| b as f64),
     );
     f.gauge(
         "tandem_db_replay_lag_seconds",

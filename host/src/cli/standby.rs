@@ -9,6 +9,7 @@ use super::args::StandbyCommand;
 use super::http::ApiClient;
 use crate::config::Config;
 use crate::plugin::now_ms;
+use crate::standby::plan::split_host_port;
 use crate::standby::{ConfigureRequest, Options, Report, Role, StandbyStatus};
 
 pub fn run(config: Config, cmd: StandbyCommand) -> anyhow::Result<ExitCode> {
@@ -111,7 +112,7 @@ pub fn render(s: &StandbyStatus, now: u64) -> String {
                     let client = d
                         .standby_client
                         .clone()
-                        .unwrap_or_else(|| peer.addr.split(':').next().unwrap_or("").to_string());
+                        .unwrap_or_else(|| split_host_port(&peer.addr).map(|(h, _)| h).unwrap_or_default());
                     let _ = writeln!(o, "    DB replication configured with Standby set to: {client}");
                     if d.streaming {
                         let lag = d

@@ -51,6 +51,12 @@ impl Sandbox {
             bail!("{} exists and is not empty: pick another --dir", dir.display());
         }
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Self::create_in(dir.clone(), args).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&dir);
+        })
+    }
+
+    fn create_in(dir: PathBuf, args: &SandboxArgs) -> anyhow::Result<Sandbox> {
         let (postgres, no_postgres_because) = if args.no_postgres {
             (None, "--no-postgres".to_string())
         } else {

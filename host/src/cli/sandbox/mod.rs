@@ -46,7 +46,15 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let started = Instant::now();
         let mut sandbox = Sandbox::create(&args)?;
-        let shown = show(&mut sandbox, started).await;
+        // Ctrl-C during the set-up (a base backup can take minutes) stops cleanly too.
+        let shown = tokio::select! {
+            shown = show(&mut sandbox, started) => shown,
+            _ = tokio::signal::ctrl_c() => {
+                println!("\ninterrupted; stopping ...");
+                sandbox.stop();
+                return Ok(ExitCode::FAILURE);
+            }
+        };
         match shown {
             Ok(()) if !args.once => {
                 println!(

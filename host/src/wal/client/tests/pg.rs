@@ -256,9 +256,8 @@ impl PgServer {
 
 impl Drop for PgServer {
     fn drop(&mut self) {
-        if self.running {
-            let _ = self.run("pg_ctl", &["-D", path(&self.data), "-m", "immediate", "-w", "stop"]);
-        }
+        // Whoever started it last (this helper, or tandem managing the cluster), it stops.
+        let _ = self.run("pg_ctl", &["-D", path(&self.data), "-m", "immediate", "-w", "stop"]);
     }
 }
 

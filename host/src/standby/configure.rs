@@ -6,26 +6,18 @@
 //! starts its PostgreSQL following tandem. Configuring again with other options says what
 //! changed.
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
+use super::copy::{check_recovery_location, recovery_dir};
 use super::error::StandbyError;
-use super::jobs::WalState;
-use super::pairing::{Options, Pairing, PeerRecord, Role};
+use super::pairing::{Options, Pairing, Role};
 use super::plan::split_host_port;
 use super::postgres::{PrimarySetup, StopMode, random_password};
-use super::protocol::{Answer, Presence, Request};
 use super::service::{Standby, host_ip};
-use crate::plugin::now_ms;
-use crate::wal::base_backup::{BaseBackup, Endpoint};
-use crate::wal::receiver::state::Phase;
-
-/// How long the standby's WAL streaming may take to reach the primary during set-up.
-const STREAMING_WAIT: Duration = Duration::from_secs(60);
 
 /// A configure command, as the CLI and the REST API send it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -175,54 +167,6 @@ impl Standby {
         Ok(())
     }
 
-    /// The primary's side of a standby's configure.
-    pub(super) async fn join(&self, standby: Presence) -> Result<Answer, StandbyError> {
-        let _op = self.op.lock().await;
-        let Some(mut p) = self.pairing() else {
-            return Err(StandbyError::State(
-                "this host is not configured as a primary: run `tandem standby configure --primary-mode --peer <standby>` on it first".into(),
-            ));
-        };
-        if p.role != Role::Primary || p.superseded.is_some() {
-            return Err(StandbyError::State(format!(
-                "{} is not the primary of its pair",
-                self.config.node_name
-            )));
-        }
-        if let Some(node) = p.peer.node.as_ref().filter(|n| **n != standby.node) {
-            return Err(StandbyError::State(format!(
-                "this primary is paired with `{node}`; run `tandem standby off` on it before pairing `{}`",
-                standby.node
-            )));
-        }
-        let old_ip = host_ip(&p.peer.addr).await;
-        // The first standby to join must come from the address the primary was configured with.
-        if p.peer.node.is_none() && host_ip(&standby.peer_addr).await != old_ip {
-            return Err(StandbyError::State(format!(
-                "this primary was configured for a standby at {}, not {}: configure it again with --peer {}",
-                p.peer.addr, standby.peer_addr, standby.peer_addr
-            )));
-        }
-        p.peer = PeerRecord {
-            node: Some(standby.node.clone()),
-            addr: standby.peer_addr.clone(),
-            pg: standby.pg.clone(),
-            last_seen_ms: Some(now_ms()),
-        };
-        self.save(Some(p.clone()))?;
-        let database = self.database_reason(&p.options).is_ok();
-        self.let_peer_in(&p).await;
-        info!(standby = %standby.node, addr = %standby.peer_addr, "a standby joined");
-        Ok(Answer::Joined {
-            primary: self.presence().await,
-            pair_id: p.pair_id,
-            epoch: p.epoch,
-            replication_user: self.config.standby.replication_user.clone(),
-            replication_password: if database { p.replication_password } else { None },
-            options: p.options,
-        })
-    }
-
     async fn configure_standby(
         self: &Arc<Self>,
         req: &ConfigureRequest,
@@ -300,205 +244,6 @@ impl Standby {
         blocking(move || backup.run()).await?.map_err(|e| StandbyError::Io(format!("base backup: {e}")))?;
         steps.push(format!("base backup taken in {:.1} s", copy_started.elapsed().as_secs_f64()));
         self.after_copy(&pg, &pairing, steps).await
-    }
-
-    /// Joins the primary at `addr`: the pairing the answer describes.
-    pub(super) async fn join_primary(
-        &self,
-        addr: &str,
-        mine: &Options,
-        current: Option<&Pairing>,
-        steps: &mut Vec<String>,
-    ) -> Result<Pairing, StandbyError> {
-        let answer = self.ask(addr, &Request::Join { standby: self.presence().await }).await?;
-        let (primary, pair_id, epoch, replication_password, theirs) = match answer {
-            Answer::Joined { primary, pair_id, epoch, replication_password, options, .. } => {
-                (primary, pair_id, epoch, replication_password, options)
-            }
-            Answer::Refused { reason } => {
-                return Err(StandbyError::State(format!("{addr} refused: {reason}")));
-            }
-            other => return Err(StandbyError::Peer(format!("{addr}: unexpected answer {other:?}"))),
-        };
-        steps.push(format!("joined pair {pair_id}: primary `{}` at {addr}", primary.node));
-        let options = Options {
-            ignore_database: mine.ignore_database || theirs.ignore_database,
-            ignore_vault: mine.ignore_vault || theirs.ignore_vault,
-            ignore_package_updates: mine.ignore_package_updates || theirs.ignore_package_updates,
-            recovery_dir: mine.recovery_dir.clone(),
-        };
-        Ok(Pairing {
-            pair_id,
-            role: Role::Standby,
-            peer: PeerRecord {
-                node: Some(primary.node),
-                addr: addr.to_string(),
-                pg: primary.pg,
-                last_seen_ms: Some(now_ms()),
-            },
-            options,
-            epoch,
-            configured_at_ms: now_ms(),
-            replication_password,
-            superseded: None,
-            last_failover: current.and_then(|c| c.last_failover.clone()),
-            database_ready: false,
-        })
-    }
-
-    /// The WAL archive of an earlier pairing is set aside (`archive.previous`), with the
-    /// identity of the primary it came from: it belongs to another history. It is deleted once
-    /// the new copy runs; until then it stays for whoever needs what it held.
-    pub(super) fn set_archive_aside(&self) -> Result<(), StandbyError> {
-        let dir = self.config.wal.state_dir();
-        let io =
-            |what: &str, e: std::io::Error| StandbyError::Io(format!("{what} in {}: {e}", dir.display()));
-        let (archive, previous) = (dir.join("archive"), dir.join("archive.previous"));
-        if archive.exists() {
-            if previous.exists() {
-                std::fs::remove_dir_all(&previous).map_err(|e| io("removing archive.previous", e))?;
-            }
-            std::fs::rename(&archive, &previous).map_err(|e| io("setting the old archive aside", e))?;
-        }
-        match std::fs::remove_file(dir.join(crate::wal::upstream::UPSTREAM_FILE)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(io("removing the old primary's identity", e))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Waits until the WAL receiver streams from the primary.
-    pub(super) async fn wait_streaming(&self) -> Result<(), StandbyError> {
-        let deadline = Instant::now() + STREAMING_WAIT;
-        loop {
-            let state = self.wal().read().expect("not poisoned").clone();
-            let last_error = match state {
-                WalState::Running(h) => {
-                    let r = h.receiver.borrow().clone();
-                    if r.phase == Phase::Streaming && h.reader.flush_point().lsn.is_valid() {
-                        return Ok(());
-                    }
-                    r.last_error
-                }
-                WalState::Failed(e) => return Err(StandbyError::Wal(e)),
-                WalState::Off => {
-                    return Err(StandbyError::Wal("not started (is the primary's database paired?)".into()));
-                }
-                WalState::Starting => None,
-            };
-            if Instant::now() > deadline {
-                return Err(StandbyError::Wal(format!(
-                    "no WAL from the primary after {STREAMING_WAIT:?}{}",
-                    last_error.map(|e| format!(": {e}")).unwrap_or_default()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn endpoints(&self, pairing: &Pairing) -> Result<(Endpoint, Endpoint), StandbyError> {
-        let pg = pairing.peer.pg.as_deref().unwrap_or_default();
-        let (host, port) = split_host_port(pg).ok_or_else(|| {
-            StandbyError::State(format!("the primary's database address `{pg}` is not host:port"))
-        })?;
-        let primary = Endpoint {
-            host,
-            port,
-            user: self.config.standby.replication_user.clone(),
-            password: pairing.replication_password.clone(),
-        };
-        let wal = &self.config.wal;
-        let walsender = Endpoint {
-            host: if wal.listen.ip().is_unspecified() {
-                "127.0.0.1".into()
-            } else {
-                wal.listen.ip().to_string()
-            },
-            port: wal.listen.port(),
-            user: wal.standby_user.clone(),
-            password: wal.standby_password().map_err(StandbyError::Wal)?,
-        };
-        Ok((primary, walsender))
-    }
-
-    fn base_backup(&self, pairing: &Pairing, data_dir: &std::path::Path) -> Result<BaseBackup, StandbyError> {
-        let (primary, walsender) = self.endpoints(pairing)?;
-        let pg = self.pg.as_ref().expect("checked by the caller");
-        Ok(BaseBackup {
-            bin_dir: pg.bin_dir.clone(),
-            primary,
-            walsender,
-            data_dir: data_dir.to_path_buf(),
-            os_user: pg.os_user.clone(),
-            application_name: self.config.node_name.clone(),
-        })
-    }
-
-    /// After a base backup or a rewind: pg_hba lets the primary in (for the day roles swap),
-    /// the database starts and follows tandem.
-    pub(super) async fn after_copy(
-        &self,
-        pg: &super::postgres::LocalPg,
-        pairing: &Pairing,
-        steps: &mut Vec<String>,
-    ) -> Result<(), StandbyError> {
-        self.let_peer_in(pairing).await;
-        let pg2 = pg.clone();
-        blocking(move || pg2.start()).await??;
-        if !pg.in_recovery().await? {
-            return Err(StandbyError::Io("the database started but is not a standby".into()));
-        }
-        steps.push("PostgreSQL started as a standby of tandem's walsender".into());
-        self.save(Some(Pairing { database_ready: true, ..pairing.clone() }))?;
-        let previous = self.config.wal.state_dir().join("archive.previous");
-        if previous.exists() && std::fs::remove_dir_all(&previous).is_err() {
-            steps.push(format!("WARNING: {} could not be removed", previous.display()));
-        }
-        Ok(())
-    }
-
-    pub(super) fn walsender_endpoint(&self, pairing: &Pairing) -> Result<Endpoint, StandbyError> {
-        Ok(self.endpoints(pairing)?.1)
-    }
-
-    pub(super) fn primary_endpoint(&self, pairing: &Pairing) -> Result<Endpoint, StandbyError> {
-        Ok(self.endpoints(pairing)?.0)
-    }
-}
-
-/// Refuses a recovery location the previous database cannot be renamed into: an existing
-/// target, a missing parent, or another filesystem (a rename cannot cross one).
-fn check_recovery_location(data_dir: &std::path::Path, to: &std::path::Path) -> Result<(), StandbyError> {
-    use std::os::unix::fs::MetadataExt;
-    let parent = to.parent().unwrap_or(std::path::Path::new("/"));
-    let bad = |why: String| StandbyError::State(format!("recovery location {}: {why}", to.display()));
-    if to.exists() {
-        return Err(bad("exists already".into()));
-    }
-    let there = std::fs::metadata(parent).map_err(|e| bad(format!("{}: {e}", parent.display())))?;
-    let here = std::fs::metadata(data_dir).map_err(|e| bad(format!("{}: {e}", data_dir.display())))?;
-    if there.dev() != here.dev() {
-        return Err(bad(format!(
-            "on another filesystem than {}: pick a folder on the same one",
-            data_dir.display()
-        )));
-    }
-    Ok(())
-}
-
-/// Where the standby's previous database goes.
-fn recovery_dir(data_dir: &std::path::Path, options: &Options) -> PathBuf {
-    let stamp = now_ms() / 1000;
-    match &options.recovery_dir {
-        Some(dir) => {
-            dir.join(format!("{}-{stamp}", data_dir.file_name().and_then(|n| n.to_str()).unwrap_or("pgdata")))
-        }
-        None => {
-            let mut name = data_dir.as_os_str().to_owned();
-            name.push(format!(".tandem-previous-{stamp}"));
-            PathBuf::from(name)
-        }
     }
 }
 

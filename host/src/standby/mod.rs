@@ -6,7 +6,8 @@
 //! - `pairing`: the durable record (role, peer by identity, options, failover epoch).
 //! - `plan` / `jobs`: which jobs a role runs, and the supervisor that swaps them.
 //! - `protocol` / `service`: what the two hosts say to each other; the running pair.
-//! - `configure`, `failover` (convert-to-primary, rejoin), `off`: the operator's commands.
+//! - `configure`, `failover` (convert-to-primary, rejoin), `off`: the operator's commands;
+//!   `join` and `copy` are the steps configure and rejoin share.
 //! - `status`: the facts, for the CLI, REST, the health check and the metrics.
 //! - `postgres`: the local PostgreSQL's administration.
 //!
@@ -16,9 +17,11 @@
 
 pub mod config;
 pub mod configure;
+pub mod copy;
 pub mod error;
 pub mod failover;
 pub mod jobs;
+pub mod join;
 pub mod off;
 pub mod pairing;
 pub mod plan;

@@ -89,3 +89,22 @@ fn a_following_standby_gets_each_write_by_itself_and_resumes_after_kill_9() {
     assert_eq!(change["deleted"], 1, "{st}");
     assert_eq!(st["files_total"].as_u64().unwrap() - before, 2, "only the two changed files travelled: {st}");
 }
+
+/// A primary that cannot watch a tree yet (its folder appears only once the standby asks for
+/// it; the watcher retries every 5 s) answers each waiting pass at once with a full pass: the
+/// standby paces those instead of scanning the primary's tree back to back.
+#[test]
+fn a_standby_paces_its_passes_while_the_primary_has_no_journal() {
+    let _one = one_at_a_time();
+    let trees = "[sync.trees]\nvault = \"vault\"\n";
+    let primary = Node::new("primary", &format!("[sync]\n{trees}"));
+    assert!(!primary.data().join("app/vault").exists(), "the tree's folder is missing at start");
+    let _standby = Node::new("standby", &format!("[sync]\nprimary = \"{}\"\n{trees}", primary.peer));
+    std::thread::sleep(Duration::from_secs(3));
+    let log = primary.log();
+    let served = log.lines().filter(|l| l.contains("sync pass served") && l.contains("tree=vault")).count();
+    let watching = log.contains("watching the tree for changes tree=\"vault\"");
+    assert!(served >= 1, "the standby passed at least once:\n{log}");
+    // Unpaced, a loopback standby ran hundreds of full passes in these 3 s.
+    assert!(served <= 12 || watching, "{served} full passes in 3 s without a journal");
+}

@@ -15,7 +15,7 @@ use tokio::net::lookup_host;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::pass::{Progress, PullMode, PullState, pull_pass};
+use super::pass::{PassStats, Progress, PullMode, PullState, pull_pass};
 use super::status::StatusFiles;
 use crate::peer::{ClusterSecret, PeerConnection, PeerIdentity};
 
@@ -32,6 +32,10 @@ pub struct Follower {
 }
 
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Pause after a pass that could not wait on the primary's journal and found nothing: first,
+/// and at most (doubling in between).
+const IDLE_MIN: Duration = Duration::from_millis(500);
+const IDLE_MAX: Duration = Duration::from_secs(30);
 
 impl Follower {
     /// Follows every tree in `trees` (name, root) until `shutdown`.
@@ -49,6 +53,7 @@ impl Follower {
         let status = StatusFiles::new(&self.state_dir, self.log_dir.as_deref(), &tree);
         let mut next_verify = Instant::now() + self.verify;
         let mut backoff = Duration::from_millis(250);
+        let mut idle_streak = 0u32;
         loop {
             let connected = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -73,6 +78,28 @@ impl Follower {
                                 }
                                 let secs = started.elapsed().as_secs_f64();
                                 status.passed(&tree, &self.primary, &stats, secs, true);
+                                // A waiting pass that came back full and moved nothing: the
+                                // primary has no journal for the tree (not watching it yet, or
+                                // cannot), so it could not wait for a change. Pace such passes
+                                // instead of scanning its tree back to back.
+                                let idle_full = how == PullMode::Wait
+                                    && stats
+                                        == PassStats {
+                                            full: true,
+                                            wire_bytes: stats.wire_bytes,
+                                            ..PassStats::default()
+                                        };
+                                // The first such pass is normal (a new journal epoch after a
+                                // restart on either side); from the second on, wait.
+                                idle_streak = if idle_full { idle_streak + 1 } else { 0 };
+                                if idle_streak >= 2 {
+                                    let idle =
+                                        IDLE_MIN.saturating_mul(1 << (idle_streak - 2).min(8)).min(IDLE_MAX);
+                                    tokio::select! {
+                                        _ = shutdown.cancelled() => return,
+                                        _ = tokio::time::sleep(idle) => {}
+                                    }
+                                }
                             }
                             Err(e) => {
                                 warn!(%tree, error = %e, "sync pass failed; dialling again");

@@ -38,7 +38,7 @@ async fn pass(primary: &Path, standby: &Path, state: &Path) -> (PassStats, PassS
         let SyncMsg::Open { tree, since, .. } = open else { panic!("{open:?}") };
         assert_eq!(tree, "vault");
         let filter: Filter = Box::new(|b: &[Entry]| vec![Verdict::Keep; b.len()]);
-        let tree = ServeTree { root, filter, journal: None, workers: 2 };
+        let tree = ServeTree { root, filter, journal: None, workers: 2, keep: Vec::new() };
         serve_pass(&mut conn, since, false, tree).await.unwrap().0
     });
     let me = PeerIdentity::new("standby");
@@ -131,6 +131,27 @@ fn sync_once_pulls_a_tree_from_the_primary_daemon_through_the_path_filter() {
     assert!(out.contains("vault: 0 whole, 0 by delta, 0 deleted"), "{out}");
     let out = standby.cli(&["sync", "once", "--tree", "nope", "--primary", &primary.peer]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no tree `nope`"));
+}
+
+/// A full pass of an outer tree leaves the roots of the trees nested in it alone at the
+/// standby, even where the primary has no such folder yet (their own passes own them).
+/// Regression: the standby's follower for etc/ssl/certs made its folder, and the etc_ssl pass
+/// deleted it because the primary had none.
+#[test]
+fn an_outer_tree_never_deletes_a_nested_trees_root() {
+    use crate::cluster::Node;
+    let primary = Node::new("primary", "");
+    let standby = Node::new("standby", "");
+    std::fs::create_dir_all(primary.data().join("app/etc")).unwrap();
+    std::fs::write(primary.data().join("app/etc/app.conf"), b"x = 1\n").unwrap();
+    let nested = standby.data().join("app/etc/ssl/certs");
+    std::fs::create_dir_all(&nested).unwrap();
+    std::fs::write(nested.join("site.pem"), b"cert").unwrap();
+    std::fs::write(standby.data().join("app/etc/stale.conf"), b"gone on the primary").unwrap();
+    let out = standby.ok(&["sync", "once", "--tree", "etc", "--full", "--primary", &primary.peer]);
+    assert!(out.contains("1 deleted"), "the outer tree's own stale file goes: {out}");
+    assert!(nested.join("site.pem").exists(), "the nested tree's root and content stay");
+    assert!(!standby.data().join("app/etc/stale.conf").exists());
 }
 
 /// Regression: a folder whose files span two apply batches (more than 2,000 files) kept the

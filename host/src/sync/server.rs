@@ -12,6 +12,7 @@ use super::config::SyncConfig;
 use super::entry::Entry;
 use super::filter::plugin_filter;
 use super::live::Journals;
+use super::names::RelName;
 use super::pass::{Filter, PassStats, ServeTree, serve_pass};
 use super::protocol::{self, SyncMsg};
 use super::scan::Verdict;
@@ -74,7 +75,9 @@ impl SyncServer {
             });
             let journal = self.journals.lock().unwrap_or_else(|p| p.into_inner()).get(&tree).cloned();
             let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-            let served = ServeTree { root, filter, journal, workers };
+            let keep =
+                self.config.nested_in(&tree).iter().filter_map(|n| RelName::new(n.as_bytes()).ok()).collect();
+            let served = ServeTree { root, filter, journal, workers, keep };
             match serve_pass(&mut conn, since, wait, served).await {
                 Ok((stats, _)) if stats == PassStats::default() => debug!(%tree, "standby is current"),
                 Ok((stats, _)) => info!(%tree, ?stats, "sync pass served"),

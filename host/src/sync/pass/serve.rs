@@ -39,6 +39,9 @@ pub struct ServeTree {
     pub journal: Option<std::sync::Arc<Journal>>,
     /// File worker threads (one per core is right).
     pub workers: usize,
+    /// Paths a full pass never deletes at the standby, present here or not: the roots of the
+    /// trees nested in this one, which their own passes own.
+    pub keep: Vec<RelName>,
 }
 
 /// Serves one pass on `conn` for a standby that opened with `since`. Returns the filter for
@@ -49,7 +52,7 @@ pub async fn serve_pass(
     wait: bool,
     tree: ServeTree,
 ) -> Result<(PassStats, Filter), PassError> {
-    let ServeTree { root, filter, journal, workers } = tree;
+    let ServeTree { root, filter, journal, workers, keep } = tree;
     let PeerConnection { reader, writer, peer, .. } = conn;
     let standby = peer.node.clone();
     let mut planned = match &journal {
@@ -65,7 +68,7 @@ pub async fn serve_pass(
         return Ok((PassStats::default(), filter));
     }
     let (tx, rx) = mpsc::channel::<Frame>(FRAME_QUEUE);
-    let drive = drive(reader, tx, root, filter, planned, workers);
+    let drive = drive(reader, tx, root, filter, planned, workers, keep);
     let (wire, driven) = tokio::try_join!(write_all(writer, rx), drive)?;
     let (mut stats, filter, outcome) = driven;
     stats.wire_bytes = wire;
@@ -95,6 +98,7 @@ async fn drive(
     filter: Filter,
     planned: Plan,
     workers: usize,
+    keep: Vec<RelName>,
 ) -> Result<(PassStats, Filter, Option<Outcome>), PassError> {
     let mut stats = PassStats::default();
     // Something this pass could not cover: it must not count as complete.
@@ -113,7 +117,8 @@ async fn drive(
             let theirs = receive_index(reader).await?;
             let (scanned, filter) = scanning.await.map_err(|e| PassError::Worker(e.to_string()))?;
             let scanned = scanned?;
-            let protected = scanned.protected();
+            let mut protected = scanned.protected();
+            protected.extend(keep);
             let d = diff(&scanned.entries, &theirs, &protected);
             (theirs, d.upserts, d.deletes, filter, since)
         }

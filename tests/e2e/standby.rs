@@ -252,6 +252,39 @@ fn a_pair_configured_from_scratch_fails_over_and_rejoins() {
     assert!(!hba.contains("tandem warm standby"), "the standby's pg_hba entries are gone:\n{hba}");
 }
 
+/// `convert-to-primary --force` while the old primary is up (the operator's choice): the old
+/// primary hears of the higher epoch, calls itself superseded, answers 503 to load balancers
+/// and makes its database read-only by default, so applications still pointed at it stop
+/// writing; rejoin (with its database still running) brings it back as the standby.
+#[test]
+fn a_forced_convert_fences_the_old_primary_until_it_rejoins() {
+    let Some(a) = host("a", true) else { return };
+    let Some(b) = host("b", true) else { return };
+    a.pg().psql("CREATE TABLE marks (tag text)");
+    a.tandem.ok(&["standby", "configure", "--primary-mode", "--peer", &b.tandem.peer]);
+    b.tandem.ok(&["standby", "configure", "--standby-mode", "--peer", &a.tandem.peer]);
+    b.wait_status("streaming", |s| s["database"]["streaming"] == true);
+
+    let out = b.tandem.ok(&["standby", "convert-to-primary", "--force"]);
+    assert!(out.contains("fencing check skipped"), "{out}");
+    a.wait_status("superseded", |s| s["superseded"].is_string());
+    assert_eq!(a.health(), 503);
+    wait_until("the old primary refuses writes", || {
+        a.pg().try_psql("INSERT INTO marks VALUES ('split brain')").is_err_and(|e| e.contains("read-only"))
+    });
+    b.pg().psql("INSERT INTO marks VALUES ('on the new primary')");
+
+    let out = a.tandem.ok(&["standby", "rejoin"]);
+    assert!(out.contains("pg_rewind"), "{out}");
+    a.wait_status("following the new primary", |s| {
+        s["role"] == "standby" && s["database"]["streaming"] == true
+    });
+    wait_until("the new primary's row on the old one", || {
+        a.pg().try_psql("SELECT count(*) FROM marks WHERE tag = 'on the new primary'").is_ok_and(|n| n == "1")
+    });
+    assert_eq!(a.pg().psql("SELECT count(*) FROM marks WHERE tag = 'split brain'"), "0");
+}
+
 #[test]
 fn a_changed_address_keeps_the_pair() {
     // Files only (no database): the pairing and the trees are what an address change tests.

@@ -80,6 +80,15 @@ impl Standby {
                 }
             }
         }
+        if let (Some(_), true, Some(pg)) = (&p.superseded, database, &self.pg)
+            && pg.running().await
+            && !pg.in_recovery().await.unwrap_or(true)
+        {
+            match pg.set_read_only(false).await {
+                Ok(()) => steps.push("the database takes writes again (no longer fenced)".into()),
+                Err(e) => steps.push(format!("WARNING: default_transaction_read_only not lifted ({e})")),
+            }
+        }
         if p.role == Role::Standby && database {
             steps.push("the standby database is left as it is (read-only, no longer following)".into());
         }

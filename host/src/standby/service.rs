@@ -100,6 +100,10 @@ impl Standby {
 
     /// Starts the role's jobs and the announcer.
     pub async fn start(self: &Arc<Self>) {
+        if let Some(p) = self.pairing() {
+            // A superseded database restarted by its service manager comes back writable.
+            self.fence_if_superseded(&p).await;
+        }
         self.replan().await;
         let me = self.clone();
         tokio::spawn(async move { me.announce_loop().await });
@@ -297,7 +301,27 @@ impl Standby {
             return self.record_error("recording the peer's new address", &e.to_string());
         }
         self.let_peer_in(&p).await;
+        self.fence_if_superseded(&p).await;
         self.replan().await;
+    }
+
+    /// An old primary whose peer took over makes its database read-only by default, so that
+    /// applications still pointed at it stop writing (their writes would be lost at rejoin).
+    /// `rejoin` (the rewind brings the new primary's settings) or `off` lifts it.
+    pub(super) async fn fence_if_superseded(&self, p: &Pairing) {
+        let Some(pg) = self.pg.as_ref().filter(|_| p.superseded.is_some()) else { return };
+        if self.database_reason(&p.options).is_err() || !pg.running().await {
+            return;
+        }
+        if pg.in_recovery().await.unwrap_or(true) {
+            return;
+        }
+        match pg.set_read_only(true).await {
+            Ok(()) => {
+                warn!("the peer took over: this database is now read-only by default until rejoin or off")
+            }
+            Err(e) => self.record_error("making the superseded database read-only", &e.to_string()),
+        }
     }
 
     /// Our PostgreSQL lets the peer's current address in (the primary: its standby; the

@@ -120,6 +120,20 @@ impl LocalPg {
         client.batch_execute("CHECKPOINT").await.map_err(|e| PgError::sql("CHECKPOINT", e))
     }
 
+    /// Makes new transactions read-only by default (`default_transaction_read_only`), or
+    /// undoes it: the fence of an old primary whose peer took over. A soft fence (a session
+    /// may still ask for read-write), enough to stop applications writing by accident.
+    pub async fn set_read_only(&self, on: bool) -> Result<(), PgError> {
+        let client = self.client().await?;
+        let sql = if on {
+            "ALTER SYSTEM SET default_transaction_read_only = on"
+        } else {
+            "ALTER SYSTEM RESET default_transaction_read_only"
+        };
+        client.batch_execute(sql).await.map_err(|e| PgError::sql("default_transaction_read_only", e))?;
+        client.batch_execute("SELECT pg_reload_conf()").await.map_err(|e| PgError::sql("reloading", e))
+    }
+
     /// Drops the replication slot `name` if it exists; `Ok(false)` if there is none, an error
     /// if a session uses it.
     pub async fn drop_slot(&self, name: &str) -> Result<bool, PgError> {

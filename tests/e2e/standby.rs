@@ -129,7 +129,8 @@ fn a_pair_configured_from_scratch_fails_over_and_rejoins() {
         assert!(text.contains(line), "`{line}` missing:\n{text}");
     }
     assert_eq!(b.health(), 503, "a standby takes no traffic");
-    a.wait_status("streaming on the primary", |s| s["database"]["streaming"] == true);
+    let s = a.wait_status("streaming on the primary", |s| s["database"]["streaming"] == true);
+    assert!(s["database"]["lag_bytes"].is_u64() && s["database"]["lag_seconds"].is_number(), "{s:#}");
     let text = a.text();
     for line in [
         "Instance looks like Primary",

@@ -98,7 +98,12 @@ pub fn render(s: &StandbyStatus, now_ms: u64) -> String {
     f.gauge(
         "tandem_db_replay_lag_seconds",
         "Age of the oldest WAL the standby database has not replayed.",
-        d.lag_seconds,
+        d.lag_seconds.filter(|_| standby),
+    );
+    f.gauge(
+        "tandem_db_standby_side_lag_seconds",
+        "On the primary: PostgreSQL's flush_lag of the standby side (tandem), seconds.",
+        d.lag_seconds.filter(|_| !standby),
     );
     f.gauge(
         "tandem_db_last_wal_timestamp_seconds",

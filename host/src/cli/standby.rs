@@ -115,9 +115,10 @@ pub fn render(s: &StandbyStatus, now: u64) -> String {
                         .unwrap_or_else(|| split_host_port(&peer.addr).map(|(h, _)| h).unwrap_or_default());
                     let _ = writeln!(o, "    DB replication configured with Standby set to: {client}");
                     if d.streaming {
+                        let secs = d.lag_seconds.map(|s| format!(", {s:.3} s")).unwrap_or_default();
                         let lag = d
                             .lag_bytes
-                            .map(|b| format!(" (standby side {b} bytes behind, as last reported)"))
+                            .map(|b| format!(" (standby side {b} bytes{secs} behind, as last reported)"))
                             .unwrap_or_default();
                         let _ = writeln!(o, "    DB replication currently streaming{lag}");
                     } else {

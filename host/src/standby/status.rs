@@ -75,6 +75,8 @@ pub struct DatabaseStatus {
     /// Standby: WAL its database has not replayed. Primary: WAL the standby side (tandem) has
     /// not reported durable.
     pub lag_bytes: Option<u64>,
+    /// Standby: age of the oldest WAL its database has not replayed. Primary: PostgreSQL's
+    /// `flush_lag` of the standby side.
     pub lag_seconds: Option<f64>,
     /// Primary: tandem's slot.
     pub slot_active: Option<bool>,
@@ -211,6 +213,8 @@ impl Standby {
                     let tandem = crate::wal::client::DEFAULT_APPLICATION_NAME;
                     if let Some(row) = rows.iter().find(|r| r.application_name == tandem) {
                         d.standby_client = row.client_addr.map(|a| a.to_string());
+                        // PostgreSQL leaves flush_lag empty once nothing is in flight: caught up.
+                        d.lag_seconds = Some(row.flush_lag_seconds.unwrap_or(0.0));
                         // What the standby side has durably (tandem's flush reports).
                         if let (Ok(now), Some(durable)) = (pg.current_lsn().await, row.flush_lsn) {
                             d.lag_bytes = Some(now.bytes_since(durable));

@@ -33,6 +33,9 @@ pub struct ReplicationRow {
     pub replay_lsn: Option<Lsn>,
     /// When the standby last reported.
     pub reply_time: Option<SystemTime>,
+    /// PostgreSQL's `flush_lag`: how long WAL took from here to durable at the standby side
+    /// (NULL, so `None`, once it has caught up and nothing is in flight).
+    pub flush_lag_seconds: Option<f64>,
 }
 
 /// The parts of a `pg_replication_slots` row tandem watches.
@@ -162,7 +165,8 @@ impl LocalPg {
         let rows = client
             .query(
                 "SELECT application_name, client_addr, state, sent_lsn::text, write_lsn::text, \
-                 flush_lsn::text, replay_lsn::text, reply_time FROM pg_stat_replication ORDER BY pid",
+                 flush_lsn::text, replay_lsn::text, reply_time, \
+                 extract(epoch FROM flush_lag)::float8 FROM pg_stat_replication ORDER BY pid",
                 &[],
             )
             .await
@@ -179,6 +183,7 @@ impl LocalPg {
                     flush_lsn: lsn(5, "pg_stat_replication.flush_lsn")?,
                     replay_lsn: lsn(6, "pg_stat_replication.replay_lsn")?,
                     reply_time: r.get(7),
+                    flush_lag_seconds: r.get(8),
                 })
             })
             .collect()

@@ -155,15 +155,7 @@ async fn sampler(
     sql: &'static str,
     stop: tokio_util::sync::CancellationToken,
 ) -> Vec<(Instant, Lsn)> {
-    let (client, conn) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(port)
-        .user("postgres")
-        .dbname("postgres")
-        .connect(tokio_postgres::NoTls)
-        .await
-        .expect("sampler connects");
-    tokio::spawn(conn);
+    let client = pg::tcp_client(port).await.expect("sampler connects");
     let stmt = client.prepare(sql).await.unwrap();
     let mut out = Vec::new();
     while !stop.is_cancelled() {

@@ -186,13 +186,7 @@ impl Host {
     /// Host death: the postmaster, every process it forked and the tandem daemon frozen at
     /// one moment (nothing progresses after it), then killed.
     fn die(&mut self) {
-        let pm: i32 = std::fs::read_to_string(self.pg.data.join("postmaster.pid"))
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let pm = self.pg.postmaster_pid();
         let tandem = self.daemon.as_ref().expect("running").id() as i32;
         let signal = |pids: &[i32], sig| {
             for &pid in pids {
@@ -246,15 +240,7 @@ struct Ack {
 fn writer(port: u16, first: i64, stop: Arc<AtomicBool>) -> (Vec<Ack>, String) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async move {
-        let (client, conn) = tokio_postgres::Config::new()
-            .host("127.0.0.1")
-            .port(port)
-            .user("postgres")
-            .dbname("postgres")
-            .connect(tokio_postgres::NoTls)
-            .await
-            .expect("the writer connects");
-        tokio::spawn(conn);
+        let client = pg::tcp_client(port).await.expect("the writer connects");
         let insert = client
             .prepare("INSERT INTO drill(id, lo) VALUES ($1, pg_current_wal_insert_lsn())")
             .await

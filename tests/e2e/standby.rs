@@ -6,7 +6,6 @@
 //! and accepted once it is killed; the new primary takes writes; the old one rejoins with
 //! pg_rewind and follows again; off unpairs both; a changed address keeps the pair.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -78,10 +77,6 @@ impl Host {
     fn health(&self) -> u16 {
         self.tandem.http_get("/health").0
     }
-}
-
-fn postmaster_pid(data: &Path) -> String {
-    std::fs::read_to_string(data.join("postmaster.pid")).unwrap().lines().next().unwrap().to_string()
 }
 
 #[test]
@@ -198,7 +193,7 @@ fn a_pair_configured_from_scratch_fails_over_and_rejoins() {
             .and_then(|l| l.parse::<tandem::wal::Lsn>().ok())
             .is_some_and(|l| l >= acknowledged)
     });
-    let pid = postmaster_pid(&a.pg().data);
+    let pid = a.pg().postmaster_pid().to_string();
     assert!(std::process::Command::new("kill").args(["-9", &pid]).status().unwrap().success());
     b.wait_status("database replication broken", |s| {
         s["database"]["streaming"] == false && s["wal"]["state"] != "streaming"

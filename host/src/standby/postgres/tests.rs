@@ -149,13 +149,7 @@ async fn after_a_failover_the_old_primary_rewinds_and_follows_the_new_one() {
     assert!(!lb.in_recovery().await.unwrap());
     b.psql("INSERT INTO t VALUES (10, 'b')");
     a.psql("INSERT INTO t SELECT g, 'a-diverged' FROM generate_series(100, 200) g");
-    let pid: i32 = std::fs::read_to_string(a.data.join("postmaster.pid"))
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let pid = a.postmaster_pid();
     // SAFETY: kill has no memory preconditions; the pid is A's postmaster, a child of ours.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     wait_until("A's postmaster is gone", || !la.is_running());

@@ -193,6 +193,12 @@ impl PgServer {
         wait_until("promotion", || self.psql("SELECT pg_is_in_recovery()") == "f");
     }
 
+    /// The running postmaster's pid (first line of `postmaster.pid`), for tests that kill it.
+    pub fn postmaster_pid(&self) -> i32 {
+        let text = std::fs::read_to_string(self.data.join("postmaster.pid")).expect("postmaster.pid");
+        text.lines().next().and_then(|l| l.trim().parse().ok()).expect("a pid on the first line")
+    }
+
     /// `pg_ctl stop -m fast`, waiting for it: a fast shutdown waits for walsenders to see
     /// their WAL reported flushed.
     pub fn stop_fast(&mut self) -> Result<(), String> {
@@ -305,6 +311,21 @@ fn run_in(bin: &Path, root: &Path, program: &str, args: &[&str]) -> Result<Outpu
 }
 
 /// Polls `check` for up to 30 s.
+/// A superuser session over TCP to the test server on 127.0.0.1:`port`, its connection task
+/// spawned on the current runtime (benches that poll or write from async code).
+#[allow(dead_code)] // the benches' helper: the library's own tests do not call it
+pub async fn tcp_client(port: u16) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user("postgres")
+        .dbname("postgres")
+        .connect(tokio_postgres::NoTls)
+        .await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
 pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !check() {

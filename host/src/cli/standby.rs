@@ -78,7 +78,7 @@ fn report(what: &str, v: serde_json::Value) -> anyhow::Result<ExitCode> {
 /// The status as text.
 pub fn render(s: &StandbyStatus, now: u64) -> String {
     let mut o = String::new();
-    let ago = |ms: u64| format!("{:.1} s ago", now.saturating_sub(ms) as f64 / 1000.0);
+    let ago = |ms: u64| super::ago_at(ms, now);
     let _ = writeln!(o, "========= Warm standby: {} =========", s.node);
     if !s.configured {
         let _ = writeln!(o, "   Warm Standby not yet configured");

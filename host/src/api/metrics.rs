@@ -11,6 +11,7 @@ use axum::response::IntoResponse;
 
 use super::AppState;
 use crate::standby::{Role, StandbyStatus};
+use crate::sync::status::TreeStatus;
 
 pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     let text = render(&s.standby.status().await, crate::plugin::now_ms());
@@ -138,38 +139,43 @@ pub fn render(s: &StandbyStatus, now_ms: u64) -> String {
         );
     }
     if !s.trees.trees.is_empty() {
-        let families: [(&str, &str, &str); 6] = [
-            ("tandem_sync_bytes_total", "counter", "File bytes brought up to date per tree."),
+        type Value = fn(&TreeStatus, u64) -> Option<f64>;
+        let families: [(&str, &str, &str, Value); 6] = [
+            ("tandem_sync_bytes_total", "counter", "File bytes brought up to date per tree.", |t, _| {
+                Some(t.bytes_total as f64)
+            }),
             (
                 "tandem_sync_wire_bytes_total",
                 "counter",
                 "Bytes sent on the wire per tree (deltas, compressed).",
+                |t, _| Some(t.wire_total as f64),
             ),
-            ("tandem_sync_files_total", "counter", "Files brought up to date per tree."),
+            ("tandem_sync_files_total", "counter", "Files brought up to date per tree.", |t, _| {
+                Some(t.files_total as f64)
+            }),
             (
                 "tandem_sync_last_success_timestamp_seconds",
                 "gauge",
                 "When the tree was last known equal to the primary's.",
+                |t, _| t.in_sync_ms.map(|m| m as f64 / 1000.0),
             ),
             (
                 "tandem_sync_lag_seconds",
                 "gauge",
                 "Seconds since the tree was last known equal to the primary's.",
+                |t, now| t.in_sync_ms.map(|m| now.saturating_sub(m) as f64 / 1000.0),
             ),
-            ("tandem_sync_last_error_timestamp_seconds", "gauge", "When a pass of the tree last failed."),
+            (
+                "tandem_sync_last_error_timestamp_seconds",
+                "gauge",
+                "When a pass of the tree last failed.",
+                |t, _| t.last_error_ms.map(|m| m as f64 / 1000.0),
+            ),
         ];
-        for (name, kind, help) in families {
+        for (name, kind, help, value) in families {
             f.head(name, kind, help);
             for t in &s.trees.trees {
-                let value = match name {
-                    "tandem_sync_bytes_total" => Some(t.bytes_total as f64),
-                    "tandem_sync_wire_bytes_total" => Some(t.wire_total as f64),
-                    "tandem_sync_files_total" => Some(t.files_total as f64),
-                    "tandem_sync_last_success_timestamp_seconds" => t.in_sync_ms.map(secs),
-                    "tandem_sync_lag_seconds" => t.in_sync_ms.map(|m| secs(now_ms.saturating_sub(m))),
-                    _ => t.last_error_ms.map(secs),
-                };
-                if let Some(v) = value {
+                if let Some(v) = value(t, now_ms) {
                     f.sample(name, &[("tree", &t.tree)], v);
                 }
             }
@@ -182,7 +188,6 @@ pub fn render(s: &StandbyStatus, now_ms: u64) -> String {
 mod tests {
     use super::*;
     use crate::standby::status::DatabaseStatus;
-    use crate::sync::status::TreeStatus;
 
     #[test]
     fn a_standby_exposes_its_lag_and_trees() {

@@ -110,8 +110,8 @@ impl Sandbox {
             }
             let config = root.join("tandem.toml");
             std::fs::write(&config, toml)?;
-            let peer = crate::config::Config::load(Some(&config))?.peer.listen.to_string();
-            let api = crate::config::Config::load(Some(&config))?.api.listen.port();
+            let loaded = crate::config::Config::load(Some(&config))?;
+            let (peer, api) = (loaded.peer.listen.to_string(), loaded.api.listen.port());
             members.push(Member {
                 name,
                 data: root.join("data"),

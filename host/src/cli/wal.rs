@@ -27,8 +27,6 @@ pub fn run(config: Config, cmd: WalCommand) -> anyhow::Result<ExitCode> {
                 None => primary.host.clone(),
             };
             let listen = config.wal.listen;
-            let walsender_host =
-                if listen.ip().is_unspecified() { "127.0.0.1".into() } else { listen.ip().to_string() };
             let backup = BaseBackup {
                 bin_dir,
                 primary: Endpoint {
@@ -37,12 +35,7 @@ pub fn run(config: Config, cmd: WalCommand) -> anyhow::Result<ExitCode> {
                     user: primary.user,
                     password: primary.password,
                 },
-                walsender: Endpoint {
-                    host: walsender_host,
-                    port: listen.port(),
-                    user: config.wal.standby_user.clone(),
-                    password: config.wal.standby_password().map_err(anyhow::Error::msg)?,
-                },
+                walsender: config.wal.walsender_endpoint().map_err(anyhow::Error::msg)?,
                 data_dir: data.clone(),
                 os_user,
                 application_name,

@@ -16,7 +16,7 @@ use super::copy::{check_recovery_location, recovery_dir};
 use super::error::StandbyError;
 use super::pairing::{Options, Pairing, Role};
 use super::plan::split_host_port;
-use super::postgres::{PrimarySetup, StopMode, random_password};
+use super::postgres::{LocalPg, PrimarySetup, StopMode, random_password};
 use super::service::{Standby, host_ip};
 
 /// A configure command, as the CLI and the REST API send it.
@@ -80,15 +80,20 @@ impl Standby {
         }
     }
 
-    /// Whether this host replicates its database with these options, and why not.
-    pub(super) fn database_reason(&self, options: &Options) -> Result<(), &'static str> {
-        if options.ignore_database {
-            Err("database ignored (--ignore-database): files only")
-        } else if self.pg.is_none() {
-            Err("no [standby] pg_data in the configuration: files only")
-        } else {
-            Ok(())
+    /// The local PostgreSQL when this host replicates its database with these options, or
+    /// why it does not.
+    pub(super) fn paired_pg(&self, options: &Options) -> Result<&LocalPg, &'static str> {
+        match &self.pg {
+            _ if options.ignore_database => Err("database ignored (--ignore-database): files only"),
+            None => Err("no [standby] pg_data in the configuration: files only"),
+            Some(pg) => Ok(pg),
         }
+    }
+
+    /// On a standby: the local PostgreSQL when it follows the primary's database (both sides
+    /// pair one).
+    pub(super) fn followed_pg(&self, p: &Pairing) -> Option<LocalPg> {
+        self.paired_pg(&p.options).ok().filter(|_| p.peer.pg.is_some()).cloned()
     }
 
     async fn configure_primary(
@@ -128,8 +133,8 @@ impl Standby {
             }
             None => Pairing::new(Role::Primary, req.peer.clone(), req.options.clone()),
         };
-        match self.pg.as_ref().filter(|_| self.database_reason(&pairing.options).is_ok()) {
-            Some(pg) => {
+        match self.paired_pg(&pairing.options) {
+            Ok(pg) => {
                 let ip = host_ip(&req.peer).await.ok_or_else(|| {
                     StandbyError::State(format!("cannot resolve the standby's address {}", req.peer))
                 })?;
@@ -159,7 +164,7 @@ impl Standby {
                     steps.push("PostgreSQL restarted for its new settings".into());
                 }
             }
-            None => steps.push(why_text(self.database_reason(&pairing.options)).into()),
+            Err(why) => steps.push(why.into()),
         }
         self.save(Some(pairing))?;
         self.replan().await;
@@ -195,16 +200,15 @@ impl Standby {
                 describe(&pairing.options)
             ));
         }
-        let database = self.database_reason(&pairing.options);
-        let Some(pg) = self.pg.clone().filter(|_| database.is_ok() && pairing.peer.pg.is_some()) else {
-            steps.push(match database {
-                Err(why) => why.into(),
-                Ok(()) => "the primary pairs no database: files only".into(),
-            });
-            self.save(Some(pairing))?;
-            self.replan().await;
-            steps.push(format!("tree sync: following {}", req.peer));
-            return Ok(());
+        let pg = match self.paired_pg(&pairing.options) {
+            Ok(pg) if pairing.peer.pg.is_some() => pg.clone(),
+            other => {
+                steps.push(other.err().unwrap_or("the primary pairs no database: files only").into());
+                self.save(Some(pairing))?;
+                self.replan().await;
+                steps.push(format!("tree sync: following {}", req.peer));
+                return Ok(());
+            }
         };
         if same_pair && !req.rebuild && pg.running().await && pg.in_recovery().await.unwrap_or(false) {
             steps.push(
@@ -221,12 +225,7 @@ impl Standby {
         if let Some(to) = &aside {
             check_recovery_location(&pg.data_dir, to)?;
         }
-        // WAL first: tandem's slot on the primary then holds everything the copy will need.
-        self.jobs.stop_all().await;
-        self.set_archive_aside()?;
-        self.save(Some(pairing.clone()))?;
-        self.replan().await;
-        self.wait_streaming().await?;
+        self.stream_afresh(&pairing).await?;
         steps.push("WAL streaming from the primary into tandem's archive".into());
 
         let pg2 = pg.clone();
@@ -245,10 +244,6 @@ impl Standby {
         steps.push(format!("base backup taken in {:.1} s", copy_started.elapsed().as_secs_f64()));
         self.after_copy(&pg, &pairing, steps).await
     }
-}
-
-fn why_text(r: Result<(), &'static str>) -> &'static str {
-    r.err().unwrap_or("database replicated")
 }
 
 /// The options in words.

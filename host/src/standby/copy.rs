@@ -20,10 +20,21 @@ use crate::wal::receiver::state::Phase;
 const STREAMING_WAIT: Duration = Duration::from_secs(60);
 
 impl Standby {
+    /// WAL first: a fresh archive for `pairing`'s primary, recorded and streaming before any
+    /// base backup or rewind, so tandem's slot on the primary already holds everything the
+    /// database will need and no WAL in between is missed.
+    pub(super) async fn stream_afresh(&self, pairing: &Pairing) -> Result<(), StandbyError> {
+        self.jobs.stop_all().await;
+        self.set_archive_aside()?;
+        self.save(Some(pairing.clone()))?;
+        self.replan().await;
+        self.wait_streaming().await
+    }
+
     /// The WAL archive of an earlier pairing is set aside (`archive.previous`), with the
     /// identity of the primary it came from: it belongs to another history. It is deleted once
     /// the new copy runs; until then it stays for whoever needs what it held.
-    pub(super) fn set_archive_aside(&self) -> Result<(), StandbyError> {
+    fn set_archive_aside(&self) -> Result<(), StandbyError> {
         let dir = self.config.wal.state_dir();
         let io =
             |what: &str, e: std::io::Error| StandbyError::Io(format!("{what} in {}: {e}", dir.display()));
@@ -43,7 +54,7 @@ impl Standby {
     }
 
     /// Waits until the WAL receiver streams from the primary.
-    pub(super) async fn wait_streaming(&self) -> Result<(), StandbyError> {
+    async fn wait_streaming(&self) -> Result<(), StandbyError> {
         let deadline = Instant::now() + STREAMING_WAIT;
         loop {
             let state = self.wal().read().expect("not poisoned").clone();
@@ -82,17 +93,7 @@ impl Standby {
             user: self.config.standby.replication_user.clone(),
             password: pairing.replication_password.clone(),
         };
-        let wal = &self.config.wal;
-        let walsender = Endpoint {
-            host: if wal.listen.ip().is_unspecified() {
-                "127.0.0.1".into()
-            } else {
-                wal.listen.ip().to_string()
-            },
-            port: wal.listen.port(),
-            user: wal.standby_user.clone(),
-            password: wal.standby_password().map_err(StandbyError::Wal)?,
-        };
+        let walsender = self.config.wal.walsender_endpoint().map_err(StandbyError::Wal)?;
         Ok((primary, walsender))
     }
 

@@ -65,14 +65,13 @@ impl Standby {
         if p.role != Role::Standby {
             return Err(StandbyError::State("this host is already the primary of its pair".into()));
         }
-        let database = self.database_reason(&p.options).is_ok() && p.peer.pg.is_some();
+        let pg = self.followed_pg(&p);
         if force {
             warn!("convert-to-primary forced: the old primary was not checked");
             steps.push("fencing check skipped (--force): make sure the old primary stays down".into());
         } else {
-            self.fence(&p, database, steps).await?;
+            self.fence(&p, pg.is_some(), steps).await?;
         }
-        let pg = self.pg.clone().filter(|_| database);
         if let Some(pg) = &pg {
             if !pg.running().await {
                 let pg2 = pg.clone();
@@ -275,19 +274,13 @@ impl Standby {
             other => return Err(StandbyError::Peer(format!("{addr}: unexpected answer {other:?}"))),
         }
         let pairing = self.join_primary(&addr, &current.options, Some(&current), steps).await?;
-        let database = self.database_reason(&pairing.options).is_ok() && pairing.peer.pg.is_some();
-        self.jobs.stop_all().await;
-        let Some(pg) = self.pg.clone().filter(|_| database) else {
+        let Some(pg) = self.followed_pg(&pairing) else {
             self.save(Some(pairing))?;
             self.replan().await;
             steps.push(format!("tree sync: following {addr}"));
             return Ok(());
         };
-        // tandem's slot on the new primary first, then the rewind: no WAL in between is missed.
-        self.set_archive_aside()?;
-        self.save(Some(pairing.clone()))?;
-        self.replan().await;
-        self.wait_streaming().await?;
+        self.stream_afresh(&pairing).await?;
         steps.push("WAL streaming from the new primary into tandem's archive".into());
         let pg2 = pg.clone();
         if pg.running().await {

@@ -47,7 +47,7 @@ impl Standby {
             last_seen_ms: Some(now_ms()),
         };
         self.save(Some(p.clone()))?;
-        let database = self.database_reason(&p.options).is_ok();
+        let database = self.paired_pg(&p.options).is_ok();
         self.let_peer_in(&p).await;
         info!(standby = %standby.node, addr = %standby.peer_addr, "a standby joined");
         Ok(Answer::Joined {

@@ -49,8 +49,8 @@ impl Standby {
             }
         }
         self.jobs.stop_all().await;
-        let database = self.database_reason(&p.options).is_ok();
-        if let (Role::Primary, true, Some(pg)) = (p.role, database, &self.pg)
+        let pg = self.paired_pg(&p.options).ok();
+        if let (Role::Primary, Some(pg)) = (p.role, pg)
             && pg.running().await
         {
             match pg.set_hba(&self.config.standby.replication_user, &[]).await {
@@ -80,7 +80,7 @@ impl Standby {
                 }
             }
         }
-        if let (Some(_), true, Some(pg)) = (&p.superseded, database, &self.pg)
+        if let (Some(_), Some(pg)) = (&p.superseded, pg)
             && pg.running().await
             && !pg.in_recovery().await.unwrap_or(true)
         {
@@ -89,7 +89,7 @@ impl Standby {
                 Err(e) => steps.push(format!("WARNING: default_transaction_read_only not lifted ({e})")),
             }
         }
-        if p.role == Role::Standby && database {
+        if p.role == Role::Standby && pg.is_some() {
             steps.push("the standby database is left as it is (read-only, no longer following)".into());
         }
         self.save(None)?;

@@ -309,8 +309,8 @@ impl Standby {
     /// applications still pointed at it stop writing (their writes would be lost at rejoin).
     /// `rejoin` (the rewind brings the new primary's settings) or `off` lifts it.
     pub(super) async fn fence_if_superseded(&self, p: &Pairing) {
-        let Some(pg) = self.pg.as_ref().filter(|_| p.superseded.is_some()) else { return };
-        if self.database_reason(&p.options).is_err() || !pg.running().await {
+        let Some(pg) = self.paired_pg(&p.options).ok().filter(|_| p.superseded.is_some()) else { return };
+        if !pg.running().await {
             return;
         }
         if pg.in_recovery().await.unwrap_or(true) {
@@ -328,7 +328,7 @@ impl Standby {
     /// standby: its primary, for the day roles swap). Idempotent: an unchanged pg_hba is not
     /// rewritten, so it is safe to call on every change and after a failed attempt.
     pub(super) async fn let_peer_in(&self, p: &Pairing) {
-        let Some(pg) = self.pg.as_ref().filter(|_| self.database_reason(&p.options).is_ok()) else { return };
+        let Ok(pg) = self.paired_pg(&p.options) else { return };
         let Some(ip) = host_ip(&p.peer.addr).await else {
             return self
                 .record_error("letting the peer into pg_hba", &format!("cannot resolve {}", p.peer.addr));

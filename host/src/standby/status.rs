@@ -168,10 +168,10 @@ impl Standby {
             wal_segments_configured: self.config.wal.reserve_segments,
             ..DatabaseStatus::default()
         };
-        match self.database_reason(&options) {
+        match self.paired_pg(&options) {
             Err(why) => d.not_configured_because = Some(why.into()),
             // A standby whose primary pairs no database replicates files only.
-            Ok(()) => {
+            Ok(_) => {
                 let primary_has_one = s.peer.as_ref().is_some_and(|p| p.pg.is_some());
                 d.configured = s.configured && (s.role != Some(Role::Standby) || primary_has_one);
             }

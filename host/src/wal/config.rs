@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::archive::{ArchiveConfig, FlushPolicy, SegmentInit};
+use super::base_backup::Endpoint;
 use super::client::{ConnConfig, validate_slot_name};
 
 /// The slot tandem creates on the primary.
@@ -144,6 +145,18 @@ impl WalConfig {
     /// The standby's password, if it must authenticate.
     pub fn standby_password(&self) -> Result<Option<String>, String> {
         read_password(self.standby_password_file.as_deref())
+    }
+
+    /// Where a standby PostgreSQL reaches this host's walsender (its `primary_conninfo`): the
+    /// listen address (loopback when it listens on all addresses) and the standby role.
+    pub fn walsender_endpoint(&self) -> Result<Endpoint, String> {
+        let ip = self.listen.ip();
+        Ok(Endpoint {
+            host: if ip.is_unspecified() { "127.0.0.1".into() } else { ip.to_string() },
+            port: self.listen.port(),
+            user: self.standby_user.clone(),
+            password: self.standby_password()?,
+        })
     }
 
     /// Checks the cap against the segment size, known once the primary was reached: the cap

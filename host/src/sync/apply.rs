@@ -33,6 +33,9 @@ pub const SMALL_BATCH: usize = 8;
 
 /// Finished files at least this large have their writeback started at once.
 const WRITEBACK_BYTES: u64 = 1 << 20;
+/// A file being written has its writeback started every this many bytes, so the disk works
+/// while the rest arrives and the commit's sync finds little left to do.
+const WRITEBACK_STEP: u64 = 8 << 20;
 
 /// What a commit did, including how many durability calls it cost.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -58,8 +61,11 @@ pub struct FileWriter {
     file: Option<File>,
     tmp: PathBuf,
     entry: Entry,
-    hasher: blake3::Hasher,
+    /// `None` when the caller proves the content itself (a patch checks its own output).
+    hasher: Option<blake3::Hasher>,
     written: u64,
+    /// Where writeback was last started up to.
+    written_back: u64,
     /// Hash checked, mode and mtime set.
     settled: bool,
 }
@@ -72,8 +78,21 @@ pub struct Staged {
 }
 
 impl Staged {
-    /// Creates the temporary file: a writer for content that arrives piece by piece.
+    /// Creates the temporary file: a writer for content that arrives piece by piece, hashed as
+    /// it is written and checked against the entry's hash when settled.
     pub fn open(self) -> Result<FileWriter, TreeError> {
+        self.create(Some(blake3::Hasher::new()))
+    }
+
+    /// Like [`Staged::open`] for content whose caller checks it itself (a [`Patcher`]
+    /// verifies its output's length and hash): the writer does not hash it a second time.
+    ///
+    /// [`Patcher`]: crate::sync::patch::Patcher
+    pub fn open_verified_by_caller(self) -> Result<FileWriter, TreeError> {
+        self.create(None)
+    }
+
+    fn create(self, hasher: Option<blake3::Hasher>) -> Result<FileWriter, TreeError> {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -85,8 +104,9 @@ impl Staged {
             file: Some(file),
             tmp: self.tmp,
             entry: self.entry,
-            hasher: blake3::Hasher::new(),
+            hasher,
             written: 0,
+            written_back: 0,
             settled: false,
         })
     }
@@ -129,8 +149,18 @@ impl Write for FileWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let file = self.file.as_mut().ok_or_else(|| io::Error::other("file writer already finished"))?;
         let n = file.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(&buf[..n]);
+        }
         self.written += n as u64;
+        if self.written - self.written_back >= WRITEBACK_STEP {
+            let (from, len) = (self.written_back, self.written - self.written_back);
+            // SAFETY: the descriptor is valid for the call; the flag only starts writeback.
+            unsafe {
+                libc::sync_file_range(file.as_raw_fd(), from as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE)
+            };
+            self.written_back = self.written;
+        }
         Ok(n)
     }
 
@@ -560,8 +590,8 @@ fn expect_kind(e: &Entry, expected: EntryKind) -> Result<(), TreeError> {
 
 /// Verifies a finished file's hash and gives it its mode and mtime (mtime last: writes move it).
 fn settle_file(file: &File, w: &FileWriter, tmp: &Path) -> Result<(), TreeError> {
-    if let Some(expected) = w.entry.hash
-        && *w.hasher.finalize().as_bytes() != expected
+    if let (Some(expected), Some(hasher)) = (w.entry.hash, w.hasher.as_ref())
+        && *hasher.finalize().as_bytes() != expected
     {
         return Err(TreeError::HashMismatch { name: w.entry.path.display() });
     }

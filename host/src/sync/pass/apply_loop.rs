@@ -140,7 +140,7 @@ impl DeltaJob {
         let thread = std::thread::spawn(move || {
             let no_base = || TreeError::Delta("no usable base".into());
             let base = File::open(base.ok_or_else(no_base)?).map_err(|_| no_base())?;
-            let out = staged?.open()?;
+            let out = staged?.open_verified_by_caller()?;
             let mut patcher: Patcher<File, FileWriter> =
                 Patcher::new(base, block_len, out).map_err(|e| TreeError::Delta(e.to_string()))?;
             for msg in rx {

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::workers::{Job, Workers};
+use super::workers::{self, Job, Workers};
 use super::{PassError, PassStats, recv, unexpected, write_all};
 use crate::peer::{Frame, PeerConnection, PeerReader};
 use crate::sync::entry::{Entry, EntryKind};
@@ -157,6 +157,8 @@ async fn drive(
                 if base.is_some() && entry.size >= DELTA_MIN_BYTES {
                     let id = wanted.len() as u32;
                     send(&tx, &SyncMsg::WantSignature { id, path: entry.path.clone() }).await?;
+                    let (top, path) = (root.clone(), entry.path.clone());
+                    tokio::task::spawn_blocking(move || workers::prefetch(&top, &path));
                     wanted.insert(id, entry.clone());
                 } else {
                     whole.push(entry.clone());

@@ -36,6 +36,21 @@ const ENTRY_OVERHEAD: usize = 64;
 /// Files per packed batch at most.
 const FILES_BATCH_COUNT: usize = 4_096;
 
+/// Bytes of one file [`prefetch`] asks the kernel to read ahead at most.
+const PREFETCH_MAX: i64 = 256 << 20;
+
+/// Asks the kernel to start reading `path` below `root` into the page cache, while the
+/// standby computes its signature: the delta then reads from memory instead of waiting on the
+/// disk. A hint only (never through a symlink at the file's name); failures are ignored.
+pub(super) fn prefetch(root: &Path, path: &RelName) {
+    let full = root.join(path.to_path());
+    let opened = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(full);
+    if let Ok(file) = opened {
+        // SAFETY: the descriptor is valid for the call; WILLNEED only schedules reads.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, PREFETCH_MAX, libc::POSIX_FADV_WILLNEED) };
+    }
+}
+
 /// One file to send.
 pub(super) enum Job {
     Whole(Entry),

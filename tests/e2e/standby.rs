@@ -269,9 +269,24 @@ fn a_forced_convert_fences_the_old_primary_until_it_rejoins() {
         a.pg().try_psql("INSERT INTO marks VALUES ('split brain')").is_err_and(|e| e.contains("read-only"))
     });
     b.pg().psql("INSERT INTO marks VALUES ('on the new primary')");
+    // The fence is soft: a session that insists still writes. That row exists only on the old
+    // primary; the rewind removes it from the database, and rejoin keeps its WAL aside first.
+    a.pg().psql("BEGIN READ WRITE; INSERT INTO marks VALUES ('written after the fork 7f3a'); COMMIT");
 
     let out = a.tandem.ok(&["standby", "rejoin"]);
     assert!(out.contains("pg_rewind"), "{out}");
+    assert!(out.contains("kept this host's WAL from the fork"), "{out}");
+    let kept: Vec<_> = std::fs::read_dir(a.tandem.data().join("standby/diverged"))
+        .expect("the diverged WAL folder")
+        .map(|d| d.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let holds_row = std::fs::read_dir(&kept[0]).unwrap().any(|f| {
+        let bytes = std::fs::read(f.unwrap().path()).unwrap();
+        bytes.windows(27).any(|w| w == b"written after the fork 7f3a")
+    });
+    assert!(holds_row, "the kept WAL holds the row only the old primary had: {:?}", kept[0]);
+    assert!(std::fs::read_to_string(kept[0].join("README.txt")).unwrap().contains("pg_waldump"));
     a.wait_status("following the new primary", |s| {
         s["role"] == "standby" && s["database"]["streaming"] == true
     });

@@ -5,7 +5,9 @@
 //! PostgreSQL take everything tandem's archive holds before promoting, so nothing the standby
 //! side acknowledged to the primary is lost; stops pulling trees; promotes; checkpoints.
 //! Rejoin brings the old primary back as the new standby with `pg_rewind` from the new
-//! primary (configure set `wal_log_hints`), not a new base backup.
+//! primary (configure set `wal_log_hints`), not a new base backup; the WAL the old primary
+//! wrote after the fork is copied to `<data_dir>/standby/diverged/` first, and the rewind does
+//! not run when it could not be.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +18,7 @@ use super::configure::{Report, blocking};
 use super::error::StandbyError;
 use super::jobs::WalState;
 use super::pairing::{Failover, Pairing, Role};
-use super::postgres::StopMode;
+use super::postgres::{PgError, StopMode};
 use super::protocol::{Answer, Request};
 use super::service::{Standby, host_ip};
 use crate::plugin::now_ms;
@@ -287,6 +289,26 @@ impl Standby {
             blocking(move || pg2.stop(StopMode::Fast)).await??;
         }
         let source = self.primary_endpoint(&pairing)?;
+        // pg_rewind discards what this host wrote after the fork: keep that WAL first, and do
+        // not rewind when it could not be kept.
+        let (pg2, src) = (pg.clone(), source.clone());
+        let under = self.config.data_dir.join("standby").join("diverged");
+        let kept = blocking(move || match pg2.divergence(&src)? {
+            Some(d) => pg2.keep_wal_after(d, &under, now_ms() / 1000).map(Some),
+            None => Ok::<_, PgError>(None),
+        })
+        .await??;
+        steps.push(match kept {
+            Some(k) => format!(
+                "kept this host's WAL from the fork at {} (timeline {}) on, {} segment(s), {} MiB, in {}",
+                k.divergence.lsn,
+                k.divergence.timeline,
+                k.files,
+                k.bytes >> 20,
+                k.dir.display()
+            ),
+            None => "nothing written here after the fork (no rewind needed)".into(),
+        });
         let pg2 = pg.clone();
         let took = blocking(move || pg2.rewind(&source)).await??;
         steps.push(format!("pg_rewind from the new primary in {:.1} s", took.as_secs_f64()));

@@ -139,6 +139,17 @@ impl LocalPg {
     /// for the `postgres` database. Returns how long pg_rewind took.
     pub fn rewind(&self, source: &Endpoint) -> Result<Duration, PgError> {
         self.stop(StopMode::Fast)?;
+        let cmd = self.rewind_command(source, false)?;
+        tracing::info!(data = %self.data_dir.display(), source = %format!("{}:{}", source.host, source.port), "pg_rewind");
+        let started = Instant::now();
+        let out = self.run("pg_rewind", "rewind", cmd)?;
+        let took = started.elapsed();
+        tracing::info!(took_ms = took.as_millis() as u64, output = %String::from_utf8_lossy(&out.stderr).trim(), "pg_rewind done");
+        Ok(took)
+    }
+
+    /// `pg_rewind` of this data folder from `source` (`--dry-run`: only say what it would do).
+    pub(super) fn rewind_command(&self, source: &Endpoint, dry_run: bool) -> Result<Command, PgError> {
         let no_password = Endpoint { password: None, ..source.clone() };
         let conninfo = format!(
             "{} dbname=postgres connect_timeout={REWIND_CONNECT_TIMEOUT_SECS}",
@@ -146,15 +157,13 @@ impl LocalPg {
         );
         let mut cmd = self.command("pg_rewind")?;
         cmd.arg("--target-pgdata").arg(&self.data_dir).arg("--source-server").arg(&conninfo);
+        if dry_run {
+            cmd.arg("--dry-run");
+        }
         if let Some(pw) = &source.password {
             cmd.env("PGPASSWORD", pw);
         }
-        tracing::info!(data = %self.data_dir.display(), source = %format!("{}:{}", source.host, source.port), "pg_rewind");
-        let started = Instant::now();
-        let out = self.run("pg_rewind", "rewind", cmd)?;
-        let took = started.elapsed();
-        tracing::info!(took_ms = took.as_millis() as u64, output = %String::from_utf8_lossy(&out.stderr).trim(), "pg_rewind done");
-        Ok(took)
+        Ok(cmd)
     }
 
     /// `standby.signal` and a `primary_conninfo` naming `walsender` (tandem's), replacing
@@ -171,7 +180,7 @@ impl LocalPg {
 
     /// `program` from `bin_dir`, as `os_user` when set, from `/`, without an inherited
     /// `PGPASSWORD`.
-    fn command(&self, program: &'static str) -> Result<Command, PgError> {
+    pub(super) fn command(&self, program: &'static str) -> Result<Command, PgError> {
         let exe = self.bin_dir.join(program);
         if !exe.exists() {
             return Err(PgError::Missing { program, dir: self.bin_dir.clone() });
@@ -188,7 +197,12 @@ impl LocalPg {
         Ok(cmd)
     }
 
-    fn run(&self, program: &'static str, action: &'static str, mut cmd: Command) -> Result<Output, PgError> {
+    pub(super) fn run(
+        &self,
+        program: &'static str,
+        action: &'static str,
+        mut cmd: Command,
+    ) -> Result<Output, PgError> {
         let out = cmd.output().map_err(|source| PgError::Spawn { program, source })?;
         if out.status.success() {
             return Ok(out);

@@ -9,11 +9,13 @@
 //! - [`prepare`]: [`LocalPg::prepare_primary`] and [`random_password`]; [`settings`]: the
 //!   server settings it wants, as a pure function.
 //! - [`hba`]: tandem's block in `pg_hba.conf`.
+//! - [`diverged`]: before a rewind, the WAL the old primary wrote after the fork, kept aside.
 //!
 //! Must never: run a PostgreSQL program as root (PostgreSQL refuses; tandem runs them as
 //! `os_user`), put a password on a command line, or delete a data folder (it is moved aside).
 
 mod ctl;
+mod diverged;
 mod error;
 mod hba;
 mod prepare;
@@ -25,6 +27,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 pub use ctl::StopMode;
+pub use diverged::{Divergence, KeptWal};
 pub use error::PgError;
 pub use hba::{HBA_BEGIN, HBA_END, with_hba_block};
 pub use prepare::{PrepareReport, PrimarySetup, random_password};

@@ -158,6 +158,20 @@ async fn after_a_failover_the_old_primary_rewinds_and_follows_the_new_one() {
     // runs A's crash recovery, whose end-of-recovery checkpoint recycled the segment holding
     // the last common checkpoint ("could not find previous WAL record") until prepare_primary
     // set wal_keep_size.
+    // First, what only A wrote is kept aside: A crashed, so its crash recovery runs in
+    // single-user mode, then pg_rewind's dry run says where the histories forked.
+    let fork = la.divergence(&endpoint(lb.port, &setup)).expect("dry run").expect("A wrote past the fork");
+    assert_eq!(fork.timeline, 1, "{fork:?}");
+    assert!(!la.is_running(), "crash recovery left no server running");
+    let aside = tempfile::tempdir().unwrap();
+    let kept = la.keep_wal_after(fork, aside.path(), 1).expect("keep the diverged WAL");
+    assert!(kept.files >= 1 && kept.bytes >= 16 << 20, "{kept:?}");
+    let holds_rows = std::fs::read_dir(&kept.dir).unwrap().any(|f| {
+        let bytes = std::fs::read(f.unwrap().path()).unwrap();
+        bytes.windows(10).any(|w| w == b"a-diverged")
+    });
+    assert!(holds_rows, "the kept WAL holds the rows only A had: {kept:?}");
+
     let took = la.rewind(&endpoint(lb.port, &setup)).expect("pg_rewind");
     tracing::info!(?took, "rewound");
     la.write_standby_config(&endpoint(lb.port, &setup), "old_primary_a").expect("standby config");

@@ -94,16 +94,18 @@ impl LocalPg {
             if !meta.is_file() {
                 continue;
             }
-            // Full segments are exactly the segment size; anything else is not a segment.
+            // Timeline histories, whatever their size; segments are exactly the segment size.
+            if name.ends_with(".history") {
+                kept.push((item.path(), name));
+                continue;
+            }
             let Ok(size) = WalSegmentSize::new(meta.len()) else { continue };
-            match size.parse_name(&name) {
-                Some(WalFileName::Segment { timeline, segno, .. })
-                    if timeline == d.timeline && segno >= size.segno(d.lsn) =>
-                {
-                    kept.push((item.path(), name));
-                }
-                Some(WalFileName::History { .. }) => kept.push((item.path(), name)),
-                _ => {}
+            if let Some(WalFileName::Segment { timeline, segno, .. }) = size.parse_name(&name)
+                && timeline == d.timeline
+                && segno >= size.segno(d.lsn)
+                && holds_its_own_wal(&item.path(), size.start(segno))
+            {
+                kept.push((item.path(), name));
             }
         }
         kept.sort_by(|a, b| a.1.cmp(&b.1));
@@ -152,6 +154,18 @@ impl LocalPg {
     }
 }
 
+/// Whether the segment file at `path` was written as the segment starting at `start`: its
+/// first page header's address says so. PostgreSQL renames old segments to future names for
+/// reuse ("recycled"); those still carry their old address (or zeros) and hold nothing of the
+/// fork, so they are not worth a copy.
+fn holds_its_own_wal(path: &Path, start: Lsn) -> bool {
+    use std::io::Read;
+    // XLogPageHeaderData: magic u16, info u16, timeline u32, page address u64 (host order).
+    let mut header = [0u8; 16];
+    let read = File::open(path).and_then(|mut f| f.read_exact(&mut header));
+    read.is_ok() && u64::from_ne_bytes(header[8..16].try_into().expect("8 bytes")) == start.0
+}
+
 fn readme_text(d: Divergence, data_dir: &Path) -> String {
     format!(
         "WAL written by the PostgreSQL in {data} after its pair's new primary took over.\n\
@@ -164,8 +178,8 @@ fn readme_text(d: Divergence, data_dir: &Path) -> String {
          \n\
          or replay them into a copy of the old database (restore a backup from before the fork,\n\
          then recover with restore_command copying from this folder, recovery_target_timeline =\n\
-         {tli}). Segments past the last record are PostgreSQL's recycled files; pg_waldump stops\n\
-         at the end of valid WAL.\n",
+         {tli}). pg_waldump stops at the end of valid WAL; PostgreSQL's recycled segment files\n\
+         (old WAL under future names) were left out.\n",
         data = data_dir.display(),
         lsn = d.lsn,
         tli = d.timeline,
@@ -185,6 +199,57 @@ mod tests {
         let out = "pg_rewind: servers diverged at WAL location 1A/FF000028 on timeline 12\n\
                    pg_rewind: no rewind required\n";
         assert_eq!(parse_dry_run(out), Ok(None));
+    }
+
+    /// A 1 MiB segment file whose first page header names `addr`.
+    fn segment(dir: &Path, name: &str, addr: u64) {
+        let mut data = vec![0u8; 1 << 20];
+        data[8..16].copy_from_slice(&addr.to_ne_bytes());
+        fs::write(dir.join(name), data).unwrap();
+    }
+
+    #[test]
+    fn only_the_old_timelines_written_segments_from_the_fork_on_are_kept() {
+        let data = tempfile::tempdir().unwrap();
+        let wal = data.path().join("pg_wal");
+        fs::create_dir_all(wal.join("archive_status")).unwrap();
+        let mib = 1u64 << 20;
+        segment(&wal, "000000010000000000000002", 2 * mib); // before the fork
+        segment(&wal, "000000010000000000000003", 3 * mib); // holds the fork
+        segment(&wal, "000000010000000000000004", 4 * mib); // after it
+        segment(&wal, "000000010000000000000005", 2 * mib); // recycled: an old segment renamed
+        segment(&wal, "000000010000000000000006", 0); // preallocated, never written
+        segment(&wal, "000000020000000000000004", 4 * mib); // another timeline
+        let history = "1\t0/300100\tno recovery target specified\n";
+        fs::write(wal.join("00000002.history"), history).unwrap();
+        fs::write(wal.join("000000010000000000000007"), b"short").unwrap(); // not a segment
+        let pg = LocalPg {
+            bin_dir: PathBuf::from("/nonexistent"),
+            data_dir: data.path().to_path_buf(),
+            port: 5432,
+            socket_dir: PathBuf::from("/tmp"),
+            os_user: None,
+            superuser: "postgres".into(),
+            log_file: PathBuf::from("/dev/null"),
+        };
+        let aside = tempfile::tempdir().unwrap();
+        let fork = Divergence { lsn: Lsn(3 * mib + 0x100), timeline: 1 };
+        let kept = pg.keep_wal_after(fork, aside.path(), 42).unwrap();
+        assert_eq!(kept.dir, aside.path().join("42-timeline-1-from-0-300100"));
+        let mut names: Vec<String> =
+            fs::read_dir(&kept.dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["000000010000000000000003", "000000010000000000000004", "00000002.history", "README.txt"]
+        );
+        assert_eq!((kept.files, kept.bytes), (2, 2 * mib + history.len() as u64), "{kept:?}");
+        assert_eq!(
+            fs::read(kept.dir.join("000000010000000000000004")).unwrap(),
+            fs::read(wal.join("000000010000000000000004")).unwrap()
+        );
+        let readme = fs::read_to_string(kept.dir.join("README.txt")).unwrap();
+        assert!(readme.contains("--timeline 1 --start 0/300100"), "{readme}");
     }
 
     #[test]

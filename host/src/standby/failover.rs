@@ -293,6 +293,7 @@ impl Standby {
         // not rewind when it could not be kept.
         let (pg2, src) = (pg.clone(), source.clone());
         let under = self.config.data_dir.join("standby").join("diverged");
+        let keeping = Instant::now();
         let kept = blocking(move || match pg2.divergence(&src)? {
             Some(d) => pg2.keep_wal_after(d, &under, now_ms() / 1000).map(Some),
             None => Ok::<_, PgError>(None),
@@ -300,12 +301,14 @@ impl Standby {
         .await??;
         steps.push(match kept {
             Some(k) => format!(
-                "kept this host's WAL from the fork at {} (timeline {}) on, {} segment(s), {} MiB, in {}",
+                "kept this host's WAL from the fork at {} (timeline {}) on, {} segment(s), {} MiB, in {} \
+                 ({:.1} s with the dry run)",
                 k.divergence.lsn,
                 k.divergence.timeline,
                 k.files,
                 k.bytes >> 20,
-                k.dir.display()
+                k.dir.display(),
+                keeping.elapsed().as_secs_f64()
             ),
             None => "nothing written here after the fork (no rewind needed)".into(),
         });

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::net::lookup_host;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::error::StandbyError;
@@ -32,6 +33,9 @@ pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(3);
 pub const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a join may wait for the primary.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long [`Standby::stop`] waits for tasks a peer's message started (an unpairing stops
+/// jobs and edits pg_hba) before stopping the jobs anyway.
+const TASKS_GRACE: Duration = Duration::from_secs(15);
 
 /// What was last heard from the peer.
 #[derive(Debug, Clone, Default)]
@@ -67,6 +71,9 @@ pub struct Standby {
     secret: ClusterSecret,
     me: PeerIdentity,
     shutdown: CancellationToken,
+    /// The announcer and the work a peer's message starts (a re-plan, an unpairing): waited
+    /// for at shutdown, so none of it re-starts jobs after [`Standby::stop`] stopped them.
+    tasks: TaskTracker,
 }
 
 impl Standby {
@@ -95,6 +102,7 @@ impl Standby {
             me: ctx.me,
             config,
             shutdown,
+            tasks: TaskTracker::new(),
         }))
     }
 
@@ -106,12 +114,28 @@ impl Standby {
         }
         self.replan().await;
         let me = self.clone();
-        tokio::spawn(async move { me.announce_loop().await });
+        self.tasks.spawn(async move { me.announce_loop().await });
     }
 
-    /// Stops every job (daemon shutdown).
+    /// Stops every job (daemon shutdown, after the shutdown token fired): first waits (up to
+    /// [`TASKS_GRACE`]) for the announcer and the tasks peers' messages started, then stops
+    /// the jobs.
     pub async fn stop(&self) {
+        self.tasks.close();
+        if tokio::time::timeout(TASKS_GRACE, self.tasks.wait()).await.is_err() {
+            warn!(left = self.tasks.len(), "standby tasks still running at shutdown");
+        }
         self.jobs.stop_all().await;
+    }
+
+    /// Runs `work` as a tracked task, unless the daemon is shutting down (then it is dropped:
+    /// a peer's announcement or unpairing is sent again, or handled at the next start).
+    fn spawn_tracked(&self, work: impl std::future::Future<Output = ()> + Send + 'static) -> bool {
+        if self.shutdown.is_cancelled() || self.tasks.is_closed() {
+            return false;
+        }
+        self.tasks.spawn(work);
+        true
     }
 
     pub fn pairing(&self) -> Option<Pairing> {
@@ -346,7 +370,7 @@ impl Standby {
                 if theirs.pair_id.is_some() && theirs.pair_id == mine {
                     // Not inline: a re-plan may stop the jobs, which must not wait on us.
                     let (me, t) = (self.clone(), theirs);
-                    tokio::spawn(async move { me.heard(t).await });
+                    self.spawn_tracked(async move { me.heard(t).await });
                 }
                 Answer::Presence { me: self.presence().await }
             }
@@ -357,12 +381,16 @@ impl Standby {
             Request::Unpair { pair_id, epoch } => match self.pairing() {
                 Some(p) if p.pair_id == pair_id && epoch >= p.epoch => {
                     let me = self.clone();
-                    tokio::spawn(async move {
+                    let started = self.spawn_tracked(async move {
                         if let Err(e) = me.off(Some((pair_id, epoch))).await {
                             me.record_error("unpairing at the peer's request", &e.to_string());
                         }
                     });
-                    Answer::Done
+                    if started {
+                        Answer::Done
+                    } else {
+                        Answer::Refused { reason: "shutting down; ask again once this host is back".into() }
+                    }
                 }
                 Some(p) if p.pair_id == pair_id => Answer::Refused {
                     reason: format!(

@@ -171,3 +171,45 @@ async fn folders_spanning_apply_batches_keep_their_times() {
     let (served, _) = pass(primary.path(), standby.path(), state.path()).await;
     assert_eq!(nothing(&served), nothing(&PassStats::default()), "a pass with no change sends nothing");
 }
+
+/// The standby signs large files while it writes them and keeps the signature: the next delta
+/// against such a file needs no read of it, and comes out right. A copy changed behind
+/// tandem's back with its size, mtime and inode kept defeats the cache's check: the delta built
+/// on the stale signature fails the patch's hash check, lands nothing wrong, and the next pass
+/// (signing the file afresh) repairs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_signatures_serve_the_next_delta_and_a_stale_one_costs_one_retry() {
+    let (p, s, state) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut data = pseudo_random(3 << 20, 11);
+    std::fs::write(p.path().join("big.bin"), &data).unwrap();
+    let (_, first) = pass(p.path(), s.path(), state.path()).await;
+    assert_eq!(first.files_whole, 1, "{first:?}");
+    let sigs = state.path().join("vault.sigs");
+    assert_eq!(std::fs::read_dir(&sigs).map(|d| d.count()).unwrap_or(0), 1, "signed while written");
+
+    // An edit on the primary travels as a delta against the kept signature.
+    data[1 << 20..(1 << 20) + 4096].copy_from_slice(&pseudo_random(4096, 12));
+    std::fs::write(p.path().join("big.bin"), &data).unwrap();
+    let (_, second) = pass(p.path(), s.path(), state.path()).await;
+    assert_eq!((second.files_delta, second.failed), (1, 0), "{second:?}");
+    assert!(second.content_bytes < 64 << 10, "{second:?}");
+    assert_eq!(listing(p.path()), listing(s.path()));
+
+    // Behind tandem's back: a block of the standby's copy rewritten, its mtime put back.
+    let copy = s.path().join("big.bin");
+    let mtime = std::fs::metadata(&copy).unwrap().modified().unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&copy).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[0xAB; 8192], 2 << 20).unwrap();
+    file.set_times(std::fs::FileTimes::new().set_modified(mtime)).unwrap();
+    drop(file);
+    data[100..200].copy_from_slice(&[7; 100]);
+    std::fs::write(p.path().join("big.bin"), &data).unwrap();
+    let (_, third) = pass(p.path(), s.path(), state.path()).await;
+    assert_eq!(third.failed, 1, "the patch on a stale signature is refused: {third:?}");
+    assert_eq!(std::fs::read(&copy).unwrap()[2 << 20], 0xAB, "nothing half-patched landed");
+    let (_, fourth) = pass(p.path(), s.path(), state.path()).await;
+    assert_eq!(fourth.failed, 0, "{fourth:?}");
+    assert_eq!(std::fs::read(&copy).unwrap(), data);
+    assert_eq!(listing(p.path()), listing(s.path()));
+}

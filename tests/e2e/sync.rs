@@ -172,10 +172,8 @@ async fn folders_spanning_apply_batches_keep_their_times() {
     assert_eq!(nothing(&served), nothing(&PassStats::default()), "a pass with no change sends nothing");
 }
 
-/// The standby signs large files while it writes them (a patched one from its base's
-/// signature, hashing only the changed blocks) and keeps the signature: the next delta
-/// against such a file needs no read of it, and comes out right (the third pass below fails
-/// only because the patched file's kept signature was used). A copy changed behind
+/// The standby signs large files while it writes them and keeps the signature: the next delta
+/// against such a file needs no read of it, and comes out right. A copy changed behind
 /// tandem's back with its size, mtime and inode kept defeats the cache's check: the delta built
 /// on the stale signature fails the patch's hash check, lands nothing wrong, and the next pass
 /// (signing the file afresh) repairs it.

@@ -70,8 +70,6 @@ pub struct FileWriter {
     written_back: u64,
     /// Signs the content as it is written (large files, when the applier keeps signatures).
     sig: Option<SignatureBuilder>,
-    /// A signature the caller computed ([`FileWriter::set_signature`]).
-    signed: Option<Signature>,
     /// Hash checked, mode and mtime set.
     settled: bool,
 }
@@ -96,10 +94,7 @@ impl Staged {
     /// verifies its output's length and hash): the writer does not hash it a second time.
     ///
     /// [`Patcher`]: crate::sync::patch::Patcher
-    /// It does not sign the content either: the caller hands a signature over with
-    /// [`FileWriter::set_signature`] if it has one.
-    pub fn open_verified_by_caller(mut self) -> Result<FileWriter, TreeError> {
-        self.sign = false;
+    pub fn open_verified_by_caller(self) -> Result<FileWriter, TreeError> {
         self.create(None)
     }
 
@@ -120,7 +115,6 @@ impl Staged {
             written: 0,
             written_back: 0,
             sig,
-            signed: None,
             settled: false,
         })
     }
@@ -151,12 +145,6 @@ impl FileWriter {
     /// The entry being received.
     pub fn entry(&self) -> &Entry {
         &self.entry
-    }
-
-    /// The signature of the content written (when the caller computed it).
-    pub fn set_signature(&mut self, sig: Signature) {
-        self.sig = None;
-        self.signed = Some(sig);
     }
 
     /// The content hash the finished file must have (known only once its content was sent).
@@ -311,7 +299,7 @@ impl Applier {
             // SAFETY: the descriptor is valid for the call; the flags only start writeback.
             unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
         }
-        let sig = w.signed.take().or_else(|| w.sig.take().map(SignatureBuilder::finish));
+        let sig = w.sig.take().map(SignatureBuilder::finish);
         self.queued.push(Queued { name: w.entry.path.clone(), tmp, file: Some(file), bytes: w.written, sig });
         if self.queued.len() > SMALL_BATCH {
             // The batch will use syncfs: no need to hold a descriptor per file.

@@ -9,7 +9,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 
 use crate::sync::delta::{Delta, DeltaOp};
 use crate::sync::error::SyncError;
-use crate::sync::signature::{Signature, SignatureBuilder, block_count, check_block_len};
+use crate::sync::signature::{block_count, check_block_len};
 
 /// Bytes copied from the base per read.
 const COPY_CHUNK: usize = 128 * 1024;
@@ -42,8 +42,6 @@ pub struct Patcher<R, W> {
     written: u64,
     hasher: blake3::Hasher,
     buf: Vec<u8>,
-    /// Signs the output, taking the base's signature for whole blocks copied unchanged.
-    signer: Option<(Signature, SignatureBuilder)>,
 }
 
 impl<R: Read + Seek, W: Write> Patcher<R, W> {
@@ -61,21 +59,7 @@ impl<R: Read + Seek, W: Write> Patcher<R, W> {
             written: 0,
             hasher: blake3::Hasher::new(),
             buf: Vec::new(),
-            signer: None,
         })
-    }
-
-    /// Also signs the output in blocks of the base's block length, `base_sig` being the
-    /// base's signature (checked against it: same block length and length, else ignored):
-    /// blocks copied whole at a block boundary take the base's digests, only the rest is
-    /// hashed. [`Patcher::signed`] hands the signature over after [`Patcher::finish`].
-    pub fn sign_output(&mut self, base_sig: Signature) {
-        let fits = u64::from(base_sig.block_len) == self.block_len
-            && base_sig.file_len == self.base_len
-            && base_sig.validate().is_ok();
-        if fits && let Ok(builder) = SignatureBuilder::new(base_sig.block_len) {
-            self.signer = Some((base_sig, builder));
-        }
     }
 
     /// Bytes written so far.
@@ -93,16 +77,7 @@ impl<R: Read + Seek, W: Write> Patcher<R, W> {
 
     /// Flushes the output and checks it is `new_len` bytes hashing to `new_hash`; returns the
     /// writer so the caller can sync and rename it.
-    pub fn finish(self, new_len: u64, new_hash: &[u8; 32]) -> Result<W, SyncError> {
-        self.finish_signed(new_len, new_hash).map(|(out, _)| out)
-    }
-
-    /// [`Patcher::finish`], with the output's signature when [`Patcher::sign_output`] was asked.
-    pub fn finish_signed(
-        mut self,
-        new_len: u64,
-        new_hash: &[u8; 32],
-    ) -> Result<(W, Option<Signature>), SyncError> {
+    pub fn finish(mut self, new_len: u64, new_hash: &[u8; 32]) -> Result<W, SyncError> {
         self.out.flush()?;
         if self.written != new_len {
             return Err(SyncError::LengthMismatch { expected: new_len, actual: self.written });
@@ -111,7 +86,7 @@ impl<R: Read + Seek, W: Write> Patcher<R, W> {
             return Err(SyncError::HashMismatch);
         }
         tracing::debug!(new_len, "patch verified");
-        Ok((self.out, self.signer.map(|(_, builder)| builder.finish())))
+        Ok(self.out)
     }
 
     fn copy(&mut self, block: u32, count: u32) -> Result<(), SyncError> {
@@ -131,16 +106,6 @@ impl<R: Read + Seek, W: Write> Patcher<R, W> {
         if self.buf.is_empty() {
             self.buf = vec![0u8; COPY_CHUNK];
         }
-        // Whole base blocks copied at an output block boundary keep the base's digests.
-        let known = match &mut self.signer {
-            Some((base_sig, builder)) if builder.aligned() => {
-                let whole = (end_block.min(base_sig.full_blocks()).saturating_sub(u64::from(block))) as usize;
-                let from = block as usize;
-                builder.push_known(&base_sig.blocks[from..from + whole]);
-                whole as u64 * self.block_len
-            }
-            _ => 0,
-        };
         let mut buf = std::mem::take(&mut self.buf);
         let mut at = start;
         let result = (|| {
@@ -148,10 +113,8 @@ impl<R: Read + Seek, W: Write> Patcher<R, W> {
                 let n = (end - at).min(COPY_CHUNK as u64) as usize;
                 // A base shorter than when it was measured surfaces here as UnexpectedEof.
                 self.base.read_exact(&mut buf[..n])?;
-                // The part already signed is written unsigned, the rest signed as it goes.
-                let signed_from = (start + known).saturating_sub(at).min(n as u64) as usize;
-                self.write_with(&buf[..n], signed_from)?;
                 at += n as u64;
+                self.write(&buf[..n])?;
             }
             Ok(())
         })();
@@ -162,17 +125,8 @@ impl<R: Read + Seek, W: Write> Patcher<R, W> {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), SyncError> {
-        self.write_with(bytes, 0)
-    }
-
-    /// Writes and hashes `bytes`; signs those from `signed_from` on (the ones before it are
-    /// already in the signature).
-    fn write_with(&mut self, bytes: &[u8], signed_from: usize) -> Result<(), SyncError> {
         self.out.write_all(bytes)?;
         self.hasher.update(bytes);
-        if let Some((_, builder)) = &mut self.signer {
-            builder.update(&bytes[signed_from..]);
-        }
         self.written += bytes.len() as u64;
         Ok(())
     }
@@ -208,36 +162,6 @@ mod tests {
         ] {
             assert_eq!(round_trip(old, new, 64).1, new);
         }
-    }
-
-    #[test]
-    fn signing_while_patching_reuses_the_bases_digests_across_read_chunks() {
-        use crate::sync::signature::signature;
-        let bl = 4096u32;
-        let old: Vec<u8> =
-            (0..(3 * COPY_CHUNK + 1000) as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8).collect();
-        let mut new = old.clone();
-        new[200_000..200_010].copy_from_slice(b"0123456789");
-        new.splice(5..5, *b"shifted");
-        new.truncate(new.len() - 300);
-        let sig = signature(&old[..], old.len() as u64, bl).unwrap();
-        let d = delta(&sig, &new[..]).unwrap();
-        assert!(
-            d.ops.iter().any(|op| matches!(op, DeltaOp::Copy { count, .. } if *count > 40)),
-            "long copies"
-        );
-        let mut patcher = Patcher::new(Cursor::new(&old), bl, Vec::new()).unwrap();
-        patcher.sign_output(sig.clone());
-        d.ops.iter().for_each(|op| patcher.apply(op).unwrap());
-        let (out, signed) = patcher.finish_signed(d.new_len, &d.new_hash).unwrap();
-        assert_eq!(out, new);
-        assert_eq!(signed, Some(signature(&new[..], new.len() as u64, bl).unwrap()));
-
-        // A signature that does not describe the base is not used.
-        let mut patcher = Patcher::new(Cursor::new(&old), bl, Vec::new()).unwrap();
-        patcher.sign_output(signature(&old[..10], 10, bl).unwrap());
-        d.ops.iter().for_each(|op| patcher.apply(op).unwrap());
-        assert_eq!(patcher.finish_signed(d.new_len, &d.new_hash).unwrap().1, None);
     }
 
     #[test]

@@ -174,19 +174,6 @@ impl SignatureBuilder {
         self.pending.extend_from_slice(blocks.remainder());
     }
 
-    /// True between blocks: the bytes so far fill whole blocks.
-    pub fn aligned(&self) -> bool {
-        self.pending.is_empty()
-    }
-
-    /// Takes whole blocks whose signatures are already known (copied unchanged from a signed
-    /// base with the same block length) without hashing them. Only when [`Self::aligned`].
-    pub fn push_known(&mut self, blocks: &[BlockSig]) {
-        debug_assert!(self.aligned(), "known blocks only start at a block boundary");
-        self.file_len += blocks.len() as u64 * u64::from(self.block_len);
-        self.blocks.extend_from_slice(blocks);
-    }
-
     pub fn finish(mut self) -> Signature {
         if !self.pending.is_empty() {
             let tail = std::mem::take(&mut self.pending);

@@ -26,8 +26,7 @@ use crate::sync::index::Index;
 use crate::sync::names::RelName;
 use crate::sync::patch::Patcher;
 use crate::sync::protocol::{self, Since, SmallFile, SyncMsg};
-use crate::sync::sig_cache::{KEEP_MIN_BYTES, SigCache};
-use crate::sync::signature::block_len_for;
+use crate::sync::sig_cache::SigCache;
 use crate::sync::tree_error::TreeError;
 
 /// Files applied before a commit (bounds temporary files and the work a crash loses).
@@ -144,33 +143,20 @@ struct DeltaJob {
 }
 
 impl DeltaJob {
-    /// `cache`: where the base's signature may be kept; the new file is then signed from it
-    /// (only the blocks the delta changed are hashed) for the next delta.
     fn start(
         entry: Entry,
         base: Option<std::path::PathBuf>,
         staged: Result<Staged, TreeError>,
         block_len: u32,
-        cache: Option<SigCache>,
     ) -> DeltaJob {
         // Bounded: when the disk is slower than the network, the network waits.
         let (ops, rx) = std::sync::mpsc::sync_channel::<PatchMsg>(PATCH_QUEUE);
-        // Signed only with the block length a fresh signature of the new size would have.
-        let cache = cache.filter(|_| entry.size >= KEEP_MIN_BYTES && block_len_for(entry.size) == block_len);
-        let path = entry.path.clone();
         let thread = std::thread::spawn(move || {
             let no_base = || TreeError::Delta("no usable base".into());
             let base = File::open(base.ok_or_else(no_base)?).map_err(|_| no_base())?;
             let out = staged?.open_verified_by_caller()?;
-            let base_sig = match (&cache, base.metadata()) {
-                (Some(cache), Ok(meta)) => cache.get(&path, &meta),
-                _ => None,
-            };
             let mut patcher: Patcher<File, FileWriter> =
                 Patcher::new(base, block_len, out).map_err(|e| TreeError::Delta(e.to_string()))?;
-            if let Some(sig) = base_sig {
-                patcher.sign_output(sig);
-            }
             for msg in rx {
                 match msg {
                     PatchMsg::Ops(ops) => {
@@ -179,13 +165,9 @@ impl DeltaJob {
                         }
                     }
                     PatchMsg::End { new_len, new_hash } => {
-                        let (mut out, sig) = patcher
-                            .finish_signed(new_len, &new_hash)
-                            .map_err(|e| TreeError::Delta(e.to_string()))?;
-                        if let Some(sig) = sig {
-                            out.set_signature(sig);
-                        }
-                        return Ok(out);
+                        return patcher
+                            .finish(new_len, &new_hash)
+                            .map_err(|e| TreeError::Delta(e.to_string()));
                     }
                 }
             }
@@ -309,8 +291,7 @@ impl Loop<'_> {
             SyncMsg::DeltaStart { id, entry, block_len } => {
                 let base = self.applier.base_path(&entry.path).ok().flatten();
                 let staged = self.applier.stage(&entry);
-                let cache = self.applier.signatures().cloned();
-                self.deltas.insert(id, DeltaJob::start(entry, base, staged, block_len, cache));
+                self.deltas.insert(id, DeltaJob::start(entry, base, staged, block_len));
             }
             SyncMsg::Ops { id, ops } => {
                 if let Some(job) = self.deltas.get(&id) {

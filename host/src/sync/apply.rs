@@ -25,7 +25,8 @@ use crate::sync::entry::mtime_ns;
 use crate::sync::entry::{Entry, EntryKind, MODE_BITS};
 use crate::sync::names::{RelName, TEMP_PREFIX};
 use crate::sync::nofollow::{clear_dir, remove_leftovers, remove_tree, set_dir_meta, set_link_mtime};
-use crate::sync::sig_cache::{KEEP_MIN_BYTES, SigCache};
+use crate::sync::protocol::DELTA_MIN_BYTES;
+use crate::sync::sig_cache::SigCache;
 use crate::sync::signature::{Signature, SignatureBuilder, block_len_for};
 use crate::sync::tree_error::TreeError;
 
@@ -270,7 +271,7 @@ impl Applier {
         expect_kind(e, EntryKind::File)?;
         let parent = self.parent_dir(&e.path)?;
         let tmp = self.tmp_path(&parent);
-        let sign = self.sigs.is_some() && e.size >= KEEP_MIN_BYTES;
+        let sign = self.sigs.is_some() && e.size >= DELTA_MIN_BYTES;
         Ok(Staged { tmp, entry: e.clone(), sign })
     }
 

@@ -11,7 +11,6 @@
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -20,9 +19,6 @@ use crate::sync::names::RelName;
 use crate::sync::signature::Signature;
 
 const MAGIC: &[u8; 8] = b"TNDMSIG\x01";
-/// Files at least this large have their signatures kept. Below it, signing on request reads
-/// little, and an entry per file would cost an inode each.
-pub const KEEP_MIN_BYTES: u64 = 1 << 20;
 const CHECKSUM_LEN: usize = 32;
 
 /// Signatures of one tree's files at the standby.
@@ -75,10 +71,7 @@ impl SigCache {
         bytes.extend_from_slice(&body);
         let sum = blake3::hash(&bytes);
         bytes.extend_from_slice(sum.as_bytes());
-        // Unique per writer: the network task and the apply thread both keep signatures.
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let (file, tmp) = (self.file(path), self.dir.join(format!(".tmp.{}.{n}", std::process::id())));
+        let (file, tmp) = (self.file(path), self.dir.join(format!(".tmp.{}", std::process::id())));
         let written = std::fs::create_dir_all(&self.dir)
             .and_then(|()| std::fs::write(&tmp, &bytes))
             .and_then(|()| std::fs::rename(&tmp, &file));
@@ -86,24 +79,6 @@ impl SigCache {
             let _ = std::fs::remove_file(&tmp);
             tracing::debug!(path = %path, error = %e, "signature not cached");
         }
-    }
-
-    /// Removes every entry whose path `keep` refuses (files gone from the tree), and damaged
-    /// ones; how many went.
-    pub fn sweep(&self, keep: impl Fn(&RelName) -> bool) -> usize {
-        let Ok(items) = std::fs::read_dir(&self.dir) else { return 0 };
-        let mut removed = 0;
-        for item in items.flatten() {
-            let path = item.path();
-            let stale = std::fs::read(&path).ok().is_none_or(|bytes| {
-                let kept = checked(&bytes).and_then(|body| postcard::from_bytes::<Cached>(body).ok());
-                !kept.is_some_and(|c| RelName::new(&c.path).is_ok_and(|name| keep(&name)))
-            });
-            if stale && std::fs::remove_file(&path).is_ok() {
-                removed += 1;
-            }
-        }
-        removed
     }
 
     /// Drops what is kept for `path` (deleted, or its signature proved wrong).
@@ -161,17 +136,9 @@ mod tests {
         fs::write(&file, vec![8u8; 100_000]).unwrap();
         assert_eq!(cache.get(&p, &fs::metadata(&file).unwrap()), None);
 
-        cache.put(&p, &meta, sig.clone());
+        cache.put(&p, &meta, sig);
         cache.forget(&p);
         assert_eq!(cache.get(&p, &meta), None);
-
-        // A sweep keeps what the tree still has, and drops the rest and junk.
-        cache.put(&p, &meta, sig.clone());
-        cache.put(&name("gone"), &meta, sig);
-        fs::write(cache.dir().join("junk"), b"junk").unwrap();
-        assert_eq!(cache.sweep(|n| n == &p), 2);
-        assert_eq!(cache.get(&p, &meta).map(|s| s.file_len), Some(100_000));
-        assert_eq!(fs::read_dir(cache.dir()).unwrap().count(), 1);
     }
 
     #[test]

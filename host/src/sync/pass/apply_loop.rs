@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::pull::{ApplyLock, Progress, PullState};
+use super::pull::{ApplyLock, Progress};
 use super::{PassError, PassStats, unexpected};
 use crate::sync::apply::{Applier, FileWriter, Staged};
 use crate::sync::entry::{Entry, EntryKind};
@@ -61,20 +61,19 @@ struct Loop<'a> {
 }
 
 /// Runs on its own thread until `End` or until the network task drops the sender, then
-/// commits, saves the index to `state.index` and releases `lock` (the apply lock is held by
-/// this thread, so a cancelled pass keeps it until its last commit). Large files' signatures
-/// go to `state.sigs`; a complete `full` pass also sweeps out those of files no longer there.
+/// commits, saves the index to `index_path` and releases `lock` (the apply lock is held by
+/// this thread, so a cancelled pass keeps it until its last commit).
 pub(super) fn run(
     mut rx: mpsc::Receiver<SyncMsg>,
     root: &Path,
     index: Index,
-    state: &PullState,
+    index_path: &Path,
     progress: Arc<Progress>,
     lock: ApplyLock,
-    full: bool,
+    sigs: SigCache,
 ) -> Result<Applied, PassError> {
     let mut applier = Applier::open(root)?;
-    applier.keep_signatures(SigCache::new(state.sigs.clone()));
+    applier.keep_signatures(sigs);
     let mut l = Loop {
         applier,
         index,
@@ -115,16 +114,7 @@ pub(super) fn run(
     if let Err(e) = l.commit() {
         broken.get_or_insert(e);
     }
-    l.index.save(&state.index)?;
-    if full
-        && end.is_some()
-        && broken.is_none()
-        && let Some(cache) = l.applier.signatures()
-    {
-        // A whole-tree pass knows every file: signatures of files gone from it go too.
-        let swept = cache.sweep(|p| l.index.get(p).is_some_and(|e| e.kind == EntryKind::File));
-        tracing::debug!(swept, "signature cache swept");
-    }
+    l.index.save(index_path)?;
     drop(lock);
     Ok(Applied { stats: l.stats, failed: l.failed, end, broken })
 }

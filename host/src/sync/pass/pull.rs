@@ -27,7 +27,7 @@ use crate::sync::index::{Index, refresh};
 use crate::sync::names::RelName;
 use crate::sync::protocol::{self, HAVE_BATCH, PassMode, Since, SyncMsg};
 use crate::sync::scan::{Verdict, scan};
-use crate::sync::sig_cache::{KEEP_MIN_BYTES, SigCache};
+use crate::sync::sig_cache::SigCache;
 use crate::sync::signature::{Signature, block_len_for, signature};
 use crate::sync::tree_error::TreeError;
 
@@ -157,11 +157,11 @@ pub async fn pull_pass(
     };
 
     let (atx, arx) = mpsc::channel::<SyncMsg>(APPLY_QUEUE);
-    let (top, shown, st) = (root.to_path_buf(), progress.clone(), state.clone());
+    let (top, shown, index_path) = (root.to_path_buf(), progress.clone(), state.index.clone());
     let sigs = SigCache::new(state.sigs.clone());
-    let full = mode == PassMode::Full;
+    let cache = sigs.clone();
     let applying = tokio::task::spawn_blocking(move || {
-        apply_loop::run(arx, &top, index, &st, shown, applying_lock, full)
+        apply_loop::run(arx, &top, index, &index_path, shown, applying_lock, cache)
     });
     let (wtx, wrx) = mpsc::channel::<Frame>(16);
     let PeerConnection { reader, writer, .. } = conn;
@@ -296,11 +296,9 @@ fn base_signature(root: &Path, path: &RelName, cache: &SigCache) -> Option<Signa
         return Some(sig);
     }
     let sig = signature(&file, meta.len(), block_len_for(meta.len())).ok()?;
-    if meta.len() >= KEEP_MIN_BYTES
-        && file.metadata().is_ok_and(|after| {
-            after.len() == meta.len() && mtime_ns(&after) == mtime_ns(&meta) && after.ino() == meta.ino()
-        })
-    {
+    if file.metadata().is_ok_and(|after| {
+        after.len() == meta.len() && mtime_ns(&after) == mtime_ns(&meta) && after.ino() == meta.ino()
+    }) {
         cache.put(path, &meta, sig.clone());
     }
     Some(sig)

@@ -25,9 +25,6 @@ use crate::sync::entry::mtime_ns;
 use crate::sync::entry::{Entry, EntryKind, MODE_BITS};
 use crate::sync::names::{RelName, TEMP_PREFIX};
 use crate::sync::nofollow::{clear_dir, remove_leftovers, remove_tree, set_dir_meta, set_link_mtime};
-use crate::sync::protocol::DELTA_MIN_BYTES;
-use crate::sync::sig_cache::SigCache;
-use crate::sync::signature::{Signature, SignatureBuilder, block_len_for};
 use crate::sync::tree_error::TreeError;
 
 /// Batches of at most this many files are made durable with one fsync per file; larger ones
@@ -69,8 +66,6 @@ pub struct FileWriter {
     written: u64,
     /// Where writeback was last started up to.
     written_back: u64,
-    /// Signs the content as it is written (large files, when the applier keeps signatures).
-    sig: Option<SignatureBuilder>,
     /// Hash checked, mode and mtime set.
     settled: bool,
 }
@@ -80,8 +75,6 @@ pub struct FileWriter {
 pub struct Staged {
     tmp: PathBuf,
     entry: Entry,
-    /// Sign the content while writing it (see [`Applier::keep_signatures`]).
-    sign: bool,
 }
 
 impl Staged {
@@ -100,7 +93,6 @@ impl Staged {
     }
 
     fn create(self, hasher: Option<blake3::Hasher>) -> Result<FileWriter, TreeError> {
-        let sig = if self.sign { SignatureBuilder::new(block_len_for(self.entry.size)).ok() } else { None };
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -115,7 +107,6 @@ impl Staged {
             hasher,
             written: 0,
             written_back: 0,
-            sig,
             settled: false,
         })
     }
@@ -161,9 +152,6 @@ impl Write for FileWriter {
         if let Some(h) = self.hasher.as_mut() {
             h.update(&buf[..n]);
         }
-        if let Some(sig) = self.sig.as_mut() {
-            sig.update(&buf[..n]);
-        }
         self.written += n as u64;
         if self.written - self.written_back >= WRITEBACK_STEP {
             let (from, len) = (self.written_back, self.written - self.written_back);
@@ -197,8 +185,6 @@ struct Queued {
     /// Kept open only while the batch is small enough to be synced file by file.
     file: Option<File>,
     bytes: u64,
-    /// Its signature, for the cache once it is in place.
-    sig: Option<Signature>,
 }
 
 /// A directory whose final mode and mtime are set at commit, after its content has landed
@@ -224,8 +210,6 @@ pub struct Applier {
     unlocked: HashSet<RelName>,
     next_tmp: u64,
     cleaned: usize,
-    /// Where large files' signatures are kept, if anywhere.
-    sigs: Option<SigCache>,
 }
 
 impl Applier {
@@ -249,7 +233,6 @@ impl Applier {
             touched: BTreeSet::new(),
             unlocked: HashSet::new(),
             next_tmp: 0,
-            sigs: None,
             cleaned,
         })
     }
@@ -271,20 +254,7 @@ impl Applier {
         expect_kind(e, EntryKind::File)?;
         let parent = self.parent_dir(&e.path)?;
         let tmp = self.tmp_path(&parent);
-        let sign = self.sigs.is_some() && e.size >= DELTA_MIN_BYTES;
-        Ok(Staged { tmp, entry: e.clone(), sign })
-    }
-
-    /// Files large enough to travel as deltas are signed while they are written, and the
-    /// signature kept in `cache` once they are in place: the next delta against them then
-    /// needs no read of the file.
-    pub fn keep_signatures(&mut self, cache: SigCache) {
-        self.sigs = Some(cache);
-    }
-
-    /// The signature cache, if one is kept.
-    pub fn signatures(&self) -> Option<&SigCache> {
-        self.sigs.as_ref()
+        Ok(Staged { tmp, entry: e.clone() })
     }
 
     /// Finishes a received file: checks its hash (when the entry has one), sets mode and
@@ -300,8 +270,7 @@ impl Applier {
             // SAFETY: the descriptor is valid for the call; the flags only start writeback.
             unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
         }
-        let sig = w.sig.take().map(SignatureBuilder::finish);
-        self.queued.push(Queued { name: w.entry.path.clone(), tmp, file: Some(file), bytes: w.written, sig });
+        self.queued.push(Queued { name: w.entry.path.clone(), tmp, file: Some(file), bytes: w.written });
         if self.queued.len() > SMALL_BATCH {
             // The batch will use syncfs: no need to hold a descriptor per file.
             self.queued.iter_mut().for_each(|q| q.file = None);
@@ -386,9 +355,6 @@ impl Applier {
             Err(e) => return Err(e),
         };
         self.forget(p);
-        if let Some(cache) = &self.sigs {
-            cache.forget(p);
-        }
         self.unlock(p.parent(), &parent)?;
         let path = parent.join(std::ffi::OsStr::from_bytes(p.file_name()));
         let removed = match fs::symlink_metadata(&path) {
@@ -413,14 +379,9 @@ impl Applier {
         }
         for q in queued {
             match self.place(&q) {
-                Ok(path) => {
+                Ok(()) => {
                     stats.files += 1;
                     stats.bytes += q.bytes;
-                    if let (Some(cache), Some(sig)) = (&self.sigs, q.sig)
-                        && let Ok(meta) = fs::symlink_metadata(&path)
-                    {
-                        cache.put(&q.name, &meta, sig);
-                    }
                 }
                 Err(e) => {
                     warn!(name = %q.name, error = %e, "received file not put in place");
@@ -495,9 +456,8 @@ impl Applier {
         Ok(())
     }
 
-    /// Renames one queued file over its target (clearing a directory there first); where it
-    /// now is.
-    fn place(&mut self, q: &Queued) -> Result<PathBuf, TreeError> {
+    /// Renames one queued file over its target (clearing a directory there first).
+    fn place(&mut self, q: &Queued) -> Result<(), TreeError> {
         let parent = self.confined.dir(q.name.parent().as_ref(), false)?.ok_or_else(|| {
             TreeError::io("rename into", self.confined.full(&q.name))(io::ErrorKind::NotFound.into())
         })?;
@@ -506,7 +466,7 @@ impl Applier {
         clear_dir(&path)?;
         fs::rename(&q.tmp, &path).map_err(TreeError::io("rename into place", &path))?;
         self.touched.insert(q.name.parent());
-        Ok(path)
+        Ok(())
     }
 
     /// Sets final modes and mtimes of the batch's directories, deepest first (a parent made

@@ -34,7 +34,6 @@ pub mod refresh;
 pub mod rolling;
 pub mod scan;
 pub mod server;
-pub mod sig_cache;
 pub mod signature;
 pub mod status;
 pub mod tree_error;

@@ -135,58 +135,6 @@ pub fn signature(mut base: impl Read, file_len: u64, block_len: u32) -> Result<S
     Ok(Signature { block_len, file_len, blocks })
 }
 
-/// Signs bytes as they stream past (a file being written), in blocks of `block_len`: the same
-/// signature [`signature`] gives for the whole stream.
-#[derive(Debug)]
-pub struct SignatureBuilder {
-    block_len: u32,
-    /// The current block's bytes so far (less than `block_len`).
-    pending: Vec<u8>,
-    file_len: u64,
-    blocks: Vec<BlockSig>,
-}
-
-impl SignatureBuilder {
-    pub fn new(block_len: u32) -> Result<Self, SyncError> {
-        check_block_len(block_len)?;
-        Ok(SignatureBuilder { block_len, pending: Vec::new(), file_len: 0, blocks: Vec::new() })
-    }
-
-    pub fn update(&mut self, mut bytes: &[u8]) {
-        let bl = self.block_len as usize;
-        self.file_len += bytes.len() as u64;
-        if !self.pending.is_empty() {
-            let take = (bl - self.pending.len()).min(bytes.len());
-            self.pending.extend_from_slice(&bytes[..take]);
-            bytes = &bytes[take..];
-            if self.pending.len() < bl {
-                return;
-            }
-            let block = std::mem::take(&mut self.pending);
-            self.push(&block);
-            self.pending = block;
-            self.pending.clear();
-        }
-        let mut blocks = bytes.chunks_exact(bl);
-        for block in blocks.by_ref() {
-            self.push(block);
-        }
-        self.pending.extend_from_slice(blocks.remainder());
-    }
-
-    pub fn finish(mut self) -> Signature {
-        if !self.pending.is_empty() {
-            let tail = std::mem::take(&mut self.pending);
-            self.push(&tail);
-        }
-        Signature { block_len: self.block_len, file_len: self.file_len, blocks: self.blocks }
-    }
-
-    fn push(&mut self, block: &[u8]) {
-        self.blocks.push(BlockSig { weak: Rolling::new(block).digest(), strong: strong_hash(block) });
-    }
-}
-
 /// Reads until `buf` is full or the reader ends; returns the bytes read.
 pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
@@ -228,20 +176,6 @@ mod tests {
         assert_eq!(sig.blocks[2].strong, strong_hash(&data[8..]));
         assert_eq!(sig.blocks[1].weak, Rolling::new(&data[4..8]).digest());
         sig.validate().unwrap();
-    }
-
-    #[test]
-    fn streaming_gives_the_same_signature_however_the_bytes_are_cut() {
-        let data: Vec<u8> = (0..20_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-        for len in [0, 1, 2047, 2048, 2049, 20_000] {
-            let whole = signature(&data[..len], len as u64, 2048).unwrap();
-            for cut in [1, 7, 2048, 3000, 50_000] {
-                let mut b = SignatureBuilder::new(2048).unwrap();
-                data[..len].chunks(cut).for_each(|piece| b.update(piece));
-                assert_eq!(b.finish(), whole, "len {len}, pieces of {cut}");
-            }
-        }
-        assert!(SignatureBuilder::new(0).is_err());
     }
 
     #[test]

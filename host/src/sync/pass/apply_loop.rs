@@ -26,7 +26,6 @@ use crate::sync::index::Index;
 use crate::sync::names::RelName;
 use crate::sync::patch::Patcher;
 use crate::sync::protocol::{self, Since, SmallFile, SyncMsg};
-use crate::sync::sig_cache::SigCache;
 use crate::sync::tree_error::TreeError;
 
 /// Files applied before a commit (bounds temporary files and the work a crash loses).
@@ -70,12 +69,9 @@ pub(super) fn run(
     index_path: &Path,
     progress: Arc<Progress>,
     lock: ApplyLock,
-    sigs: SigCache,
 ) -> Result<Applied, PassError> {
-    let mut applier = Applier::open(root)?;
-    applier.keep_signatures(sigs);
     let mut l = Loop {
-        applier,
+        applier: Applier::open(root)?,
         index,
         stats: PassStats::default(),
         failed: Vec::new(),
@@ -299,12 +295,6 @@ impl Loop<'_> {
                 let mut entry = job.entry.clone();
                 entry.hash = Some(new_hash);
                 let finished = job.finish(new_len, new_hash);
-                if finished.is_err()
-                    && let Some(cache) = self.applier.signatures()
-                {
-                    // Perhaps built on a stale signature: the next delta signs the file afresh.
-                    cache.forget(&entry.path);
-                }
                 self.finish(finished, entry, true);
             }
             other => return Err(unexpected(&other, "a tree entry or the end of the pass")),

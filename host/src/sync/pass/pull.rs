@@ -6,10 +6,9 @@
 //! Must never: record a `since` the tree has not fully reached, or drop what landed before a
 //! pass broke off (the apply thread commits it, and the index is saved either way).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,19 +21,15 @@ use super::serve::LONG_POLL;
 use super::{PassError, PassStats, apply_loop, recv, recv_counted, unexpected, write_all};
 use crate::peer::{Frame, PeerConnection};
 use crate::sync::confine::Confined;
-use crate::sync::entry::mtime_ns;
 use crate::sync::index::{Index, refresh};
 use crate::sync::names::RelName;
 use crate::sync::protocol::{self, HAVE_BATCH, PassMode, Since, SyncMsg};
 use crate::sync::scan::{Verdict, scan};
-use crate::sync::sig_cache::SigCache;
 use crate::sync::signature::{Signature, block_len_for, signature};
 use crate::sync::tree_error::TreeError;
 
 /// Signatures computed at once (each reads a whole file).
 const SIGNATURES_AT_ONCE: usize = 4;
-/// Bytes of a base whose signature came from the cache read ahead for its patch, at most.
-const PATCH_READ_AHEAD: i64 = 256 << 20;
 /// Messages queued for the apply thread.
 const APPLY_QUEUE: usize = 64;
 /// A primary silent this long in the middle of a pass is taken for gone.
@@ -57,8 +52,6 @@ pub struct PullState {
     pub since: PathBuf,
     /// Held while a pass applies: one at a time per standby.
     pub lock_path: PathBuf,
-    /// The signatures of the tree's large files ([`SigCache`]).
-    pub sigs: PathBuf,
 }
 
 impl PullState {
@@ -67,7 +60,6 @@ impl PullState {
             index: state_dir.join(format!("{tree}.standby.index")),
             since: state_dir.join(format!("{tree}.standby.since")),
             lock_path: state_dir.join("apply.lock"),
-            sigs: state_dir.join(format!("{tree}.sigs")),
         }
     }
 
@@ -158,15 +150,13 @@ pub async fn pull_pass(
 
     let (atx, arx) = mpsc::channel::<SyncMsg>(APPLY_QUEUE);
     let (top, shown, index_path) = (root.to_path_buf(), progress.clone(), state.index.clone());
-    let sigs = SigCache::new(state.sigs.clone());
-    let cache = sigs.clone();
     let applying = tokio::task::spawn_blocking(move || {
-        apply_loop::run(arx, &top, index, &index_path, shown, applying_lock, cache)
+        apply_loop::run(arx, &top, index, &index_path, shown, applying_lock)
     });
     let (wtx, wrx) = mpsc::channel::<Frame>(16);
     let PeerConnection { reader, writer, .. } = conn;
     let read = async move {
-        let permits = Arc::new(Semaphore::new(SIGNATURES_AT_ONCE));
+        let sigs = Arc::new(Semaphore::new(SIGNATURES_AT_ONCE));
         let mut wire = 0u64;
         let ended = loop {
             let msg = match tokio::time::timeout(IDLE_LIMIT, recv_counted(reader, &mut wire)).await {
@@ -180,11 +170,10 @@ pub async fn pull_pass(
                     progress.plan_bytes.store(bytes, Ordering::Relaxed);
                 }
                 SyncMsg::WantSignature { id, path } => {
-                    let (wtx, permits, top, cache) =
-                        (wtx.clone(), permits.clone(), root.to_path_buf(), sigs.clone());
+                    let (wtx, sigs, top) = (wtx.clone(), sigs.clone(), root.to_path_buf());
                     tokio::spawn(async move {
-                        let Ok(_permit) = permits.acquire_owned().await else { return };
-                        let sig = blocking(move || base_signature(&top, &path, &cache)).await.ok().flatten();
+                        let Ok(_permit) = sigs.acquire_owned().await else { return };
+                        let sig = blocking(move || base_signature(&top, &path)).await.ok().flatten();
                         if let Ok(frame) = protocol::encode(&SyncMsg::Signature { id, sig }) {
                             let _ = wtx.send(frame).await;
                         }
@@ -280,26 +269,12 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 /// The signature of the standby's copy of `path`, if it has a regular file there reached
-/// without symlinks: from the cache when it holds one for the file as it is (the file is then
-/// read ahead for the patch that follows), else read and signed, and kept in the cache when
-/// the file did not move meanwhile.
-fn base_signature(root: &Path, path: &RelName, cache: &SigCache) -> Option<Signature> {
+/// without symlinks.
+fn base_signature(root: &Path, path: &RelName) -> Option<Signature> {
     let mut confined = Confined::new(root.to_path_buf());
     let dir = confined.dir(path.parent().as_ref(), false).ok()??;
     let full = dir.join(std::ffi::OsStr::from_bytes(path.file_name()));
     let meta = std::fs::symlink_metadata(&full).ok().filter(|m| m.is_file())?;
-    let file =
-        OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(&full).ok()?;
-    if let Some(sig) = cache.get(path, &meta) {
-        // SAFETY: the descriptor is valid for the call; WILLNEED only schedules reads.
-        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, PATCH_READ_AHEAD, libc::POSIX_FADV_WILLNEED) };
-        return Some(sig);
-    }
-    let sig = signature(&file, meta.len(), block_len_for(meta.len())).ok()?;
-    if file.metadata().is_ok_and(|after| {
-        after.len() == meta.len() && mtime_ns(&after) == mtime_ns(&meta) && after.ino() == meta.ino()
-    }) {
-        cache.put(path, &meta, sig.clone());
-    }
-    Some(sig)
+    let file = File::open(&full).ok()?;
+    signature(file, meta.len(), block_len_for(meta.len())).ok()
 }

@@ -6,12 +6,16 @@
 //!
 //! Run: `cargo bench -p tandem --bench conf_replication`
 
+#[path = "common.rs"]
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::free_port;
 use serde_json::{Value, json};
 
 const SECRET: &str = "conf replication benchmark secret";
@@ -21,10 +25,6 @@ struct Member {
     peer: String,
     api: String,
     child: Child,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Member {

@@ -20,6 +20,9 @@
 //! TREE_SYNC_ROUNDS (3), TREE_SYNC_SMALL (20000 small files), TREE_SYNC_LARGE (20 large
 //! files), TREE_SYNC_DIR (where the work folder goes, default target/; not tmpfs).
 
+#[path = "common.rs"]
+mod common;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
@@ -28,6 +31,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{cpu_of, free_port, knob, quiesce};
 
 const SECRET: &str = "tree sync benchmark cluster secret 0123456789";
 const TREE: &str = "bench";
@@ -313,10 +318,6 @@ fn run_measured(cmd: &mut Command, dir: &Path) -> Finished {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// The primary `tandem daemon`, watched through /proc.
 struct Daemon {
     child: Child,
@@ -344,11 +345,7 @@ impl Daemon {
 
     /// utime + stime (+ reaped children's) so far, in seconds.
     fn cpu(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
-        let ticks: u64 = fields[11..15].iter().map(|f| f.parse::<u64>().unwrap()).sum();
-        // SAFETY: sysconf has no preconditions.
-        ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+        cpu_of(self.child.id(), true)
     }
 
     /// The wire bytes of the newest "sync pass served" line the daemon logged past `offset` of
@@ -387,19 +384,6 @@ impl Drop for Daemon {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-fn knob(name: &str, default: usize) -> usize {
-    std::env::var(name).map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{name}={v}: not a number")))
-}
-
-/// Flushes dirty pages and, as root, drops the page cache so every run reads from disk.
-fn quiesce(drop_caches: bool) {
-    // SAFETY: sync has no preconditions.
-    unsafe { libc::sync() };
-    if drop_caches {
-        std::fs::write("/proc/sys/vm/drop_caches", "1").expect("dropping the page cache");
     }
 }
 
@@ -811,8 +795,11 @@ fn report(results: &Results, header: &str, warnings: &[String]) -> String {
 }
 
 fn main() {
-    let rounds = knob("TREE_SYNC_ROUNDS", 3).max(1);
-    let shape = Shape { small: knob("TREE_SYNC_SMALL", 20_000).max(1), large: knob("TREE_SYNC_LARGE", 20) };
+    let rounds = knob("TREE_SYNC_ROUNDS", 3).max(1) as usize;
+    let shape = Shape {
+        small: knob("TREE_SYNC_SMALL", 20_000).max(1) as usize,
+        large: knob("TREE_SYNC_LARGE", 20) as usize,
+    };
     if Command::new("rsync").arg("--version").output().is_err() {
         panic!("rsync is missing: install it with `apt-get install -y rsync`");
     }

@@ -20,6 +20,8 @@
 //! `postgres`). Knobs: WAL_BENCH_ROUNDS (3), WAL_BENCH_SCALE (pgbench scale of the backlog,
 //! 30 ≈ 0.5 GB of WAL), WAL_BENCH_LOAD_SECS (20), WAL_BENCH_TPS (300).
 
+#[path = "common.rs"]
+mod common;
 #[path = "../../host/src/wal/client/tests/pg.rs"]
 #[allow(dead_code)]
 mod pg;
@@ -34,34 +36,12 @@ use tandem::wal::Lsn;
 #[allow(unused_imports)] // for pg.rs
 use tandem::wal::{base_backup::default_bin_dir, client::ConnConfig};
 
+use common::{cpu_of, free_port, knob, quiesce};
 use pg::PgServer;
 
 const ROLE: &str = "rep_scram";
 /// Pause between two samples of one server.
 const SAMPLE_EVERY: Duration = Duration::from_millis(2);
-
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name).map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{name}={v}: not a number")))
-}
-
-fn quiesce() {
-    // SAFETY: sync has no preconditions.
-    unsafe { libc::sync() };
-    std::fs::write("/proc/sys/vm/drop_caches", "1").expect("dropping the page cache (run as root)");
-}
-
-/// utime + stime of a live process, seconds.
-fn cpu_of(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
-    let ticks: u64 = fields[11..13].iter().map(|f| f.parse::<u64>().unwrap()).sum();
-    // SAFETY: sysconf has no preconditions.
-    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// A process killed on drop.
 struct Proc(Child);
@@ -248,7 +228,7 @@ fn main() {
         let order: [&str; 2] = if r % 2 == 0 { ["t", "r"] } else { ["r", "t"] };
         for tool in order {
             let slot = format!("{tool}{r}");
-            quiesce();
+            quiesce(true);
             let t0 = Instant::now();
             let proc = if tool == "t" {
                 tandem(&pg, &work, &format!("catchup-{r}"), &slot).0
@@ -256,7 +236,7 @@ fn main() {
                 receivewal(&pg, &bin, &work.join(format!("receivewal-{r}")), &slot)
             };
             let wall = wait_slot(&pg, &slot, end, t0);
-            let cpu = cpu_of(proc.0.id());
+            let cpu = cpu_of(proc.0.id(), false);
             drop(proc);
             eprintln!("round {r} {tool}: {wall:.2} s, CPU {cpu:.2} s");
             if tool == "t" {
@@ -294,7 +274,8 @@ fn main() {
     });
     let live_pid = live_tandem.0.id();
     let bare_pid = bare_tandem.0.id();
-    let (t_cpu0, r_cpu0, b_cpu0) = (cpu_of(live_pid), cpu_of(live_recv.0.id()), cpu_of(bare_pid));
+    let (t_cpu0, r_cpu0, b_cpu0) =
+        (cpu_of(live_pid, false), cpu_of(live_recv.0.id(), false), cpu_of(bare_pid, false));
     let flushed = || -> Lsn { pg.psql("SELECT pg_current_wal_flush_lsn()").parse().unwrap() };
     let wal_at0 = flushed();
 
@@ -321,8 +302,9 @@ fn main() {
         wait_slot(&pg, slot, wal_end, Instant::now());
     }
     let (t_mb, r_mb) = ((wal_end.0 - wal_at0.0) as f64 / 1e6, (wal_end.0 - wal_at0.0) as f64 / 1e6);
-    let (t_live_cpu, r_live_cpu) = (cpu_of(live_pid) - t_cpu0, cpu_of(live_recv.0.id()) - r_cpu0);
-    let b_live_cpu = cpu_of(bare_pid) - b_cpu0;
+    let (t_live_cpu, r_live_cpu) =
+        (cpu_of(live_pid, false) - t_cpu0, cpu_of(live_recv.0.id(), false) - r_cpu0);
+    let b_live_cpu = cpu_of(bare_pid, false) - b_cpu0;
     let (nl, vl) = (lags(&ps, &ns), lags(&ps, &vs));
     let tps_line = bench_out.lines().find(|l| l.starts_with("tps")).unwrap_or("").to_owned();
 

@@ -16,6 +16,8 @@
 //! as `postgres`). Knobs: DRILL_SCALE (pgbench scale, 20), DRILL_LOAD_SECS (10),
 //! DRILL_ROUNDS (1; each further round swaps the roles).
 
+#[path = "../benches/common.rs"]
+mod common;
 #[path = "../../host/src/wal/client/tests/pg.rs"]
 #[allow(dead_code)]
 mod pg;
@@ -29,6 +31,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{knob, quiesce};
+
 use serde_json::Value;
 use tandem::wal::Lsn;
 #[allow(unused_imports)] // for pg.rs
@@ -40,16 +44,6 @@ const SECRET: &str = "failover drill secret";
 /// How long a step may take before the drill gives up on it.
 const STEP_LIMIT: Duration = Duration::from_secs(600);
 const LOG_TAIL: usize = 40;
-
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name).map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{name}={v}: not a number")))
-}
-
-fn quiesce() {
-    // SAFETY: sync has no preconditions.
-    unsafe { libc::sync() };
-    std::fs::write("/proc/sys/vm/drop_caches", "1").expect("dropping the page cache (run as root)");
-}
 
 /// A port below the ephemeral range, so a restarted daemon keeps its address and no
 /// outgoing connection takes it meanwhile.
@@ -416,11 +410,11 @@ fn round(d: &Drill, p: &mut Host, s: &mut Host, next_id: &mut i64, r: usize) -> 
     p.wait("superseded", Duration::from_secs(60), || {
         p.json(&["standby", "status", "--json"])["superseded"].is_string()
     });
-    quiesce();
+    quiesce(true);
     let (c, w, out) = until_streaming(p, &["standby", "rejoin"]);
     eprintln!("round {r}: {} rejoined in {w:.2} s:\n{out}", p.name);
     let (c0, w0) = (c, w);
-    quiesce();
+    quiesce(true);
     let (c, w, out) =
         until_streaming(p, &["standby", "configure", "--standby-mode", "--peer", &s.peer, "--rebuild"]);
     eprintln!("round {r}: {} rebuilt in {w:.2} s:\n{out}", p.name);

@@ -2,7 +2,8 @@
 //! (`pg_replication_slots.wal_status`, `safe_wal_size`), polled over an ordinary connection
 //! (tokio-postgres) for status. The replication connection cannot run these queries.
 //!
-//! Owns the poll task. Must never change anything on the primary.
+//! Owns the poll task and [`read_slot`], the one reading of a slot's row (the standby's own
+//! PostgreSQL administration uses it too). Must never change anything on the primary.
 
 use std::time::{Duration, SystemTime};
 
@@ -17,19 +18,44 @@ pub const POLL_EVERY: Duration = Duration::from_secs(1);
 /// Database to connect to for the queries.
 const DBNAME: &str = "postgres";
 
+/// The parts of a `pg_replication_slots` row tandem watches.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SlotRow {
+    pub active: bool,
+    pub restart_lsn: Option<Lsn>,
+    /// `reserved`, `extended`, `unreserved` or `lost`.
+    pub wal_status: Option<String>,
+    /// Bytes the primary may still write before the slot loses WAL; `None` without a cap.
+    pub safe_wal_size: Option<i64>,
+}
+
+/// Slot `name`'s row of `pg_replication_slots` on `client`'s server, if the slot exists.
+pub async fn read_slot(
+    client: &tokio_postgres::Client,
+    name: &str,
+) -> Result<Option<SlotRow>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT active, restart_lsn::text, wal_status, safe_wal_size FROM pg_replication_slots WHERE slot_name = $1",
+            &[&name],
+        )
+        .await?;
+    Ok(rows.first().map(|r| SlotRow {
+        active: r.get(0),
+        // PostgreSQL's own text form; NULL until the slot has reserved WAL.
+        restart_lsn: r.get::<_, Option<String>>(1).and_then(|s| s.parse().ok()),
+        wal_status: r.get(2),
+        safe_wal_size: r.get(3),
+    }))
+}
+
 /// The primary's answers.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PrimaryFacts {
     /// `pg_current_wal_lsn()`.
     pub current_lsn: Option<Lsn>,
-    /// The slot's row: `wal_status` (reserved, extended, unreserved, lost), `restart_lsn`,
-    /// `safe_wal_size` (bytes the primary may still write before the slot loses WAL; `None`
-    /// without a cap), `active`.
-    pub slot_exists: bool,
-    pub wal_status: Option<String>,
-    pub restart_lsn: Option<Lsn>,
-    pub safe_wal_size: Option<i64>,
-    pub active: bool,
+    /// Tandem's slot; `None` when it does not exist.
+    pub slot: Option<SlotRow>,
     pub max_slot_wal_keep_size: Option<String>,
     pub at: Option<SystemTime>,
     pub error: Option<String>,
@@ -93,25 +119,12 @@ async fn ask(
             &[],
         )
         .await?;
-    let mut facts = PrimaryFacts {
+    Ok(PrimaryFacts {
         current_lsn: lsn(now.get(0)),
         max_slot_wal_keep_size: now.get(1),
+        slot: read_slot(c, slot).await?,
         ..PrimaryFacts::default()
-    };
-    let rows = c
-        .query(
-            "SELECT wal_status, restart_lsn::text, safe_wal_size, active FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await?;
-    if let Some(row) = rows.first() {
-        facts.slot_exists = true;
-        facts.wal_status = row.get(0);
-        facts.restart_lsn = lsn(row.get(1));
-        facts.safe_wal_size = row.get(2);
-        facts.active = row.get(3);
-    }
-    Ok(facts)
+    })
 }
 
 #[cfg(test)]
@@ -135,8 +148,10 @@ mod tests {
         task.await.unwrap();
         assert_eq!(facts.error, None);
         assert!(facts.current_lsn.is_some_and(|l| l.is_valid()), "{facts:?}");
-        assert!(facts.slot_exists && !facts.active, "{facts:?}");
-        assert_eq!(facts.wal_status.as_deref(), Some("reserved"));
+        let slot = facts.slot.as_ref().expect("the slot exists");
+        assert!(!slot.active, "{facts:?}");
+        assert_eq!(slot.wal_status.as_deref(), Some("reserved"));
+        assert_eq!(slot.safe_wal_size, None, "no max_slot_wal_keep_size");
         assert_eq!(facts.max_slot_wal_keep_size.as_deref(), Some("-1"));
     }
 }

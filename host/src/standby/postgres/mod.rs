@@ -26,13 +26,14 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 
+pub use crate::wal::primary_sql::SlotRow;
 pub use ctl::StopMode;
 pub use diverged::{Divergence, KeptWal};
 pub use error::PgError;
 pub use hba::{HBA_BEGIN, HBA_END, with_hba_block};
 pub use prepare::{PrepareReport, PrimarySetup, random_password};
 pub use settings::{Setting, wanted_settings};
-pub use sql::{ReplicationRow, SlotRow};
+pub use sql::ReplicationRow;
 
 use super::config::StandbyConfig;
 

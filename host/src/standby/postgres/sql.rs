@@ -11,6 +11,7 @@ use tokio_postgres::Client;
 use super::error::describe;
 use super::{LocalPg, PgError};
 use crate::wal::lsn::Lsn;
+use crate::wal::primary_sql::{SlotRow, read_slot};
 
 /// The database tandem connects to.
 const DBNAME: &str = "postgres";
@@ -36,15 +37,6 @@ pub struct ReplicationRow {
     /// PostgreSQL's `flush_lag`: how long WAL took from here to durable at the standby side
     /// (NULL, so `None`, once it has caught up and nothing is in flight).
     pub flush_lag_seconds: Option<f64>,
-}
-
-/// The parts of a `pg_replication_slots` row tandem watches.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SlotRow {
-    pub active: bool,
-    pub restart_lsn: Option<Lsn>,
-    /// `reserved`, `extended`, `unreserved` or `lost`.
-    pub wal_status: Option<String>,
 }
 
 impl LocalPg {
@@ -192,22 +184,7 @@ impl LocalPg {
     /// The slot `name`'s row of `pg_replication_slots`, if it exists.
     pub async fn slot(&self, name: &str) -> Result<Option<SlotRow>, PgError> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT active, restart_lsn::text, wal_status FROM pg_replication_slots WHERE slot_name = $1",
-                &[&name],
-            )
-            .await
-            .map_err(|e| PgError::sql("reading pg_replication_slots", e))?;
-        rows.first()
-            .map(|r| {
-                Ok(SlotRow {
-                    active: r.get(0),
-                    restart_lsn: parse_lsn("pg_replication_slots.restart_lsn", r.get(1))?,
-                    wal_status: r.get(2),
-                })
-            })
-            .transpose()
+        read_slot(&client, name).await.map_err(|e| PgError::sql("reading pg_replication_slots", e))
     }
 
     /// The single value of `sql` (one row, one column).

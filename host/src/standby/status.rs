@@ -178,16 +178,19 @@ impl Standby {
         }
         let Some(pg) = self.pg.as_ref() else { return d };
         d.running = pg.running().await;
-        if d.running {
-            match pg.in_recovery().await {
-                Ok(r) => d.in_recovery = Some(r),
-                Err(e) => d.last_error = Some(e.to_string()),
+        // One session for everything below (health checks ask often).
+        let overview = if d.running {
+            pg.overview(&self.config.wal.slot).await.map_err(|e| d.last_error = Some(e.to_string())).ok()
+        } else {
+            None
+        };
+        if let Some(o) = &overview {
+            d.in_recovery = Some(o.in_recovery);
+            if o.in_recovery {
+                d.replay_paused = o.replay_paused;
+                d.receive_lsn = o.receive_lsn.map(|l| l.to_string());
+                d.replay_lsn = o.replay_lsn.map(|l| l.to_string());
             }
-        }
-        if d.in_recovery == Some(true) {
-            d.replay_paused = pg.replay_paused().await.ok();
-            d.receive_lsn = pg.receive_lsn().await.ok().flatten().map(|l| l.to_string());
-            d.replay_lsn = pg.replay_lsn().await.ok().flatten().map(|l| l.to_string());
         }
         match s.role {
             Some(Role::Standby) => {
@@ -202,23 +205,21 @@ impl Standby {
                     }
                 }
             }
-            Some(Role::Primary) if d.running && d.in_recovery == Some(false) => {
-                if let Ok(Some(slot)) = pg.slot(&self.config.wal.slot).await {
+            Some(Role::Primary) if let Some(o) = overview.filter(|o| !o.in_recovery) => {
+                if let Some(slot) = o.slot {
                     d.slot_active = Some(slot.active);
                     d.slot_restart_lsn = slot.restart_lsn.map(|l| l.to_string());
                     d.slot_wal_status = slot.wal_status;
                     d.streaming = slot.active;
                 }
-                if let Ok(rows) = pg.replication().await {
-                    let tandem = crate::wal::client::DEFAULT_APPLICATION_NAME;
-                    if let Some(row) = rows.iter().find(|r| r.application_name == tandem) {
-                        d.standby_client = row.client_addr.map(|a| a.to_string());
-                        // PostgreSQL leaves flush_lag empty once nothing is in flight: caught up.
-                        d.lag_seconds = Some(row.flush_lag_seconds.unwrap_or(0.0));
-                        // What the standby side has durably (tandem's flush reports).
-                        if let (Ok(now), Some(durable)) = (pg.current_lsn().await, row.flush_lsn) {
-                            d.lag_bytes = Some(now.bytes_since(durable));
-                        }
+                let tandem = crate::wal::client::DEFAULT_APPLICATION_NAME;
+                if let Some(row) = o.replication.iter().find(|r| r.application_name == tandem) {
+                    d.standby_client = row.client_addr.map(|a| a.to_string());
+                    // PostgreSQL leaves flush_lag empty once nothing is in flight: caught up.
+                    d.lag_seconds = Some(row.flush_lag_seconds.unwrap_or(0.0));
+                    // What the standby side has durably (tandem's flush reports).
+                    if let (Some(now), Some(durable)) = (o.current_lsn, row.flush_lsn) {
+                        d.lag_bytes = Some(now.bytes_since(durable));
                     }
                 }
             }

@@ -1,7 +1,8 @@
 //! Questions and orders to the local PostgreSQL over its Unix socket, as the superuser: is it
 //! a standby, where are its WAL positions, promote, checkpoint, the replication it serves
-//! (`pg_stat_replication`) and its slots. A connection per call: these are rare (status polls,
-//! role changes), and a fresh connection never carries a broken session.
+//! (`pg_stat_replication`) and its slots. A connection per call: these are rare (role changes;
+//! a status reads everything it needs over one, [`LocalPg::overview`]), and a fresh connection
+//! never carries a broken session.
 
 use std::net::IpAddr;
 use std::time::SystemTime;
@@ -39,7 +40,57 @@ pub struct ReplicationRow {
     pub flush_lag_seconds: Option<f64>,
 }
 
+/// What status shows of the server, read over one session.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overview {
+    pub in_recovery: bool,
+    /// A standby only: replay paused (or a pause requested).
+    pub replay_paused: Option<bool>,
+    /// A standby only (see [`LocalPg::receive_lsn`], [`LocalPg::replay_lsn`]).
+    pub receive_lsn: Option<Lsn>,
+    pub replay_lsn: Option<Lsn>,
+    /// A primary only: `pg_current_wal_flush_lsn()`.
+    pub current_lsn: Option<Lsn>,
+    /// A primary only: the slot asked about, if it exists.
+    pub slot: Option<SlotRow>,
+    /// A primary only: `pg_stat_replication`.
+    pub replication: Vec<ReplicationRow>,
+}
+
+/// One query for the state every status needs; each branch only where it is allowed (the
+/// pause state errors on a primary, the flush position on a standby).
+const OVERVIEW_SQL: &str = "SELECT pg_is_in_recovery(), \
+     CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() <> 'not paused' END, \
+     pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, \
+     CASE WHEN NOT pg_is_in_recovery() THEN pg_current_wal_flush_lsn()::text END";
+
 impl LocalPg {
+    /// The server's state for a status, over one session (status and health are asked often:
+    /// one connection instead of one per question); on a primary also `slot` and whom it
+    /// streams to.
+    pub async fn overview(&self, slot: &str) -> Result<Overview, PgError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(OVERVIEW_SQL, &[])
+            .await
+            .map_err(|e| PgError::sql("reading the server's state", e))?;
+        let mut o = Overview {
+            in_recovery: row.get(0),
+            replay_paused: row.get(1),
+            receive_lsn: parse_lsn("pg_last_wal_receive_lsn()", row.get(2))?,
+            replay_lsn: parse_lsn("pg_last_wal_replay_lsn()", row.get(3))?,
+            current_lsn: parse_lsn("pg_current_wal_flush_lsn()", row.get(4))?,
+            ..Overview::default()
+        };
+        if !o.in_recovery {
+            o.slot = read_slot(&client, slot)
+                .await
+                .map_err(|e| PgError::sql("reading pg_replication_slots", e))?;
+            o.replication = replication_rows(&client).await?;
+        }
+        Ok(o)
+    }
+
     /// A session as `superuser` over the socket; its connection task runs on the current
     /// runtime until the client is dropped.
     pub async fn client(&self) -> Result<Client, PgError> {
@@ -153,32 +204,7 @@ impl LocalPg {
 
     /// `pg_stat_replication`: whom this server streams WAL to.
     pub async fn replication(&self) -> Result<Vec<ReplicationRow>, PgError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT application_name, client_addr, state, sent_lsn::text, write_lsn::text, \
-                 flush_lsn::text, replay_lsn::text, reply_time, \
-                 extract(epoch FROM flush_lag)::float8 FROM pg_stat_replication ORDER BY pid",
-                &[],
-            )
-            .await
-            .map_err(|e| PgError::sql("reading pg_stat_replication", e))?;
-        rows.iter()
-            .map(|r| {
-                let lsn = |i: usize, what| parse_lsn(what, r.get(i));
-                Ok(ReplicationRow {
-                    application_name: r.get::<_, Option<String>>(0).unwrap_or_default(),
-                    client_addr: r.get(1),
-                    state: r.get(2),
-                    sent_lsn: lsn(3, "pg_stat_replication.sent_lsn")?,
-                    write_lsn: lsn(4, "pg_stat_replication.write_lsn")?,
-                    flush_lsn: lsn(5, "pg_stat_replication.flush_lsn")?,
-                    replay_lsn: lsn(6, "pg_stat_replication.replay_lsn")?,
-                    reply_time: r.get(7),
-                    flush_lag_seconds: r.get(8),
-                })
-            })
-            .collect()
+        replication_rows(&self.client().await?).await
     }
 
     /// The slot `name`'s row of `pg_replication_slots`, if it exists.
@@ -204,6 +230,35 @@ impl LocalPg {
         let row = client.query_one(&sql, &[]).await.map_err(|e| PgError::sql(function, e))?;
         parse_lsn(function, row.get(0))
     }
+}
+
+/// `pg_stat_replication` on `client`'s server.
+async fn replication_rows(client: &Client) -> Result<Vec<ReplicationRow>, PgError> {
+    let rows = client
+        .query(
+            "SELECT application_name, client_addr, state, sent_lsn::text, write_lsn::text, \
+             flush_lsn::text, replay_lsn::text, reply_time, \
+             extract(epoch FROM flush_lag)::float8 FROM pg_stat_replication ORDER BY pid",
+            &[],
+        )
+        .await
+        .map_err(|e| PgError::sql("reading pg_stat_replication", e))?;
+    rows.iter()
+        .map(|r| {
+            let lsn = |i: usize, what| parse_lsn(what, r.get(i));
+            Ok(ReplicationRow {
+                application_name: r.get::<_, Option<String>>(0).unwrap_or_default(),
+                client_addr: r.get(1),
+                state: r.get(2),
+                sent_lsn: lsn(3, "pg_stat_replication.sent_lsn")?,
+                write_lsn: lsn(4, "pg_stat_replication.write_lsn")?,
+                flush_lsn: lsn(5, "pg_stat_replication.flush_lsn")?,
+                replay_lsn: lsn(6, "pg_stat_replication.replay_lsn")?,
+                reply_time: r.get(7),
+                flush_lag_seconds: r.get(8),
+            })
+        })
+        .collect()
 }
 
 fn parse_lsn(what: &'static str, value: Option<String>) -> Result<Option<Lsn>, PgError> {

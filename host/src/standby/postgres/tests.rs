@@ -137,6 +137,14 @@ async fn after_a_failover_the_old_primary_rewinds_and_follows_the_new_one() {
     let lb = local(&b);
     wait_until("B replays A's rows", || b.try_psql("SELECT count(*) FROM t").as_deref() == Ok("3"));
     assert!(lb.in_recovery().await.unwrap());
+    // The status's one-session reading, on each role.
+    let ob = lb.overview("tandem").await.expect("overview of the standby");
+    assert!(ob.in_recovery && ob.replay_paused == Some(false), "{ob:?}");
+    assert!(ob.replay_lsn.is_some() && ob.current_lsn.is_none() && ob.replication.is_empty(), "{ob:?}");
+    let oa = la.overview("no_such_slot").await.expect("overview of the primary");
+    assert!(!oa.in_recovery && oa.replay_paused.is_none() && oa.slot.is_none(), "{oa:?}");
+    assert!(oa.current_lsn.is_some_and(|l| l >= ob.replay_lsn.unwrap()), "{oa:?} {ob:?}");
+    assert!(oa.replication.iter().any(|r| r.application_name == "standby_b"), "{oa:?}");
     let senders = la.replication().await.unwrap();
     assert!(
         senders.iter().any(|r| r.application_name == "standby_b" && r.client_addr == Some(LOCALHOST)),

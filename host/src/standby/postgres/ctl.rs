@@ -41,14 +41,14 @@ impl StopMode {
 }
 
 impl LocalPg {
-    /// Whether a server runs in `data_dir` (`pg_ctl status`; a missing or unreadable folder
-    /// counts as not running).
     /// [`LocalPg::is_running`] off the async runtime (it runs `pg_ctl status`).
     pub async fn running(&self) -> bool {
         let me = self.clone();
         tokio::task::spawn_blocking(move || me.is_running()).await.unwrap_or(false)
     }
 
+    /// Whether a server runs in `data_dir` (`pg_ctl status`; a missing or unreadable folder
+    /// counts as not running).
     pub fn is_running(&self) -> bool {
         let Ok(mut cmd) = self.command("pg_ctl") else {
             return false;

@@ -310,7 +310,6 @@ fn run_in(bin: &Path, root: &Path, program: &str, args: &[&str]) -> Result<Outpu
     }
 }
 
-/// Polls `check` for up to 30 s.
 /// A superuser session over TCP to the test server on 127.0.0.1:`port`, its connection task
 /// spawned on the current runtime (benches that poll or write from async code).
 #[allow(dead_code)] // the benches' helper: the library's own tests do not call it
@@ -326,6 +325,7 @@ pub async fn tcp_client(port: u16) -> Result<tokio_postgres::Client, tokio_postg
     Ok(client)
 }
 
+/// Polls `check` for up to 30 s.
 pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !check() {

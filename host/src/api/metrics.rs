@@ -45,11 +45,15 @@ impl Family<'_> {
     }
 }
 
+/// Milliseconds as the seconds Prometheus wants.
+fn secs(ms: u64) -> f64 {
+    ms as f64 / 1000.0
+}
+
 /// The exposition text.
 pub fn render(s: &StandbyStatus, now_ms: u64) -> String {
     let mut out = String::new();
     let mut f = Family { out: &mut out };
-    let secs = |ms: u64| ms as f64 / 1000.0;
     f.head(
         "tandem_standby_role",
         "gauge",
@@ -157,19 +161,19 @@ pub fn render(s: &StandbyStatus, now_ms: u64) -> String {
                 "tandem_sync_last_success_timestamp_seconds",
                 "gauge",
                 "When the tree was last known equal to the primary's.",
-                |t, _| t.in_sync_ms.map(|m| m as f64 / 1000.0),
+                |t, _| t.in_sync_ms.map(secs),
             ),
             (
                 "tandem_sync_lag_seconds",
                 "gauge",
                 "Seconds since the tree was last known equal to the primary's.",
-                |t, now| t.in_sync_ms.map(|m| now.saturating_sub(m) as f64 / 1000.0),
+                |t, now| t.in_sync_ms.map(|m| secs(now.saturating_sub(m))),
             ),
             (
                 "tandem_sync_last_error_timestamp_seconds",
                 "gauge",
                 "When a pass of the tree last failed.",
-                |t, _| t.last_error_ms.map(|m| m as f64 / 1000.0),
+                |t, _| t.last_error_ms.map(secs),
             ),
         ];
         for (name, kind, help, value) in families {

@@ -20,7 +20,7 @@ use super::jobs::WalState;
 use super::pairing::{Failover, Pairing, Role};
 use super::postgres::{PgError, StopMode};
 use super::protocol::{Answer, Request};
-use super::service::{Standby, host_ip};
+use super::service::Standby;
 use crate::plugin::now_ms;
 use crate::wal::Lsn;
 
@@ -114,9 +114,7 @@ impl Standby {
                 }
             }
             // The old primary comes back as standby through pg_hba here.
-            if let Some(ip) = host_ip(&p.peer.addr).await
-                && let Err(e) = pg.set_hba(&self.config.standby.replication_user, &[ip]).await
-            {
+            if let Err(e) = self.try_let_peer_in(&p).await {
                 steps.push(format!("WARNING: pg_hba for the old primary not written ({e}): rejoin needs it"));
             }
         }

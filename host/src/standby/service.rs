@@ -276,14 +276,10 @@ impl Standby {
             v.answered_ms = Some(now_ms());
             v.error = None;
         }
-        let Some(p) = self.pairing() else { return };
-        if theirs.pair_id.as_deref() != Some(&p.pair_id) {
-            return;
-        }
         // An operator command in progress owns the pairing and the jobs; the next
         // announcement comes within seconds.
         let Ok(_op) = self.op.try_lock() else { return };
-        // Again under the lock: an `off` and a new `configure` may have run meanwhile.
+        // Read under the lock: an `off` and a new `configure` may have run meanwhile.
         let Some(mut p) = self.pairing().filter(|p| theirs.pair_id.as_deref() == Some(&p.pair_id)) else {
             return;
         };
@@ -352,14 +348,16 @@ impl Standby {
     /// standby: its primary, for the day roles swap). Idempotent: an unchanged pg_hba is not
     /// rewritten, so it is safe to call on every change and after a failed attempt.
     pub(super) async fn let_peer_in(&self, p: &Pairing) {
-        let Ok(pg) = self.paired_pg(&p.options) else { return };
-        let Some(ip) = host_ip(&p.peer.addr).await else {
-            return self
-                .record_error("letting the peer into pg_hba", &format!("cannot resolve {}", p.peer.addr));
-        };
-        if let Err(e) = pg.set_hba(&self.config.standby.replication_user, &[ip]).await {
-            self.record_error("letting the peer into pg_hba", &e.to_string());
+        if let Err(e) = self.try_let_peer_in(p).await {
+            self.record_error("letting the peer into pg_hba", &e);
         }
+    }
+
+    /// [`Standby::let_peer_in`], saying what went wrong instead of recording it.
+    pub(super) async fn try_let_peer_in(&self, p: &Pairing) -> Result<(), String> {
+        let Ok(pg) = self.paired_pg(&p.options) else { return Ok(()) };
+        let ip = host_ip(&p.peer.addr).await.ok_or_else(|| format!("cannot resolve {}", p.peer.addr))?;
+        pg.set_hba(&self.config.standby.replication_user, &[ip]).await.map_err(|e| e.to_string())
     }
 
     /// Answers the peer.

@@ -82,19 +82,23 @@ impl Standby {
         }
     }
 
-    fn endpoints(&self, pairing: &Pairing) -> Result<(Endpoint, Endpoint), StandbyError> {
+    /// The primary's PostgreSQL, as the replication role this pair uses.
+    pub(super) fn primary_endpoint(&self, pairing: &Pairing) -> Result<Endpoint, StandbyError> {
         let pg = pairing.peer.pg.as_deref().unwrap_or_default();
         let (host, port) = split_host_port(pg).ok_or_else(|| {
             StandbyError::State(format!("the primary's database address `{pg}` is not host:port"))
         })?;
-        let primary = Endpoint {
+        Ok(Endpoint {
             host,
             port,
             user: self.config.standby.replication_user.clone(),
             password: pairing.replication_password.clone(),
-        };
-        let walsender = self.config.wal.walsender_endpoint().map_err(StandbyError::Wal)?;
-        Ok((primary, walsender))
+        })
+    }
+
+    /// This host's walsender, which the standby database follows.
+    pub(super) fn walsender_endpoint(&self) -> Result<Endpoint, StandbyError> {
+        self.config.wal.walsender_endpoint().map_err(StandbyError::Wal)
     }
 
     pub(super) fn base_backup(
@@ -102,7 +106,7 @@ impl Standby {
         pairing: &Pairing,
         data_dir: &std::path::Path,
     ) -> Result<BaseBackup, StandbyError> {
-        let (primary, walsender) = self.endpoints(pairing)?;
+        let (primary, walsender) = (self.primary_endpoint(pairing)?, self.walsender_endpoint()?);
         let pg = self.pg.as_ref().expect("checked by the caller");
         Ok(BaseBackup {
             bin_dir: pg.bin_dir.clone(),
@@ -135,14 +139,6 @@ impl Standby {
             steps.push(format!("WARNING: {} could not be removed", previous.display()));
         }
         Ok(())
-    }
-
-    pub(super) fn walsender_endpoint(&self, pairing: &Pairing) -> Result<Endpoint, StandbyError> {
-        Ok(self.endpoints(pairing)?.1)
-    }
-
-    pub(super) fn primary_endpoint(&self, pairing: &Pairing) -> Result<Endpoint, StandbyError> {
-        Ok(self.endpoints(pairing)?.0)
     }
 }
 

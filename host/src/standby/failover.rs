@@ -313,7 +313,7 @@ impl Standby {
         let pg2 = pg.clone();
         let took = blocking(move || pg2.rewind(&source)).await??;
         steps.push(format!("pg_rewind from the new primary in {:.1} s", took.as_secs_f64()));
-        let walsender = self.walsender_endpoint(&pairing)?;
+        let walsender = self.walsender_endpoint()?;
         let (pg2, name) = (pg.clone(), self.config.node_name.clone());
         blocking(move || pg2.write_standby_config(&walsender, &name)).await??;
         self.after_copy(&pg, &pairing, steps).await

@@ -80,8 +80,9 @@ impl Standby {
                 blocking(move || pg2.start()).await??;
                 steps.push("PostgreSQL started".into());
             }
-            if pg.in_recovery().await? {
-                if pg.replay_paused().await? {
+            let state = pg.overview(&self.config.wal.slot).await?;
+            if state.in_recovery {
+                if state.replay_paused == Some(true) {
                     return Err(StandbyError::State(
                         "WAL replay is paused on this standby: resume it (SELECT pg_wal_replay_resume()) or find out who paused it first".into(),
                     ));
@@ -203,8 +204,9 @@ impl Standby {
         let (mut best, mut deadline) = (Lsn::INVALID, Instant::now() + DRAIN_WAIT);
         loop {
             let target = h.reader.flush_point().lsn;
-            let got =
-                pg.receive_lsn().await?.unwrap_or_default().max(pg.replay_lsn().await?.unwrap_or_default());
+            // Both positions over one session: this polls every 20 ms.
+            let now = pg.overview(&self.config.wal.slot).await?;
+            let got = now.receive_lsn.unwrap_or_default().max(now.replay_lsn.unwrap_or_default());
             if got >= target {
                 steps.push(format!("the database has all WAL tandem held (up to {target})"));
                 return Ok(());

@@ -46,8 +46,10 @@ pub struct Overview {
     pub in_recovery: bool,
     /// A standby only: replay paused (or a pause requested).
     pub replay_paused: Option<bool>,
-    /// A standby only (see [`LocalPg::receive_lsn`], [`LocalPg::replay_lsn`]).
+    /// `pg_last_wal_receive_lsn()`: the WAL a standby received and flushed; `None` before any
+    /// streaming and on a primary.
     pub receive_lsn: Option<Lsn>,
+    /// `pg_last_wal_replay_lsn()`: the WAL a standby replayed; `None` on a primary.
     pub replay_lsn: Option<Lsn>,
     /// A primary only: `pg_current_wal_flush_lsn()`.
     pub current_lsn: Option<Lsn>,
@@ -121,22 +123,6 @@ impl LocalPg {
     /// `pg_is_in_recovery()`: true on a standby.
     pub async fn in_recovery(&self) -> Result<bool, PgError> {
         self.one("SELECT pg_is_in_recovery()").await
-    }
-
-    /// Whether WAL replay is paused (or a pause is requested).
-    pub async fn replay_paused(&self) -> Result<bool, PgError> {
-        self.one("SELECT pg_get_wal_replay_pause_state() <> 'not paused'").await
-    }
-
-    /// `pg_last_wal_receive_lsn()`: the WAL a standby received and flushed; `None` before any
-    /// streaming (and on a primary).
-    pub async fn receive_lsn(&self) -> Result<Option<Lsn>, PgError> {
-        self.lsn("pg_last_wal_receive_lsn()").await
-    }
-
-    /// `pg_last_wal_replay_lsn()`: the WAL a standby replayed; `None` on a primary.
-    pub async fn replay_lsn(&self) -> Result<Option<Lsn>, PgError> {
-        self.lsn("pg_last_wal_replay_lsn()").await
     }
 
     /// `pg_current_wal_flush_lsn()`: on a primary, the WAL flushed to disk.

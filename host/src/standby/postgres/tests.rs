@@ -193,6 +193,7 @@ async fn after_a_failover_the_old_primary_rewinds_and_follows_the_new_one() {
     assert_eq!(a.psql("SELECT count(*) FROM t"), "4");
     assert!(la.in_recovery().await.unwrap());
     assert!(!lb.in_recovery().await.unwrap());
-    assert!(la.receive_lsn().await.unwrap().is_some());
-    assert!(lb.current_lsn().await.unwrap() >= la.replay_lsn().await.unwrap().unwrap());
+    let following = la.overview("tandem").await.unwrap();
+    assert!(following.receive_lsn.is_some());
+    assert!(lb.current_lsn().await.unwrap() >= following.replay_lsn.unwrap());
 }

@@ -63,14 +63,7 @@ impl BaseBackup {
         if !exe.exists() {
             return Err(BaseBackupError::Missing { program, dir: self.bin_dir.clone() });
         }
-        let mut cmd = match &self.os_user {
-            Some(user) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", user, "--"]).arg(&exe);
-                c
-            }
-            None => Command::new(&exe),
-        };
+        let mut cmd = as_user(&exe, self.os_user.as_deref());
         let p = &self.primary;
         cmd.arg("-D")
             .arg(&self.data_dir)
@@ -176,6 +169,19 @@ fn without_standby_lines(text: &str) -> String {
         })
         .flat_map(|l| [l, "\n"])
         .collect()
+}
+
+/// A command running `exe` as `os_user` (through `runuser`) when one is given: PostgreSQL's
+/// programs refuse to run as root.
+pub fn as_user(exe: &Path, os_user: Option<&str>) -> Command {
+    match os_user {
+        Some(user) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", user, "--"]).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    }
 }
 
 /// Where PostgreSQL's programs are: `TANDEM_PG_BIN`, Debian's `/usr/lib/postgresql/15/bin`,

@@ -126,8 +126,8 @@ impl Sandbox {
         }
         let sandbox =
             Sandbox { dir, members, postgres, no_postgres_because, keep: args.keep, stopped: false };
-        if let (Some(p), Some(pg)) = (&sandbox.postgres, &sandbox.members[0].pg) {
-            initdb(p, pg)?;
+        if let Some(pg) = &sandbox.members[0].pg {
+            initdb(pg)?;
             pg.start().context("starting the primary's PostgreSQL")?;
         }
         Ok(sandbox)
@@ -295,26 +295,10 @@ fn find_postgres() -> Result<Postgres, String> {
     Ok(Postgres { bin_dir, os_user })
 }
 
-fn initdb(p: &Postgres, pg: &LocalPg) -> anyhow::Result<()> {
-    let exe = p.bin_dir.join("initdb");
-    let mut cmd = match &p.os_user {
-        Some(u) => {
-            let mut c = Command::new("runuser");
-            c.args(["-u", u, "--"]).arg(&exe);
-            c
-        }
-        None => Command::new(&exe),
-    };
-    let out = cmd
-        .arg("-D")
-        .arg(&pg.data_dir)
-        .args(["-U", "postgres", "-A", "trust", "--no-sync"])
-        .current_dir(pg.data_dir.parent().unwrap_or(Path::new("/")))
-        .output()
-        .context("running initdb")?;
-    if !out.status.success() {
-        bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
+fn initdb(pg: &LocalPg) -> anyhow::Result<()> {
+    let mut cmd = pg.command("initdb")?;
+    cmd.arg("-D").arg(&pg.data_dir).args(["-U", "postgres", "-A", "trust", "--no-sync"]);
+    pg.run("initdb", "create the sandbox's cluster", cmd)?;
     Ok(())
 }
 

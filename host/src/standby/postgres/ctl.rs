@@ -180,24 +180,17 @@ impl LocalPg {
 
     /// `program` from `bin_dir`, as `os_user` when set, from `/`, without an inherited
     /// `PGPASSWORD`.
-    pub(super) fn command(&self, program: &'static str) -> Result<Command, PgError> {
+    pub(crate) fn command(&self, program: &'static str) -> Result<Command, PgError> {
         let exe = self.bin_dir.join(program);
         if !exe.exists() {
             return Err(PgError::Missing { program, dir: self.bin_dir.clone() });
         }
-        let mut cmd = match &self.os_user {
-            Some(user) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", user, "--"]).arg(exe);
-                c
-            }
-            None => Command::new(exe),
-        };
+        let mut cmd = base_backup::as_user(&exe, self.os_user.as_deref());
         cmd.current_dir("/").env_remove("PGPASSWORD");
         Ok(cmd)
     }
 
-    pub(super) fn run(
+    pub(crate) fn run(
         &self,
         program: &'static str,
         action: &'static str,

@@ -159,8 +159,7 @@ async fn show(s: &mut Sandbox, started: Instant) -> anyhow::Result<()> {
     })
     .await?;
 
-    for (i, name) in [(0, "a (primary)"), (1, "b (standby)")] {
-        let api = s.api(i)?;
+    for (api, name) in [(&a, "a (primary)"), (&b, "b (standby)")] {
         let status: crate::standby::StandbyStatus =
             serde_json::from_value(api.get("/v1/standby/status").await?)?;
         println!("\n`tandem standby status` on {name}:");

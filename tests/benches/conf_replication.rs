@@ -6,7 +6,7 @@
 //!
 //! Run: `cargo bench -p tandem --bench conf_replication`
 
-#[path = "common.rs"]
+#[path = "../common.rs"]
 mod common;
 
 use std::path::PathBuf;

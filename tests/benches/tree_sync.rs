@@ -20,7 +20,7 @@
 //! TREE_SYNC_ROUNDS (3), TREE_SYNC_SMALL (20000 small files), TREE_SYNC_LARGE (20 large
 //! files), TREE_SYNC_DIR (where the work folder goes, default target/; not tmpfs).
 
-#[path = "common.rs"]
+#[path = "../common.rs"]
 mod common;
 
 use std::collections::BTreeMap;

@@ -20,7 +20,7 @@
 //! `postgres`). Knobs: WAL_BENCH_ROUNDS (3), WAL_BENCH_SCALE (pgbench scale of the backlog,
 //! 30 ≈ 0.5 GB of WAL), WAL_BENCH_LOAD_SECS (20), WAL_BENCH_TPS (300).
 
-#[path = "common.rs"]
+#[path = "../common.rs"]
 mod common;
 #[path = "../../host/src/wal/client/tests/pg.rs"]
 #[allow(dead_code)]

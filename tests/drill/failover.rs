@@ -16,7 +16,7 @@
 //! as `postgres`). Knobs: DRILL_SCALE (pgbench scale, 20), DRILL_LOAD_SECS (10),
 //! DRILL_ROUNDS (1; each further round swaps the roles).
 
-#[path = "../benches/common.rs"]
+#[path = "../common.rs"]
 mod common;
 #[path = "../../host/src/wal/client/tests/pg.rs"]
 #[allow(dead_code)]
@@ -48,15 +48,7 @@ const LOG_TAIL: usize = 40;
 /// A port below the ephemeral range, so a restarted daemon keeps its address and no
 /// outgoing connection takes it meanwhile.
 fn free_port() -> u16 {
-    use std::sync::atomic::AtomicU16;
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 22_000 + (std::process::id() % 400) as u16 * 20;
-    loop {
-        let port = base + NEXT.fetch_add(1, Ordering::SeqCst) % 2_000;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+    common::low_port(22_000, 400)
 }
 
 /// One host of the pair: its PostgreSQL and its tandem daemon.

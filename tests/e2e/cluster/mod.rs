@@ -20,15 +20,7 @@ pub(super) const CONVERGE: Duration = Duration::from_secs(20);
 /// connections live), unique within this run, so a restarted member keeps its address and
 /// no other socket takes it meanwhile.
 pub(super) fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 500) as u16 * 20;
-    loop {
-        let port = base + NEXT.fetch_add(1, Ordering::SeqCst) % 2_000;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+    crate::common::low_port(20_000, 500)
 }
 
 /// One member: its folder, fixed ports (so a restart keeps its address), its process.

@@ -1,8 +1,9 @@
-//! Small helpers the side-by-side benchmarks and the failover drill share (each is its own
-//! crate and includes this file as a module): knobs from the environment, a quiet page cache
-//! before a timed step, a process's CPU time from /proc, a free loopback port.
+//! Small helpers the side-by-side benchmarks, the failover drill and the end-to-end tests
+//! share (each is its own crate and includes this file as a module): knobs from the
+//! environment, a quiet page cache before a timed step, a process's CPU time from /proc, free
+//! loopback ports.
 
-// Each bench uses only some of these.
+// Each crate uses only some of these.
 #![allow(dead_code)]
 
 /// `name` from the environment as a number, or `default`; anything else stops the run.
@@ -34,4 +35,19 @@ pub fn cpu_of(pid: u32, reaped_children: bool) -> f64 {
 /// A loopback port free at this moment (the kernel's pick).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A port below the kernel's ephemeral range (where port-0 listeners and outgoing connections
+/// live), unique within this run, from `first + (pid % spread) * 20` on: a restarted daemon
+/// keeps its address and no other socket takes it meanwhile.
+pub fn low_port(first: u16, spread: u16) -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = first + (std::process::id() % u32::from(spread)) as u16 * 20;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::SeqCst) % 2_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }

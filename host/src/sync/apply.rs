@@ -10,7 +10,7 @@
 //! (see [`crate::sync::confine`]), follow a symlink it creates or removes, create a symlink
 //! whose target is absolute or leaves the tree, or show a half-written file under its real name.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, FileTimes, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
@@ -177,10 +177,9 @@ impl Drop for FileWriter {
     }
 }
 
-/// A finished file waiting for the commit.
+/// A finished file waiting for the commit (its name is its key in [`Applier::queued`]).
 #[derive(Debug)]
 struct Queued {
-    name: RelName,
     tmp: PathBuf,
     /// Kept open only while the batch is small enough to be synced file by file.
     file: Option<File>,
@@ -191,7 +190,6 @@ struct Queued {
 /// (adding a child changes a folder's mtime; a read-only mode would block adding children).
 #[derive(Debug)]
 struct DirFinal {
-    name: RelName,
     mode: u32,
     mtime_ns: i128,
 }
@@ -202,12 +200,15 @@ pub struct Applier {
     confined: Confined,
     /// Held open for `syncfs`.
     root_dir: File,
-    queued: Vec<Queued>,
-    dir_finals: Vec<DirFinal>,
+    // The per-batch maps are sorted by name: replacing or deleting a folder drops its subtree
+    // from each at the cost of that subtree, where a scan per entry made a tree of 100,000
+    // folders quadratic.
+    queued: BTreeMap<RelName, Queued>,
+    dir_finals: BTreeMap<RelName, DirFinal>,
     /// Folders (`None` = root) whose entries changed in this batch: each is fsynced once.
     touched: BTreeSet<Option<RelName>>,
     /// Folders checked (and if need be opened up) by [`Applier::unlock`] in this batch.
-    unlocked: HashSet<RelName>,
+    unlocked: BTreeSet<RelName>,
     next_tmp: u64,
     cleaned: usize,
 }
@@ -228,10 +229,10 @@ impl Applier {
         Ok(Applier {
             confined: Confined::new(root.to_path_buf()),
             root_dir,
-            queued: Vec::new(),
-            dir_finals: Vec::new(),
+            queued: BTreeMap::new(),
+            dir_finals: BTreeMap::new(),
             touched: BTreeSet::new(),
-            unlocked: HashSet::new(),
+            unlocked: BTreeSet::new(),
             next_tmp: 0,
             cleaned,
         })
@@ -270,10 +271,14 @@ impl Applier {
             // SAFETY: the descriptor is valid for the call; the flags only start writeback.
             unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
         }
-        self.queued.push(Queued { name: w.entry.path.clone(), tmp, file: Some(file), bytes: w.written });
+        let queued = Queued { tmp, file: Some(file), bytes: w.written };
+        if let Some(earlier) = self.queued.insert(w.entry.path.clone(), queued) {
+            // The same name twice in a batch: the later content wins.
+            let _ = fs::remove_file(&earlier.tmp);
+        }
         if self.queued.len() > SMALL_BATCH {
             // The batch will use syncfs: no need to hold a descriptor per file.
-            self.queued.iter_mut().for_each(|q| q.file = None);
+            self.queued.values_mut().for_each(|q| q.file = None);
         }
         Ok(())
     }
@@ -295,7 +300,7 @@ impl Applier {
             }
             found => {
                 // A file queued under this name earlier in the batch would land over the folder.
-                self.drop_queued(|q| q.name == e.path);
+                self.drop_queued(vec![e.path.clone()]);
                 if found.is_ok() {
                     self.forget(&e.path);
                     fs::remove_file(&path).map_err(TreeError::io("remove", &path))?;
@@ -307,13 +312,8 @@ impl Applier {
             }
         }
         // The primary's times and mode win over any restore queued for this folder.
-        self.dir_finals.retain(|d| d.name != e.path);
         self.unlocked.insert(e.path.clone());
-        self.dir_finals.push(DirFinal {
-            name: e.path.clone(),
-            mode: e.mode & MODE_BITS,
-            mtime_ns: e.mtime_ns,
-        });
+        self.dir_finals.insert(e.path.clone(), DirFinal { mode: e.mode & MODE_BITS, mtime_ns: e.mtime_ns });
         self.touched.insert(e.path.parent());
         Ok(())
     }
@@ -372,21 +372,21 @@ impl Applier {
     /// modes and mtimes set, each touched folder fsynced once.
     pub fn commit(&mut self) -> Result<CommitStats, TreeError> {
         let mut stats = CommitStats::default();
-        let queued = std::mem::take(&mut self.queued);
+        let queued: Vec<(RelName, Queued)> = std::mem::take(&mut self.queued).into_iter().collect();
         if let Err(e) = self.sync_data(&queued, &mut stats) {
-            queued.iter().for_each(|q| drop(fs::remove_file(&q.tmp)));
+            queued.iter().for_each(|(_, q)| drop(fs::remove_file(&q.tmp)));
             return Err(e);
         }
-        for q in queued {
-            match self.place(&q) {
+        for (name, q) in queued {
+            match self.place(&name, &q) {
                 Ok(()) => {
                     stats.files += 1;
                     stats.bytes += q.bytes;
                 }
                 Err(e) => {
-                    warn!(name = %q.name, error = %e, "received file not put in place");
+                    warn!(name = %name, error = %e, "received file not put in place");
                     let _ = fs::remove_file(&q.tmp);
-                    stats.failed.push((q.name, e.to_string()));
+                    stats.failed.push((name, e.to_string()));
                 }
             }
         }
@@ -427,12 +427,12 @@ impl Applier {
 
     /// Makes the queued files' content durable: one fsync each for a small batch, else one
     /// `syncfs` for the whole filesystem.
-    fn sync_data(&self, queued: &[Queued], stats: &mut CommitStats) -> Result<(), TreeError> {
+    fn sync_data(&self, queued: &[(RelName, Queued)], stats: &mut CommitStats) -> Result<(), TreeError> {
         if queued.is_empty() {
             return Ok(());
         }
         let open: Vec<(&File, &Path)> =
-            queued.iter().filter_map(|q| Some((q.file.as_ref()?, q.tmp.as_path()))).collect();
+            queued.iter().filter_map(|(_, q)| Some((q.file.as_ref()?, q.tmp.as_path()))).collect();
         if queued.len() <= SMALL_BATCH && open.len() == queued.len() {
             for (file, tmp) in open {
                 // sync_all, not sync_data: the mode set before the rename must survive a crash too.
@@ -457,35 +457,35 @@ impl Applier {
     }
 
     /// Renames one queued file over its target (clearing a directory there first).
-    fn place(&mut self, q: &Queued) -> Result<(), TreeError> {
-        let parent = self.confined.dir(q.name.parent().as_ref(), false)?.ok_or_else(|| {
-            TreeError::io("rename into", self.confined.full(&q.name))(io::ErrorKind::NotFound.into())
+    fn place(&mut self, name: &RelName, q: &Queued) -> Result<(), TreeError> {
+        let parent = self.confined.dir(name.parent().as_ref(), false)?.ok_or_else(|| {
+            TreeError::io("rename into", self.confined.full(name))(io::ErrorKind::NotFound.into())
         })?;
-        let path = parent.join(std::ffi::OsStr::from_bytes(q.name.file_name()));
-        self.forget(&q.name);
+        let path = parent.join(std::ffi::OsStr::from_bytes(name.file_name()));
+        self.forget(name);
         clear_dir(&path)?;
         fs::rename(&q.tmp, &path).map_err(TreeError::io("rename into place", &path))?;
-        self.touched.insert(q.name.parent());
+        self.touched.insert(name.parent());
         Ok(())
     }
 
     /// Sets final modes and mtimes of the batch's directories, deepest first (a parent made
     /// read-only first could block reaching its children).
     fn finish_dirs(&mut self, stats: &mut CommitStats) {
-        let mut finals = std::mem::take(&mut self.dir_finals);
-        finals.sort_by_key(|d| std::cmp::Reverse(d.name.depth()));
-        for d in finals {
-            let done = self.confined.dir(Some(&d.name), false).and_then(|found| match found {
+        let mut finals: Vec<(RelName, DirFinal)> = std::mem::take(&mut self.dir_finals).into_iter().collect();
+        finals.sort_by_key(|(name, _)| std::cmp::Reverse(name.depth()));
+        for (name, d) in finals {
+            let done = self.confined.dir(Some(&name), false).and_then(|found| match found {
                 Some(path) => set_dir_meta(&path, d.mode, d.mtime_ns).map(|()| true),
                 None => Ok(false),
             });
             match done {
                 // Its own mode and mtime live in the folder's inode: its fsync makes them durable.
                 Ok(true) => {
-                    self.touched.insert(Some(d.name));
+                    self.touched.insert(Some(name));
                 }
                 Ok(false) => {}
-                Err(e) => stats.failed.push((d.name, e.to_string())),
+                Err(e) => stats.failed.push((name, e.to_string())),
             }
         }
     }
@@ -540,8 +540,8 @@ impl Applier {
         }
         // Adding, replacing or removing an entry moves the folder's mtime; the primary did not
         // change the folder (else its entry would come in this pass and override this).
-        let restore = DirFinal { name: dir, mode: meta.mode() & MODE_BITS, mtime_ns: mtime_ns(&meta) };
-        self.dir_finals.push(restore);
+        let restore = DirFinal { mode: meta.mode() & MODE_BITS, mtime_ns: mtime_ns(&meta) };
+        self.dir_finals.entry(dir).or_insert(restore);
         Ok(())
     }
 
@@ -557,27 +557,27 @@ impl Applier {
     /// below it (a later entry wins over an earlier one in the same batch).
     fn forget(&mut self, p: &RelName) {
         self.confined.forget(p);
-        self.dir_finals.retain(|d| !d.name.is_within(p));
-        self.unlocked.retain(|d| !d.is_within(p));
-        self.drop_queued(|q| q.name.is_within(p));
+        for d in p.run_within(self.dir_finals.range(p.clone()..).map(|(k, _)| k)) {
+            self.dir_finals.remove(&d);
+        }
+        for d in p.run_within(self.unlocked.range(p.clone()..)) {
+            self.unlocked.remove(&d);
+        }
+        self.drop_queued(p.run_within(self.queued.range(p.clone()..).map(|(k, _)| k)));
     }
 
-    /// Drops queued files matching `doomed`, with their temporaries.
-    fn drop_queued(&mut self, doomed: impl Fn(&Queued) -> bool) {
-        self.queued.retain(|q| {
-            let drop_it = doomed(q);
-            if drop_it {
-                let _ = fs::remove_file(&q.tmp);
-            }
-            !drop_it
-        });
+    /// Drops the queued files `names`, with their temporaries.
+    fn drop_queued(&mut self, names: Vec<RelName>) {
+        for q in names.iter().filter_map(|n| self.queued.remove(n)) {
+            let _ = fs::remove_file(&q.tmp);
+        }
     }
 }
 
 impl Drop for Applier {
     /// An uncommitted batch never becomes visible: its temporaries go.
     fn drop(&mut self) {
-        self.queued.iter().for_each(|q| drop(fs::remove_file(&q.tmp)));
+        self.queued.values().for_each(|q| drop(fs::remove_file(&q.tmp)));
     }
 }
 

@@ -87,9 +87,7 @@ impl Index {
 
     /// Removes `p` and everything below it (a deleted directory takes its subtree along).
     pub fn remove(&mut self, p: &RelName) {
-        let doomed: Vec<RelName> =
-            self.entries.range(p.clone()..).map(|(k, _)| k).take_while(|k| k.is_within(p)).cloned().collect();
-        for k in doomed {
+        for k in p.run_within(self.entries.range(p.clone()..).map(|(k, _)| k)) {
             self.entries.remove(&k);
         }
     }

@@ -106,6 +106,14 @@ impl RelName {
         s.starts_with(a) && (s.len() == a.len() || s[a.len()] == b'/')
     }
 
+    /// From an in-order run of names starting at `self` (a sorted set's or map's
+    /// `range(self.clone()..)`), the names at or below `self`. A subtree is one contiguous run
+    /// in name order, so this costs a lookup plus the subtree's size, never a walk of the whole
+    /// collection.
+    pub fn run_within<'a>(&self, sorted_from_self: impl Iterator<Item = &'a RelName>) -> Vec<RelName> {
+        sorted_from_self.take_while(|k| k.is_within(self)).cloned().collect()
+    }
+
     /// The name and each of its ancestors, innermost first.
     pub fn self_and_ancestors(&self) -> impl Iterator<Item = &[u8]> {
         let cuts = self.0.iter().enumerate().filter(|(_, b)| **b == b'/').map(|(i, _)| i);
@@ -217,6 +225,19 @@ mod tests {
         let chain: Vec<&[u8]> = x.self_and_ancestors().collect();
         assert_eq!(chain, [&b"a/b/c"[..], b"a/b", b"a"]);
         assert!(x.is_within(&n("a")) && x.is_within(&x) && !n("ab").is_within(&n("a")));
+    }
+
+    #[test]
+    fn run_within_takes_exactly_the_subtree() {
+        let set: std::collections::BTreeSet<RelName> =
+            ["a", "a/b", "a/b/c", "a-b", "a.b", "a/z", "ab", "b"].into_iter().map(n).collect();
+        let root = n("a");
+        let got: Vec<String> =
+            root.run_within(set.range(root.clone()..)).iter().map(|x| x.display()).collect();
+        assert_eq!(got, ["a", "a/b", "a/b/c", "a/z"]);
+        let leaf = n("a/b/c");
+        assert_eq!(leaf.run_within(set.range(leaf.clone()..)), [leaf.clone()]);
+        assert!(n("c").run_within(set.range(n("c")..)).is_empty());
     }
 
     #[test]

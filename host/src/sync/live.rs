@@ -2,9 +2,11 @@
 //! tree's [`Journal`] (changed paths by generation) and serves its barrier, so sync passes
 //! can be incremental and followers are woken within the debounce of a change.
 //!
-//! Must never: leave a journal in place that missed events. A rescan (overflow, watch limit,
-//! the root moved) or a failed barrier resets the journal (full passes follow), and a watcher
-//! that stops is restarted with a new journal.
+//! Must never: leave a journal in place that missed events, or offer one before every folder
+//! is watched. A rescan (overflow, the root moved) or a failed barrier ends the journal (full
+//! passes follow) until the watcher has walked the tree again; a watcher that stops is
+//! restarted with a new journal, and one that cannot watch every folder (the watch limit) is
+//! retried less and less often.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,8 @@ pub type Journals = Arc<Mutex<HashMap<String, Arc<Journal>>>>;
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Retry period for a tree whose folder is missing or whose watcher failed to start.
 const RETRY: Duration = Duration::from_secs(5);
+/// Longest wait before trying again to watch a tree whose folders could not all be watched.
+const MAX_RETRY: Duration = Duration::from_secs(600);
 
 /// Watches every configured tree until `shutdown`.
 pub async fn watch_trees(
@@ -61,6 +65,7 @@ async fn watch_tree(
             None => map.remove(name),
         };
     };
+    let mut retry = RETRY;
     loop {
         let started = TreeWatcher::start(root, debounce).and_then(|w| w.with_barrier(barrier));
         let mut watcher = match started {
@@ -75,50 +80,73 @@ async fn watch_tree(
                 }
             }
         };
-        let (flush_tx, mut flush_rx) = mpsc::channel(16);
-        let journal = Arc::new(Journal::new(Some(flush_tx)));
-        set(Some(journal.clone()));
-        info!(tree = name, root = %root.display(), "watching the tree for changes");
-        loop {
+        // One journal per complete walk: until every folder is watched, passes compare whole
+        // trees (no journal), and a rescan (events lost) ends the journal until the watcher
+        // has walked the tree again.
+        'walks: loop {
             tokio::select! {
-                _ = shutdown.cancelled() => {
-                    set(None);
-                    return;
-                }
-                changes = watcher.next() => match changes {
-                    Some(Changes::Paths(paths)) => record(&journal, paths),
-                    Some(Changes::Rescan { reason }) => {
-                        journal.lost(&reason);
-                        break;
-                    }
-                    None => break,
+                _ = shutdown.cancelled() => return,
+                ready = watcher.ready() => if let Err(e) = ready {
+                    // The watch limit or an unwatchable folder: a new watcher tries again later,
+                    // less often each time (every try walks the whole tree).
+                    warn!(tree = name, error = %e, retry_s = retry.as_secs(), "cannot watch the tree; passes compare whole trees");
+                    break 'walks;
                 },
-                Some(reply) = flush_rx.recv() => {
-                    let complete = watcher.barrier(BARRIER_TIMEOUT).await;
-                    let restart = match watcher.take() {
-                        Some(Changes::Paths(paths)) => {
-                            record(&journal, paths);
-                            false
-                        }
+            }
+            retry = RETRY;
+            // What was seen during the walk is covered by the full pass every standby gets next.
+            watcher.take();
+            let (flush_tx, mut flush_rx) = mpsc::channel(16);
+            let journal = Arc::new(Journal::new(Some(flush_tx)));
+            set(Some(journal.clone()));
+            info!(tree = name, root = %root.display(), "watching the tree for changes");
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        set(None);
+                        return;
+                    }
+                    changes = watcher.next() => match changes {
+                        Some(Changes::Paths(paths)) => record(&journal, paths),
                         Some(Changes::Rescan { reason }) => {
                             journal.lost(&reason);
-                            true
+                            set(None);
+                            continue 'walks;
                         }
-                        None => false,
-                    };
-                    if !complete {
-                        journal.lost("the watcher's barrier was not seen in time");
-                    }
-                    let _ = reply.send(());
-                    if restart {
-                        // A rescan can mean a watch is missing (limit, moved root): start over.
-                        break;
+                        None => break 'walks,
+                    },
+                    Some(reply) = flush_rx.recv() => {
+                        let complete = watcher.barrier(BARRIER_TIMEOUT).await;
+                        let lost = match watcher.take() {
+                            Some(Changes::Paths(paths)) => {
+                                record(&journal, paths);
+                                None
+                            }
+                            Some(Changes::Rescan { reason }) => Some(reason),
+                            None => None,
+                        };
+                        let lost = lost.or_else(|| (!complete).then(|| "the watcher's barrier was not seen in time".to_string()));
+                        if let Some(reason) = &lost {
+                            journal.lost(reason);
+                        }
+                        let _ = reply.send(());
+                        if lost.is_some() {
+                            set(None);
+                            continue 'walks;
+                        }
                     }
                 }
             }
         }
-        // A new watcher and a new journal (new epoch): every standby's next pass is full.
+        // The watcher stopped (its root went) or cannot watch every folder: a new watcher and a
+        // new journal (new epoch) later; meanwhile every standby's pass is full.
         set(None);
+        drop(watcher);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(retry) => {}
+        }
+        retry = (retry * 2).min(MAX_RETRY);
     }
 }
 

@@ -236,7 +236,7 @@ mod tests {
             root.run_within(set.range(root.clone()..)).iter().map(|x| x.display()).collect();
         assert_eq!(got, ["a", "a/b", "a/b/c", "a/z"]);
         let leaf = n("a/b/c");
-        assert_eq!(leaf.run_within(set.range(leaf.clone()..)), [leaf.clone()]);
+        assert_eq!(leaf.run_within(set.range(leaf.clone()..)), std::slice::from_ref(&leaf));
         assert!(n("c").run_within(set.range(n("c")..)).is_empty());
     }
 

@@ -1,5 +1,6 @@
 //! Tests of the tree watcher with real inotify in temporary folders.
 
+use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::time::{Duration, Instant};
@@ -44,6 +45,16 @@ async fn until_seen(w: &mut TreeWatcher, want: &[&str]) -> HashSet<String> {
     seen
 }
 
+/// `w` once its walk has watched every folder (blocking: fine for these small trees).
+fn walked(w: TreeWatcher) -> TreeWatcher {
+    let end = Instant::now() + WAIT;
+    while w.shared.lock().walk != Walk::Done {
+        assert!(Instant::now() < end, "the walk never finished: {:?}", w.shared.lock().walk);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    w
+}
+
 async fn next_rescan(w: &mut TreeWatcher) -> String {
     let end = Instant::now() + WAIT;
     loop {
@@ -59,7 +70,7 @@ async fn next_rescan(w: &mut TreeWatcher) -> String {
 async fn create_modify_delete_rename_are_reported() {
     let t = tempfile::tempdir().unwrap();
     fs::create_dir_all(t.path().join("d/e")).unwrap();
-    let mut w = TreeWatcher::start(t.path(), DEBOUNCE).unwrap();
+    let mut w = walked(TreeWatcher::start(t.path(), DEBOUNCE).unwrap());
 
     fs::write(t.path().join("a.txt"), b"1").unwrap();
     fs::write(t.path().join("d/e/f.txt"), b"1").unwrap();
@@ -89,7 +100,7 @@ async fn create_modify_delete_rename_are_reported() {
 #[tokio::test]
 async fn file_in_fresh_subdirectory_is_reported_and_the_subdirectory_is_watched() {
     let t = tempfile::tempdir().unwrap();
-    let mut w = TreeWatcher::start(t.path(), DEBOUNCE).unwrap();
+    let mut w = walked(TreeWatcher::start(t.path(), DEBOUNCE).unwrap());
 
     fs::create_dir_all(t.path().join("new/deeper")).unwrap();
     fs::write(t.path().join("new/deeper/f"), b"x").unwrap();
@@ -110,7 +121,7 @@ async fn directory_moved_in_is_reported_and_watched() {
     let outside = tempfile::tempdir_in(t.path()).unwrap();
     fs::create_dir(t.path().join("tree")).unwrap();
     fs::create_dir_all(outside.path().join("m/n")).unwrap();
-    let mut w = TreeWatcher::start(&t.path().join("tree"), DEBOUNCE).unwrap();
+    let mut w = walked(TreeWatcher::start(&t.path().join("tree"), DEBOUNCE).unwrap());
 
     fs::rename(outside.path().join("m"), t.path().join("tree/m")).unwrap();
     until_seen(&mut w, &["m"]).await;
@@ -123,7 +134,7 @@ async fn directory_moved_in_is_reported_and_watched() {
 async fn temp_names_are_ignored() {
     let t = tempfile::tempdir().unwrap();
     fs::create_dir(t.path().join("sub")).unwrap();
-    let mut w = TreeWatcher::start(t.path(), DEBOUNCE).unwrap();
+    let mut w = walked(TreeWatcher::start(t.path(), DEBOUNCE).unwrap());
 
     fs::write(t.path().join(".tandem-tmp.1-1"), b"x").unwrap();
     fs::write(t.path().join("sub/.tandem-tmp.1-2"), b"x").unwrap();
@@ -138,7 +149,7 @@ async fn temp_names_are_ignored() {
 #[tokio::test]
 async fn a_burst_is_grouped_into_few_batches() {
     let t = tempfile::tempdir().unwrap();
-    let mut w = TreeWatcher::start(t.path(), Duration::from_millis(100)).unwrap();
+    let mut w = walked(TreeWatcher::start(t.path(), Duration::from_millis(100)).unwrap());
 
     let names: Vec<String> = (0..100).map(|i| format!("f{i}")).collect();
     for name in &names {
@@ -158,7 +169,7 @@ async fn a_burst_is_grouped_into_few_batches() {
 #[tokio::test]
 async fn a_busy_tree_still_ships_after_max_delay() {
     let t = tempfile::tempdir().unwrap();
-    let mut w = TreeWatcher::start(t.path(), Duration::from_millis(100)).unwrap();
+    let mut w = walked(TreeWatcher::start(t.path(), Duration::from_millis(100)).unwrap());
     let path = t.path().join("busy");
     let writer = std::thread::spawn(move || {
         let end = Instant::now() + Duration::from_secs(2);
@@ -179,7 +190,7 @@ async fn a_busy_tree_still_ships_after_max_delay() {
 #[test]
 fn take_does_not_block() {
     let t = tempfile::tempdir().unwrap();
-    let mut w = TreeWatcher::start(t.path(), DEBOUNCE).unwrap();
+    let mut w = walked(TreeWatcher::start(t.path(), DEBOUNCE).unwrap());
     let start = Instant::now();
     assert_eq!(w.take(), None);
     assert!(start.elapsed() < Duration::from_millis(50));
@@ -205,7 +216,7 @@ async fn symlinked_directory_outside_is_not_watched_through() {
     let outside = tempfile::tempdir().unwrap();
     fs::create_dir(outside.path().join("inner")).unwrap();
     symlink(outside.path(), t.path().join("link")).unwrap();
-    let mut w = TreeWatcher::start(t.path(), DEBOUNCE).unwrap();
+    let mut w = walked(TreeWatcher::start(t.path(), DEBOUNCE).unwrap());
 
     symlink(outside.path(), t.path().join("link2")).unwrap();
     until_seen(&mut w, &["link2"]).await;
@@ -225,13 +236,13 @@ async fn symlinked_directory_outside_is_not_watched_through() {
 #[tokio::test]
 async fn too_many_paths_collapse_into_a_rescan() {
     let t = tempfile::tempdir().unwrap();
-    let mut w = TreeWatcher::start_with(t.path(), DEBOUNCE, DEBOUNCE * 4, 10).unwrap();
+    let mut w = walked(TreeWatcher::start_with(t.path(), DEBOUNCE, DEBOUNCE * 4, 10).unwrap());
 
     for i in 0..20 {
         fs::write(t.path().join(format!("f{i}")), b"x").unwrap();
     }
     assert!(next_rescan(&mut w).await.contains("more than 10"));
-    assert_eq!(w.shared.lock().paths.len(), 0);
+    assert_eq!(w.take(), None, "the rescan took the paths along");
 
     // Afterwards paths are gathered again.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -244,12 +255,12 @@ async fn too_many_paths_collapse_into_a_rescan() {
 async fn root_moved_or_removed_asks_for_a_rescan() {
     let t = tempfile::tempdir().unwrap();
     fs::create_dir(t.path().join("root")).unwrap();
-    let mut w = TreeWatcher::start(&t.path().join("root"), DEBOUNCE).unwrap();
+    let mut w = walked(TreeWatcher::start(&t.path().join("root"), DEBOUNCE).unwrap());
     fs::rename(t.path().join("root"), t.path().join("moved")).unwrap();
     assert!(next_rescan(&mut w).await.contains("moved or removed"));
 
     fs::create_dir(t.path().join("root2")).unwrap();
-    let mut w = TreeWatcher::start(&t.path().join("root2"), DEBOUNCE).unwrap();
+    let mut w = walked(TreeWatcher::start(&t.path().join("root2"), DEBOUNCE).unwrap());
     fs::remove_dir(t.path().join("root2")).unwrap();
     assert!(next_rescan(&mut w).await.contains("moved or removed"));
 }
@@ -264,24 +275,113 @@ fn start_rejects_a_missing_root_or_a_file() {
     assert!(matches!(err, WatchError::NotADirectory(_)), "{err}");
 }
 
-#[test]
-fn events_outside_the_root_and_on_temp_names_are_dropped() {
+/// The regression behind this watcher: notify's mask included IN_OPEN, so every read of the
+/// tree queued an event, and a reader overflowed the queue (16,384 here) over and over, each
+/// time resetting the journal. Our mask asks for changes only.
+#[tokio::test]
+async fn reading_the_tree_queues_nothing() {
     let t = tempfile::tempdir().unwrap();
+    fs::create_dir_all(t.path().join("d/e")).unwrap();
+    for i in 0..50 {
+        fs::write(t.path().join(format!("d/e/f{i}")), b"content").unwrap();
+    }
+    let mut w = walked(TreeWatcher::start(t.path(), DEBOUNCE).unwrap());
+    // The kernel's own record of what the watches ask for.
+    let root_ino = std::os::unix::fs::MetadataExt::ino(&fs::metadata(t.path()).unwrap());
+    let masks = watch_masks(root_ino);
+    assert!(!masks.is_empty(), "the root's watch is listed in /proc/self/fdinfo");
+    let reads = (libc::IN_OPEN | libc::IN_ACCESS | libc::IN_CLOSE_NOWRITE) as u64;
+    assert!(masks.iter().all(|m| m & reads == 0), "a watch asks for reads: {masks:x?}");
+    // Far more opens and reads than the kernel queue holds, while nothing drains it.
+    w.shared.hold_reader(true);
+    for _ in 0..400 {
+        for i in 0..50 {
+            let _ = fs::read(t.path().join(format!("d/e/f{i}"))).unwrap();
+        }
+        let _ = fs::read_dir(t.path().join("d/e")).unwrap().count();
+    }
+    w.shared.hold_reader(false);
+    tokio::time::sleep(DEBOUNCE * 3).await;
+    assert_eq!(w.take(), None, "reads were reported as changes");
+    fs::write(t.path().join("sentinel"), b"x").unwrap();
+    assert_eq!(until_seen(&mut w, &["sentinel"]).await, set(&["sentinel"]), "no rescan, only the write");
+}
+
+/// The masks of this process's inotify watches on inode `ino` (from /proc/self/fdinfo).
+fn watch_masks(ino: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    for fd in fs::read_dir("/proc/self/fdinfo").unwrap().flatten() {
+        let Ok(text) = fs::read_to_string(fd.path()) else { continue };
+        for line in text.lines().filter(|l| l.starts_with("inotify wd:")) {
+            let field = |name: &str| {
+                let v = line.split_whitespace().find_map(|f| f.strip_prefix(name))?;
+                u64::from_str_radix(v, 16).ok()
+            };
+            if field("ino:") == Some(ino) {
+                out.extend(field("mask:"));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_folder_renamed_inside_the_tree_reports_under_its_new_name() {
+    let t = tempfile::tempdir().unwrap();
+    fs::create_dir_all(t.path().join("a/b/c")).unwrap();
+    fs::create_dir_all(t.path().join("x")).unwrap();
+    let mut w = walked(TreeWatcher::start(t.path(), DEBOUNCE).unwrap());
+    fs::rename(t.path().join("a"), t.path().join("x/renamed")).unwrap();
+    assert_eq!(until_seen(&mut w, &["a", "x/renamed"]).await, set(&["a", "x/renamed"]));
+    fs::write(t.path().join("x/renamed/b/c/f"), b"x").unwrap();
+    assert_eq!(until_seen(&mut w, &["x/renamed/b/c/f"]).await, set(&["x/renamed/b/c/f"]));
+}
+
+#[tokio::test]
+async fn a_folder_moved_out_of_the_tree_is_no_longer_watched() {
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().join("tree");
+    fs::create_dir_all(tree.join("gone/deep")).unwrap();
+    let mut w = walked(TreeWatcher::start(&tree, DEBOUNCE).unwrap());
+    fs::rename(tree.join("gone"), t.path().join("outside")).unwrap();
+    assert_eq!(until_seen(&mut w, &["gone"]).await, set(&["gone"]));
+    fs::write(t.path().join("outside/deep/f"), b"x").unwrap();
+    fs::write(tree.join("sentinel"), b"x").unwrap();
+    assert_eq!(until_seen(&mut w, &["sentinel"]).await, set(&["sentinel"]), "nothing from outside");
+}
+
+#[tokio::test]
+async fn an_overflow_costs_one_rescan_and_a_walk_then_every_folder_is_watched_again() {
+    let t = tempfile::tempdir().unwrap();
+    fs::create_dir_all(t.path().join("old")).unwrap();
+    let mut w = walked(TreeWatcher::start(t.path(), DEBOUNCE).unwrap());
+    w.shared.hold_reader(true);
+    // More events than the kernel queue holds, and a folder whose creation is among the lost.
+    for i in 0..7_000 {
+        fs::write(t.path().join(format!("old/f{i}")), b"x").unwrap();
+    }
+    fs::create_dir_all(t.path().join("born/during")).unwrap();
+    w.shared.hold_reader(false);
+    assert!(next_rescan(&mut w).await.contains("overflowed"));
+    w.ready().await.unwrap();
+    w.take();
+    fs::write(t.path().join("born/during/f"), b"x").unwrap();
+    assert_eq!(until_seen(&mut w, &["born/during/f"]).await, set(&["born/during/f"]));
+}
+
+#[test]
+fn start_returns_before_a_large_tree_is_walked() {
+    let t = tempfile::tempdir().unwrap();
+    for i in 0..10_000 {
+        fs::create_dir_all(t.path().join(format!("d{}/e{i}", i % 100))).unwrap();
+    }
+    let start = Instant::now();
     let w = TreeWatcher::start(t.path(), DEBOUNCE).unwrap();
-    let kind = EventKind::Create(notify::event::CreateKind::File);
-    let root = &w.shared.root;
-    assert!(matches!(w.shared.classify(Path::new("/elsewhere/x"), &kind), Seen::Ignored));
-    assert!(matches!(w.shared.classify(&root.join("a/.tandem-tmp.9"), &kind), Seen::Ignored));
-    assert!(matches!(w.shared.classify(&root.join("a/b"), &kind), Seen::Path(p) if p == b"a/b"));
-    let overflow = Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
-    w.shared.record(Ok(overflow));
-    assert!(matches!(w.shared.lock().take(), Some(Changes::Rescan { .. })));
-    w.shared.record(Err(notify::Error::new(notify::ErrorKind::MaxFilesWatch)));
-    assert!(matches!(w.shared.lock().take(), Some(Changes::Rescan { .. })));
-    // Opening and reading (what a sync pass does) is not a change.
-    let read = Event::new(EventKind::Access(AccessKind::Close(AccessMode::Read)));
-    w.shared.record(Ok(read.add_path(root.join("a"))));
-    assert_eq!(w.shared.lock().take(), None);
+    let returned = start.elapsed();
+    let w = walked(w);
+    let walked_in = start.elapsed();
+    assert!(returned * 3 < walked_in, "start took {returned:?}, the walk {walked_in:?}");
+    drop(w);
 }
 
 /// Latency from a write to `next()` returning, debounce 50 ms, over 200 writes. Run with
@@ -290,7 +390,7 @@ fn events_outside_the_root_and_on_temp_names_are_dropped() {
 #[ignore = "measurement, not a check"]
 async fn latency() {
     let t = tempfile::tempdir().unwrap();
-    let mut w = TreeWatcher::start(t.path(), DEBOUNCE).unwrap();
+    let mut w = walked(TreeWatcher::start(t.path(), DEBOUNCE).unwrap());
     let mut lat = Vec::new();
     for i in 0..200 {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -317,10 +417,12 @@ async fn after_a_barrier_every_earlier_write_is_recorded() {
     let t = tempfile::tempdir().unwrap();
     let tree = t.path().join("tree");
     fs::create_dir_all(&tree).unwrap();
-    let w = TreeWatcher::start(&tree, Duration::from_secs(5))
-        .unwrap()
-        .with_barrier(&t.path().join("barrier"))
-        .unwrap();
+    let w = walked(
+        TreeWatcher::start(&tree, Duration::from_secs(5))
+            .unwrap()
+            .with_barrier(&t.path().join("barrier"))
+            .unwrap(),
+    );
     let mut w = w;
     for round in 0..20 {
         let name = format!("f{round}");
@@ -336,6 +438,6 @@ async fn after_a_barrier_every_earlier_write_is_recorded() {
     // The barrier folder's own events never show up as tree changes.
     assert!(w.take().is_none());
     // Without a barrier folder there is no barrier.
-    let plain = TreeWatcher::start(&tree, DEBOUNCE).unwrap();
+    let plain = walked(TreeWatcher::start(&tree, DEBOUNCE).unwrap());
     assert!(!plain.barrier(Duration::from_millis(100)).await);
 }

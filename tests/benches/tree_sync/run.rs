@@ -122,7 +122,14 @@ impl Bench {
         )
         .unwrap();
         let daemon = Daemon::start(&primary_config, &work.join("p/data"), &work.join("daemon.stderr"));
-        let bench = Self { work: work.to_path_buf(), src: work.join("src"), peer, set: Cell::new(0), daemon, drop_caches };
+        let bench = Self {
+            work: work.to_path_buf(),
+            src: work.join("src"),
+            peer,
+            set: Cell::new(0),
+            daemon,
+            drop_caches,
+        };
         // One unmeasured pass of a one-file tree: the daemon's first pass pays one-off costs.
         std::fs::create_dir_all(work.join("warmup")).unwrap();
         std::fs::write(work.join("warmup/hello.txt"), "warm-up\n").unwrap();
@@ -136,7 +143,12 @@ impl Bench {
     /// background; passes before that compare whole trees, which is not what (b) measures).
     fn wait_watched(&self) {
         let start = Instant::now();
-        while !self.daemon.log_since(0).lines().any(|l| l.contains("watching the tree for changes") && l.contains(TREE)) {
+        while !self
+            .daemon
+            .log_since(0)
+            .lines()
+            .any(|l| l.contains("watching the tree for changes") && l.contains(TREE))
+        {
             assert!(start.elapsed() < Duration::from_secs(600), "the primary never watched the tree");
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -100,7 +100,7 @@ fn main() {
                         continue;
                     }
                     bench.prepare_tool(step, tool);
-                    let sample = bench.run(tool);
+                    let sample = bench.run(tool, step, kind.name());
                     eprintln!(
                         "  round {} {:<14} {:>8.3} s wall {:>8.2} s CPU {:>14} bytes  {}",
                         round + 1,

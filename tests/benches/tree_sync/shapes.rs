@@ -151,8 +151,8 @@ pub struct Shape {
     pub sizes: Sizes,
     small_bytes: (u64, u64),
     large_bytes: (u64, u64),
-    /// Each folder's path (deep shape: a random tree of folders).
-    folders: Vec<PathBuf>,
+    /// Each folder's path (deep shape: a random tree of folders); deleted ones leave.
+    folders: RefCell<Vec<PathBuf>>,
     /// Each small file's current path (None once deleted), and its content version.
     files: RefCell<Vec<Option<(PathBuf, u64)>>>,
     renamed: RefCell<usize>,
@@ -192,7 +192,7 @@ impl Shape {
         };
         let files = (0..sizes.small)
             .map(|i| {
-                let folder = &folders[(i * 7919) % folders.len()];
+                let folder: &PathBuf = &folders[(i * 7919) % folders.len()];
                 let ext = if i.is_multiple_of(2) { "txt" } else { "bin" };
                 Some((folder.join(format!("f{i:07}.{ext}")), 0))
             })
@@ -202,7 +202,7 @@ impl Shape {
             sizes,
             small_bytes,
             large_bytes,
-            folders,
+            folders: RefCell::new(folders),
             files: RefCell::new(files),
             renamed: RefCell::new(0),
         }
@@ -268,7 +268,7 @@ impl Shape {
 
     /// The whole tree; returns its size in bytes.
     pub fn generate(&self, root: &Path) -> u64 {
-        for f in &self.folders {
+        for f in self.folders.borrow().iter() {
             std::fs::create_dir_all(root.join(f)).unwrap();
         }
         let small: u64 = (0..self.sizes.small).map(|i| self.write_small(root, i, 0)).sum();
@@ -343,7 +343,8 @@ impl Shape {
             let (old, version) = files[i].take().unwrap();
             let mut count = self.renamed.borrow_mut();
             *count += 1;
-            let folder = &self.folders[rng.below(self.folders.len() as u64) as usize];
+            let folders = self.folders.borrow();
+            let folder = &folders[rng.below(folders.len() as u64) as usize];
             let ext = old.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
             let new = folder.join(format!("moved{:07}.{ext}", *count));
             std::fs::rename(root.join(&old), root.join(&new)).unwrap();
@@ -379,6 +380,7 @@ impl Shape {
             }
         }
         std::fs::remove_dir_all(root.join(&folder)).unwrap();
+        self.folders.borrow_mut().retain(|f| !f.starts_with(&folder));
         format!("folder {} deleted ({gone} files)", folder.display())
     }
 

@@ -112,6 +112,15 @@ impl Daemon {
         proc_status_kib(self.child.id(), "VmHWM:") / 1024.0
     }
 
+    /// Current resident size.
+    pub fn rss_mib(&self) -> f64 {
+        proc_status_kib(self.child.id(), "VmRSS:") / 1024.0
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Resets the high-water mark, so the next reading is this step's peak.
     pub fn reset_hwm(&self) {
         let _ = std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5");

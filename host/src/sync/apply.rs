@@ -10,7 +10,7 @@
 //! (see [`crate::sync::confine`]), follow a symlink it creates or removes, create a symlink
 //! whose target is absolute or leaves the tree, or show a half-written file under its real name.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File, FileTimes, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
@@ -206,7 +206,7 @@ pub struct Applier {
     queued: BTreeMap<RelName, Queued>,
     dir_finals: BTreeMap<RelName, DirFinal>,
     /// Folders (`None` = root) whose entries changed in this batch: each is fsynced once.
-    touched: BTreeSet<Option<RelName>>,
+    touched: HashSet<Option<RelName>>,
     /// Folders checked (and if need be opened up) by [`Applier::unlock`] in this batch.
     unlocked: BTreeSet<RelName>,
     next_tmp: u64,
@@ -231,7 +231,7 @@ impl Applier {
             root_dir,
             queued: BTreeMap::new(),
             dir_finals: BTreeMap::new(),
-            touched: BTreeSet::new(),
+            touched: HashSet::new(),
             unlocked: BTreeSet::new(),
             next_tmp: 0,
             cleaned,

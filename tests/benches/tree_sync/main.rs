@@ -20,7 +20,9 @@
 //! Run: `cargo bench -p tandem --bench tree_sync` (as root, to drop caches). Knobs:
 //! TREE_SYNC_SHAPES (standard,deep,million,shifting), TREE_SYNC_ROUNDS (2), TREE_SYNC_SCALE
 //! (1.0: multiplies the file and folder counts), TREE_SYNC_DIR (where the work folder goes,
-//! default target/; not tmpfs).
+//! default target/; not tmpfs), TREE_SYNC_FSYNC (0 leaves `rsync --fsync` out),
+//! TREE_SYNC_PERF (1: `perf record -g` of tandem's CLI and daemon per step), TREE_SYNC_TANDEM
+//! (another tandem binary to measure, e.g. an older build).
 
 mod check;
 #[path = "../../common.rs"]

@@ -23,6 +23,7 @@ pub mod error;
 pub mod filter;
 pub mod follow;
 pub mod index;
+pub mod index_store;
 pub mod journal;
 pub mod live;
 pub mod names;

@@ -8,7 +8,8 @@
 //! primary keep WAL (the slot advances) and catches up from the archive; with
 //! `wal_keep_size = 0` and many segments of churn while tandem is stopped, the slot held the
 //! WAL and everything resumes; a promoted second standby's new timeline is followed by tandem
-//! and, through tandem, by the standby.
+//! and, through tandem, by the standby; an archive whose disk fills up stops taking WAL (the
+//! slot holds it), says so, and resumes by itself once there is room, losing no row.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use serde_json::Value;
 use crate::cluster::{Node, free_port};
 use crate::pg::{PgServer, wait_until};
 use crate::support::wait_for;
+use crate::tmpfs::Tmpfs;
 use tandem::wal::Lsn;
 
 /// Replication role with a SCRAM password (see pg.rs).
@@ -33,22 +35,29 @@ struct Trio {
     _dir: tempfile::TempDir,
 }
 
-fn wal_config(pg: &PgServer, dir: &Path, listen_port: u16) -> String {
+/// `[wal]` for streaming from `pg`, with `extra` lines (the reserve is 2 unless they set it).
+fn wal_config(pg: &PgServer, dir: &Path, listen_port: u16, extra: &str) -> String {
     let pw = dir.join("rep.password");
     std::fs::write(&pw, format!("{ROLE}\n")).unwrap();
+    let reserve = if extra.contains("reserve_segments") { "" } else { "reserve_segments = 2\n" };
     format!(
         "[wal]\nprimary_host = \"127.0.0.1\"\nprimary_port = {}\nprimary_user = \"{ROLE}\"\n\
-         primary_password_file = \"{}\"\nlisten = \"127.0.0.1:{listen_port}\"\nreserve_segments = 2\n\
-         status_interval_ms = 1000\nretry_max_ms = 500\n",
+         primary_password_file = \"{}\"\nlisten = \"127.0.0.1:{listen_port}\"\n{reserve}\
+         status_interval_ms = 1000\nretry_max_ms = 500\n{extra}",
         pg.port,
         pw.display()
     )
 }
 
 fn trio(primary_settings: &[&str]) -> Option<Trio> {
+    trio_with(primary_settings, "")
+}
+
+/// [`trio`] with `extra` lines in tandem's `[wal]`.
+fn trio_with(primary_settings: &[&str], extra_wal: &str) -> Option<Trio> {
     let primary = PgServer::start(primary_settings)?;
     let dir = tempfile::tempdir().unwrap();
-    let tandem = Node::new("tandem", &wal_config(&primary, dir.path(), free_port()));
+    let tandem = Node::new("tandem", &wal_config(&primary, dir.path(), free_port(), extra_wal));
     wait_for(Duration::from_secs(30), || (wal_status(&tandem)["state"] == "streaming").then_some(()))
         .unwrap_or_else(|| panic!("tandem never streamed: {}\n{}", wal_status(&tandem), tandem.log()));
     let mut standby = primary.unstarted();
@@ -263,4 +272,57 @@ fn a_promoted_standby_is_followed_onto_its_new_timeline() {
     assert_eq!(t.standby.psql("SELECT received_tli FROM pg_stat_wal_receiver"), "2");
     let t = Trio { primary: native, ..t };
     t.row_reaches_standby("after the switch");
+}
+
+/// Regression: ENOSPC while zero-filling a new segment stopped tandem's disk thread for good
+/// (nothing retried until a daemon restart; status said only "the WAL disk thread stopped").
+/// The archive on a real 128 MiB tmpfs, filled up by another file: tandem stops taking WAL and
+/// says "archive disk full" in status, metrics and health; rows written meanwhile wait in the
+/// primary's slot and all reach the standby once the space returns, with no restart.
+#[test]
+fn a_full_archive_disk_stops_taking_wal_and_resumes_when_space_returns() {
+    let Some(fs) = Tmpfs::mount(128 << 20) else { return };
+    // A reserve larger than the test's WAL: retention frees nothing, only the operator does.
+    let extra = format!("dir = \"{}\"\nreserve_segments = 16\n", fs.path().display());
+    let Some(t) = trio_with(&[], &extra) else { return };
+    t.primary.psql("CREATE TABLE marks(tag text); CREATE TABLE load(x int, y text)");
+    t.row_reaches_standby("before the disk fills");
+
+    // Less than a segment left: the next segment cannot be made.
+    fs.fill_leaving(8 << 20);
+    t.primary.psql("INSERT INTO load SELECT g, md5(g::text) FROM generate_series(1, 20000) g");
+    t.primary.psql("SELECT pg_switch_wal()");
+    t.primary.psql("INSERT INTO marks VALUES ('while the disk is full')");
+    let st = wait_for(Duration::from_secs(30), || {
+        Some(wal_status(&t.tandem)).filter(|s| s["state"] == "archive-disk-full")
+    })
+    .map(|(s, _)| s)
+    .unwrap_or_else(|| panic!("never said disk full: {}\n{}", wal_status(&t.tandem), t.tandem.log()));
+    assert_eq!((st["archive_full"].as_bool(), st["archive_disk_full"].as_bool()), (Some(true), Some(true)));
+    assert!(st["last_error"].as_str().is_some_and(|e| e.contains("disk full")), "{st}");
+    assert!(t.tandem.ok(&["wal", "status"]).contains("DISK FULL"), "the text status says so");
+    let metrics = t.tandem.http_get("/metrics").1;
+    assert!(metrics.contains("tandem_wal_archive_disk_full 1"), "{metrics}");
+    assert!(t.tandem.http_get("/health").1.contains("WAL archive disk full"));
+    for _ in 0..3 {
+        t.primary.psql("INSERT INTO load SELECT g, md5(g::text) FROM generate_series(1, 5000) g");
+    }
+    assert_eq!(
+        t.standby.psql("SELECT count(*) FROM marks WHERE tag = 'while the disk is full'"),
+        "0",
+        "nothing new reached the standby while the archive took no WAL"
+    );
+
+    // Space returns: tandem resumes by itself (same process), every row arrives.
+    fs.free_filler();
+    t.standby_has_all_rows();
+    t.row_reaches_standby("after the space returned");
+    assert_eq!(t.standby.psql("SELECT count(*) FROM marks WHERE tag = 'while the disk is full'"), "1");
+    let st = wal_status(&t.tandem);
+    assert_eq!(
+        (st["state"].as_str(), st["archive_disk_full"].as_bool()),
+        (Some("streaming"), Some(false)),
+        "{st}"
+    );
+    assert!(!t.tandem.log().contains("WAL archive writer stopped"), "the disk thread never stopped");
 }

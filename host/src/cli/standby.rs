@@ -163,6 +163,12 @@ pub fn render(s: &StandbyStatus, now: u64) -> String {
                     if let Some(n) = d.wal_segments_in_use {
                         let _ = writeln!(o, "    WAL segments in use: {n}");
                     }
+                    if s.wal.as_ref().is_some_and(|w| w.archive_disk_full) {
+                        let _ = writeln!(
+                            o,
+                            "    WAL archive DISK FULL: tandem takes no WAL until it has room (the primary's slot holds it)"
+                        );
+                    }
                     let bytes = d.lag_bytes.map_or("unknown".into(), |b| format!("{b} bytes"));
                     let secs = d.lag_seconds.map_or("unknown".into(), |s| format!("{s:.3} s"));
                     let _ = writeln!(o, "    Replay lag: {bytes}, {secs}");

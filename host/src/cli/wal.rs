@@ -117,7 +117,11 @@ pub fn render(s: &WalStatus) -> String {
         "  archive      {} segments in use, {} configured as reserve, {cap}{}\n",
         s.segments_in_use,
         s.segments_reserve,
-        if s.archive_full { ", FULL: not taking WAL" } else { "" }
+        match (s.archive_disk_full, s.archive_full) {
+            (true, _) => ", DISK FULL: not taking WAL until it has room (the primary's slot holds it)",
+            (false, true) => ", FULL (at its cap): not taking WAL",
+            _ => "",
+        }
     );
     if let Some(e) = &s.primary_sql_error {
         out += &format!("  primary SQL  {e}\n");

@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::lsn::Lsn;
+use super::receiver::state::Phase;
 use super::service::WalHandle;
 use crate::plugin::unix_ms as ms;
 
@@ -18,7 +19,8 @@ use crate::plugin::unix_ms as ms;
 /// milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WalStatus {
-    /// receiver phase: starting, connecting, streaming, archive-full, failed, stopped.
+    /// receiver phase: starting, connecting, streaming, archive-full (at its disk cap),
+    /// archive-disk-full (its filesystem is full), failed, stopped.
     pub state: String,
     pub primary: String,
     pub slot: String,
@@ -43,7 +45,11 @@ pub struct WalStatus {
     pub segments_in_use: u64,
     pub segments_reserve: u64,
     pub archive_disk_cap_bytes: Option<u64>,
+    /// tandem takes no WAL: the archive is at its cap or its disk is full (the slot holds it).
     pub archive_full: bool,
+    /// The archive's filesystem is full (ENOSPC): retried with backoff until it has room.
+    #[serde(default)]
+    pub archive_disk_full: bool,
     /// The slot on the primary, as `pg_replication_slots` shows it.
     pub slot_wal_status: Option<String>,
     pub slot_restart_lsn: Option<String>,
@@ -125,7 +131,8 @@ impl WalStatus {
             segments_in_use,
             segments_reserve: h.config.reserve_segments,
             archive_disk_cap_bytes: (h.config.disk_cap_mib > 0).then_some(h.config.disk_cap_mib << 20),
-            archive_full: r.phase == super::receiver::state::Phase::CapReached,
+            archive_full: matches!(r.phase, Phase::CapReached | Phase::DiskFull),
+            archive_disk_full: r.phase == Phase::DiskFull,
             slot_wal_status: sql.slot.as_ref().and_then(|s| s.wal_status.clone()),
             slot_restart_lsn: sql.slot.as_ref().and_then(|s| s.restart_lsn).map(|l| l.to_string()),
             slot_safe_wal_size: sql.slot.as_ref().and_then(|s| s.safe_wal_size),

@@ -243,7 +243,7 @@ impl Receiver {
                             s.last_wal_sent_at = server_time.to_system_time();
                         });
                         if self.disk.capped() {
-                            return Ok(StreamEnd::Done(SessionEnd::CapReached));
+                            return Ok(StreamEnd::Done(SessionEnd::NoRoom));
                         }
                     }
                     Event::Keepalive { end, reply_requested, .. } => {

@@ -25,6 +25,8 @@ pub enum Phase {
     /// The archive is at its disk cap: tandem takes no WAL and the slot holds it on the
     /// primary until the standby replays and retention frees space.
     CapReached,
+    /// The archive's filesystem is full: as at the cap, until it has room for a segment again.
+    DiskFull,
     /// The archive refused WAL for good (another cluster, a failed fsync): an operator must act.
     Failed,
     /// Shut down.
@@ -38,6 +40,7 @@ impl Phase {
             Phase::Connecting => "connecting",
             Phase::Streaming => "streaming",
             Phase::CapReached => "archive-full",
+            Phase::DiskFull => "archive-disk-full",
             Phase::Failed => "failed",
             Phase::Stopped => "stopped",
         }

@@ -32,6 +32,8 @@ struct Trio {
     primary: PgServer,
     tandem: Node,
     standby: PgServer,
+    /// tandem's walsender port.
+    listen: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -57,7 +59,8 @@ fn trio(primary_settings: &[&str]) -> Option<Trio> {
 fn trio_with(primary_settings: &[&str], extra_wal: &str) -> Option<Trio> {
     let primary = PgServer::start(primary_settings)?;
     let dir = tempfile::tempdir().unwrap();
-    let tandem = Node::new("tandem", &wal_config(&primary, dir.path(), free_port(), extra_wal));
+    let listen = free_port();
+    let tandem = Node::new("tandem", &wal_config(&primary, dir.path(), listen, extra_wal));
     wait_for(Duration::from_secs(30), || (wal_status(&tandem)["state"] == "streaming").then_some(()))
         .unwrap_or_else(|| panic!("tandem never streamed: {}\n{}", wal_status(&tandem), tandem.log()));
     let mut standby = primary.unstarted();
@@ -65,9 +68,13 @@ fn trio_with(primary_settings: &[&str], extra_wal: &str) -> Option<Trio> {
     tandem.ok(&["wal", "base-backup", "--data", &data, "--os-user", "postgres"]);
     let conf = std::fs::read_to_string(standby.data.join("postgresql.auto.conf")).unwrap();
     assert!(conf.contains("primary_conninfo = 'host=''127.0.0.1'' port="), "{conf}");
+    assert!(
+        conf.contains("passfile=") && !conf.contains("password="),
+        "the password is in the passfile: {conf}"
+    );
     assert!(standby.data.join("standby.signal").exists());
     standby.boot_existing(&["fsync=off", "wal_receiver_status_interval=1"]).expect("standby starts");
-    let trio = Trio { primary, tandem, standby, _dir: dir };
+    let trio = Trio { primary, tandem, standby, listen, _dir: dir };
     trio.standby_streams();
     Some(trio)
 }
@@ -163,6 +170,7 @@ fn standby_streams_through_tandem_and_survives_restarts_of_each_side() {
     }
     let text = t.tandem.ok(&["wal", "status"]);
     assert!(text.contains("WAL streaming: streaming (timeline 1)") && text.contains("replayed"), "{text}");
+    only_the_standby_gets_the_wal(&t);
 
     // kill -9 of tandem in the middle of write load: the archive resumes, nothing is lost.
     let writer = Writer::start(&t.primary);
@@ -191,6 +199,70 @@ fn standby_streams_through_tandem_and_survives_restarts_of_each_side() {
     let st = wal_status(&t.tandem);
     assert!(st["connections"].as_u64().unwrap() >= 2, "tandem reconnected to the primary: {st}");
     assert!(st["last_error"].is_string(), "the primary's restart is the last error shown: {st}");
+}
+
+/// Regression: any local user could read the database's WAL: the archive was 0644 in 0755
+/// folders, and the walsender trusted every loopback connection (as `nobody`, `pg_receivewal`
+/// streamed a whole segment with no password). Now the WAL folders are 0700 and their files
+/// 0600, and the walsender wants the password only the standby PostgreSQL has (its passfile,
+/// 0600 and the PostgreSQL user's), while that standby streams on.
+fn only_the_standby_gets_the_wal(t: &Trio) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "root is required on CI (to run as nobody)");
+        eprintln!("SKIPPING the checks as user nobody: not root");
+        return;
+    }
+    let as_nobody = |program: &Path, args: &[&str]| {
+        std::process::Command::new("runuser")
+            .args(["-u", "nobody", "--"])
+            .arg(program)
+            .args(args)
+            .current_dir("/")
+            .output()
+            .unwrap()
+    };
+    let target = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(target.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let receivewal = crate::pg::bin_dir().unwrap().join("pg_receivewal");
+    let port = t.listen.to_string();
+    for user in ["replicator", "postgres"] {
+        let out = as_nobody(
+            &receivewal,
+            &["-h", "127.0.0.1", "-p", &port, "-U", user, "-D", target.path().to_str().unwrap(), "-n", "-w"],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("password"), "as nobody, {user}: {err}");
+    }
+    assert_eq!(std::fs::read_dir(target.path()).unwrap().count(), 0, "no WAL reached nobody");
+
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let wal = t.tandem.data().join("wal");
+    let mut seen = 0;
+    for dir in [wal.clone(), wal.join("archive")] {
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                assert_eq!(mode(&path), 0o600, "{}", path.display());
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen >= 4, "segments, state, identity, password");
+    let segment = std::fs::read_dir(wal.join("archive"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_none() && p.file_name().unwrap().len() == 24)
+        .expect("a complete segment");
+    assert!(!as_nobody(Path::new("/bin/cat"), &[segment.to_str().unwrap()]).status.success());
+    let passfile = t.standby.data.join("tandem.pgpass");
+    let meta = std::fs::metadata(&passfile).unwrap();
+    let postgres_uid =
+        String::from_utf8(std::process::Command::new("id").args(["-u", "postgres"]).output().unwrap().stdout)
+            .unwrap();
+    assert_eq!((meta.mode() & 0o777, meta.uid().to_string()), (0o600, postgres_uid.trim().to_string()));
 }
 
 #[test]

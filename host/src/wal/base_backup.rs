@@ -1,10 +1,11 @@
 //! Bringing up a new standby PostgreSQL: a base backup of the primary taken with
 //! `pg_basebackup` (WAL for consistency streamed alongside, so the copy is usable by itself),
 //! then the standby's configuration written so it follows tandem, not the primary:
-//! `standby.signal` and a `primary_conninfo` naming tandem's walsender.
+//! `standby.signal`, a `primary_conninfo` naming tandem's walsender and, when the walsender
+//! wants a password, the passfile it names ([`PASSFILE`] in the data folder, 0600, owned by the
+//! PostgreSQL user): the password is never in `postgresql.auto.conf`.
 //!
-//! Must never: write into a non-empty data folder, or leave a password readable by others
-//! (the conninfo lands in `postgresql.auto.conf`, which PostgreSQL creates mode 0600).
+//! Must never: write into a non-empty data folder, or leave a password readable by others.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -105,14 +106,19 @@ impl BaseBackup {
     }
 }
 
+/// The passfile `primary_conninfo` names, in the standby's data folder: the walsender's
+/// password for the standby PostgreSQL (libpq reads it, and only at mode 0600).
+pub const PASSFILE: &str = "tandem.pgpass";
+
 /// The comment line above tandem's `primary_conninfo` in `postgresql.auto.conf`.
 const STANDBY_MARK: &str =
     "# tandem: this standby streams from tandem's walsender, which streams from the primary";
 
 /// Makes the cluster in `data_dir` a standby of `walsender`: `standby.signal`, and
-/// `primary_conninfo` (and an empty `primary_slot_name`) at the end of `postgresql.auto.conf`.
+/// `primary_conninfo` (and an empty `primary_slot_name`) at the end of `postgresql.auto.conf`;
+/// with a password, the [`PASSFILE`] that conninfo names (without one, any old passfile goes).
 /// Earlier `primary_conninfo`/`primary_slot_name` lines there are removed (the last line wins
-/// anyway), so the file does not grow each time a host rejoins. Both files end up owned by
+/// anyway), so the file does not grow each time a host rejoins. Every file ends up owned by
 /// `os_user` when given.
 pub fn write_standby_config(
     data_dir: &Path,
@@ -122,35 +128,96 @@ pub fn write_standby_config(
 ) -> Result<(), BaseBackupError> {
     let signal = data_dir.join("standby.signal");
     std::fs::write(&signal, b"").map_err(|source| BaseBackupError::Write { path: signal.clone(), source })?;
+    let passfile = data_dir.join(PASSFILE);
+    let no_password = Endpoint { password: None, ..walsender.clone() };
+    let mut info = conninfo(&no_password, application_name);
+    let mut owned = vec![signal];
+    match &walsender.password {
+        Some(password) => {
+            let line = format!("*:*:*:{}:{}\n", passfile_field(&walsender.user), passfile_field(password));
+            crate::durable::write_private(&passfile, line.as_bytes())
+                .map_err(|source| BaseBackupError::Write { path: passfile.clone(), source })?;
+            info.push_str(&format!(" passfile={}", libpq_quote(&passfile.to_string_lossy())));
+            owned.push(passfile);
+        }
+        None => remove_passfile(data_dir)?,
+    }
     let auto = data_dir.join("postgresql.auto.conf");
-    let old = match std::fs::read_to_string(&auto) {
-        Ok(text) => Some(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(source) => return Err(BaseBackupError::Write { path: auto, source }),
-    };
+    let old = read_auto_conf(&auto)?;
     let mut text = without_standby_lines(old.as_deref().unwrap_or(""));
     text.push_str(&format!(
         "{STANDBY_MARK}\nprimary_conninfo = '{}'\nprimary_slot_name = ''\n",
-        conf_quote(&conninfo(walsender, application_name))
+        conf_quote(&info)
     ));
-    // The file holds a password: replaced whole (never torn), mode 0600 when new.
-    let written = match old {
-        Some(_) => crate::durable::replace_keeping_owner(&auto, text.as_bytes()),
-        None => crate::durable::write_private(&auto, text.as_bytes()),
-    };
-    written.map_err(|source| BaseBackupError::Write { path: auto.clone(), source })?;
+    replace_auto_conf(&auto, old.is_some(), &text)?;
+    owned.push(auto);
     if let Some(user) = os_user {
-        for path in [&signal, &auto] {
-            let ok = Command::new("chown").arg(user).arg(path).status().is_ok_and(|s| s.success());
-            if !ok {
-                return Err(BaseBackupError::Write {
-                    path: path.clone(),
-                    source: std::io::Error::other(format!("chown to {user} failed")),
-                });
-            }
+        for path in &owned {
+            chown(user, path)?;
         }
     }
     Ok(())
+}
+
+/// Takes the cluster in `data_dir` off tandem's walsender, for good (the pair is off): its
+/// `primary_conninfo` and `primary_slot_name` lines and the [`PASSFILE`] go; `standby.signal`
+/// stays, so a standby stays a read-only copy (promoting it is the operator's choice). Returns
+/// whether anything changed.
+pub fn remove_standby_config(data_dir: &Path) -> Result<bool, BaseBackupError> {
+    let had_passfile = data_dir.join(PASSFILE).exists();
+    remove_passfile(data_dir)?;
+    let auto = data_dir.join("postgresql.auto.conf");
+    let Some(old) = read_auto_conf(&auto)? else { return Ok(had_passfile) };
+    let text = without_standby_lines(&old);
+    if text == old {
+        return Ok(had_passfile);
+    }
+    replace_auto_conf(&auto, true, &text)?;
+    Ok(true)
+}
+
+fn remove_passfile(data_dir: &Path) -> Result<(), BaseBackupError> {
+    let passfile = data_dir.join(PASSFILE);
+    match std::fs::remove_file(&passfile) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(BaseBackupError::Write { path: passfile, source: e })
+        }
+        _ => Ok(()),
+    }
+}
+
+fn read_auto_conf(auto: &Path) -> Result<Option<String>, BaseBackupError> {
+    match std::fs::read_to_string(auto) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(BaseBackupError::Write { path: auto.to_path_buf(), source }),
+    }
+}
+
+/// Replaced whole (never torn): keeping its owner and mode, or mode 0600 when new.
+fn replace_auto_conf(auto: &Path, exists: bool, text: &str) -> Result<(), BaseBackupError> {
+    let written = if exists {
+        crate::durable::replace_keeping_owner(auto, text.as_bytes())
+    } else {
+        crate::durable::write_private(auto, text.as_bytes())
+    };
+    written.map_err(|source| BaseBackupError::Write { path: auto.to_path_buf(), source })
+}
+
+fn chown(user: &str, path: &Path) -> Result<(), BaseBackupError> {
+    let ok = Command::new("chown").arg(user).arg(path).status().is_ok_and(|s| s.success());
+    if ok {
+        return Ok(());
+    }
+    Err(BaseBackupError::Write {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(format!("chown to {user} failed")),
+    })
+}
+
+/// A passfile field: `:` and `\` escaped with a backslash, as libpq reads them.
+fn passfile_field(v: &str) -> String {
+    v.replace('\\', "\\\\").replace(':', "\\:")
 }
 
 /// `postgresql.auto.conf` without tandem's comment and without any `primary_conninfo` or
@@ -273,6 +340,33 @@ mod tests {
         write_standby_config(dir.path(), &e, "app", None).unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&auto).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_password_goes_to_a_private_passfile_never_into_the_config() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let e = Endpoint {
+            host: "127.0.0.1".into(),
+            port: 5433,
+            user: "rep:1".into(),
+            password: Some("s3cr:et\\".into()),
+        };
+        write_standby_config(dir.path(), &e, "app", None).unwrap();
+        let auto = std::fs::read_to_string(dir.path().join("postgresql.auto.conf")).unwrap();
+        assert!(!auto.contains("s3cr") && !auto.contains("password="), "{auto}");
+        let passfile = dir.path().join(PASSFILE);
+        assert!(auto.contains(&format!("passfile=''{}''", passfile.display())), "{auto}");
+        assert_eq!(std::fs::read_to_string(&passfile).unwrap(), "*:*:*:rep\\:1:s3cr\\:et\\\\\n");
+        assert_eq!(std::fs::metadata(&passfile).unwrap().permissions().mode() & 0o777, 0o600);
+
+        // Off: the walsender's lines and the passfile go, the rest (and standby.signal) stays.
+        std::fs::write(dir.path().join("postgresql.auto.conf"), format!("work_mem = '8MB'\n{auto}")).unwrap();
+        assert!(remove_standby_config(dir.path()).unwrap());
+        let auto = std::fs::read_to_string(dir.path().join("postgresql.auto.conf")).unwrap();
+        assert_eq!(auto, "work_mem = '8MB'\n");
+        assert!(!passfile.exists() && dir.path().join("standby.signal").exists());
+        assert!(!remove_standby_config(dir.path()).unwrap(), "nothing left to remove");
     }
 
     #[test]

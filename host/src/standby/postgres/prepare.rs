@@ -10,12 +10,13 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, Mac as _};
 use sha2::{Digest as _, Sha256};
 
 use super::settings::{SETTINGS, Setting, wanted_settings};
 use super::{LocalPg, PgError};
+pub use crate::wal::walsender::random_password;
 
 /// The functions `pg_rewind` calls on its source, granted to a non-superuser role.
 const REWIND_FUNCTIONS: [&str; 4] = [
@@ -24,8 +25,6 @@ const REWIND_FUNCTIONS: [&str; 4] = [
     "pg_catalog.pg_read_binary_file(text)",
     "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
 ];
-/// Random bytes in a [`random_password`] (32 characters of URL-safe base64).
-const PASSWORD_BYTES: usize = 24;
 
 /// What [`LocalPg::prepare_primary`] sets up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,15 +44,6 @@ pub struct PrepareReport {
     pub changed: Vec<String>,
     /// Whether the server was restarted for a setting.
     pub restarted: bool,
-}
-
-/// A new password: 32 URL-safe characters (192 random bits).
-///
-/// Panics if the operating system has no random source (getrandom fails only there).
-pub fn random_password() -> String {
-    let mut bytes = [0u8; PASSWORD_BYTES];
-    getrandom::fill(&mut bytes).expect("the operating system's random source");
-    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 impl LocalPg {
@@ -214,10 +204,6 @@ mod tests {
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(quote_literal("it's"), "'it''s'");
         assert_eq!(quote_literal(r"a\'b"), r"E'a\\''b'");
-        let pw = random_password();
-        assert_eq!(pw.len(), 32);
-        assert!(pw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{pw}");
-        assert_ne!(pw, random_password());
     }
 
     #[test]

@@ -73,6 +73,7 @@ impl ArchiveWriter {
         let seg = config.validate()?;
         let dir = Dir::open(dir.as_ref(), durability)?;
         let lock = lock(&dir)?;
+        dir.make_files_private()?;
         let Recovered { state, listing, head } = recover(&dir, seg)?;
         let point = flush_point(&state);
         let capacity = Capacity::new(config.disk_cap_bytes, seg.bytes(), listing.bytes(seg));

@@ -362,3 +362,28 @@ fn the_sandbox_runs_the_whole_product_and_cleans_up() {
         std::process::Command::new("pgrep").args(["-f", &folder.display().to_string()]).output().unwrap();
     assert!(left.stdout.is_empty(), "processes left behind: {}", String::from_utf8_lossy(&left.stdout));
 }
+
+/// Regression: `tandem standby ...` waited up to 3600 s on a daemon that accepts connections
+/// but does not answer (stopped with SIGSTOP). Now every standby command first checks that the
+/// daemon answers (5 s), and one that is not running is named at once.
+#[test]
+fn the_cli_names_a_stopped_daemon_at_once_instead_of_waiting_an_hour() {
+    let mut a = host("a", false).unwrap();
+    let timed = |tandem: &Node, args: &[&str]| {
+        let started = std::time::Instant::now();
+        let out = tandem.cli(args);
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned(), started.elapsed())
+    };
+    a.tandem.signal("-STOP");
+    let stopped = [timed(&a.tandem, &["standby", "status"]), timed(&a.tandem, &["standby", "off"])];
+    a.tandem.signal("-CONT");
+    for (ok, err, took) in stopped {
+        assert!(!ok && err.contains("did not answer within 5 s"), "{err}");
+        assert!(took < Duration::from_secs(15), "took {took:?}");
+    }
+    assert!(a.text().contains("Warm Standby not yet configured"), "it answers again once continued");
+    a.tandem.kill9();
+    let (ok, err, took) = timed(&a.tandem, &["standby", "status"]);
+    assert!(!ok && err.contains("cannot reach the tandem daemon"), "{err}");
+    assert!(took < Duration::from_secs(3), "connection refused is immediate: {took:?}");
+}

@@ -4,6 +4,7 @@
 
 use std::fmt::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use super::args::StandbyCommand;
 use super::http::ApiClient;
@@ -12,10 +13,22 @@ use crate::plugin::now_ms;
 use crate::standby::plan::split_host_port;
 use crate::standby::{ConfigureRequest, Options, Report, Role, StandbyStatus};
 
+/// A status reads the database and the trees: seconds at most.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(15);
+/// A configure (base backup), convert or rejoin (rewind) may take long on a big database.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Before any command the daemon must show it answers at all, within this (a daemon stopped
+/// with SIGSTOP accepts connections and never answers).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub fn run(config: Config, cmd: StandbyCommand) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let api = ApiClient::new(&config)?.with_timeout(std::time::Duration::from_secs(3600))?;
+        let api = ApiClient::new(&config)?;
+        api.check_answers(ANSWER_TIMEOUT).await?;
+        let limit =
+            if matches!(cmd, StandbyCommand::Status { .. }) { STATUS_TIMEOUT } else { COMMAND_TIMEOUT };
+        let api = api.with_timeout(limit)?;
         match cmd {
             StandbyCommand::Status { json } => {
                 let v = api.get("/v1/standby/status").await?;

@@ -136,6 +136,13 @@ fn a_pair_configured_from_scratch_fails_over_and_rejoins() {
     }
     assert_eq!(a.health(), 200);
 
+    // Regression: tandem started the standby's PostgreSQL with its port and socket folder on
+    // the command line only, so a plain `pg_ctl start` brought it up elsewhere (5432).
+    let mut b = b;
+    b.pg.as_mut().unwrap().restart_plain().unwrap();
+    assert_eq!(b.pg().psql("SELECT pg_is_in_recovery()"), "t", "up on its own port and socket");
+    b.wait_status("streaming after a plain restart", |s| s["database"]["streaming"] == true);
+
     // Rows and files reach the standby.
     a.pg().psql("INSERT INTO marks VALUES ('paired')");
     wait_until("the row on the standby", || {
@@ -182,7 +189,6 @@ fn a_pair_configured_from_scratch_fails_over_and_rejoins() {
     // The primary host dies (database and tandem) while the standby's database is down: its
     // last rows are only in tandem's archive, acknowledged to the primary. Convert is accepted,
     // starts the database and lets it take them all before it promotes.
-    let mut b = b;
     b.pg.as_mut().unwrap().stop_fast().unwrap();
     a.pg().psql("INSERT INTO marks VALUES ('last words')");
     let acknowledged: tandem::wal::Lsn = a.pg().psql("SELECT pg_current_wal_flush_lsn()").parse().unwrap();

@@ -10,6 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::auto_conf::{self, AutoConfError, Edit};
+
 /// Errors of a base backup.
 #[derive(Debug, thiserror::Error)]
 pub enum BaseBackupError {
@@ -23,6 +25,8 @@ pub enum BaseBackupError {
     Failed { program: &'static str, status: String, stderr: String },
     #[error("writing {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Config(#[from] AutoConfError),
 }
 
 /// Where to connect, as libpq keywords.
@@ -142,18 +146,16 @@ pub fn write_standby_config(
         }
         None => remove_passfile(data_dir)?,
     }
-    let auto = data_dir.join("postgresql.auto.conf");
-    let old = read_auto_conf(&auto)?;
-    let mut text = without_standby_lines(old.as_deref().unwrap_or(""));
-    text.push_str(&format!(
-        "{STANDBY_MARK}\nprimary_conninfo = '{}'\nprimary_slot_name = ''\n",
-        conf_quote(&info)
-    ));
-    replace_auto_conf(&auto, old.is_some(), &text)?;
-    owned.push(auto);
+    let edit = Edit {
+        mark: STANDBY_MARK,
+        set: &[("primary_conninfo", &info), ("primary_slot_name", "")],
+        remove: &[],
+    };
+    edit.apply(data_dir, os_user)?;
     if let Some(user) = os_user {
         for path in &owned {
-            chown(user, path)?;
+            auto_conf::chown(user, path)
+                .map_err(|source| BaseBackupError::Write { path: path.clone(), source })?;
         }
     }
     Ok(())
@@ -166,14 +168,8 @@ pub fn write_standby_config(
 pub fn remove_standby_config(data_dir: &Path) -> Result<bool, BaseBackupError> {
     let had_passfile = data_dir.join(PASSFILE).exists();
     remove_passfile(data_dir)?;
-    let auto = data_dir.join("postgresql.auto.conf");
-    let Some(old) = read_auto_conf(&auto)? else { return Ok(had_passfile) };
-    let text = without_standby_lines(&old);
-    if text == old {
-        return Ok(had_passfile);
-    }
-    replace_auto_conf(&auto, true, &text)?;
-    Ok(true)
+    let edit = Edit { mark: STANDBY_MARK, set: &[], remove: &["primary_conninfo", "primary_slot_name"] };
+    Ok(edit.apply(data_dir, None)? || had_passfile)
 }
 
 fn remove_passfile(data_dir: &Path) -> Result<(), BaseBackupError> {
@@ -186,56 +182,9 @@ fn remove_passfile(data_dir: &Path) -> Result<(), BaseBackupError> {
     }
 }
 
-fn read_auto_conf(auto: &Path) -> Result<Option<String>, BaseBackupError> {
-    match std::fs::read_to_string(auto) {
-        Ok(text) => Ok(Some(text)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(BaseBackupError::Write { path: auto.to_path_buf(), source }),
-    }
-}
-
-/// Replaced whole (never torn): keeping its owner and mode, or mode 0600 when new.
-fn replace_auto_conf(auto: &Path, exists: bool, text: &str) -> Result<(), BaseBackupError> {
-    let written = if exists {
-        crate::durable::replace_keeping_owner(auto, text.as_bytes())
-    } else {
-        crate::durable::write_private(auto, text.as_bytes())
-    };
-    written.map_err(|source| BaseBackupError::Write { path: auto.to_path_buf(), source })
-}
-
-fn chown(user: &str, path: &Path) -> Result<(), BaseBackupError> {
-    let ok = Command::new("chown").arg(user).arg(path).status().is_ok_and(|s| s.success());
-    if ok {
-        return Ok(());
-    }
-    Err(BaseBackupError::Write {
-        path: path.to_path_buf(),
-        source: std::io::Error::other(format!("chown to {user} failed")),
-    })
-}
-
 /// A passfile field: `:` and `\` escaped with a backslash, as libpq reads them.
 fn passfile_field(v: &str) -> String {
     v.replace('\\', "\\\\").replace(':', "\\:")
-}
-
-/// `postgresql.auto.conf` without tandem's comment and without any `primary_conninfo` or
-/// `primary_slot_name` line.
-fn without_standby_lines(text: &str) -> String {
-    let is_setting = |line: &str, name: &str| {
-        let line = line.trim_start();
-        line.get(..name.len()).is_some_and(|head| head.eq_ignore_ascii_case(name))
-            && line[name.len()..].trim_start().starts_with('=')
-    };
-    text.lines()
-        .filter(|l| {
-            l.trim_end() != STANDBY_MARK
-                && !is_setting(l, "primary_conninfo")
-                && !is_setting(l, "primary_slot_name")
-        })
-        .flat_map(|l| [l, "\n"])
-        .collect()
 }
 
 /// A command running `exe` as `os_user` (through `runuser`) when one is given: PostgreSQL's
@@ -287,12 +236,6 @@ fn libpq_quote(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
-/// postgresql.conf string: its parser reads backslash escapes, so `\` is doubled, and `'`
-/// doubled (as PostgreSQL's own `escape_single_quotes_ascii` does).
-fn conf_quote(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('\'', "''")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,7 +253,7 @@ mod tests {
             c,
             r"host='127.0.0.1' port=5433 user='rep' application_name='standby 1' password='a\'b\\c'"
         );
-        let quoted = conf_quote(&c);
+        let quoted = auto_conf::quote(&c);
         assert_eq!(quoted.matches("''").count(), 9);
         // Every backslash libpq needs survives the config parser: doubled once more.
         assert!(quoted.ends_with(r"password=''a\\''b\\\\c''"), "{quoted}");

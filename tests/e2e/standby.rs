@@ -166,6 +166,21 @@ fn a_pair_configured_from_scratch_fails_over_and_rejoins() {
     assert!(metrics.contains("tandem_db_replication_streaming 1"), "{metrics}");
     assert!(metrics.contains("tandem_sync_files_total{tree=\"vault\"}"), "{metrics}");
 
+    // Regression: a killed standby postmaster stayed down (and the text never said so). tandem
+    // restarts it, says so, and it follows again.
+    let pid = b.pg().postmaster_pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-9", &pid]).status().unwrap().success());
+    let s = b.wait_status("the standby's PostgreSQL restarted", |s| {
+        s["database"]["keeper"]["restarts"] == 1 && s["database"]["running"] == true
+    });
+    assert!(s["database"]["keeper"]["down_since_ms"].is_null(), "{s:#}");
+    assert!(b.text().contains("PostgreSQL restarted by tandem 1 time(s)"), "{}", b.text());
+    assert!(b.tandem.log().contains("the standby's PostgreSQL stopped unexpectedly"), "logged");
+    a.pg().psql("INSERT INTO marks VALUES ('after the restart')");
+    wait_until("the row after the restart on the standby", || {
+        b.pg().try_psql("SELECT count(*) FROM marks WHERE tag = 'after the restart'").is_ok_and(|n| n == "1")
+    });
+
     // A broken link: the primary's tandem is gone; the standby says so.
     let mut a = a;
     a.tandem.kill9();

@@ -103,6 +103,7 @@ pub fn render(s: &StandbyStatus, now: u64) -> String {
         if let Some(why) = &s.superseded {
             let _ = writeln!(o, "    SUPERSEDED: {why}");
         }
+        database_state(&mut o, s, now);
         let peer = s.peer.clone().unwrap_or_default();
         let peer_name = peer.node.clone().unwrap_or_else(|| "(not yet joined)".into());
         let seen = match (peer.reachable, peer.answered_ms) {
@@ -161,10 +162,10 @@ pub fn render(s: &StandbyStatus, now: u64) -> String {
                             format!(
                                 "tandem {}{}",
                                 w.state,
-                                if w.standby.as_ref().is_some_and(|v| v.streaming) {
-                                    ""
-                                } else {
-                                    ", database not connected to tandem"
+                                match (d.running, w.standby.as_ref().is_some_and(|v| v.streaming)) {
+                                    (false, _) => ", database not running",
+                                    (true, true) => "",
+                                    (true, false) => ", database not connected to tandem",
                                 }
                             )
                         });
@@ -194,9 +195,6 @@ pub fn render(s: &StandbyStatus, now: u64) -> String {
         }
         if d.configured {
             let _ = writeln!(o, "    WAL segments configured: {}", d.wal_segments_configured);
-            if !d.running {
-                let _ = writeln!(o, "    Database NOT running");
-            }
         } else if let Some(why) = &d.not_configured_because {
             let _ = writeln!(o, "    DB replication not configured: {why}");
         }
@@ -256,6 +254,40 @@ pub fn render(s: &StandbyStatus, now: u64) -> String {
     o
 }
 
+/// Whether the paired PostgreSQL runs, and what tandem does about it when it does not.
+fn database_state(o: &mut String, s: &StandbyStatus, now: u64) {
+    let (d, k) = (&s.database, &s.database.keeper);
+    let ago = |ms: u64| super::ago_at(ms, now);
+    if d.configured && !d.running {
+        let why = match (k.down_since_ms, s.role) {
+            (Some(since), _) => {
+                let failure = k
+                    .last_failure
+                    .as_ref()
+                    .map(|e| format!("; the last start failed: {e}"))
+                    .unwrap_or_default();
+                let next = k
+                    .next_attempt_ms
+                    .map(|t| format!("; next attempt in {:.0} s", t.saturating_sub(now) as f64 / 1000.0))
+                    .unwrap_or_default();
+                format!("it stopped unexpectedly {}: tandem restarts it{failure}{next}", ago(since))
+            }
+            (None, Some(Role::Standby)) => {
+                "stopped cleanly: tandem restarts it only after a crash; start it with pg_ctl".into()
+            }
+            (None, _) => "stopped".into(),
+        };
+        let _ = writeln!(o, "    PostgreSQL NOT running ({why})");
+    }
+    if let (n @ 1.., Some(at)) = (k.restarts, k.last_restart_ms) {
+        let _ = writeln!(
+            o,
+            "    PostgreSQL restarted by tandem {n} time(s), last {} (its postmaster had died)",
+            ago(at)
+        );
+    }
+}
+
 /// A Unix-ms time as "Wednesday 2026-11-25 01:02:03 UTC".
 pub fn date(ms: u64) -> String {
     let secs = ms / 1000;
@@ -271,6 +303,7 @@ pub fn date(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::standby::keeper::KeeperView;
     use crate::standby::status::{DatabaseStatus, PeerStatus};
 
     #[test]
@@ -346,5 +379,34 @@ mod tests {
         ] {
             assert!(text.contains(line), "`{line}` missing in\n{text}");
         }
+        assert!(!text.contains("NOT running") && !text.contains("restarted by tandem"), "{text}");
+
+        // Regression: the text never said the database was down (only the JSON's running).
+        let mut down = standby.clone();
+        down.database.running = false;
+        down.database.streaming = false;
+        down.wal = Some(crate::wal::status::WalStatus { state: "streaming".into(), ..Default::default() });
+        down.database.keeper = KeeperView {
+            restarts: 1,
+            last_restart_ms: Some(0),
+            down_since_ms: Some(500),
+            last_failure: Some("pg_ctl start failed".into()),
+            next_attempt_ms: Some(3000),
+        };
+        let text = render(&down, 1000);
+        for line in [
+            "PostgreSQL NOT running (it stopped unexpectedly 0.5 s ago: tandem restarts it; the last start failed: \
+             pg_ctl start failed; next attempt in 2 s)",
+            "PostgreSQL restarted by tandem 1 time(s), last 1.0 s ago",
+            "database not running",
+        ] {
+            assert!(text.contains(line), "`{line}` missing in\n{text}");
+        }
+        down.database.keeper = KeeperView::default();
+        assert!(
+            render(&down, 1000).contains("PostgreSQL NOT running (stopped cleanly"),
+            "{}",
+            render(&down, 1000)
+        );
     }
 }

@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use super::error::StandbyError;
 use super::jobs::{JobContext, Jobs, WalSlot};
+use super::keeper::Keeper;
 use super::pairing::{Pairing, PairingFile, Role};
 use super::plan::{Plan, split_host_port};
 use super::postgres::LocalPg;
@@ -66,6 +67,8 @@ pub struct Standby {
     pub(super) op: tokio::sync::Mutex<()>,
     pub(super) peer_view: RwLock<PeerView>,
     pub(super) last_error: RwLock<Option<LastError>>,
+    /// Restarts a standby's PostgreSQL whose postmaster died.
+    pub(super) keeper: Keeper,
     /// Wakes the announcer at once (a new pairing should be heard of now, not in 3 s).
     announce_now: tokio::sync::Notify,
     secret: ClusterSecret,
@@ -97,6 +100,7 @@ impl Standby {
             op: Default::default(),
             peer_view: Default::default(),
             last_error: Default::default(),
+            keeper: Keeper::default(),
             announce_now: tokio::sync::Notify::new(),
             secret: ctx.secret,
             me: ctx.me,
@@ -106,7 +110,7 @@ impl Standby {
         }))
     }
 
-    /// Starts the role's jobs and the announcer.
+    /// Starts the role's jobs, the announcer and the keeper of a standby's database.
     pub async fn start(self: &Arc<Self>) {
         if let Some(p) = self.pairing() {
             // A superseded database restarted by its service manager comes back writable.
@@ -115,11 +119,12 @@ impl Standby {
         self.replan().await;
         let me = self.clone();
         self.tasks.spawn(async move { me.announce_loop().await });
+        self.tasks.spawn(Keeper::run(self.clone(), self.shutdown.clone()));
     }
 
     /// Stops every job (daemon shutdown, after the shutdown token fired): first waits (up to
-    /// [`TASKS_GRACE`]) for the announcer and the tasks peers' messages started, then stops
-    /// the jobs.
+    /// [`TASKS_GRACE`]) for the announcer, the keeper and the tasks peers' messages started,
+    /// then stops the jobs.
     pub async fn stop(&self) {
         self.tasks.close();
         if tokio::time::timeout(TASKS_GRACE, self.tasks.wait()).await.is_err() {

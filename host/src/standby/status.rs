@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::jobs::WalState;
+use super::keeper::KeeperView;
 use super::pairing::{Failover, Options, Role};
 use super::service::{LastError, Standby};
 use crate::plugin::now_ms;
@@ -83,6 +84,9 @@ pub struct DatabaseStatus {
     pub slot_restart_lsn: Option<String>,
     pub slot_wal_status: Option<String>,
     pub last_error: Option<String>,
+    /// Standby: tandem restarts its PostgreSQL when the postmaster dies; what it did.
+    #[serde(default)]
+    pub keeper: KeeperView,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -194,6 +198,7 @@ impl Standby {
         }
         match s.role {
             Some(Role::Standby) => {
+                d.keeper = self.keeper.view();
                 if let Some(w) = &s.wal {
                     d.streaming = w.state == "streaming" && w.standby.as_ref().is_some_and(|v| v.streaming);
                     d.last_updated_ms = w.last_wal_at_ms;

@@ -220,8 +220,12 @@ fn a_pair_configured_from_scratch_fails_over_and_rejoins() {
         s["database"]["streaming"] == false && s["wal"]["state"] != "streaming"
     });
     assert!(b.text().contains("DB replication NOT streaming"), "{}", b.text());
+    assert!(b.status()["last_error"]["resolved_at_ms"].is_null(), "the refused convert is the last error");
     let out = b.tandem.ok(&["standby", "convert-to-primary"]);
     assert!(out.contains("writable after"), "{out}");
+    let s = b.status();
+    assert!(s["last_error"]["resolved_at_ms"].is_u64(), "a convert that worked resolves it: {s:#}");
+    assert!(b.text().contains("since resolved"), "{}", b.text());
     assert!(out.contains("the database has all WAL tandem held"), "{out}");
     assert_eq!(
         b.pg().psql("SELECT count(*) FROM marks WHERE tag = 'last words'"),

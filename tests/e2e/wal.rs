@@ -199,6 +199,9 @@ fn standby_streams_through_tandem_and_survives_restarts_of_each_side() {
     let st = wal_status(&t.tandem);
     assert!(st["connections"].as_u64().unwrap() >= 2, "tandem reconnected to the primary: {st}");
     assert!(st["last_error"].is_string(), "the primary's restart is the last error shown: {st}");
+    // Regression: errors stayed in status, unqualified, long after they stopped applying.
+    assert!(st["last_error_resolved_at_ms"].is_u64(), "streaming again resolved it: {st}");
+    assert!(t.tandem.ok(&["wal", "status"]).contains("since resolved"));
 }
 
 /// Regression: any local user could read the database's WAL: the archive was 0644 in 0755

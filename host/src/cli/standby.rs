@@ -246,7 +246,8 @@ pub fn render(s: &StandbyStatus, now: u64) -> String {
         );
     }
     if let Some(e) = &s.last_error {
-        let _ = writeln!(o, "    Last error ({}, {}): {}", e.what, ago(e.at_ms), e.error);
+        let resolved = e.resolved_at_ms.map(|r| format!(", since resolved {}", ago(r))).unwrap_or_default();
+        let _ = writeln!(o, "    Last error ({}, {}{resolved}): {}", e.what, ago(e.at_ms), e.error);
     }
     let _ =
         writeln!(o, "    Health check: {}", if s.healthy { "healthy (200)" } else { "not serving (503)" });
@@ -403,6 +404,20 @@ mod tests {
             assert!(text.contains(line), "`{line}` missing in\n{text}");
         }
         down.database.keeper = KeeperView::default();
+        // Regression: errors stayed in status, unqualified, long after they stopped applying.
+        down.last_error = Some(crate::standby::service::LastError {
+            at_ms: 0,
+            what: "rejoin".into(),
+            error: "the peer did not answer".into(),
+            resolved_at_ms: Some(400),
+        });
+        assert!(
+            render(&down, 1000).contains(
+                "Last error (rejoin, 1.0 s ago, since resolved 0.6 s ago): the peer did not answer"
+            ),
+            "{}",
+            render(&down, 1000)
+        );
         assert!(
             render(&down, 1000).contains("PostgreSQL NOT running (stopped cleanly"),
             "{}",

@@ -127,10 +127,12 @@ pub fn render(s: &WalStatus) -> String {
         out += &format!("  primary SQL  {e}\n");
     }
     if let Some(e) = &s.last_error {
-        out += &format!(
-            "  last error   {e}{}\n",
-            s.last_error_at_ms.map(|t| format!(" ({})", ago(t))).unwrap_or_default()
-        );
+        let when = match (s.last_error_at_ms, s.last_error_resolved_at_ms) {
+            (Some(t), Some(r)) => format!(" ({}, since resolved {})", ago(t), ago(r)),
+            (Some(t), None) => format!(" ({})", ago(t)),
+            _ => String::new(),
+        };
+        out += &format!("  last error   {e}{when}\n");
     }
     out
 }

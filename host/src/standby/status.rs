@@ -205,7 +205,8 @@ impl Standby {
                     d.wal_segments_in_use = Some(w.segments_in_use);
                     d.lag_bytes = w.replay_lag_bytes;
                     d.lag_seconds = w.replay_lag_seconds;
-                    if d.last_error.is_none() {
+                    // Only an error that still applies: a resolved one is in the WAL status.
+                    if d.last_error.is_none() && w.last_error_resolved_at_ms.is_none() {
                         d.last_error = w.last_error.clone();
                     }
                 }

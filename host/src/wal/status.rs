@@ -61,6 +61,9 @@ pub struct WalStatus {
     pub connections: u64,
     pub last_error: Option<String>,
     pub last_error_at_ms: Option<u64>,
+    /// When streaming worked again after the last error (then it is history, not the state).
+    #[serde(default)]
+    pub last_error_resolved_at_ms: Option<u64>,
 }
 
 /// The standby PostgreSQL as it last reported to tandem's walsender.
@@ -142,6 +145,7 @@ impl WalStatus {
             connections: r.connections,
             last_error: r.last_error.clone(),
             last_error_at_ms: r.last_error_at.map(ms),
+            last_error_resolved_at_ms: r.last_error_resolved_at.map(ms),
         }
     }
 }

@@ -19,7 +19,7 @@ pub mod state;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -140,8 +140,7 @@ impl Receiver {
                     let error = if self.disk.alive() { e.to_string() } else { self.disk.failure() };
                     tracing::warn!(primary = %address, error = %error, fatal, "WAL receiver");
                     self.state.send_modify(|s| {
-                        s.last_error = Some(error);
-                        s.last_error_at = Some(SystemTime::now());
+                        s.set_error(error);
                         if fatal {
                             s.phase = Phase::Failed;
                         }
@@ -178,10 +177,7 @@ impl Receiver {
                     );
                     self.state.send_modify(|s| {
                         s.phase = Phase::DiskFull;
-                        if s.last_error.as_ref() != Some(&error) {
-                            s.last_error = Some(error);
-                            s.last_error_at = Some(SystemTime::now());
-                        }
+                        s.set_error(error);
                     });
                     if self.disk.retry().await.unwrap_or(false) {
                         tracing::warn!(primary = %self.conn.address(), "the WAL archive has room again: reconnecting");

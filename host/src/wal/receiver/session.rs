@@ -210,6 +210,7 @@ impl Receiver {
             s.timeline = tli;
             s.connected_since = Some(SystemTime::now());
             s.connections += 1;
+            s.resolve_error();
         });
         let mut flushed = self.reader.subscribe();
         let mut tick = tokio::time::interval(self.status_interval);

@@ -262,15 +262,49 @@ fn a_pair_configured_from_scratch_fails_over_and_rejoins() {
     });
 
     // Off unpairs both sides; the primary no longer holds WAL for anyone.
-    a.tandem.ok(&["standby", "off"]);
+    let out = a.tandem.ok(&["standby", "off"]);
+    for step in
+        ["unpairs too", "the primary's entries removed", "stays a read-only standby", "WAL archive removed"]
+    {
+        assert!(out.contains(step), "`{step}` missing:\n{out}");
+    }
     for h in [&a, &b] {
         h.wait_status("unpaired", |s| s["configured"] == false);
     }
     wait_until("tandem's slot dropped on the primary", || {
         b.pg().psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'tandem'") == "0"
     });
-    let hba = std::fs::read_to_string(b.pg().data.join("pg_hba.conf")).unwrap();
-    assert!(!hba.contains("tandem warm standby"), "the standby's pg_hba entries are gone:\n{hba}");
+    // Regression: off left the replication role (and its password in pairing.json.off on both
+    // hosts), the old primary's pg_hba block, the standby's recovery config pointing at a
+    // walsender that is gone, tandem's archives and stale errors.
+    wait_until("the replication role dropped on the primary", || {
+        b.pg().psql("SELECT count(*) FROM pg_roles WHERE rolname = 'tandem_replicator'") == "0"
+    });
+    for h in [&a, &b] {
+        let hba = std::fs::read_to_string(h.pg().data.join("pg_hba.conf")).unwrap();
+        assert!(
+            !hba.contains("tandem warm standby"),
+            "{}: tandem's pg_hba entries are gone:\n{hba}",
+            h.tandem.name
+        );
+        let off = std::fs::read_to_string(h.tandem.data().join("standby/pairing.json.off")).unwrap();
+        let off: Value = serde_json::from_str(&off).unwrap();
+        assert!(off["replication_password"].is_null(), "{}: {off:#}", h.tandem.name);
+        assert!(!h.tandem.data().join("standby/replication.password").exists());
+        let wal = h.tandem.data().join("wal");
+        for gone in ["archive", "walsender.password", "upstream.json"] {
+            assert!(!wal.join(gone).exists(), "{}: {gone} left behind", h.tandem.name);
+        }
+        let s = h.status();
+        assert!(s["last_error"].is_null() && s["database"]["keeper"]["restarts"] == 0, "{s:#}");
+    }
+    // The standby's database: a read-only copy of everything, following nothing.
+    let auto = std::fs::read_to_string(a.pg().data.join("postgresql.auto.conf")).unwrap();
+    assert!(!auto.contains("primary_conninfo"), "{auto}");
+    assert!(!a.pg().data.join("tandem.pgpass").exists() && a.pg().data.join("standby.signal").exists());
+    assert_eq!(a.pg().psql("SELECT pg_is_in_recovery()"), "t");
+    assert_eq!(a.pg().psql("SELECT count(*) FROM marks WHERE tag = 'rejoined'"), "1");
+    assert!(a.text().contains("(the local database is in recovery)"), "{}", a.text());
 }
 
 /// `convert-to-primary --force` while the old primary is up (the operator's choice): the old

@@ -26,6 +26,19 @@ const REWIND_FUNCTIONS: [&str; 4] = [
     "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
 ];
 
+/// The comment on the replication role tandem creates: `off` drops only a role so marked (or
+/// named as tandem names it by default), never one the site made itself.
+pub const ROLE_COMMENT: &str = "tandem warm standby replication role (tandem standby off drops it)";
+
+/// What [`LocalPg::drop_replication_role`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleDrop {
+    Dropped,
+    Absent,
+    /// The site's own role (not made by tandem): kept.
+    Kept,
+}
+
 /// What [`LocalPg::prepare_primary`] sets up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrimarySetup {
@@ -68,7 +81,11 @@ impl LocalPg {
             || quote_literal(&postgres_protocol::password::scram_sha_256(setup.password.as_bytes()));
         match rows.first() {
             None => {
-                let stmt = format!("CREATE ROLE {role} LOGIN REPLICATION PASSWORD {}", verifier());
+                let stmt = format!(
+                    "CREATE ROLE {role} LOGIN REPLICATION PASSWORD {}; COMMENT ON ROLE {role} IS {}",
+                    verifier(),
+                    quote_literal(ROLE_COMMENT)
+                );
                 client.batch_execute(&stmt).await.map_err(sql(format!("creating role {role}")))?;
                 report.changed.push(format!("role {} created", setup.user));
             }
@@ -150,6 +167,35 @@ impl LocalPg {
         }
         tracing::info!(changed = ?report.changed, restarted = report.restarted, "prepared the local PostgreSQL as a primary");
         Ok(report)
+    }
+}
+
+impl LocalPg {
+    /// Undoes [`LocalPg::prepare_primary`]'s role: revokes the EXECUTE grants and drops
+    /// `user`, if tandem made it (its comment says so, or it has the default name
+    /// `default_name`, as roles made before the comment have). The server keeps the settings
+    /// (they suit any primary) and its pg_hba is the caller's.
+    pub async fn drop_replication_role(&self, user: &str, default_name: &str) -> Result<RoleDrop, PgError> {
+        let client = self.client().await?;
+        let sql = |what: String| move |e| PgError::sql(what, e);
+        let rows = client
+            .query("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1", &[&user])
+            .await
+            .map_err(sql("reading pg_roles".into()))?;
+        let Some(row) = rows.first() else { return Ok(RoleDrop::Absent) };
+        let ours = row.get::<_, Option<String>>(0).as_deref() == Some(ROLE_COMMENT) || user == default_name;
+        if !ours {
+            return Ok(RoleDrop::Kept);
+        }
+        let role = quote_ident(user);
+        let mut stmt: String = REWIND_FUNCTIONS
+            .iter()
+            .map(|f| format!("REVOKE EXECUTE ON FUNCTION {f} FROM {role}; "))
+            .collect();
+        stmt.push_str(&format!("DROP ROLE {role}"));
+        client.batch_execute(&stmt).await.map_err(sql(format!("dropping role {role}")))?;
+        tracing::info!(role = user, "dropped the replication role");
+        Ok(RoleDrop::Dropped)
     }
 }
 

@@ -320,6 +320,22 @@ fn a_forced_convert_fences_the_old_primary_until_it_rejoins() {
     b.tandem.ok(&["standby", "configure", "--standby-mode", "--peer", &a.tandem.peer]);
     b.wait_status("streaming", |s| s["database"]["streaming"] == true);
 
+    // A standby set up by an older tandem, whose walsender trusted it: no password, no
+    // passfile. The upgraded walsender wants one; tandem hands it over at start.
+    let mut b = b;
+    b.tandem.kill9();
+    std::fs::remove_file(b.tandem.data().join("wal/walsender.password")).unwrap();
+    let passfile = b.pg().data.join("tandem.pgpass");
+    std::fs::remove_file(&passfile).unwrap();
+    let auto_path = b.pg().data.join("postgresql.auto.conf");
+    let auto = std::fs::read_to_string(&auto_path).unwrap();
+    let old = auto.replace(&format!(" passfile=''{}''", passfile.display()), "");
+    assert_ne!(auto, old);
+    std::fs::write(&auto_path, old).unwrap();
+    b.tandem.start();
+    b.wait_status("streaming with the upgraded walsender", |s| s["database"]["streaming"] == true);
+    assert!(passfile.exists());
+
     let out = b.tandem.ok(&["standby", "convert-to-primary", "--force"]);
     assert!(out.contains("fencing check skipped"), "{out}");
     a.wait_status("superseded", |s| s["superseded"].is_string());

@@ -123,6 +123,7 @@ impl Standby {
         if let Some(p) = self.pairing() {
             // A superseded database restarted by its service manager comes back writable.
             self.fence_if_superseded(&p).await;
+            self.refresh_standby_config(&p).await;
         }
         self.replan().await;
         let me = self.clone();

@@ -107,6 +107,7 @@ impl BaseBackup {
     /// [`write_standby_config`]).
     pub fn write_standby_config(&self) -> Result<(), BaseBackupError> {
         write_standby_config(&self.data_dir, &self.walsender, &self.application_name, self.os_user.as_deref())
+            .map(drop)
     }
 }
 
@@ -123,14 +124,15 @@ const STANDBY_MARK: &str =
 /// with a password, the [`PASSFILE`] that conninfo names (without one, any old passfile goes).
 /// Earlier `primary_conninfo`/`primary_slot_name` lines there are removed (the last line wins
 /// anyway), so the file does not grow each time a host rejoins. Every file ends up owned by
-/// `os_user` when given.
+/// `os_user` when given. Returns whether anything changed (an unchanged file is not rewritten).
 pub fn write_standby_config(
     data_dir: &Path,
     walsender: &Endpoint,
     application_name: &str,
     os_user: Option<&str>,
-) -> Result<(), BaseBackupError> {
+) -> Result<bool, BaseBackupError> {
     let signal = data_dir.join("standby.signal");
+    let mut changed = !signal.exists();
     std::fs::write(&signal, b"").map_err(|source| BaseBackupError::Write { path: signal.clone(), source })?;
     let passfile = data_dir.join(PASSFILE);
     let no_password = Endpoint { password: None, ..walsender.clone() };
@@ -139,26 +141,29 @@ pub fn write_standby_config(
     match &walsender.password {
         Some(password) => {
             let line = format!("*:*:*:{}:{}\n", passfile_field(&walsender.user), passfile_field(password));
-            crate::durable::write_private(&passfile, line.as_bytes())
-                .map_err(|source| BaseBackupError::Write { path: passfile.clone(), source })?;
+            if std::fs::read(&passfile).ok().as_deref() != Some(line.as_bytes()) {
+                crate::durable::write_private(&passfile, line.as_bytes())
+                    .map_err(|source| BaseBackupError::Write { path: passfile.clone(), source })?;
+                changed = true;
+            }
             info.push_str(&format!(" passfile={}", libpq_quote(&passfile.to_string_lossy())));
             owned.push(passfile);
         }
-        None => remove_passfile(data_dir)?,
+        None => changed |= remove_passfile(data_dir)?,
     }
     let edit = Edit {
         mark: STANDBY_MARK,
         set: &[("primary_conninfo", &info), ("primary_slot_name", "")],
         remove: &[],
     };
-    edit.apply(data_dir, os_user)?;
+    changed |= edit.apply(data_dir, os_user)?;
     if let Some(user) = os_user {
         for path in &owned {
             auto_conf::chown(user, path)
                 .map_err(|source| BaseBackupError::Write { path: path.clone(), source })?;
         }
     }
-    Ok(())
+    Ok(changed)
 }
 
 /// Takes the cluster in `data_dir` off tandem's walsender, for good (the pair is off): its
@@ -166,19 +171,18 @@ pub fn write_standby_config(
 /// stays, so a standby stays a read-only copy (promoting it is the operator's choice). Returns
 /// whether anything changed.
 pub fn remove_standby_config(data_dir: &Path) -> Result<bool, BaseBackupError> {
-    let had_passfile = data_dir.join(PASSFILE).exists();
-    remove_passfile(data_dir)?;
+    let had_passfile = remove_passfile(data_dir)?;
     let edit = Edit { mark: STANDBY_MARK, set: &[], remove: &["primary_conninfo", "primary_slot_name"] };
     Ok(edit.apply(data_dir, None)? || had_passfile)
 }
 
-fn remove_passfile(data_dir: &Path) -> Result<(), BaseBackupError> {
+/// Removes the [`PASSFILE`]; whether there was one.
+fn remove_passfile(data_dir: &Path) -> Result<bool, BaseBackupError> {
     let passfile = data_dir.join(PASSFILE);
     match std::fs::remove_file(&passfile) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(BaseBackupError::Write { path: passfile, source: e })
-        }
-        _ => Ok(()),
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(BaseBackupError::Write { path: passfile, source: e }),
     }
 }
 

@@ -179,15 +179,19 @@ impl LocalPg {
     }
 
     /// `standby.signal` and a `primary_conninfo` naming `walsender` (tandem's), replacing
-    /// earlier `primary_conninfo` lines (see [`base_backup::write_standby_config`]).
-    pub fn write_standby_config(&self, walsender: &Endpoint, application_name: &str) -> Result<(), PgError> {
-        base_backup::write_standby_config(
+    /// earlier `primary_conninfo` lines (see [`base_backup::write_standby_config`]); whether
+    /// anything changed.
+    pub fn write_standby_config(
+        &self,
+        walsender: &Endpoint,
+        application_name: &str,
+    ) -> Result<bool, PgError> {
+        Ok(base_backup::write_standby_config(
             &self.data_dir,
             walsender,
             application_name,
             self.os_user.as_deref(),
-        )?;
-        Ok(())
+        )?)
     }
 
     /// `program` from `bin_dir`, as `os_user` when set, from `/`, without an inherited

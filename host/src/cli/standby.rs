@@ -386,7 +386,12 @@ mod tests {
         let mut down = standby.clone();
         down.database.running = false;
         down.database.streaming = false;
-        down.wal = Some(crate::wal::status::WalStatus { state: "streaming".into(), ..Default::default() });
+        down.wal = Some(crate::wal::status::WalStatus {
+            state: "archive-disk-full".into(),
+            archive_full: true,
+            archive_disk_full: true,
+            ..Default::default()
+        });
         down.database.keeper = KeeperView {
             restarts: 1,
             last_restart_ms: Some(0),
@@ -400,6 +405,7 @@ mod tests {
              pg_ctl start failed; next attempt in 2 s)",
             "PostgreSQL restarted by tandem 1 time(s), last 1.0 s ago",
             "database not running",
+            "WAL archive DISK FULL: tandem takes no WAL until it has room",
         ] {
             assert!(text.contains(line), "`{line}` missing in\n{text}");
         }

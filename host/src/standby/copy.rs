@@ -122,10 +122,14 @@ impl Standby {
             Ok::<_, StandbyError>(true)
         };
         match refreshed.await {
-            Ok(true) => {
-                tracing::info!("the standby database's primary_conninfo updated for this tandem's walsender")
+            Ok(changed) => {
+                if changed {
+                    tracing::info!(
+                        "the standby database's primary_conninfo updated for this tandem's walsender"
+                    );
+                }
+                self.resolve_error(WHAT);
             }
-            Ok(false) => {}
             Err(e) => self.record_error(WHAT, &e.to_string()),
         }
     }

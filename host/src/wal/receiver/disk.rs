@@ -183,7 +183,8 @@ impl DiskThread<'_> {
             let cmd = match rx.try_recv() {
                 Ok(cmd) => cmd,
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    if pending {
+                    // Never while a reopen is due: the writer refuses all else then.
+                    if std::mem::take(&mut pending) && !self.reopen {
                         let flushed = self.writer.flush().map(drop);
                         self.full_disk_is_no_error(flushed)?;
                     }

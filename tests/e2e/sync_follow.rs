@@ -129,3 +129,58 @@ fn a_standby_paces_its_passes_while_the_primary_has_no_journal() {
     // Unpaced, a loopback standby ran hundreds of full passes in these 3 s.
     assert!(served <= 12 || watching, "{served} full passes in 3 s without a journal");
 }
+
+/// A process reading the whole tree over and over (a backup, the application, rsync) must not
+/// cost the primary its journal: with notify's mask every open queued an event, the queue
+/// overflowed, and each overflow reset the journal (full passes followed). Writes made while
+/// the reader runs arrive each by itself, from the journal, and the journal is never reset.
+#[test]
+fn a_reader_going_through_the_tree_never_resets_the_primarys_journal() {
+    let _one = one_at_a_time();
+    let trees = "[sync.trees]\nvault = \"vault\"\n";
+    let primary = Node::new("primary", &format!("[sync]\n{trees}"));
+    let vault = primary.data().join("app/vault");
+    for d in 0..20 {
+        fs::create_dir_all(vault.join(format!("d{d}"))).unwrap();
+        for f in 0..20 {
+            fs::write(vault.join(format!("d{d}/f{f}.txt")), format!("{d} {f}\n").repeat(20)).unwrap();
+        }
+    }
+    let standby = Node::new("standby", &format!("[sync]\nprimary = \"{}\"\n{trees}", primary.peer));
+    let copy = standby.data().join("app/vault");
+    converge(&vault, &copy, "the initial copy");
+    fs::write(vault.join("first.txt"), b"first\n").unwrap();
+    converge(&vault, &copy, "the first write");
+    let resets_before = primary.log().matches("tree journal reset").count();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (stop, vault) = (stop.clone(), vault.clone());
+        std::thread::spawn(move || {
+            let mut opened = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for d in 0..20 {
+                    for f in 0..20 {
+                        let _ = fs::read(vault.join(format!("d{d}/f{f}.txt")));
+                        opened += 1;
+                    }
+                }
+            }
+            opened
+        })
+    };
+    for i in 0..10 {
+        let name = format!("d{i}/during-{i}.txt");
+        fs::write(vault.join(&name), format!("written while the tree was read, {i}\n")).unwrap();
+        wait_for(Duration::from_secs(10), || copy.join(&name).exists().then_some(()))
+            .unwrap_or_else(|| panic!("{name} never reached the standby while the tree was read"));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let opened = reader.join().unwrap();
+    converge(&vault, &copy, "the writes made while the tree was read");
+    assert!(opened > 20_000, "the reader opened more files than the kernel queue holds events: {opened}");
+    let resets = primary.log().matches("tree journal reset").count() - resets_before;
+    assert_eq!(resets, 0, "the reader reset the primary's journal");
+    let st = vault_status(&standby);
+    assert_eq!(st["last_change"]["full"], false, "the last pass came from the journal: {st}");
+}

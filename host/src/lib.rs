@@ -15,6 +15,8 @@
 //!   it prepares the local PostgreSQL and starts the WAL and tree-sync jobs a role needs.
 //! - [`api`]: the REST API every member serves.
 //! - [`config`]: `tandem.toml`, validated.
+//! - [`clip`]: how supplied names and values appear in errors, logs and status (cut, or
+//!   by length only).
 //! - [`durable`]: crash-safe replacement of small files tandem owns, and directory lock files.
 //! - [`logging`]: tracing to the terminal and to per-job files.
 //! - [`daemon`]: the long-running host that wires the subsystems together.
@@ -22,6 +24,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod clip;
 pub mod cluster;
 pub mod conf;
 pub mod config;

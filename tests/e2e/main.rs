@@ -1,6 +1,7 @@
 //! tandem's end-to-end tests: real compiled plugin components, real sockets, real `tandem`
 //! processes. One harness, a module per theme.
 
+mod api;
 mod cli;
 mod cluster;
 #[path = "../common.rs"]

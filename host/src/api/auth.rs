@@ -1,10 +1,18 @@
 //! Bearer tokens and roles: the admin role may change configuration and membership, the
 //! read-only role may only read. Tokens are compared in constant time.
+//!
+//! [`guard`] checks every request of a guarded route before its handler runs, so nothing of an
+//! unauthenticated request's body is read: reads (`GET`, `HEAD`) need a role, everything else
+//! the admin role.
 
 use std::path::Path;
 
-use axum::http::HeaderMap;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 
+use super::ApiError;
 use super::config::ApiConfig;
 use crate::durable;
 
@@ -42,6 +50,20 @@ impl Tokens {
         } else {
             None
         }
+    }
+}
+
+/// The role a request needs: reads need a role, anything else the admin role.
+fn needed(method: &Method) -> Role {
+    if method == Method::GET || method == Method::HEAD { Role::Read } else { Role::Admin }
+}
+
+/// Refuses a request without the role its method needs before anything of it is read past its
+/// headers (`axum::middleware::from_fn_with_state`).
+pub async fn guard(State(tokens): State<Tokens>, request: Request, next: Next) -> Response {
+    match ApiError::need(tokens.role(request.headers()), needed(request.method())) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused.into_response(),
     }
 }
 

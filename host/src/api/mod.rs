@@ -8,6 +8,7 @@
 //! or let a handler's failure take the listener down.
 
 mod auth;
+mod body;
 mod cluster;
 mod conf;
 mod config;
@@ -19,6 +20,7 @@ mod wal;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -43,8 +45,8 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/health", get(|| async { "ok\n" }))
+    // Every route here needs a token, checked before a handler reads anything of the body.
+    let guarded = Router::new()
         .route("/v1/conf/changes", post(conf::changes))
         .route("/v1/conf/push", post(conf::push))
         .route("/v1/conf/files", get(conf::files))
@@ -62,8 +64,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/standby/convert-to-primary", post(standby::convert))
         .route("/v1/standby/rejoin", post(standby::rejoin))
         .route("/v1/standby/off", post(standby::off))
+        .route_layer(from_fn_with_state(state.tokens.clone(), auth::guard));
+    Router::new()
+        .route("/v1/health", get(|| async { "ok\n" }))
         .route("/health", get(standby::health))
         .route("/metrics", get(metrics::metrics))
+        .merge(guarded)
         // Whole files (lookup tables) travel in change requests.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

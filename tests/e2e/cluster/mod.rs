@@ -101,6 +101,20 @@ impl Node {
         (code, body)
     }
 
+    /// The address the member's API is bound to.
+    pub fn api_addr(&self) -> String {
+        std::fs::read_to_string(self.data().join("api.addr")).unwrap().trim().to_string()
+    }
+
+    /// The admin token the member generated.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data().join("api.token")).unwrap().trim().to_string()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().expect("running").id().to_string();
         assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());

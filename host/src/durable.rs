@@ -1,15 +1,19 @@
 //! Small files tandem owns. Durable replacement (secrets, compiled plugins): write a new
 //! temporary file beside the target, make it durable, rename it over the target, make the
-//! rename durable; a crash leaves the old file or the new one, never a torn one. And the lock
-//! files that keep a second writer off a directory (the raft log, the WAL archive).
+//! rename durable; a crash leaves the old file or the new one, never a torn one. The lock
+//! files that keep a second writer off a directory (the data folder, the raft log, the WAL
+//! archive). Private folders. And bounded reads of small files a user names (a plugin, a
+//! secret, a token): regular files only (a FIFO would block the reader, `/dev/zero` never
+//! end), never past a size limit, and for credentials, never one other users can read or
+//! change (as ssh refuses such keys).
 //!
 //! Must never: follow a pre-planted temporary file (the temporary is new for every write and
 //! opened with `create_new`), or leave a temporary behind after a failed write.
 
-use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -65,6 +69,82 @@ pub fn lock_exclusive(path: &Path, wait: Duration) -> io::Result<Option<File>> {
     }
 }
 
+/// Creates `dir` (and its missing parents) with `mode`, or narrows an existing `dir` to `mode`
+/// when it grants more (a folder tandem owns, made before this rule, or by hand). `mode` is
+/// 0700, or 0711 where another user's program must open a file inside by name.
+pub fn private_dir(dir: &Path, mode: u32) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(mode).create(dir)?;
+    let have = fs::metadata(dir)?.mode() & 0o777;
+    if have & !mode != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode))?;
+        tracing::info!(dir = %dir.display(), from = %format!("{have:04o}"), to = %format!("{mode:04o}"), "narrowed the folder's mode");
+    }
+    Ok(())
+}
+
+/// Why a small file a user named could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SmallFileError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{} is not a regular file", path.display())]
+    NotRegular { path: PathBuf },
+    #[error("{} is {len} bytes, over the {max} byte limit", path.display())]
+    TooLarge { path: PathBuf, len: u64, max: u64 },
+    #[error(
+        "{} is open to other users (mode {mode:04o}) and holds a credential: run `chmod 600 {}`",
+        path.display(),
+        path.display()
+    )]
+    NotPrivate { path: PathBuf, mode: u32 },
+    #[error("{} is not UTF-8 text", path.display())]
+    NotText { path: PathBuf },
+}
+
+impl SmallFileError {
+    /// The file does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, SmallFileError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+}
+
+/// Reads the regular file `path` (symlinks followed) of at most `max` bytes.
+pub fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, SmallFileError> {
+    read_checked(path, max, false)
+}
+
+/// Reads the text of a file holding a credential: as [`read_regular`], and refused when its
+/// mode lets other users read or change it.
+pub fn read_private(path: &Path, max: u64) -> Result<String, SmallFileError> {
+    let bytes = read_checked(path, max, true)?;
+    String::from_utf8(bytes).map_err(|_| SmallFileError::NotText { path: path.to_path_buf() })
+}
+
+fn read_checked(path: &Path, max: u64, private: bool) -> Result<Vec<u8>, SmallFileError> {
+    let io = |source| SmallFileError::Io { path: path.to_path_buf(), source };
+    // Non-blocking: opening a FIFO for reading would otherwise wait for a writer.
+    let file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.file_type().is_file() {
+        return Err(SmallFileError::NotRegular { path: path.to_path_buf() });
+    }
+    let mode = meta.mode() & 0o777;
+    if private && mode & 0o077 != 0 {
+        return Err(SmallFileError::NotPrivate { path: path.to_path_buf(), mode });
+    }
+    let too_large = |len| SmallFileError::TooLarge { path: path.to_path_buf(), len, max };
+    if meta.len() > max {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // One byte past the limit tells a file that grew since fstat.
+    file.take(max + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > max {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
 /// Makes a rename or creation in `path`'s folder durable.
 fn sync_parent(path: &Path) -> io::Result<()> {
     match path.parent() {
@@ -102,6 +182,54 @@ mod tests {
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary left");
         assert!(replace_keeping_owner(&dir.path().join("missing"), b"x").is_err());
+    }
+
+    /// Regression (issue 14): `plugins check` read `/dev/zero` until out of memory and hung on
+    /// a FIFO; a world-readable secret was accepted.
+    #[test]
+    fn bounded_reads_refuse_devices_fifos_big_files_and_open_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(read_regular(Path::new("/dev/zero"), 10), Err(SmallFileError::NotRegular { .. })));
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(matches!(read_regular(&fifo, 10), Err(SmallFileError::NotRegular { .. })));
+        let big = dir.path().join("big");
+        fs::write(&big, [0u8; 11]).unwrap();
+        assert!(matches!(read_regular(&big, 10), Err(SmallFileError::TooLarge { len: 11, max: 10, .. })));
+        assert_eq!(read_regular(&big, 11).unwrap().len(), 11);
+        let missing = read_regular(&dir.path().join("missing"), 10).unwrap_err();
+        assert!(missing.is_not_found(), "{missing}");
+
+        let secret = dir.path().join("secret");
+        fs::write(&secret, "s3cret\n").unwrap();
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).unwrap();
+        let open = read_private(&secret, 100).unwrap_err().to_string();
+        let shown = secret.display();
+        assert_eq!(
+            open,
+            format!(
+                "{shown} is open to other users (mode 0644) and holds a credential: run `chmod 600 {shown}`"
+            )
+        );
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(matches!(read_private(&secret, 100), Err(SmallFileError::NotPrivate { mode: 0o640, .. })));
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_private(&secret, 100).unwrap(), "s3cret\n");
+    }
+
+    #[test]
+    fn a_private_dir_is_made_or_narrowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = dir.path().join("a/b");
+        private_dir(&made, 0o700).unwrap();
+        assert_eq!(fs::metadata(&made).unwrap().mode() & 0o777, 0o700);
+        fs::set_permissions(&made, fs::Permissions::from_mode(0o755)).unwrap();
+        private_dir(&made, 0o711).unwrap();
+        assert_eq!(fs::metadata(&made).unwrap().mode() & 0o777, 0o711);
+        private_dir(&made, 0o700).unwrap();
+        assert_eq!(fs::metadata(&made).unwrap().mode() & 0o777, 0o700);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Logs through `tracing`: to the terminal, and to one file per job in the log folder
 //! (`tandem.log` for everything, `plugins.log`, `peer.log`, `cluster.log`, `wal.log`), human-readable or JSON.
+//! The files are 0600 (narrowed if they were wider): logs name members, paths and changes.
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +40,9 @@ impl LogConfig {
     }
 }
 
+/// Mode of the log files.
+const LOG_FILE_MODE: u32 = 0o600;
+
 /// The jobs with a file of their own: (file, target prefix).
 const JOB_FILES: &[(&str, &str)] = &[
     ("plugins.log", "tandem::plugin"),
@@ -74,11 +78,11 @@ pub fn init(config: &LogConfig, terminal_level: &str, with_files: bool) -> std::
     layers.push(fmt_layer(config.format, std::io::stderr, true).with_filter(terminal_filter).boxed());
     if let (true, Some(dir)) = (with_files, &config.dir) {
         std::fs::create_dir_all(dir)?;
-        let (all, guard) = file_writer(dir, "tandem.log");
+        let (all, guard) = file_writer(dir, "tandem.log")?;
         guards.push(guard);
         layers.push(fmt_layer(config.format, all, false).with_filter(filter(&config.level)).boxed());
         for (file, target) in JOB_FILES {
-            let (writer, guard) = file_writer(dir, file);
+            let (writer, guard) = file_writer(dir, file)?;
             guards.push(guard);
             let filter = Targets::new().with_target(*target, level_of(&config.level));
             layers.push(fmt_layer(config.format, writer, false).with_filter(filter).boxed());
@@ -100,11 +104,49 @@ where
     }
 }
 
-fn file_writer(dir: &Path, file: &str) -> (tracing_appender::non_blocking::NonBlocking, WorkerGuard) {
-    tracing_appender::non_blocking(tracing_appender::rolling::never(dir, file))
+fn file_writer(
+    dir: &Path,
+    file: &str,
+) -> std::io::Result<(tracing_appender::non_blocking::NonBlocking, WorkerGuard)> {
+    private_file(&dir.join(file))?;
+    Ok(tracing_appender::non_blocking(tracing_appender::rolling::never(dir, file)))
+}
+
+/// Creates the log file `path` with mode 0600 (the appender would make it 0644), or narrows
+/// an existing one.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new().append(true).create(true).mode(LOG_FILE_MODE).open(path)?;
+    if file.metadata()?.permissions().mode() & 0o777 != LOG_FILE_MODE {
+        file.set_permissions(std::fs::Permissions::from_mode(LOG_FILE_MODE))?;
+    }
+    Ok(())
 }
 
 /// The level part of a filter such as `info` or `warn,tandem=debug` (first bare level wins).
 fn level_of(filter: &str) -> tracing::Level {
     filter.split(',').find_map(|d| d.trim().parse::<tracing::Level>().ok()).unwrap_or(tracing::Level::INFO)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// Regression (issue 14): the log files were 0644, readable by any local user.
+    #[test]
+    fn log_files_are_made_private_or_narrowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("tandem.log");
+        std::fs::write(&old, "kept\n").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        private_file(&old).unwrap();
+        private_file(&dir.path().join("peer.log")).unwrap();
+        for name in ["tandem.log", "peer.log"] {
+            let mode = std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{name}");
+        }
+        assert_eq!(std::fs::read_to_string(&old).unwrap(), "kept\n");
+    }
 }

@@ -36,7 +36,7 @@ impl Daemon {
     /// A daemon whose config ends with `extra` (whole TOML tables).
     fn start_with(secret: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("secret"), secret).unwrap();
+        crate::common::write_secret(&dir.path().join("secret"), secret);
         let config = dir.path().join("tandem.toml");
         std::fs::write(
             &config,
@@ -84,7 +84,7 @@ impl Drop for Daemon {
 
 /// A client configuration with its own secret file.
 fn client_config(dir: &Path, secret: &str) -> PathBuf {
-    std::fs::write(dir.join("client.secret"), secret).unwrap();
+    crate::common::write_secret(&dir.join("client.secret"), secret);
     let config = dir.join("client.toml");
     std::fs::write(
         &config,
@@ -223,4 +223,21 @@ fn a_malformed_config_is_a_clear_error() {
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(err.contains("bad.toml") && err.contains("unknown field `memory_limit`"), "{err}");
+}
+
+/// Regression (issue 14): `tandem config check` printed both API tokens.
+#[test]
+fn config_check_does_not_print_the_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tandem.toml");
+    std::fs::write(
+        &config,
+        "[api]\nadmin_token = \"admin-token-do-not-print\"\nread_token = \"read-token-do-not-print\"\n",
+    )
+    .unwrap();
+    let out = run(tandem().arg("-c").arg(&config).args(["config", "check"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    assert!(!printed.contains("do-not-print"), "{printed}");
+    assert!(printed.contains("admin_token = \"(set; not shown)\""), "{printed}");
 }

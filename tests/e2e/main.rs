@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 #[path = "../common.rs"]
 mod common;
+mod daemon;
 mod peer;
 /// PostgreSQL test clusters: the library's own helper, shared (it names `ConnConfig` from here).
 #[path = "../../host/src/wal/client/tests/pg.rs"]

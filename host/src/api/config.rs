@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7421";
 /// Shortest accepted token, so a token cannot be guessed by trying.
 pub const MIN_TOKEN_LEN: usize = 16;
+/// Largest token file read, in bytes.
+pub const MAX_TOKEN_FILE: u64 = 4096;
+/// What a configuration shown to a person holds in place of a token.
+pub const REDACTED: &str = "(set; not shown)";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -38,6 +42,12 @@ impl Default for ApiConfig {
 }
 
 impl ApiConfig {
+    /// The same settings with the tokens replaced by [`REDACTED`], for printing.
+    pub fn redacted(&self) -> Self {
+        let hide = |t: &Option<String>| t.as_ref().map(|_| REDACTED.to_string());
+        Self { admin_token: hide(&self.admin_token), read_token: hide(&self.read_token), ..self.clone() }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         for (name, token) in [("admin_token", &self.admin_token), ("read_token", &self.read_token)] {
             if let Some(t) = token

@@ -25,9 +25,9 @@ use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::{Role, Tokens, client_token};
+pub use auth::{Role, TokenError, Tokens, client_token};
 pub use conf::parse_scope;
-pub use config::ApiConfig;
+pub use config::{ApiConfig, REDACTED};
 pub use error::ApiError;
 
 use crate::cluster::ClusterNode;

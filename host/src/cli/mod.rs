@@ -43,6 +43,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Daemon => {
+            // Before anything is written: a second daemon on this folder stops here.
+            let claimed = crate::daemon::DataDir::claim(&config)?;
             let _guard = logging::init(&config.log, &config.log.level, true)?;
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
@@ -53,7 +55,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     tracing::info!("stopping on signal");
                     stop.cancel();
                 });
-                crate::daemon::run(config, shutdown).await
+                crate::daemon::run(config, &claimed, shutdown).await
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -112,7 +114,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(ConfigCommand::Check) => {
-            println!("{}", toml::to_string_pretty(&config).context("printing the configuration")?);
+            println!("{}", toml::to_string_pretty(&config.redacted()).context("printing the configuration")?);
             Ok(ExitCode::SUCCESS)
         }
     }

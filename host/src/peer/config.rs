@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// The cluster secret's file in the data folder when `secret_file` is unset (the only place a
+/// missing secret is generated).
+pub const DEFAULT_SECRET_FILE: &str = "cluster.secret";
 /// Where a host listens for peers unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
 /// Largest frame body accepted (WAL and file chunks are far smaller).
@@ -22,7 +25,8 @@ pub struct PeerConfig {
     /// The address other hosts dial to reach this one (`host:port`). Unset: the listen
     /// address (which then must not be 0.0.0.0 / ::).
     pub advertise: Option<String>,
-    /// File holding the cluster secret; None: `<data_dir>/cluster.secret`, made if missing.
+    /// File holding the cluster secret; None: `<data_dir>/cluster.secret`, made if missing. A
+    /// configured file must exist.
     pub secret_file: Option<PathBuf>,
     pub max_frame_bytes: u64,
     pub handshake_timeout_ms: u64,

@@ -34,7 +34,7 @@ pub struct Node {
 impl Node {
     pub fn new(name: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+        crate::common::write_secret(&dir.path().join("secret"), SECRET);
         let (peer_port, api_port) = (free_port(), free_port());
         let config = format!(
             "node_name = \"{name}\"\ndata_dir = \"{0}/data\"\n\

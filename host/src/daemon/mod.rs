@@ -1,7 +1,9 @@
 //! The long-running host: loads the plugins (and watches their folder), opens the conf tree
 //! and the cluster member (commit log, recovery, purge), the peer listener and the REST API,
 //! and the warm-standby pair (which runs tree sync and WAL streaming as its role needs), and
-//! serves until shutdown.
+//! serves until shutdown. It runs on a data folder claimed first ([`DataDir`]).
+
+mod data_dir;
 
 use std::sync::Arc;
 
@@ -28,10 +30,10 @@ pub const PEER_ADDR_FILE: &str = "peer.addr";
 /// The same for the REST API.
 pub const API_ADDR_FILE: &str = "api.addr";
 
-/// Runs the host until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating the data folder {}", config.data_dir.display()))?;
+pub use data_dir::{DataDir, DataDirError, LOCK_FILE};
+
+/// Runs the host until `shutdown` is cancelled, on the data folder `_claimed` holds.
+pub async fn run(config: Config, _claimed: &DataDir, shutdown: CancellationToken) -> anyhow::Result<()> {
     if let Some(dir) = &config.plugins.dir {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the plugin folder {}", dir.display()))?;
@@ -45,7 +47,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let watcher = plugins.spawn_watcher(shutdown.clone()).context("starting the plugin watcher")?;
 
     let secret_file = config.peer.secret_file.clone().expect("resolved config has a secret file");
-    let secret = ClusterSecret::load_or_create(&secret_file)?;
+    // Only the default place is filled with a new secret; see peer::secret.
+    let secret = if secret_file == config.data_dir.join(peer::DEFAULT_SECRET_FILE) {
+        ClusterSecret::load_or_create(&secret_file)?
+    } else {
+        ClusterSecret::load(&secret_file)?
+    };
     let me = Arc::new(PeerIdentity::new(config.node_name.clone()));
     let listener = TcpListener::bind(config.peer.listen)
         .await

@@ -241,3 +241,50 @@ fn config_check_does_not_print_the_tokens() {
     assert!(!printed.contains("do-not-print"), "{printed}");
     assert!(printed.contains("admin_token = \"(set; not shown)\""), "{printed}");
 }
+
+/// Regression (issue 14): `tandem ... | head -1` panicked with a backtrace when the reader
+/// closed the pipe; a command now ends quietly, as Unix tools do.
+#[test]
+fn a_closed_output_pipe_ends_a_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = tandem().args(["config", "default"]).stdout(writer).stderr(Stdio::piped()).output().unwrap();
+    let err = text(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.is_empty(), "{err}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}
+
+/// Regression (issue 14): `plugins check` read `/dev/zero` until it ran out of memory and
+/// waited forever on a FIFO.
+#[test]
+fn plugins_check_refuses_what_is_not_a_plugin_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("plugin.wasm");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let big = dir.path().join("big.wasm");
+    std::fs::File::create(&big).unwrap().set_len(tandem::plugin::MAX_PLUGIN_BYTES + 1).unwrap();
+    // /dev/zero last: a regressed build fails on the FIFO first, before it eats the memory.
+    for (path, expect) in [
+        (fifo.as_path(), "is not a regular file".to_string()),
+        (big.as_path(), format!("over the {} byte limit", tandem::plugin::MAX_PLUGIN_BYTES)),
+        (Path::new("/dev/zero"), "is not a regular file".to_string()),
+    ] {
+        let mut child = tandem()
+            .args(["plugins", "check"])
+            .arg(path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let done = wait_for(Duration::from_secs(10), || child.try_wait().unwrap());
+        if done.is_none() {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(done.is_some(), "`plugins check {}` still running", path.display());
+        assert!(!out.status.success());
+        assert!(text(&out.stderr).contains(&expect), "{}: {}", path.display(), text(&out.stderr));
+    }
+}

@@ -30,6 +30,9 @@ use crate::peer::{ClusterSecret, PeerIdentity};
 /// Parses the process arguments and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Daemon | Command::Sandbox(_)) {
+        end_quietly_on_a_closed_pipe();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -118,6 +121,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A command whose output goes to a pipe that closed (`tandem ... | head -1`) ends quietly, as
+/// Unix tools do, instead of panicking in `println!` (Rust ignores SIGPIPE, so the write fails
+/// and `println!` panics): SIGPIPE gets its default action back. Sockets are unaffected (Rust
+/// sends with `MSG_NOSIGNAL`). Not for the daemon and the sandbox, which outlive their output.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: restoring a signal's default action has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
 async fn wait_for_signal() {

@@ -15,6 +15,8 @@
 //!   it prepares the local PostgreSQL and starts the WAL and tree-sync jobs a role needs.
 //! - [`api`]: the REST API every member serves.
 //! - [`config`]: `tandem.toml`, validated.
+//! - [`admission`]: who keeps a connection slot when a listener is crowded (peer handshakes,
+//!   API connections).
 //! - [`clip`]: how supplied names and values appear in errors, logs and status (cut, or
 //!   by length only).
 //! - [`durable`]: crash-safe replacement of small files tandem owns, and directory lock files.
@@ -22,6 +24,7 @@
 //! - [`daemon`]: the long-running host that wires the subsystems together.
 //! - [`cli`]: the `tandem` command line (the binary is a thin shell over it).
 
+pub mod admission;
 pub mod api;
 pub mod cli;
 pub mod clip;

@@ -140,6 +140,7 @@ pub async fn run(config: Config, _claimed: &DataDir, shutdown: CancellationToken
         me: me.clone(),
         max_frame: config.peer.max_frame_bytes,
         handshake_timeout: config.peer.handshake_timeout(),
+        max_handshakes: config.peer.max_handshakes,
         max_connections: config.peer.max_connections,
     };
     let handler_node = node.clone();

@@ -1,14 +1,31 @@
 //! The REST API's edges against a real daemon: what an unauthenticated or hostile client can
-//! make it do (read a body, echo a value), and what it keeps answering.
+//! make it do (read a body, echo a value, hold its descriptors), and what it keeps answering.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::cluster::Node;
-use crate::support::http;
+use crate::cluster::{MACROS, Node, converge};
+use crate::support::{http, wait_for};
+
+/// Raises this test process's soft open-file limit to its hard limit; the limit now.
+fn raise_own_nofile() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read or write the struct they are given.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    lim.rlim_cur
+}
+
+/// Open descriptors of process `pid`.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
 
 /// Peak resident memory of process `pid` in KiB (VmHWM).
 fn peak_rss_kib(pid: u32) -> u64 {
@@ -87,4 +104,99 @@ fn refusals_never_echo_a_whole_name_or_any_value() {
     let (code, answer) = post(unknown_op.to_string());
     assert_eq!(code, 422, "{answer:.300}");
     assert!(answer.len() < 1000, "{} bytes: {answer:.300}", answer.len());
+}
+
+/// Regression (issue 14): ~20,000 idle connections to the API (no token needed to open one)
+/// took the captain's descriptors: it then failed to apply a committed change (EMFILE), to
+/// checkpoint, to read its plugin folder, and its peer port stopped answering. Here a member
+/// runs with a limit of 640 open files while 1500 idle connections are opened against it.
+#[test]
+fn idle_connections_cannot_take_a_members_descriptors() {
+    const NOFILE: u64 = 640;
+    let idle = 1500.min(raise_own_nofile().saturating_sub(500) as usize);
+    let a = Node::build("a", "", "header_timeout_ms = 1000\n", Some(NOFILE));
+    let b = Node::new("b", "");
+    a.ok(&["cluster", "init"]);
+    a.ok(&["cluster", "add-member", &b.peer]);
+    let api: SocketAddr = a.api_addr().parse().unwrap();
+
+    let started = Instant::now();
+    let (mut held, mut unanswered) = (Vec::new(), 0);
+    while held.len() + unanswered < idle && unanswered < 10 {
+        match TcpStream::connect_timeout(&api, Duration::from_secs(1)) {
+            Ok(s) => held.push(s),
+            // a SYN dropped in a burst costs a second; many mean no one accepts any more
+            Err(_) => unanswered += 1,
+        }
+    }
+    let opened = (held.len(), started.elapsed());
+    assert!(unanswered < 10, "the API stopped accepting connections after {}", held.len());
+    let fds_under_load = open_fds(a.pid());
+
+    // A real request is answered at once: it evicts the oldest idle connection.
+    let started = Instant::now();
+    let (code, body) = http(&a.api_addr(), "GET", "/v1/cluster/status", Some(&a.admin_token()), b"");
+    let answered_in = started.elapsed();
+    assert_eq!(code, 200, "{body}");
+    // A change through the other member commits (the peer transport to a) and is applied on a
+    // (its raft log, its conf tree); one through a commits too (its CLI, its API).
+    b.set("macros", "app:search", "from_b", "definition", "x");
+    converge(&[&a], MACROS, "definition = x");
+    let out = a.set("macros", "app:search", "from_a", "definition", "y");
+    assert!(out.starts_with("committed"), "{out}");
+    converge(&[&b], MACROS, "definition = y");
+    let ping = b.cli(&["peer", "ping", &a.peer]);
+    assert!(ping.status.success(), "{}", String::from_utf8_lossy(&ping.stderr));
+
+    // The idle connections end on their own (evicted, or after the 1 s header timeout).
+    let closed = |s: &TcpStream| {
+        s.set_nonblocking(true).unwrap();
+        match (&*s).read(&mut [0u8; 1]) {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        }
+    };
+    let all_closed = wait_for(Duration::from_secs(10), || held.iter().all(closed).then_some(()));
+    let log = a.log();
+    assert!(!log.contains("Too many open files"), "the member ran out of descriptors:\n{log}");
+    eprintln!(
+        "{} idle connections opened in {:?}; member at {fds_under_load} descriptors of {NOFILE}; \
+         a request answered in {answered_in:?}; idle ones all closed: {}",
+        opened.0,
+        opened.1,
+        all_closed.map_or("no".to_string(), |(_, t)| format!("after {t:?}")),
+    );
+    assert!(all_closed.is_some(), "idle connections stayed open");
+    assert!(fds_under_load < NOFILE as usize, "{fds_under_load}");
+}
+
+/// Regression (issue 14): the API served connections with no timeout at all (axum's server
+/// has no timer), so a client that never finishes its headers held a connection for good.
+#[test]
+fn a_slow_header_is_cut_off_at_the_header_timeout() {
+    let node = Node::build("solo", "", "header_timeout_ms = 500\n", None);
+    let mut s = TcpStream::connect(node.api_addr()).unwrap();
+    s.write_all(b"GET /v1/health HTTP/1.1\r\n").unwrap();
+    let started = Instant::now();
+    // One header line every 100 ms: never idle, never done.
+    let cut = loop {
+        if started.elapsed() > Duration::from_secs(5) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if s.write_all(b"X-Slow: 1\r\n").is_err() {
+            break Some(started.elapsed());
+        }
+        s.set_nonblocking(true).unwrap();
+        let ended = matches!((&s).read(&mut [0u8; 64]), Ok(0));
+        s.set_nonblocking(false).unwrap();
+        if ended {
+            break Some(started.elapsed());
+        }
+    };
+    let cut = cut.expect("the slow client was still connected after 5 s");
+    assert!(cut < Duration::from_secs(2), "cut after {cut:?}");
+    // and a prompt client is served
+    let (code, _) = http(&node.api_addr(), "GET", "/v1/health", None, b"");
+    assert_eq!(code, 200);
 }

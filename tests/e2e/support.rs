@@ -88,10 +88,17 @@ fn relay_down(from: TcpStream, to: TcpStream, cut_after: Option<u64>, counter: &
     let _ = to.shutdown(Shutdown::Write);
 }
 
-/// One HTTP/1.1 request on a connection of its own (`Connection: close`): (status, body).
-/// `token` goes in `Authorization: Bearer`; a non-empty `body` is sent as JSON.
+/// One HTTP/1.1 request on a connection of its own (`Connection: close`): (status, body), within
+/// 10 s, or status 0 and the error. `token` goes in `Authorization: Bearer`; `body` is sent
+/// as JSON.
 pub fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr.trim()).unwrap();
+    let limit = Duration::from_secs(10);
+    let addr: std::net::SocketAddr = addr.trim().parse().unwrap();
+    let mut s = match TcpStream::connect_timeout(&addr, limit) {
+        Ok(s) => s,
+        Err(e) => return (0, format!("connecting: {e}")),
+    };
+    s.set_read_timeout(Some(limit)).unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         s,
@@ -102,7 +109,9 @@ pub fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &[u
     .unwrap();
     s.write_all(body).unwrap();
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
+    if let Err(e) = s.read_to_end(&mut raw) {
+        return (0, format!("reading the answer: {e}"));
+    }
     let text = String::from_utf8_lossy(&raw).into_owned();
     let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();

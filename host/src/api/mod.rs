@@ -5,7 +5,8 @@
 //! admin role may change things, the read-only role may only read.
 //!
 //! Owns: HTTP in and out. Must never: change anything for a request without the admin role,
-//! or let a handler's failure take the listener down.
+//! read a body before the token is checked, let a handler's failure take the listener down,
+//! or hold more connections than it was given (see `server`).
 
 mod auth;
 mod body;
@@ -14,6 +15,7 @@ mod conf;
 mod config;
 mod error;
 mod metrics;
+mod server;
 mod standby;
 mod wal;
 
@@ -29,6 +31,7 @@ pub use auth::{Role, TokenError, Tokens, client_token};
 pub use conf::parse_scope;
 pub use config::{ApiConfig, REDACTED};
 pub use error::ApiError;
+pub use server::ServeLimits;
 
 use crate::cluster::ClusterNode;
 
@@ -75,13 +78,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API until `shutdown`.
-pub async fn serve(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+/// Serves the API until `shutdown`, within `limits`; see `server`.
+pub async fn serve(listener: TcpListener, state: AppState, limits: ServeLimits, shutdown: CancellationToken) {
+    server::serve(listener, router(state), limits, shutdown).await
 }

@@ -20,6 +20,7 @@
 //! - [`clip`]: how supplied names and values appear in errors, logs and status (cut, or
 //!   by length only).
 //! - [`durable`]: crash-safe replacement of small files tandem owns, and directory lock files.
+//! - [`listen`]: how the listeners bind and accept (a deep backlog, a backoff on errors).
 //! - [`logging`]: tracing to the terminal and to per-job files.
 //! - [`daemon`]: the long-running host that wires the subsystems together.
 //! - [`cli`]: the `tandem` command line (the binary is a thin shell over it).
@@ -33,6 +34,7 @@ pub mod conf;
 pub mod config;
 pub mod daemon;
 pub mod durable;
+pub mod listen;
 pub mod logging;
 pub mod peer;
 pub mod plugin;

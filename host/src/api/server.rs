@@ -13,7 +13,7 @@
 //! - the token is checked before a body is read (`super::auth::guard`), so only a caller with
 //!   a role can hold a connection open by sending a body slowly.
 //!
-//! Errors stop at their connection; accept errors back off and retry.
+//! Errors stop at their connection; accept errors back off and retry (`crate::listen`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,12 +28,10 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info_span};
 
 use crate::admission::{Admission, FRESH, PINNED, Slot};
-
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+use crate::listen::Accepter;
 
 /// How many connections the API serves and how long one may sit without a request.
 #[derive(Debug, Clone, Copy)]
@@ -47,25 +45,8 @@ pub struct ServeLimits {
 pub async fn serve(listener: TcpListener, router: Router, limits: ServeLimits, shutdown: CancellationToken) {
     let slots = Admission::new(limits.max_connections);
     let mut connections = JoinSet::new();
-    let mut backoff = ACCEPT_BACKOFF_MIN;
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, remote) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                warn!(error = %e, "API accept failed; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
-                continue;
-            }
-        };
-        backoff = ACCEPT_BACKOFF_MIN;
+    let mut accepter = Accepter::new(listener, "api");
+    while let Some((stream, remote)) = accepter.next(&shutdown).await {
         let Some(slot) = slots.admit(remote.ip()) else {
             debug!(%remote, limit = slots.capacity(), "every API connection is serving a request; closing this one");
             continue;

@@ -3,7 +3,9 @@
 //! (`api.addr`, `peer.addr`, its logs).
 //!
 //! Private means mode 0700 for the data folder and the log folder, narrowed if an older
-//! release or a person made them wider. The one exception: when a local PostgreSQL runs as
+//! release or a person made them wider (a log folder outside the data folder only when tandem
+//! makes it: an existing one may be shared, and the log files are 0600 anyway). The one
+//! exception: when a local PostgreSQL runs as
 //! another OS user and its server log lies under one of them (the default
 //! `<log dir>/postgresql.log`), `pg_ctl` must pass through them as that user to open the log,
 //! so those folders get 0711: passable, never listable, and every file tandem keeps in them is
@@ -54,7 +56,9 @@ impl DataDir {
         let Some(held) = held else {
             return Err(DataDirError::Locked { dir: dir.clone(), lock });
         };
-        if let Some(logs) = &config.log.dir {
+        // A log folder of its own is made private; an existing one elsewhere may be shared
+        // (`/var/log`) and is left as it is: the log files are private themselves.
+        if let Some(logs) = config.log.dir.as_ref().filter(|l| l.starts_with(dir) || !l.exists()) {
             durable::private_dir(logs, mode(logs)).map_err(io(logs))?;
         }
         Ok(Self { _lock: held })
@@ -102,5 +106,18 @@ mod tests {
         assert!(second.contains("another tandem daemon runs on the data folder"), "{second}");
         drop(claimed);
         DataDir::claim(&c).unwrap();
+    }
+
+    #[test]
+    fn a_shared_log_folder_elsewhere_is_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("var-log");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let text = format!("data_dir = \"{0}/data\"\n[log]\ndir = \"{0}/var-log\"\n", dir.path().display());
+        let c = Config::parse(&text).unwrap().resolved().unwrap();
+        let _claimed = DataDir::claim(&c).unwrap();
+        assert_eq!(mode(&shared), 0o755);
+        assert_eq!(mode(&c.data_dir), 0o700);
     }
 }

@@ -10,7 +10,6 @@ mod fd_budget;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -18,6 +17,7 @@ use crate::api::{self, AppState, ServeLimits, Tokens};
 use crate::cluster::{self, ClusterNode, Dialer, Member};
 use crate::conf::ConfTree;
 use crate::config::Config;
+use crate::listen;
 use crate::peer::{self, Acceptor, ClusterSecret, PeerConnection, PeerError, PeerIdentity};
 use crate::plugin::Plugins;
 use crate::standby::Standby;
@@ -31,8 +31,6 @@ use crate::sync::server::SyncServer;
 pub const PEER_ADDR_FILE: &str = "peer.addr";
 /// The same for the REST API.
 pub const API_ADDR_FILE: &str = "api.addr";
-/// Connections the kernel may queue for each listener before its accept loop takes them.
-const LISTEN_BACKLOG: u32 = 1024;
 
 pub use data_dir::{DataDir, DataDirError, LOCK_FILE};
 pub use fd_budget::{Caps, FdBudget, FdError, MIN_NOFILE};
@@ -73,7 +71,7 @@ pub async fn run(config: Config, _claimed: &DataDir, shutdown: CancellationToken
         ClusterSecret::load(&secret_file)?
     };
     let me = Arc::new(PeerIdentity::new(config.node_name.clone()));
-    let listener = listen(config.peer.listen)
+    let listener = listen::bind(config.peer.listen)
         .with_context(|| format!("binding the peer listener on {}", config.peer.listen))?;
     let addr = listener.local_addr()?;
     std::fs::write(config.data_dir.join(PEER_ADDR_FILE), format!("{addr}\n"))?;
@@ -83,7 +81,7 @@ pub async fn run(config: Config, _claimed: &DataDir, shutdown: CancellationToken
     let token_file = config.api.token_file.clone().expect("resolved config has a token file");
     let tokens = Tokens::load(&config.api, &token_file)
         .with_context(|| format!("loading the API token {}", token_file.display()))?;
-    let api_listener = listen(config.api.listen)
+    let api_listener = listen::bind(config.api.listen)
         .with_context(|| format!("binding the REST API on {}", config.api.listen))?;
     let api_addr = api_listener.local_addr()?;
     std::fs::write(config.data_dir.join(API_ADDR_FILE), format!("{api_addr}\n"))?;
@@ -194,16 +192,6 @@ async fn dispatch(
         }
         Some(f) => cluster::serve_connection(node, conn, Some(f), stop).await,
     }
-}
-
-/// Binds a listener with room for [`LISTEN_BACKLOG`] connections the accept loop has not taken
-/// yet (the kernel holds them; they cost the daemon no descriptor). The usual 128 overflows in
-/// a burst, and a dropped SYN costs a client a second.
-fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
 }
 
 /// The address other members are told to use: the configured one, else the bound one (which

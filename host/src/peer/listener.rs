@@ -1,6 +1,6 @@
 //! The accept loop: authenticates each connection within the handshake timeout, then hands it
 //! to a handler task. A failed connection is logged with its address and cause and never takes
-//! the loop down; accept errors back off and retry.
+//! the loop down; accept errors back off and retry (`crate::listen`).
 //!
 //! Two pools, so that connections without the secret cannot crowd out the cluster's own:
 //! - handshakes in progress hold one of `max_handshakes` slots ([`Admission`]). Every new
@@ -32,9 +32,7 @@ use super::error::PeerError;
 use super::handshake::PeerIdentity;
 use super::secret::ClusterSecret;
 use crate::admission::Admission;
-
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+use crate::listen::Accepter;
 
 /// What the accept loop needs to authenticate connections.
 #[derive(Clone)]
@@ -59,23 +57,8 @@ where
     let handshakes = Admission::new(acceptor.max_handshakes);
     let authenticated = Arc::new(Semaphore::new(acceptor.max_connections));
     let mut tasks = JoinSet::new();
-    let mut backoff = ACCEPT_BACKOFF_MIN;
-    loop {
-        let (stream, remote) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => { backoff = ACCEPT_BACKOFF_MIN; pair }
-                Err(e) => {
-                    warn!(error = %e, "accept failed; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
-                    continue;
-                }
-            },
-        };
+    let mut accepter = Accepter::new(listener, "peer");
+    while let Some((stream, remote)) = accepter.next(&shutdown).await {
         if authenticated.available_permits() == 0 {
             warn!(%remote, limit = acceptor.max_connections, "too many peer connections; closing this one");
             continue;

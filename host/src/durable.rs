@@ -82,6 +82,16 @@ pub fn private_dir(dir: &Path, mode: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Creates the file `path` (for appending, empty) with `mode`, or narrows an existing one to
+/// `mode` when it grants more. For files another library opens (the log appender).
+pub fn private_file(path: &Path, mode: u32) -> io::Result<()> {
+    let file = OpenOptions::new().append(true).create(true).mode(mode).open(path)?;
+    if file.metadata()?.mode() & 0o777 & !mode != 0 {
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
 /// Why a small file a user named could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum SmallFileError {
@@ -217,6 +227,21 @@ mod tests {
         assert!(matches!(read_private(&secret, 100), Err(SmallFileError::NotPrivate { mode: 0o640, .. })));
         fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(read_private(&secret, 100).unwrap(), "s3cret\n");
+    }
+
+    /// Regression (issue 14): the log files (opened by the appender) were 0644.
+    #[test]
+    fn a_private_file_is_made_or_narrowed_and_keeps_its_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("tandem.log");
+        fs::write(&old, "kept\n").unwrap();
+        fs::set_permissions(&old, fs::Permissions::from_mode(0o644)).unwrap();
+        private_file(&old, 0o600).unwrap();
+        private_file(&dir.path().join("peer.log"), 0o600).unwrap();
+        for name in ["tandem.log", "peer.log"] {
+            assert_eq!(fs::metadata(dir.path().join(name)).unwrap().mode() & 0o777, 0o600, "{name}");
+        }
+        assert_eq!(fs::read_to_string(&old).unwrap(), "kept\n");
     }
 
     #[test]

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::durable;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::prelude::*;
@@ -108,45 +110,12 @@ fn file_writer(
     dir: &Path,
     file: &str,
 ) -> std::io::Result<(tracing_appender::non_blocking::NonBlocking, WorkerGuard)> {
-    private_file(&dir.join(file))?;
+    // The appender would make it 0644.
+    durable::private_file(&dir.join(file), LOG_FILE_MODE)?;
     Ok(tracing_appender::non_blocking(tracing_appender::rolling::never(dir, file)))
-}
-
-/// Creates the log file `path` with mode 0600 (the appender would make it 0644), or narrows
-/// an existing one.
-fn private_file(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let file = std::fs::OpenOptions::new().append(true).create(true).mode(LOG_FILE_MODE).open(path)?;
-    if file.metadata()?.permissions().mode() & 0o777 != LOG_FILE_MODE {
-        file.set_permissions(std::fs::Permissions::from_mode(LOG_FILE_MODE))?;
-    }
-    Ok(())
 }
 
 /// The level part of a filter such as `info` or `warn,tandem=debug` (first bare level wins).
 fn level_of(filter: &str) -> tracing::Level {
     filter.split(',').find_map(|d| d.trim().parse::<tracing::Level>().ok()).unwrap_or(tracing::Level::INFO)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
-    use super::*;
-
-    /// Regression (issue 14): the log files were 0644, readable by any local user.
-    #[test]
-    fn log_files_are_made_private_or_narrowed() {
-        let dir = tempfile::tempdir().unwrap();
-        let old = dir.path().join("tandem.log");
-        std::fs::write(&old, "kept\n").unwrap();
-        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
-        private_file(&old).unwrap();
-        private_file(&dir.path().join("peer.log")).unwrap();
-        for name in ["tandem.log", "peer.log"] {
-            let mode = std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o600, "{name}");
-        }
-        assert_eq!(std::fs::read_to_string(&old).unwrap(), "kept\n");
-    }
 }

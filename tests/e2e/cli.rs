@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::support::{guest, install_file, wait_for};
+use crate::support::{guest, install_file, output_within, wait_for};
 
 fn tandem() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
@@ -271,19 +271,8 @@ fn plugins_check_refuses_what_is_not_a_plugin_file() {
         (big.as_path(), format!("over the {} byte limit", tandem::plugin::MAX_PLUGIN_BYTES)),
         (Path::new("/dev/zero"), "is not a regular file".to_string()),
     ] {
-        let mut child = tandem()
-            .args(["plugins", "check"])
-            .arg(path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let done = wait_for(Duration::from_secs(10), || child.try_wait().unwrap());
-        if done.is_none() {
-            let _ = child.kill();
-        }
-        let out = child.wait_with_output().unwrap();
-        assert!(done.is_some(), "`plugins check {}` still running", path.display());
+        let out = output_within(tandem().args(["plugins", "check"]).arg(path), Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("`plugins check {}` still running", path.display()));
         assert!(!out.status.success());
         assert!(text(&out.stderr).contains(&expect), "{}: {}", path.display(), text(&out.stderr));
     }

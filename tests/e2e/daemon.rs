@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Node, SECRET};
-use crate::support::wait_for;
+use crate::support::{output_within, wait_for};
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -24,22 +24,9 @@ fn mode(path: &Path) -> u32 {
 /// Runs `tandem daemon` on `config` and waits for it to give up (it must: each case here is
 /// one the daemon refuses); its output.
 fn refused_daemon(config: &Path) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .env_remove("TANDEM_CONFIG")
-        .env_remove("RUST_LOG")
-        .arg("--config")
-        .arg(config)
-        .arg("daemon")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let exited = wait_for(Duration::from_secs(30), || child.try_wait().unwrap());
-    if exited.is_none() {
-        let _ = child.kill();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(exited.is_some(), "the daemon kept running: {}", String::from_utf8_lossy(&out.stderr));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
+    cmd.env_remove("TANDEM_CONFIG").env_remove("RUST_LOG").arg("--config").arg(config).arg("daemon");
+    let out = output_within(&mut cmd, Duration::from_secs(30)).expect("the daemon kept running");
     assert!(!out.status.success());
     out
 }

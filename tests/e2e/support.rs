@@ -30,6 +30,19 @@ pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Opt
     }
 }
 
+/// Runs `cmd` (its stderr captured) for at most `limit`: its output, or `None` (and the process
+/// killed) if it was still running.
+pub fn output_within(cmd: &mut std::process::Command, limit: Duration) -> Option<std::process::Output> {
+    let mut child =
+        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let done = wait_for(limit, || child.try_wait().unwrap());
+    if done.is_none() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    done.map(|_| out)
+}
+
 /// Copies a file into place the way an operator's deploy would: write aside, then rename.
 pub fn install_file(bytes: &[u8], dest: &Path) {
     let tmp = dest.with_extension("incoming");

@@ -1,7 +1,7 @@
 //! Small helpers the side-by-side benchmarks, the failover drill and the end-to-end tests
 //! share (each is its own crate and includes this file as a module): knobs from the
 //! environment, a quiet page cache before a timed step, a process's CPU time from /proc, free
-//! loopback ports.
+//! loopback ports, secret files as tandem accepts them.
 
 // Each crate uses only some of these.
 #![allow(dead_code)]
@@ -50,4 +50,12 @@ pub fn low_port(first: u16, spread: u16) -> u16 {
             return port;
         }
     }
+}
+
+/// Writes a file holding a credential (a cluster secret) private, mode 0600: tandem refuses
+/// one other users could read.
+pub fn write_secret(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }

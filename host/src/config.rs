@@ -102,13 +102,20 @@ impl Config {
         let data = self.data_dir.clone();
         self.plugins.dir.get_or_insert_with(|| data.join("plugins"));
         self.plugins.cache_dir.get_or_insert_with(|| data.join("plugin-cache"));
-        self.peer.secret_file.get_or_insert_with(|| data.join("cluster.secret"));
+        self.peer.secret_file.get_or_insert_with(|| data.join(crate::peer::DEFAULT_SECRET_FILE));
         self.log.dir.get_or_insert_with(|| data.join("logs"));
         self.api.token_file.get_or_insert_with(|| data.join("api.token"));
         self.cluster.conf_root.get_or_insert_with(|| data.join("etc"));
         self.sync.app_home.get_or_insert_with(|| data.join("app"));
         self.wal.dir.get_or_insert_with(|| data.join("wal"));
         Ok(self)
+    }
+}
+
+impl Config {
+    /// The configuration as `tandem config check` prints it: credentials replaced.
+    pub fn redacted(&self) -> Self {
+        Self { api: self.api.redacted(), ..self.clone() }
     }
 }
 
@@ -139,6 +146,22 @@ mod tests {
         let c = Config::parse("[plugins.settings.\"x.wasm\"]\na = 1\n").unwrap();
         assert!(c.resolved().unwrap_err().to_string().contains("file's stem"));
         assert!(Config::parse("[peer]\nlisten = \"nowhere\"\n").is_err());
+    }
+
+    /// Regression (issue 14): `tandem config check` printed both API tokens.
+    #[test]
+    fn the_printed_configuration_hides_the_tokens() {
+        let c = Config::parse(
+            "[api]\nadmin_token = \"admin-secret-0123456789\"\nread_token = \"read-secret-0123456789\"\n",
+        )
+        .unwrap()
+        .resolved()
+        .unwrap();
+        let text = toml::to_string_pretty(&c.redacted()).unwrap();
+        assert!(!text.contains("admin-secret") && !text.contains("read-secret"), "{text}");
+        assert_eq!(text.matches(crate::api::REDACTED).count(), 2, "{text}");
+        let unset = toml::to_string_pretty(&Config::default().redacted()).unwrap();
+        assert!(!unset.contains(crate::api::REDACTED), "an unset token stays unset");
     }
 
     #[test]

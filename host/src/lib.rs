@@ -15,18 +15,26 @@
 //!   it prepares the local PostgreSQL and starts the WAL and tree-sync jobs a role needs.
 //! - [`api`]: the REST API every member serves.
 //! - [`config`]: `tandem.toml`, validated.
+//! - [`admission`]: who keeps a connection slot when a listener is crowded (peer handshakes,
+//!   API connections).
+//! - [`clip`]: how supplied names and values appear in errors, logs and status (cut, or
+//!   by length only).
 //! - [`durable`]: crash-safe replacement of small files tandem owns, and directory lock files.
+//! - [`listen`]: how the listeners bind and accept (a deep backlog, a backoff on errors).
 //! - [`logging`]: tracing to the terminal and to per-job files.
 //! - [`daemon`]: the long-running host that wires the subsystems together.
 //! - [`cli`]: the `tandem` command line (the binary is a thin shell over it).
 
+pub mod admission;
 pub mod api;
 pub mod cli;
+pub mod clip;
 pub mod cluster;
 pub mod conf;
 pub mod config;
 pub mod daemon;
 pub mod durable;
+pub mod listen;
 pub mod logging;
 pub mod peer;
 pub mod plugin;

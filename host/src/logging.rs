@@ -1,9 +1,12 @@
 //! Logs through `tracing`: to the terminal, and to one file per job in the log folder
 //! (`tandem.log` for everything, `plugins.log`, `peer.log`, `cluster.log`, `wal.log`), human-readable or JSON.
+//! The files are 0600 (narrowed if they were wider): logs name members, paths and changes.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::durable;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::prelude::*;
@@ -38,6 +41,9 @@ impl LogConfig {
         EnvFilter::try_new(&self.level).map(drop).map_err(|e| format!("log.level `{}`: {e}", self.level))
     }
 }
+
+/// Mode of the log files.
+const LOG_FILE_MODE: u32 = 0o600;
 
 /// The jobs with a file of their own: (file, target prefix).
 const JOB_FILES: &[(&str, &str)] = &[
@@ -74,11 +80,11 @@ pub fn init(config: &LogConfig, terminal_level: &str, with_files: bool) -> std::
     layers.push(fmt_layer(config.format, std::io::stderr, true).with_filter(terminal_filter).boxed());
     if let (true, Some(dir)) = (with_files, &config.dir) {
         std::fs::create_dir_all(dir)?;
-        let (all, guard) = file_writer(dir, "tandem.log");
+        let (all, guard) = file_writer(dir, "tandem.log")?;
         guards.push(guard);
         layers.push(fmt_layer(config.format, all, false).with_filter(filter(&config.level)).boxed());
         for (file, target) in JOB_FILES {
-            let (writer, guard) = file_writer(dir, file);
+            let (writer, guard) = file_writer(dir, file)?;
             guards.push(guard);
             let filter = Targets::new().with_target(*target, level_of(&config.level));
             layers.push(fmt_layer(config.format, writer, false).with_filter(filter).boxed());
@@ -100,8 +106,13 @@ where
     }
 }
 
-fn file_writer(dir: &Path, file: &str) -> (tracing_appender::non_blocking::NonBlocking, WorkerGuard) {
-    tracing_appender::non_blocking(tracing_appender::rolling::never(dir, file))
+fn file_writer(
+    dir: &Path,
+    file: &str,
+) -> std::io::Result<(tracing_appender::non_blocking::NonBlocking, WorkerGuard)> {
+    // The appender would make it 0644.
+    durable::private_file(&dir.join(file), LOG_FILE_MODE)?;
+    Ok(tracing_appender::non_blocking(tracing_appender::rolling::never(dir, file)))
 }
 
 /// The level part of a filter such as `info` or `warn,tandem=debug` (first bare level wins).

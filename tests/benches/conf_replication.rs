@@ -30,7 +30,7 @@ struct Member {
 impl Member {
     fn start(name: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+        common::write_secret(&dir.path().join("secret"), SECRET);
         let (p, a) = (free_port(), free_port());
         std::fs::write(
             dir.path().join("tandem.toml"),

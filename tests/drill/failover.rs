@@ -64,7 +64,7 @@ impl Host {
     fn new(work: &Path, name: &'static str) -> Host {
         let dir = work.join(name);
         std::fs::create_dir_all(dir.join("app")).unwrap();
-        std::fs::write(dir.join("secret"), SECRET).unwrap();
+        common::write_secret(&dir.join("secret"), SECRET);
         let pg = PgServer::start(&[]).expect("PostgreSQL 15");
         let (peer, api, wal) = (free_port(), free_port(), free_port());
         let config = format!(

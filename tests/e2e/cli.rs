@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::support::{guest, install_file, wait_for};
+use crate::support::{guest, install_file, output_within, wait_for};
 
 fn tandem() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
@@ -36,7 +36,7 @@ impl Daemon {
     /// A daemon whose config ends with `extra` (whole TOML tables).
     fn start_with(secret: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("secret"), secret).unwrap();
+        crate::common::write_secret(&dir.path().join("secret"), secret);
         let config = dir.path().join("tandem.toml");
         std::fs::write(
             &config,
@@ -84,7 +84,7 @@ impl Drop for Daemon {
 
 /// A client configuration with its own secret file.
 fn client_config(dir: &Path, secret: &str) -> PathBuf {
-    std::fs::write(dir.join("client.secret"), secret).unwrap();
+    crate::common::write_secret(&dir.join("client.secret"), secret);
     let config = dir.join("client.toml");
     std::fs::write(
         &config,
@@ -223,4 +223,57 @@ fn a_malformed_config_is_a_clear_error() {
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(err.contains("bad.toml") && err.contains("unknown field `memory_limit`"), "{err}");
+}
+
+/// Regression (issue 14): `tandem config check` printed both API tokens.
+#[test]
+fn config_check_does_not_print_the_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tandem.toml");
+    std::fs::write(
+        &config,
+        "[api]\nadmin_token = \"admin-token-do-not-print\"\nread_token = \"read-token-do-not-print\"\n",
+    )
+    .unwrap();
+    let out = run(tandem().arg("-c").arg(&config).args(["config", "check"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    assert!(!printed.contains("do-not-print"), "{printed}");
+    assert!(printed.contains("admin_token = \"(set; not shown)\""), "{printed}");
+}
+
+/// Regression (issue 14): `tandem ... | head -1` panicked with a backtrace when the reader
+/// closed the pipe; a command now ends quietly, as Unix tools do.
+#[test]
+fn a_closed_output_pipe_ends_a_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = tandem().args(["config", "default"]).stdout(writer).stderr(Stdio::piped()).output().unwrap();
+    let err = text(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.is_empty(), "{err}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}
+
+/// Regression (issue 14): `plugins check` read `/dev/zero` until it ran out of memory and
+/// waited forever on a FIFO.
+#[test]
+fn plugins_check_refuses_what_is_not_a_plugin_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("plugin.wasm");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let big = dir.path().join("big.wasm");
+    std::fs::File::create(&big).unwrap().set_len(tandem::plugin::MAX_PLUGIN_BYTES + 1).unwrap();
+    // /dev/zero last: a regressed build fails on the FIFO first, before it eats the memory.
+    for (path, expect) in [
+        (fifo.as_path(), "is not a regular file".to_string()),
+        (big.as_path(), format!("over the {} byte limit", tandem::plugin::MAX_PLUGIN_BYTES)),
+        (Path::new("/dev/zero"), "is not a regular file".to_string()),
+    ] {
+        let out = output_within(tandem().args(["plugins", "check"]).arg(path), Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("`plugins check {}` still running", path.display()));
+        assert!(!out.status.success());
+        assert!(text(&out.stderr).contains(&expect), "{}: {}", path.display(), text(&out.stderr));
+    }
 }

@@ -1,10 +1,12 @@
 //! tandem's end-to-end tests: real compiled plugin components, real sockets, real `tandem`
 //! processes. One harness, a module per theme.
 
+mod api;
 mod cli;
 mod cluster;
 #[path = "../common.rs"]
 mod common;
+mod daemon;
 mod peer;
 /// PostgreSQL test clusters: the library's own helper, shared (it names `ConnConfig` from here).
 #[path = "../../host/src/wal/client/tests/pg.rs"]

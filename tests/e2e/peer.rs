@@ -40,6 +40,15 @@ async fn serve_pings(
     handshake_timeout: Duration,
     max_connections: usize,
 ) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
+    serve_pings_with(handshake_timeout, peer::PeerConfig::default().max_handshakes, max_connections).await
+}
+
+/// [`serve_pings`] with a number of handshake slots.
+async fn serve_pings_with(
+    handshake_timeout: Duration,
+    max_handshakes: usize,
+    max_connections: usize,
+) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let acceptor = Acceptor {
@@ -47,6 +56,7 @@ async fn serve_pings(
         me: Arc::new(PeerIdentity::new("daemon")),
         max_frame: MAX_FRAME,
         handshake_timeout,
+        max_handshakes,
         max_connections,
     };
     let shutdown = CancellationToken::new();
@@ -307,6 +317,33 @@ async fn connections_past_the_limit_are_closed_on_arrival() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(fourth, "a slot frees up when a connection ends");
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), server).await.expect("serve stopped").unwrap();
+}
+
+#[tokio::test]
+async fn handshake_slots_go_to_the_connection_that_showed_most() {
+    let (addr, shutdown, server) = serve_pings_with(Duration::from_secs(30), 2, 16).await;
+    // Two silent sockets take both handshake slots...
+    let mut silent_a = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut silent_b = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // ... a genuine peer evicts the older one and is served.
+    let mut peer_conn = connect(addr, &good()).await.unwrap();
+    // (each got the daemon's greeting, then the end of the stream)
+    let mut seen = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), silent_a.read_to_end(&mut seen)).await;
+    assert!(closed.is_ok(), "the oldest silent socket was not closed");
+    // The peer left the handshake slots; two more silent sockets fill them again, and the
+    // second evicts the oldest, while the peer's authenticated connection is not touched.
+    let _silent_c = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let _silent_d = TcpStream::connect(addr).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), silent_b.read_to_end(&mut seen)).await;
+    assert!(closed.is_ok(), "the other silent socket was not closed");
+    peer_conn.write_frame(&Frame::new(peer::ping::PING, b"still here".to_vec())).await.unwrap();
+    assert_eq!(peer_conn.read_frame().await.unwrap().unwrap().body, b"still here");
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(5), server).await.expect("serve stopped").unwrap();
 }

@@ -30,6 +30,19 @@ pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Opt
     }
 }
 
+/// Runs `cmd` (its stderr captured) for at most `limit`: its output, or `None` (and the process
+/// killed) if it was still running.
+pub fn output_within(cmd: &mut std::process::Command, limit: Duration) -> Option<std::process::Output> {
+    let mut child =
+        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let done = wait_for(limit, || child.try_wait().unwrap());
+    if done.is_none() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    done.map(|_| out)
+}
+
 /// Copies a file into place the way an operator's deploy would: write aside, then rename.
 pub fn install_file(bytes: &[u8], dest: &Path) {
     let tmp = dest.with_extension("incoming");
@@ -86,4 +99,34 @@ fn relay_down(from: TcpStream, to: TcpStream, cut_after: Option<u64>, counter: &
         }
     }
     let _ = to.shutdown(Shutdown::Write);
+}
+
+/// One HTTP/1.1 request on a connection of its own (`Connection: close`): (status, body), within
+/// 10 s, or status 0 and the error. `token` goes in `Authorization: Bearer`; `body` is sent
+/// as JSON.
+pub fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> (u16, String) {
+    let limit = Duration::from_secs(10);
+    let addr: std::net::SocketAddr = addr.trim().parse().unwrap();
+    let mut s = match TcpStream::connect_timeout(&addr, limit) {
+        Ok(s) => s,
+        Err(e) => return (0, format!("connecting: {e}")),
+    };
+    s.set_read_timeout(Some(limit)).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    if let Err(e) = s.read_to_end(&mut raw) {
+        return (0, format!("reading the answer: {e}"));
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (code, body)
 }

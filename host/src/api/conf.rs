@@ -3,12 +3,12 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::auth::Role;
+use super::body::JsonBody;
 use super::{ApiError, AppState};
+use crate::clip::clip;
 use crate::cluster::ChangeReport;
 use crate::conf::{ConfChange, Op, RelPath, Scope, Target, TargetKind};
 
@@ -19,10 +19,8 @@ pub struct Changes {
 
 pub async fn changes(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    Json(body): Json<Changes>,
+    JsonBody(body): JsonBody<Changes>,
 ) -> Result<Json<Vec<ChangeReport>>, ApiError> {
-    ApiError::need(s.tokens.role(&headers), Role::Admin)?;
     if body.changes.is_empty() {
         return Err(ApiError::BadRequest("no changes".into()));
     }
@@ -42,24 +40,22 @@ pub fn parse_scope(text: &str) -> Result<Scope, String> {
         ["system"] => Ok(Scope::System),
         ["app", app] => Ok(Scope::App(app.to_string())),
         ["user", app, user] => Ok(Scope::User { app: app.to_string(), user: user.to_string() }),
-        _ => Err(format!("`{text}`: a scope is `system`, `app:NAME` or `user:APP:USER`")),
+        _ => Err(format!("{}: a scope is `system`, `app:NAME` or `user:APP:USER`", clip(text))),
     }
 }
 
 pub async fn layered(
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path(conf_type): Path<String>,
     Query(q): Query<ScopeQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    ApiError::need(s.tokens.role(&headers), Role::Read)?;
     let scope = parse_scope(q.scope.as_deref().unwrap_or("system")).map_err(ApiError::BadRequest)?;
     let tree = s.node.tree().clone();
     let view = tokio::task::spawn_blocking(move || tree.layered(&conf_type, &scope))
         .await
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?
+        .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    Ok(Json(serde_json::to_value(view).map_err(|e| ApiError::BadRequest(e.to_string()))?))
+    Ok(Json(serde_json::to_value(view).map_err(|e| ApiError::Internal(e.to_string()))?))
 }
 
 #[derive(Serialize)]
@@ -70,13 +66,12 @@ pub struct FileEntry {
     kind: TargetKind,
 }
 
-pub async fn files(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Vec<FileEntry>>, ApiError> {
-    ApiError::need(s.tokens.role(&headers), Role::Read)?;
+pub async fn files(State(s): State<AppState>) -> Result<Json<Vec<FileEntry>>, ApiError> {
     let tree = s.node.tree().clone();
     let files = tokio::task::spawn_blocking(move || tree.replicable_files())
         .await
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Json(
         files
             .into_iter()
@@ -100,21 +95,19 @@ pub struct Push {
 /// replaced whole), or a whole lookup / data file.
 pub async fn push(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    Json(body): Json<Push>,
+    JsonBody(body): JsonBody<Push>,
 ) -> Result<Json<Vec<ChangeReport>>, ApiError> {
-    ApiError::need(s.tokens.role(&headers), Role::Admin)?;
     let tree = s.node.tree().clone();
     let changes = tokio::task::spawn_blocking(move || -> Result<Vec<ConfChange>, String> {
         let files = tree.replicable_files().map_err(|e| e.to_string())?;
         let (rel, key) = files
             .into_iter()
             .find(|(p, _)| p.to_string() == body.path)
-            .ok_or_else(|| format!("`{}` is not a replicable file under the conf root", body.path))?;
+            .ok_or_else(|| format!("{} is not a replicable file under the conf root", clip(&body.path)))?;
         changes_for_file(&tree, &rel, key.conf_type, key.scope, key.target_kind)
     })
     .await
-    .map_err(|e| ApiError::BadRequest(e.to_string()))?
+    .map_err(|e| ApiError::Internal(e.to_string()))?
     .map_err(ApiError::BadRequest)?;
     Ok(Json(s.node.submit(changes).await?))
 }
@@ -187,5 +180,6 @@ mod tests {
             Scope::User { app: "search".into(), user: "admin".into() }
         );
         assert!(parse_scope("apps:x").unwrap_err().contains("app:NAME"));
+        assert!(parse_scope(&"x".repeat(1 << 20)).unwrap_err().contains("(1048576 bytes)"));
     }
 }

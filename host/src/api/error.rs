@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::auth::Role;
+use crate::clip::clip_message;
 use crate::cluster::ClusterError;
 use crate::standby::StandbyError;
 
@@ -16,6 +17,12 @@ pub enum ApiError {
     Forbidden,
     #[error("{0}")]
     BadRequest(String),
+    /// A body the route cannot take (not JSON, wrong shape, too large), with its status.
+    #[error("{}", clip_message(message))]
+    Body { status: StatusCode, message: String },
+    /// A failure of the member itself, not of the request.
+    #[error("{0}")]
+    Internal(String),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
     #[error(transparent)]
@@ -38,6 +45,8 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Body { status, .. } => *status,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Cluster(ClusterError::Conf(_) | ClusterError::Invalid(_)) => StatusCode::BAD_REQUEST,
             ApiError::Cluster(ClusterError::NotInCluster | ClusterError::AlreadyMember { .. }) => {
                 StatusCode::CONFLICT

@@ -5,28 +5,33 @@
 //! admin role may change things, the read-only role may only read.
 //!
 //! Owns: HTTP in and out. Must never: change anything for a request without the admin role,
-//! or let a handler's failure take the listener down.
+//! read a body before the token is checked, let a handler's failure take the listener down,
+//! or hold more connections than it was given (see `server`).
 
 mod auth;
+mod body;
 mod cluster;
 mod conf;
 mod config;
 mod error;
 mod metrics;
+mod server;
 mod standby;
 mod wal;
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::{Role, Tokens, client_token};
+pub use auth::{Role, TokenError, Tokens, client_token};
 pub use conf::parse_scope;
-pub use config::ApiConfig;
+pub use config::{ApiConfig, REDACTED};
 pub use error::ApiError;
+pub use server::ServeLimits;
 
 use crate::cluster::ClusterNode;
 
@@ -43,8 +48,8 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/health", get(|| async { "ok\n" }))
+    // Every route here needs a token, checked before a handler reads anything of the body.
+    let guarded = Router::new()
         .route("/v1/conf/changes", post(conf::changes))
         .route("/v1/conf/push", post(conf::push))
         .route("/v1/conf/files", get(conf::files))
@@ -62,20 +67,18 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/standby/convert-to-primary", post(standby::convert))
         .route("/v1/standby/rejoin", post(standby::rejoin))
         .route("/v1/standby/off", post(standby::off))
+        .route_layer(from_fn_with_state(state.tokens.clone(), auth::guard));
+    Router::new()
+        .route("/v1/health", get(|| async { "ok\n" }))
         .route("/health", get(standby::health))
         .route("/metrics", get(metrics::metrics))
+        .merge(guarded)
         // Whole files (lookup tables) travel in change requests.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
-/// Serves the API until `shutdown`.
-pub async fn serve(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+/// Serves the API until `shutdown`, within `limits`; see `server`.
+pub async fn serve(listener: TcpListener, state: AppState, limits: ServeLimits, shutdown: CancellationToken) {
+    server::serve(listener, router(state), limits, shutdown).await
 }

@@ -4,24 +4,21 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::Deserialize;
 
-use super::auth::Role;
+use super::body::JsonBody;
 use super::{ApiError, AppState};
 use crate::standby::{ConfigureRequest, Report, StandbyError, StandbyStatus};
 
-pub async fn status(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<StandbyStatus>, ApiError> {
-    ApiError::need(s.tokens.role(&headers), Role::Read)?;
+pub async fn status(State(s): State<AppState>) -> Result<Json<StandbyStatus>, ApiError> {
     Ok(Json(s.standby.status().await))
 }
 
 pub async fn configure(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    Json(body): Json<ConfigureRequest>,
+    JsonBody(body): JsonBody<ConfigureRequest>,
 ) -> Result<Json<Report>, ApiError> {
-    ApiError::need(s.tokens.role(&headers), Role::Admin)?;
     let standby = s.standby.clone();
     Ok(Json(detached(async move { standby.configure(body).await }).await?))
 }
@@ -34,10 +31,8 @@ pub struct ConvertRequest {
 
 pub async fn convert(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    Json(body): Json<ConvertRequest>,
+    JsonBody(body): JsonBody<ConvertRequest>,
 ) -> Result<Json<Report>, ApiError> {
-    ApiError::need(s.tokens.role(&headers), Role::Admin)?;
     let standby = s.standby.clone();
     Ok(Json(detached(async move { standby.convert_to_primary(body.force).await }).await?))
 }
@@ -50,16 +45,13 @@ pub struct RejoinRequest {
 
 pub async fn rejoin(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    Json(body): Json<RejoinRequest>,
+    JsonBody(body): JsonBody<RejoinRequest>,
 ) -> Result<Json<Report>, ApiError> {
-    ApiError::need(s.tokens.role(&headers), Role::Admin)?;
     let standby = s.standby.clone();
     Ok(Json(detached(async move { standby.rejoin(body.peer).await }).await?))
 }
 
-pub async fn off(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Report>, ApiError> {
-    ApiError::need(s.tokens.role(&headers), Role::Admin)?;
+pub async fn off(State(s): State<AppState>) -> Result<Json<Report>, ApiError> {
     let standby = s.standby.clone();
     Ok(Json(detached(async move { standby.off(None).await }).await?))
 }

@@ -30,6 +30,9 @@ use crate::peer::{ClusterSecret, PeerIdentity};
 /// Parses the process arguments and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Daemon | Command::Sandbox(_)) {
+        end_quietly_on_a_closed_pipe();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -43,6 +46,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Daemon => {
+            // Before anything is written: a second daemon on this folder stops here.
+            let claimed = crate::daemon::DataDir::claim(&config)?;
             let _guard = logging::init(&config.log, &config.log.level, true)?;
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
@@ -53,7 +58,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     tracing::info!("stopping on signal");
                     stop.cancel();
                 });
-                crate::daemon::run(config, shutdown).await
+                crate::daemon::run(config, &claimed, shutdown).await
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -112,10 +117,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(ConfigCommand::Check) => {
-            println!("{}", toml::to_string_pretty(&config).context("printing the configuration")?);
+            println!("{}", toml::to_string_pretty(&config.redacted()).context("printing the configuration")?);
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A command whose output goes to a pipe that closed (`tandem ... | head -1`) ends quietly, as
+/// Unix tools do, instead of panicking in `println!` (Rust ignores SIGPIPE, so the write fails
+/// and `println!` panics): SIGPIPE gets its default action back. Sockets are unaffected (Rust
+/// sends with `MSG_NOSIGNAL`). Not for the daemon and the sandbox, which outlive their output.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: restoring a signal's default action has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
 async fn wait_for_signal() {

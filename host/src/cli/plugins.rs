@@ -9,7 +9,8 @@ use anyhow::{Context, bail};
 use super::args::PluginsCommand;
 use super::eval;
 use crate::config::Config;
-use crate::plugin::{PluginConfig, Plugins, Source};
+use crate::durable;
+use crate::plugin::{MAX_PLUGIN_BYTES, PluginConfig, Plugins, Source};
 
 pub fn run(config: Config, cmd: PluginsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -33,7 +34,7 @@ pub fn run(config: Config, cmd: PluginsCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         PluginsCommand::Check { file } => {
-            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let bytes = read_plugin(&file)?;
             let plugins = Plugins::new(without_folder(config).plugins)?;
             let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             match plugins.check(&name, &bytes) {
@@ -59,7 +60,7 @@ pub fn run(config: Config, cmd: PluginsCommand) -> anyhow::Result<ExitCode> {
             }
             let plugins = Plugins::new(config.plugins)?;
             if let Some(path) = &plugin {
-                let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                let bytes = read_plugin(path)?;
                 let info = plugins.install(path, &bytes)?;
                 if info.world != world {
                     bail!("{} is a {} plugin, not a {world} plugin", path.display(), info.world);
@@ -71,6 +72,12 @@ pub fn run(config: Config, cmd: PluginsCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A plugin file a user named: a regular file (a FIFO would hang, `/dev/zero` never end) of at
+/// most the size the daemon loads.
+fn read_plugin(path: &Path) -> anyhow::Result<Vec<u8>> {
+    durable::read_regular(path, MAX_PLUGIN_BYTES).context("reading the plugin")
 }
 
 /// The same configuration without the site plugin folder: built-ins plus what the command names.

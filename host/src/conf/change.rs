@@ -1,6 +1,6 @@
 //! `ConfChange`: one runtime configuration change, the unit the captain's log replicates. This
 //! file owns the change types, their validation (every rule a member checks before touching
-//! disk) and their one-line display for logs.
+//! disk) and their one-line display for logs (names clipped, values shown by length only).
 //!
 //! These types are encoded with postcard as well as JSON, so serde stays externally tagged:
 //! no `tag`, `untagged`, `flatten` or `skip_serializing_if`.
@@ -9,6 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clip::clip_bare;
 use crate::conf::error::ConfError;
 use crate::conf::layout;
 use crate::conf::names;
@@ -171,25 +172,23 @@ impl ConfChange {
     }
 }
 
-/// Shows control characters escaped so a refused value cannot break a log line.
-fn escaped(s: &str) -> String {
-    s.replace('\n', "\\n").replace('\r', "\\r").replace('\0', "\\0")
-}
-
+/// Shows names clipped with control characters escaped, so a refused change cannot break or
+/// flood a log line, and never a value.
 impl fmt::Display for ConfChange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let target = match &self.target {
-            Target::Conf => self.conf_type.clone(),
-            Target::Meta => format!("{}(meta)", self.conf_type),
-            Target::File { name } => format!("{}:{}", self.conf_type, escaped(name)),
+            Target::Conf => clip_bare(&self.conf_type).to_string(),
+            Target::Meta => format!("{}(meta)", clip_bare(&self.conf_type)),
+            Target::File { name } => format!("{}:{}", clip_bare(&self.conf_type), clip_bare(name)),
         };
         write!(f, "{} {target} [{}]", self.op.verb(), self.scope)?;
         if let Some(stanza) = self.op.stanza() {
-            write!(f, " [{}]", escaped(stanza))?;
+            write!(f, " [{}]", clip_bare(stanza))?;
         }
         match &self.op {
-            Op::SetKey { key, value, .. } => write!(f, " {} = {}", escaped(key), escaped(value)),
-            Op::DeleteKey { key, .. } => write!(f, " {}", escaped(key)),
+            // The value may be a credential: its length only.
+            Op::SetKey { key, value, .. } => write!(f, " {} = ({} bytes)", clip_bare(key), value.len()),
+            Op::DeleteKey { key, .. } => write!(f, " {}", clip_bare(key)),
             Op::PutFile { content } => write!(f, " ({} bytes)", content.len()),
             _ => Ok(()),
         }
@@ -212,7 +211,7 @@ mod tests {
     #[test]
     fn display_reads_like_a_log_line() {
         let c = set(Target::Conf, "my search", "cron", "*/5 * * * *");
-        assert_eq!(c.to_string(), "set savedsearches [app:search] [my search] cron = */5 * * * *");
+        assert_eq!(c.to_string(), "set savedsearches [app:search] [my search] cron = (11 bytes)");
         let c = ConfChange {
             conf_type: "lookups".into(),
             scope: app(),
@@ -220,8 +219,18 @@ mod tests {
             op: Op::PutFile { content: vec![1, 2, 3] },
         };
         assert_eq!(c.to_string(), "put-file lookups:a.csv [app:search] (3 bytes)");
-        let bad = set(Target::Conf, "s", "k", "a\nb");
-        assert_eq!(bad.to_string(), "set savedsearches [app:search] [s] k = a\\nb");
+        let bad = set(Target::Conf, "s\nt", "k", "a\nb");
+        assert_eq!(bad.to_string(), "set savedsearches [app:search] [s\\nt] k = (3 bytes)");
+    }
+
+    /// Regression (issue 14): the display went into logs and `last_error` with the whole value
+    /// (which may be a credential) and whole names (a 1 MB stanza).
+    #[test]
+    fn display_never_shows_a_value_and_cuts_long_names() {
+        let c = set(Target::Conf, &"s".repeat(1 << 20), "password", "hunter2-hunter2");
+        let line = c.to_string();
+        assert!(!line.contains("hunter2"), "{line}");
+        assert!(line.len() < 300 && line.contains("(1048576 bytes)"), "{line}");
     }
 
     #[test]

@@ -8,41 +8,54 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::clip::{clip, clip_bare};
+
 /// Everything that can go wrong validating, applying, reading or snapshotting configuration.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum ConfError {
-    #[error("invalid conf type {0:?}: expected 1-64 characters from [A-Za-z0-9_-]")]
+    #[error("invalid conf type {}: expected 1-64 characters from [A-Za-z0-9_-]", clip(.0))]
     ConfType(String),
-    #[error("invalid app name {0:?}: expected 1-128 characters from [A-Za-z0-9_.@-], not starting with '.'")]
+    #[error("invalid app name {}: expected 1-128 characters from [A-Za-z0-9_.@-], not starting with '.'", clip(.0))]
     AppName(String),
-    #[error("invalid user name {0:?}: expected 1-128 characters from [A-Za-z0-9_.@-], not starting with '.'")]
+    #[error("invalid user name {}: expected 1-128 characters from [A-Za-z0-9_.@-], not starting with '.'", clip(.0))]
     UserName(String),
     #[error(
-        "invalid file name {0:?}: expected one path component of 1-255 characters from \
-         [A-Za-z0-9_.@ -], not starting with '.'"
+        "invalid file name {}: expected one path component of 1-255 characters from \
+         [A-Za-z0-9_.@ -], not starting with '.'",
+        clip(.0)
     )]
     FileName(String),
-    #[error("invalid stanza name {stanza:?}: {reason}")]
+    #[error("invalid stanza name {}: {reason}", clip(stanza))]
     Stanza { stanza: String, reason: &'static str },
-    #[error("invalid key {key:?}: {reason}")]
+    #[error("invalid key {}: {reason}", clip(key))]
     Key { key: String, reason: &'static str },
-    #[error("invalid value {value:?} for key {key:?}: {reason}")]
+    /// The value itself is never shown: it may be a credential.
+    #[error("invalid value for key {} ({} bytes): {reason}", clip(key), value.len())]
     Value { key: String, value: String, reason: &'static str },
     #[error(
-        "meta stanza {stanza:?} is not about conf type {conf_type:?}: expected [{conf_type}] or [{conf_type}/<object>]"
+        "meta stanza {} is not about conf type {}: expected [{}] or [{}/<object>]",
+        clip(stanza),
+        clip(conf_type),
+        clip_bare(conf_type),
+        clip_bare(conf_type)
     )]
     MetaStanza { conf_type: String, stanza: String },
     #[error("a {target} target is not allowed in {scope} scope")]
     TargetScope { target: &'static str, scope: String },
     #[error("operation {op} does not apply to a {target} target")]
     OpTarget { op: &'static str, target: &'static str },
-    #[error("conf type {0:?} cannot hold files: its folder holds the views, nav and html folders")]
+    #[error("conf type {} cannot hold files: its folder holds the views, nav and html folders", clip(.0))]
     ReservedFileType(String),
-    #[error("invalid relative path {path:?}: {reason}")]
+    #[error("invalid relative path {}: {reason}", clip(path))]
     RelPath { path: String, reason: &'static str },
-    #[error("line {line_no}: not a stanza header, comment or key = value line: {line:?}")]
+    /// The line itself is not shown: it may hold a credential (a mistyped `password = ...`).
+    #[error("line {line_no} ({} bytes): not a stanza header, comment or key = value line", line.len())]
     Parse { line_no: usize, line: String },
-    #[error("{path}: line {line_no}: not a stanza header, comment or key = value line: {line:?}")]
+    #[error(
+        "{}: line {line_no} ({} bytes): not a stanza header, comment or key = value line",
+        clip_bare(path),
+        line.len()
+    )]
     ParseFile { path: String, line_no: usize, line: String },
     #[error("{path}: not UTF-8 text")]
     NotUtf8 { path: String },
@@ -52,7 +65,7 @@ pub enum ConfError {
     NotAFile { path: PathBuf },
     #[error("I/O error on {}: {source}", path.display())]
     Io { path: PathBuf, source: Arc<io::Error> },
-    #[error("snapshot entry {path:?} refused: {reason}")]
+    #[error("snapshot entry {} refused: {reason}", clip(path))]
     SnapshotEntry { path: String, reason: &'static str },
     #[error("snapshot exceeds the cap of {limit} unpacked bytes")]
     SnapshotTooLarge { limit: u64 },
@@ -84,8 +97,16 @@ mod tests {
     }
 
     #[test]
-    fn messages_name_the_offending_value() {
+    fn messages_name_the_offending_key_but_never_show_the_value() {
         let err = ConfError::Value { key: "cron".into(), value: "a\nb".into(), reason: "contains a newline" };
-        assert!(err.to_string().contains(r#""a\nb""#), "{err}");
+        assert_eq!(err.to_string(), r#"invalid value for key "cron" (3 bytes): contains a newline"#);
+    }
+
+    /// Regression (issue 14): a 1 MB name came back whole in the API answer and in `last_error`.
+    #[test]
+    fn a_huge_name_is_cut_in_the_message() {
+        let err = ConfError::Stanza { stanza: "s".repeat(1 << 20), reason: "too long" };
+        let text = err.to_string();
+        assert!(text.len() < 200 && text.contains("(1048576 bytes)"), "{text}");
     }
 }

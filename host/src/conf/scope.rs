@@ -6,6 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clip::clip_bare;
 use crate::conf::error::ConfError;
 use crate::conf::names;
 
@@ -44,9 +45,9 @@ impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Scope::System => f.write_str("system"),
-            Scope::App(app) => write!(f, "app:{app}"),
+            Scope::App(app) => write!(f, "app:{}", clip_bare(app)),
             // Same order as the folder, users/<user>/<app>.
-            Scope::User { app, user } => write!(f, "user:{user}/{app}"),
+            Scope::User { app, user } => write!(f, "user:{}/{}", clip_bare(user), clip_bare(app)),
         }
     }
 }

@@ -6,14 +6,21 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// The cluster secret's file in the data folder when `secret_file` is unset (the only place a
+/// missing secret is generated).
+pub const DEFAULT_SECRET_FILE: &str = "cluster.secret";
 /// Where a host listens for peers unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
 /// Largest frame body accepted (WAL and file chunks are far smaller).
 pub const DEFAULT_MAX_FRAME_BYTES: u64 = 64 << 20;
 /// A connection must finish its handshake within this time.
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
-/// Peer connections served at once (a cluster has a handful of members).
+/// Handshakes in progress at once (a newcomer past it evicts the one that showed least).
+pub const DEFAULT_MAX_HANDSHAKES: usize = 256;
+/// Authenticated peer connections served at once (a cluster has a handful of members).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// The largest either pool may be configured.
+const MAX_POOL: usize = 65_536;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -22,10 +29,14 @@ pub struct PeerConfig {
     /// The address other hosts dial to reach this one (`host:port`). Unset: the listen
     /// address (which then must not be 0.0.0.0 / ::).
     pub advertise: Option<String>,
-    /// File holding the cluster secret; None: `<data_dir>/cluster.secret`, made if missing.
+    /// File holding the cluster secret; None: `<data_dir>/cluster.secret`, made if missing. A
+    /// configured file must exist.
     pub secret_file: Option<PathBuf>,
     pub max_frame_bytes: u64,
     pub handshake_timeout_ms: u64,
+    /// Handshakes in progress at once; see `peer::listener`.
+    pub max_handshakes: usize,
+    /// Authenticated connections at once.
     pub max_connections: usize,
 }
 
@@ -37,6 +48,7 @@ impl Default for PeerConfig {
             secret_file: None,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
@@ -53,8 +65,12 @@ impl PeerConfig {
                 self.handshake_timeout_ms
             ));
         }
-        if !(1..=65_536).contains(&self.max_connections) {
-            return Err(format!("peer.max_connections = {}: expected 1 to 65536", self.max_connections));
+        for (name, value) in
+            [("max_handshakes", self.max_handshakes), ("max_connections", self.max_connections)]
+        {
+            if !(1..=MAX_POOL).contains(&value) {
+                return Err(format!("peer.{name} = {value}: expected 1 to {MAX_POOL}"));
+            }
         }
         Ok(())
     }

@@ -64,14 +64,26 @@ impl PeerConnection {
 
     /// Authenticates an accepted stream.
     pub async fn accept(
-        mut stream: TcpStream,
+        stream: TcpStream,
         secret: &ClusterSecret,
         me: &PeerIdentity,
         max_frame: u64,
     ) -> Result<Self, PeerError> {
+        Self::accept_reporting(stream, secret, me, max_frame, &|_| {}).await
+    }
+
+    /// [`PeerConnection::accept`], telling `progress` when the handshake has
+    /// [`super::handshake::PROVED`] the secret.
+    pub async fn accept_reporting(
+        mut stream: TcpStream,
+        secret: &ClusterSecret,
+        me: &PeerIdentity,
+        max_frame: u64,
+        progress: &(dyn Fn(u8) + Sync),
+    ) -> Result<Self, PeerError> {
         stream.set_nodelay(true)?;
         let remote = stream.peer_addr()?;
-        let established = handshake::respond(&mut stream, secret, me).await?;
+        let established = handshake::respond(&mut stream, secret, me, progress).await?;
         Ok(Self::new(stream, established, remote, max_frame))
     }
 

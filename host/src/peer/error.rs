@@ -30,6 +30,13 @@ pub enum PeerError {
     Integrity,
     #[error("bad cluster secret file {path}: {why}")]
     SecretFile { path: String, why: String },
+    #[error("cluster secret: {0}")]
+    SecretRead(#[from] crate::durable::SmallFileError),
+    #[error(
+        "the cluster secret file {0} does not exist: copy the cluster's secret there (tandem makes \
+         a new one only at the default place, when peer.secret_file is unset)"
+    )]
+    SecretMissing(String),
     #[error("noise: {0}")]
     Noise(String),
 }

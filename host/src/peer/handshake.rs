@@ -10,6 +10,13 @@
 //! the initiator then sends a key-confirmation record under the new transport keys, which only
 //! the holder of its ephemeral key can produce; the responder accepts the connection only after
 //! opening it. Each side's first data record therefore uses nonce 1 initiator-to-responder.
+//!
+//! The responder reports when a handshake has [`PROVED`] the secret, so the listener can rank
+//! it above connections that have not (`crate::admission`). A greeting earns no rank: anyone
+//! can send one, and a rank reachable without the secret would let a flood of greeters
+//! outrank a genuine peer's connection in its first moments. The initiator sends its greeting
+//! and first message in one flight, so a genuine peer has proved the secret as soon as its
+//! first bytes are read.
 
 use snow::{Builder, StatelessTransportState};
 use tokio::io::AsyncWriteExt;
@@ -23,6 +30,10 @@ use super::secret::ClusterSecret;
 const PATTERN: &str = "Noise_NNpsk0_25519_AESGCM_SHA256";
 const PROLOGUE: &[u8] = b"tandem-peer";
 const MAX_NAME: usize = 255;
+
+/// An incoming handshake's first message opened with the cluster secret (a genuine peer, or a
+/// replay of one's first message: only the key confirmation that follows tells them apart).
+pub const PROVED: u8 = 2;
 
 /// Who is at one end of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,11 +96,16 @@ pub async fn initiate(
     secret: &ClusterSecret,
     me: &PeerIdentity,
 ) -> Result<Established, PeerError> {
-    exchange_greetings(stream).await?;
     let mut noise = builder(secret)?.build_initiator()?;
     let mut buf = vec![0u8; MAX_RECORD];
     let n = noise.write_message(&me.encode(), &mut buf)?;
-    write_record(stream, &buf[..n]).await?;
+    // The greeting and the first message in one flight (the same bytes as one after the
+    // other): a crowded responder ranks the connection as proved a round trip sooner.
+    let mut flight = encode_greeting().to_vec();
+    flight.extend_from_slice(&record_prefix(n));
+    flight.extend_from_slice(&buf[..n]);
+    stream.write_all(&flight).await?;
+    read_greeting(stream).await?;
     let msg = read_record(stream).await?;
     if msg.is_empty() {
         return Err(PeerError::RefusedBySecret);
@@ -103,11 +119,13 @@ pub async fn initiate(
     Ok(Established { transport, peer, send_nonce: 1, recv_nonce: 0 })
 }
 
-/// Answers a connection on the listening side.
+/// Answers a connection on the listening side, calling `progress` with [`PROVED`] once the
+/// initiator's first message opened with the secret.
 pub async fn respond(
     stream: &mut TcpStream,
     secret: &ClusterSecret,
     me: &PeerIdentity,
+    progress: &(dyn Fn(u8) + Sync),
 ) -> Result<Established, PeerError> {
     exchange_greetings(stream).await?;
     let mut noise = builder(secret)?.build_responder()?;
@@ -121,6 +139,7 @@ pub async fn respond(
             return Err(PeerError::BadSecret);
         }
     };
+    progress(PROVED);
     let peer = PeerIdentity::decode(&buf[..n])?;
     check_not_self(me, &peer)?;
     let n = noise.write_message(&me.encode(), &mut buf)?;
@@ -145,6 +164,10 @@ fn check_not_self(me: &PeerIdentity, peer: &PeerIdentity) -> Result<(), PeerErro
 
 async fn exchange_greetings(stream: &mut TcpStream) -> Result<(), PeerError> {
     stream.write_all(&encode_greeting()).await?;
+    read_greeting(stream).await
+}
+
+async fn read_greeting(stream: &mut TcpStream) -> Result<(), PeerError> {
     let mut theirs = [0u8; GREETING_LEN];
     read_exact_or(stream, &mut theirs, PeerError::HandshakeClosed).await?;
     decode_greeting(&theirs)

@@ -15,9 +15,9 @@ pub mod ping;
 mod secret;
 
 pub use codec::PROTOCOL_VERSION;
-pub use config::PeerConfig;
+pub use config::{DEFAULT_SECRET_FILE, PeerConfig};
 pub use connection::{Frame, PeerConnection, PeerReader, PeerWriter};
 pub use error::PeerError;
 pub use handshake::PeerIdentity;
 pub use listener::{Acceptor, serve};
-pub use secret::{ClusterSecret, MIN_SECRET_LEN};
+pub use secret::{ClusterSecret, MAX_SECRET_FILE, MIN_SECRET_LEN};

@@ -1,6 +1,11 @@
 //! The cluster secret: every host of a cluster holds the same one (as Splunk's `pass4SymmKey`),
 //! and the transport's handshake proves knowledge of it in both directions. Hosts never send
 //! it; they derive a 32-byte Noise pre-shared key from it.
+//!
+//! The file must be private (mode 0600 or narrower) and a regular file of at most
+//! [`MAX_SECRET_FILE`] bytes. Only the default place is filled with a new random secret when
+//! the file is missing; a configured file that is missing is an error (a typo in the path
+//! would otherwise start a member with a secret no other member has).
 
 use std::fs;
 use std::path::Path;
@@ -10,6 +15,8 @@ use crate::durable;
 
 /// Shortest secret accepted, in bytes.
 pub const MIN_SECRET_LEN: usize = 16;
+/// Largest secret file read, in bytes.
+pub const MAX_SECRET_FILE: u64 = 4096;
 const KDF_CONTEXT: &str = "tandem peer transport 2026-11 noise psk v1";
 
 /// A loaded cluster secret, as the derived pre-shared key.
@@ -34,14 +41,16 @@ impl ClusterSecret {
         Ok(Self { psk: blake3::derive_key(KDF_CONTEXT, text.as_bytes()) })
     }
 
-    /// Reads the secret file.
+    /// Reads the secret file (which must be private).
     pub fn load(path: &Path) -> Result<Self, PeerError> {
-        let bad = |why: String| PeerError::SecretFile { path: path.display().to_string(), why };
-        let text = fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-        Self::from_text(&text).map_err(bad)
+        let text = durable::read_private(path, MAX_SECRET_FILE).map_err(|e| {
+            if e.is_not_found() { PeerError::SecretMissing(path.display().to_string()) } else { e.into() }
+        })?;
+        Self::from_text(&text).map_err(|why| PeerError::SecretFile { path: path.display().to_string(), why })
     }
 
-    /// Reads the secret file, first writing a new random secret there if there is none.
+    /// Reads the secret file, first writing a new random secret there if there is none. Only
+    /// for the default place: see the module doc.
     pub fn load_or_create(path: &Path) -> Result<Self, PeerError> {
         if !path.exists() {
             let bad = |e: std::io::Error| PeerError::SecretFile {
@@ -87,5 +96,27 @@ mod tests {
         let b = ClusterSecret::load_or_create(&path).unwrap();
         assert_eq!(a.psk, b.psk);
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    /// Regression (issue 14): a world-readable secret was accepted silently, and a configured
+    /// secret file that did not exist was replaced by a new random secret.
+    #[test]
+    fn an_open_or_missing_secret_file_is_refused_naming_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.secret");
+        let missing = ClusterSecret::load(&path).unwrap_err().to_string();
+        assert!(
+            missing.contains("does not exist") && missing.contains(&path.display().to_string()),
+            "{missing}"
+        );
+        assert!(!path.exists(), "load never creates");
+        fs::write(&path, "0123456789abcdef0123\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let open = ClusterSecret::load(&path).unwrap_err().to_string();
+        assert!(open.contains(&format!("chmod 600 {}", path.display())), "{open}");
+        assert!(ClusterSecret::load_or_create(&path).is_err(), "not replaced either");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        ClusterSecret::load(&path).unwrap();
     }
 }

@@ -22,7 +22,7 @@ pub use cache::Origin;
 pub use config::{PluginConfig, SettingValue};
 pub use error::{FailureKind, PluginError};
 pub use loaded::{Limits, PluginInfo, Source, now_ms, unix_ms};
-pub use registry::{PluginStatus, Plugins, RescanReport};
+pub use registry::{MAX_PLUGIN_BYTES, PluginStatus, Plugins, RescanReport};
 pub use world::{PACKAGE, VERSION, Version, World};
 
 impl EntryBatch {

@@ -30,7 +30,7 @@ const MAX_FALLBACKS: usize = 4;
 /// Failures remembered per world for status.
 const MAX_FAILURES: usize = 8;
 /// Largest plugin file read; policy components are tens to hundreds of KiB.
-const MAX_PLUGIN_BYTES: u64 = 32 << 20;
+pub const MAX_PLUGIN_BYTES: u64 = 32 << 20;
 
 /// The plugin runtime: cheap to clone, shared by every subsystem that asks for decisions.
 ///
@@ -198,7 +198,8 @@ impl Plugins {
             let loaded = if stamp.len > MAX_PLUGIN_BYTES {
                 Err(PluginError::new(&name, FailureKind::TooLarge { len: stamp.len, max: MAX_PLUGIN_BYTES }))
             } else {
-                fs::read(&path)
+                // Bounded and regular-only: the file may have changed since the scan.
+                crate::durable::read_regular(&path, MAX_PLUGIN_BYTES)
                     .map_err(|e| PluginError::new(&name, FailureKind::Io(e.to_string())))
                     .and_then(|bytes| self.load(&name, Source::File(path.clone()), &bytes))
             };

@@ -176,7 +176,7 @@ impl WalConfig {
             (StandbyAuth::Password, Some(file)) => read_password(Some(file)),
             (StandbyAuth::Password, None) => {
                 let dir = self.state_dir();
-                crate::durable::create_private_dir(dir)
+                crate::durable::private_dir(dir, 0o700)
                     .map_err(|e| format!("WAL folder {}: {e}", dir.display()))?;
                 let path = self.walsender_password_file();
                 let password = super::walsender::random_password();

@@ -71,7 +71,7 @@ pub async fn start(
     let conn = config.primary_conn().map_err(WalServiceError::Config)?;
     let state_dir = config.state_dir().to_owned();
     // The database's WAL lives here: the folder is private, as PostgreSQL keeps its own.
-    crate::durable::create_private_dir(&state_dir)
+    crate::durable::private_dir(&state_dir, 0o700)
         .map_err(|source| super::upstream::UpstreamError::Io { path: state_dir.clone(), source })?;
     let identity = match UpstreamIdentity::load(&state_dir)? {
         Some(id) => id,

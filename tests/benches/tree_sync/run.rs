@@ -112,7 +112,7 @@ pub struct Bench {
 
 impl Bench {
     pub fn start(work: &Path, drop_caches: bool) -> Self {
-        std::fs::write(work.join("secret"), SECRET).unwrap();
+        crate::common::write_secret(&work.join("secret"), SECRET);
         let w = work.display();
         let (peer, api) = (free_port(), free_port());
         let trees = format!("[sync.trees]\n{TREE} = \"src\"\nwarmup = \"warmup\"\n");

@@ -29,22 +29,31 @@ pub struct Node {
     dir: tempfile::TempDir,
     pub peer: String,
     child: Option<Child>,
+    /// The open-file limit (soft and hard) the daemon runs with, if not the test's own.
+    nofile: Option<u64>,
 }
 
 impl Node {
     pub fn new(name: &str, extra: &str) -> Self {
+        Self::build(name, extra, "", None)
+    }
+
+    /// A member whose config ends with `extra` (whole tables), whose `[api]` table ends with
+    /// `api_extra` (keys), and which runs with at most `nofile` open files.
+    pub fn build(name: &str, extra: &str, api_extra: &str, nofile: Option<u64>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+        crate::common::write_secret(&dir.path().join("secret"), SECRET);
         let (peer_port, api_port) = (free_port(), free_port());
         let config = format!(
             "node_name = \"{name}\"\ndata_dir = \"{0}/data\"\n\
              [peer]\nlisten = \"127.0.0.1:{peer_port}\"\nsecret_file = \"{0}/secret\"\n\
-             [api]\nlisten = \"127.0.0.1:{api_port}\"\n\
+             [api]\nlisten = \"127.0.0.1:{api_port}\"\n{api_extra}\
              [cluster]\nheartbeat_ms = 50\nelection_timeout_ms = 300\nretry_ms = 100\ncommit_timeout_ms = 1500\n{extra}",
             dir.path().display()
         );
         std::fs::write(dir.path().join("tandem.toml"), config).unwrap();
-        let mut node = Self { name: name.into(), dir, peer: format!("127.0.0.1:{peer_port}"), child: None };
+        let mut node =
+            Self { name: name.into(), dir, peer: format!("127.0.0.1:{peer_port}"), child: None, nofile };
         node.start();
         node
     }
@@ -53,16 +62,29 @@ impl Node {
         let _ = std::fs::remove_file(self.data().join("api.addr"));
         let log =
             std::fs::File::create(self.dir.path().join(format!("stderr-{}", std::process::id()))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
-            .env_remove("TANDEM_CONFIG")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
+        cmd.env_remove("TANDEM_CONFIG")
             .env("RUST_LOG", "info")
             .arg("--config")
             .arg(self.config())
             .arg("daemon")
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .stderr(log);
+        if let Some(n) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit { rlim_cur: n, rlim_max: n };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let child = cmd.spawn().unwrap();
         self.child = Some(child);
         wait_for(Duration::from_secs(60), || std::fs::read_to_string(self.data().join("api.addr")).ok())
             .unwrap_or_else(|| panic!("{} never came up", self.name));
@@ -99,6 +121,20 @@ impl Node {
         let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
         let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
         (code, body)
+    }
+
+    /// The address the member's API is bound to.
+    pub fn api_addr(&self) -> String {
+        std::fs::read_to_string(self.data().join("api.addr")).unwrap().trim().to_string()
+    }
+
+    /// The admin token the member generated.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data().join("api.token")).unwrap().trim().to_string()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     pub fn signal(&self, sig: &str) {

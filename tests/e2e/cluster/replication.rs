@@ -57,7 +57,7 @@ fn the_api_refuses_requests_without_a_valid_token_and_read_only_tokens_cannot_wr
     let extra = "[api]\n"; // placeholder: tokens are set below through a fresh config
     let _ = extra;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    crate::common::write_secret(&dir.path().join("secret"), SECRET);
     let api_port = free_port();
     std::fs::write(
         dir.path().join("tandem.toml"),

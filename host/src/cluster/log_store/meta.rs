@@ -6,6 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use openraft::{LogId, NodeId, Vote};
@@ -65,6 +66,7 @@ pub(crate) fn write_file_durable(dir: &Path, name: &str, buf: &[u8]) -> Result<(
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(0o600)
         .open(&temp_path)
         .map_err(|e| LogStoreError::io("create", &temp_path, e))?;
     f.write_all(buf).map_err(|e| LogStoreError::io("write", &temp_path, e))?;

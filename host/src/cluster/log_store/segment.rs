@@ -5,7 +5,7 @@
 //! does. Only the writer thread (and recovery, before the writer starts) touches segments.
 
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::error::LogStoreError;
@@ -65,6 +65,7 @@ impl Segment {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600) // every replicated value: this user's only (issue 14)
             .open(&path)
             .map_err(|e| LogStoreError::io("create segment", &path, e))?;
         Ok(Self { first, path, offsets: Vec::new(), len: 0, file: Some(file) })

@@ -6,7 +6,7 @@
 //! are read only by `recovery.rs` at open.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
@@ -96,7 +96,7 @@ where
     /// with [`LogStoreError::Locked`] if another store has `dir` open.
     pub fn open(dir: &Path, config: LogStoreConfig) -> Result<Self, LogStoreError> {
         config.validate()?;
-        fs::create_dir_all(dir).map_err(|e| LogStoreError::io("create", dir, e))?;
+        crate::durable::private_dir(dir, 0o700).map_err(|e| LogStoreError::io("create", dir, e))?;
         let lock = lock_dir(dir)?;
         meta::remove_stale_temps(dir)?;
         let meta = MetaState::<C::NodeId>::load(dir)?;

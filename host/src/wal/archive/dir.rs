@@ -33,7 +33,7 @@ impl Dir {
     /// Opens (creating if needed) the directory at `path`, private: mode 0700, as PostgreSQL
     /// keeps its own WAL (an archive from an older tandem is made so too).
     pub(crate) fn open(path: &Path, durability: Arc<dyn Durability>) -> Result<Self> {
-        crate::durable::create_private_dir(path).map_err(ArchiveError::io("create directory", path))?;
+        crate::durable::private_dir(path, 0o700).map_err(ArchiveError::io("create directory", path))?;
         let handle = File::open(path).map_err(ArchiveError::io("open directory", path))?;
         Ok(Dir { path: path.to_owned(), handle, durability })
     }

@@ -1,19 +1,23 @@
 //! The long-running host: loads the plugins (and watches their folder), opens the conf tree
 //! and the cluster member (commit log, recovery, purge), the peer listener and the REST API,
 //! and the warm-standby pair (which runs tree sync and WAL streaming as its role needs), and
-//! serves until shutdown.
+//! serves until shutdown. It runs on a data folder claimed first ([`DataDir`]), and fits its
+//! listeners into its file-descriptor budget ([`FdBudget`]).
+
+mod data_dir;
+mod fd_budget;
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::api::{self, AppState, Tokens};
+use crate::api::{self, AppState, ServeLimits, Tokens};
 use crate::cluster::{self, ClusterNode, Dialer, Member};
 use crate::conf::ConfTree;
 use crate::config::Config;
+use crate::listen;
 use crate::peer::{self, Acceptor, ClusterSecret, PeerConnection, PeerError, PeerIdentity};
 use crate::plugin::Plugins;
 use crate::standby::Standby;
@@ -28,10 +32,25 @@ pub const PEER_ADDR_FILE: &str = "peer.addr";
 /// The same for the REST API.
 pub const API_ADDR_FILE: &str = "api.addr";
 
-/// Runs the host until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating the data folder {}", config.data_dir.display()))?;
+pub use data_dir::{DataDir, DataDirError, LOCK_FILE};
+pub use fd_budget::{Caps, FdBudget, FdError, MIN_NOFILE};
+
+/// Runs the host until `shutdown` is cancelled, on the data folder `_claimed` holds.
+pub async fn run(config: Config, _claimed: &DataDir, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let budget = FdBudget::raise()?;
+    let caps = budget.fit(Caps {
+        api: config.api.max_connections,
+        handshakes: config.peer.max_handshakes,
+        peers: config.peer.max_connections,
+    });
+    info!(
+        limit = budget.limit,
+        reserved = budget.reserved(),
+        api = caps.api,
+        handshakes = caps.handshakes,
+        peers = caps.peers,
+        "file descriptors: the listeners' caps"
+    );
     if let Some(dir) = &config.plugins.dir {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the plugin folder {}", dir.display()))?;
@@ -45,23 +64,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let watcher = plugins.spawn_watcher(shutdown.clone()).context("starting the plugin watcher")?;
 
     let secret_file = config.peer.secret_file.clone().expect("resolved config has a secret file");
-    let secret = ClusterSecret::load_or_create(&secret_file)?;
+    // Only the default place is filled with a new secret; see peer::secret.
+    let secret = if secret_file == config.data_dir.join(peer::DEFAULT_SECRET_FILE) {
+        ClusterSecret::load_or_create(&secret_file)?
+    } else {
+        ClusterSecret::load(&secret_file)?
+    };
     let me = Arc::new(PeerIdentity::new(config.node_name.clone()));
-    let listener = TcpListener::bind(config.peer.listen)
-        .await
+    let listener = listen::bind(config.peer.listen)
         .with_context(|| format!("binding the peer listener on {}", config.peer.listen))?;
     let addr = listener.local_addr()?;
     std::fs::write(config.data_dir.join(PEER_ADDR_FILE), format!("{addr}\n"))?;
     info!(node = %config.node_name, %addr, plugins = %config.plugins.dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default(), "tandem is up");
 
-    let api_listener = TcpListener::bind(config.api.listen)
-        .await
-        .with_context(|| format!("binding the REST API on {}", config.api.listen))?;
-    let api_addr = api_listener.local_addr()?;
-    std::fs::write(config.data_dir.join(API_ADDR_FILE), format!("{api_addr}\n"))?;
+    // The token first: a CLI that finds the API's address finds its token too.
     let token_file = config.api.token_file.clone().expect("resolved config has a token file");
     let tokens = Tokens::load(&config.api, &token_file)
         .with_context(|| format!("loading the API token {}", token_file.display()))?;
+    let api_listener = listen::bind(config.api.listen)
+        .with_context(|| format!("binding the REST API on {}", config.api.listen))?;
+    let api_addr = api_listener.local_addr()?;
+    std::fs::write(config.data_dir.join(API_ADDR_FILE), format!("{api_addr}\n"))?;
 
     let conf_root = config.cluster.conf_root.clone().expect("resolved config has a conf root");
     let tree = ConfTree::open(&conf_root)
@@ -119,13 +142,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let (n, stop) = (node.clone(), shutdown.clone());
         tasks.spawn(async move { n.run_checkpoints(stop).await });
         let state = AppState { node: node.clone(), tokens, standby: standby.clone() };
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            if let Err(e) = api::serve(api_listener, state, stop.clone()).await {
-                tracing::error!(error = %e, "the REST API stopped");
-                stop.cancel();
-            }
-        });
+        let limits = ServeLimits { max_connections: caps.api, header_timeout: config.api.header_timeout() };
+        tasks.spawn(api::serve(api_listener, state, limits, shutdown.clone()));
     }
 
     let acceptor = Acceptor {
@@ -133,7 +151,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         me: me.clone(),
         max_frame: config.peer.max_frame_bytes,
         handshake_timeout: config.peer.handshake_timeout(),
-        max_connections: config.peer.max_connections,
+        max_handshakes: caps.handshakes,
+        max_connections: caps.peers,
     };
     let handler_node = node.clone();
     let handler_standby = standby.clone();

@@ -13,6 +13,7 @@
 //! file under its real name (the applier's temp files and batch commit see to that).
 
 mod apply_loop;
+mod moves;
 mod pull;
 mod serve;
 mod workers;

@@ -108,6 +108,42 @@ async fn passes_copy_everything_then_only_what_changed_then_nothing() {
     assert_eq!(nothing(&served), nothing(&PassStats::default()), "nothing changed, nothing sent");
 }
 
+/// A file renamed or moved on the primary arrives as a rename of the standby's own copy: no
+/// content travels (rsync sends it again). A standby copy that changed behind tandem's back is
+/// not taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renames_cost_no_content_and_a_changed_copy_is_not_taken() {
+    let (primary, standby, state) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let p = primary.path();
+    std::fs::create_dir_all(p.join("docs/old")).unwrap();
+    std::fs::write(p.join("docs/old/report.bin"), pseudo_random(2 << 20, 3)).unwrap();
+    std::fs::write(p.join("docs/old/note.txt"), b"a note\n").unwrap();
+    std::fs::write(p.join("big.bin"), pseudo_random(1 << 20, 4)).unwrap();
+    std::fs::write(p.join("kept.txt"), b"kept\n").unwrap();
+    pass(p, standby.path(), state.path()).await;
+
+    // A folder moved with its files, a file renamed into another folder with a new mode.
+    std::fs::rename(p.join("docs/old"), p.join("archive")).unwrap();
+    std::fs::create_dir_all(p.join("moved")).unwrap();
+    std::fs::rename(p.join("big.bin"), p.join("moved/big-renamed.bin")).unwrap();
+    std::fs::set_permissions(p.join("moved/big-renamed.bin"), std::fs::Permissions::from_mode(0o600))
+        .unwrap();
+    let (served, pulled) = pass(p, standby.path(), state.path()).await;
+    assert_eq!(listing(p), listing(standby.path()), "trees differ after the renames");
+    assert_eq!((served.moved, pulled.moved), (3, 3), "{served:?}");
+    assert_eq!(served.content_bytes, 0, "a rename sent content: {served:?}");
+    assert_eq!((served.files_whole, served.files_delta, pulled.failed), (0, 0, 0), "{served:?}");
+
+    // The standby's copy changes behind tandem's back: a full pass sees it in the standby's
+    // index and sends the content instead (the applier's own check is a unit test).
+    std::fs::write(standby.path().join("kept.txt"), b"KEPT\n").unwrap();
+    std::fs::rename(p.join("kept.txt"), p.join("kept-renamed.txt")).unwrap();
+    let (served, pulled) = pass(p, standby.path(), state.path()).await;
+    assert_eq!((served.moved, served.files_whole, pulled.failed), (0, 1, 0), "{served:?}");
+    assert_eq!(listing(p), listing(standby.path()));
+}
+
 /// Two real hosts: the primary's daemon serves, the standby pulls with `tandem sync once`;
 /// the built-in path filter keeps temporaries out.
 #[test]

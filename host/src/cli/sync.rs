@@ -83,9 +83,10 @@ fn once(
 
 fn summary(s: &PassStats) -> String {
     format!(
-        "{} whole, {} by delta, {} deleted, {} folders/links, {} content bytes, {} bytes on the wire, {} failed ({})",
+        "{} whole, {} by delta, {} renamed, {} deleted, {} folders/links, {} content bytes, {} bytes on the wire, {} failed ({})",
         s.files_whole,
         s.files_delta,
+        s.moved,
         s.deleted,
         s.dirs_links,
         s.content_bytes,

@@ -271,17 +271,7 @@ impl Applier {
             // SAFETY: the descriptor is valid for the call; the flags only start writeback.
             unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
         }
-        // Once the batch is past SMALL_BATCH it will use syncfs: no need to hold a descriptor
-        // per file (dropped once when crossing, not looked at again per file).
-        let small = self.queued.len() < SMALL_BATCH;
-        let queued = Queued { tmp, file: small.then_some(file), bytes: w.written };
-        if let Some(earlier) = self.queued.insert(w.entry.path.clone(), queued) {
-            // The same name twice in a batch: the later content wins.
-            let _ = fs::remove_file(&earlier.tmp);
-        }
-        if self.queued.len() == SMALL_BATCH + 1 {
-            self.queued.values_mut().for_each(|q| q.file = None);
-        }
+        self.enqueue(w.entry.path.clone(), tmp, file, w.written);
         Ok(())
     }
 
@@ -341,6 +331,72 @@ impl Applier {
         placed?;
         self.touched.insert(e.path.parent());
         Ok(())
+    }
+
+    /// Takes the tree's own file `from` as the content of file `entry` (the primary renamed
+    /// it): `from` must still be the file the standby's index recorded as `held` (same size and
+    /// mtime, the test a pass with no change trusts) with `entry`'s content hash. It moves at
+    /// once to a temporary name at the root, so a deletion later in the batch cannot take it,
+    /// gets `entry`'s mode and mtime, and is put in place at commit like a received file.
+    pub fn adopt(&mut self, from: &RelName, held: &Entry, entry: &Entry) -> Result<(), TreeError> {
+        expect_kind(entry, EntryKind::File)?;
+        let refuse = |reason| Err(TreeError::MoveSource { name: from.display(), reason });
+        if held.kind != EntryKind::File || held.hash.is_none() || held.hash != entry.hash {
+            return refuse("the index holds other content there");
+        }
+        let Some(dir) = self.confined.dir(from.parent().as_ref(), false)? else {
+            return refuse("it is gone");
+        };
+        let path = dir.join(std::ffi::OsStr::from_bytes(from.file_name()));
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() && m.len() == held.size && mtime_ns(&m) == held.mtime_ns => {}
+            Ok(_) => return refuse("it changed since it was indexed"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return refuse("it is gone"),
+            Err(e) => return Err(TreeError::io("stat", &path)(e)),
+        }
+        // The target's folder is made now (its own entry may come later, or not at all).
+        self.parent_dir(&entry.path)?;
+        self.unlock(from.parent(), &dir)?;
+        let root = self.confined.root().to_path_buf();
+        let tmp = self.tmp_path(&root);
+        self.forget(from);
+        fs::rename(&path, &tmp).map_err(TreeError::io("move aside", &path))?;
+        self.touched.insert(from.parent());
+        self.touched.insert(None);
+        let settled = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+            .and_then(|f| {
+                f.set_permissions(Permissions::from_mode(entry.mode & MODE_BITS))?;
+                f.set_times(FileTimes::new().set_modified(entry.mtime()))?;
+                Ok(f)
+            });
+        let file = match settled {
+            Ok(f) => f,
+            Err(e) => {
+                // Back where it was: the rename is undone, nothing is lost.
+                let _ = fs::rename(&tmp, &path);
+                return Err(TreeError::io("settle moved file", &tmp)(e));
+            }
+        };
+        self.enqueue(entry.path.clone(), tmp, file, entry.size);
+        Ok(())
+    }
+
+    /// Queues the settled temporary `tmp` to become `name` at commit.
+    fn enqueue(&mut self, name: RelName, tmp: PathBuf, file: File, bytes: u64) {
+        // Once the batch is past SMALL_BATCH it will use syncfs: no need to hold a descriptor
+        // per file (dropped once when crossing, not looked at again per file).
+        let small = self.queued.len() < SMALL_BATCH;
+        let queued = Queued { tmp, file: small.then_some(file), bytes };
+        if let Some(earlier) = self.queued.insert(name, queued) {
+            // The same name twice in a batch: the later content wins.
+            let _ = fs::remove_file(&earlier.tmp);
+        }
+        if self.queued.len() == SMALL_BATCH + 1 {
+            self.queued.values_mut().for_each(|q| q.file = None);
+        }
     }
 
     /// Deletes `p`: a file or link is unlinked, a directory removed with everything below it
@@ -605,3 +661,7 @@ fn settle_file(file: &File, w: &FileWriter, tmp: &Path) -> Result<(), TreeError>
 #[cfg(test)]
 #[path = "apply_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "apply_adopt_tests.rs"]
+mod adopt_tests;

@@ -78,6 +78,12 @@ pub enum SyncMsg {
         files: u64,
         bytes: u64,
     },
+    /// Primary: your file `from` (a path this pass deletes) holds `entry`'s content: take it
+    /// as `entry` instead of receiving the bytes (a rename). Sent before any `Delete`.
+    Move {
+        from: RelName,
+        entry: Entry,
+    },
     /// Primary: remove these paths (files, links, or folders with everything below).
     Delete {
         paths: Vec<RelName>,
@@ -162,6 +168,7 @@ impl SyncMsg {
             SyncMsg::Have { .. } => "Have",
             SyncMsg::HaveEnd => "HaveEnd",
             SyncMsg::Plan { .. } => "Plan",
+            SyncMsg::Move { .. } => "Move",
             SyncMsg::Delete { .. } => "Delete",
             SyncMsg::Dir(_) => "Dir",
             SyncMsg::Symlink(_) => "Symlink",

@@ -100,18 +100,19 @@ impl StatusFiles {
         if stats.full {
             st.last_full_ms = Some(now);
         }
-        let moved = stats.files_whole + stats.files_delta + stats.deleted + stats.dirs_links;
+        let moved = stats.files_whole + stats.files_delta + stats.moved + stats.deleted + stats.dirs_links;
         if moved > 0 || stats.failed > 0 {
             st.last_change = Some(stats.clone());
             st.last_change_seconds = seconds;
-            st.files_total += stats.files_whole + stats.files_delta;
+            st.files_total += stats.files_whole + stats.files_delta + stats.moved;
             st.bytes_total += stats.content_bytes;
             st.wire_total += stats.wire_bytes;
             self.log_line(&format!(
-                "{} pass: {} whole, {} by delta, {} deleted, {} folders/links, {} content bytes, {} on the wire, {} failed, {seconds:.3} s",
+                "{} pass: {} whole, {} by delta, {} renamed, {} deleted, {} folders/links, {} content bytes, {} on the wire, {} failed, {seconds:.3} s",
                 if stats.full { "full" } else { "incremental" },
                 stats.files_whole,
                 stats.files_delta,
+                stats.moved,
                 stats.deleted,
                 stats.dirs_links,
                 stats.content_bytes,

@@ -45,6 +45,11 @@ pub enum TreeError {
     #[error("{name:?} is a {got:?}, expected a {expected:?}")]
     WrongKind { name: String, expected: EntryKind, got: EntryKind },
 
+    /// The standby's own file that a rename was to take is not what its index says (changed
+    /// or gone since): the pass reports it and the next one sends the content.
+    #[error("cannot take {name:?} for a rename: {reason}")]
+    MoveSource { name: String, reason: &'static str },
+
     /// A received file's content does not hash to the entry's hash.
     #[error("content of {name:?} does not match its hash")]
     HashMismatch { name: String },

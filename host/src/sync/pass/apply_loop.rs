@@ -220,6 +220,20 @@ impl Loop<'_> {
                     }
                 }
             }
+            SyncMsg::Move { from, entry } => {
+                let moved = match self.index.get(&from) {
+                    Some(held) => self.applier.adopt(&from, &held.clone(), &entry),
+                    None => Err(TreeError::MoveSource { name: from.display(), reason: "not in the index" }),
+                };
+                match moved {
+                    Ok(()) => {
+                        self.stats.moved += 1;
+                        self.since_commit.0 += 1;
+                        self.landed.push(entry);
+                    }
+                    Err(err) => self.refuse(&entry.path, &err),
+                }
+            }
             SyncMsg::Dir(e) => match self.applier.dir(&e) {
                 Ok(()) => {
                     self.folders.push(e.clone());

@@ -57,6 +57,9 @@ pub struct PassStats {
     /// Bytes of sync messages the primary sent (after compression, before encryption).
     pub wire_bytes: u64,
     pub deleted: u64,
+    /// Files that arrived as renames of the standby's own files (no content sent).
+    #[serde(default)]
+    pub moved: u64,
     pub dirs_links: u64,
     /// Files the standby could not apply (reported, the rest of the pass went on).
     pub failed: u64,

@@ -137,9 +137,22 @@ async fn drive(
             (holds, d.upserts, d.deletes, filter, Some(since))
         }
     };
+    // Renames first: the standby takes its own files before any deletion could.
+    let (scan_root, held) = (root.clone(), theirs);
+    let paired = tokio::task::spawn_blocking(move || {
+        let mut upserts = upserts;
+        let paired = super::moves::pair(&scan_root, &held, &mut upserts, &deletes);
+        (paired, upserts, held, deletes)
+    });
+    let (paired, upserts, theirs, deletes) = paired.await.map_err(|e| PassError::Worker(e.to_string()))?;
     let files: Vec<&Entry> = upserts.iter().filter(|e| e.kind == EntryKind::File).collect();
     let plan_bytes = files.iter().map(|e| e.size).sum();
     send(&tx, &SyncMsg::Plan { files: files.len() as u64, bytes: plan_bytes }).await?;
+    for (from, entry) in &paired.moves {
+        send(&tx, &SyncMsg::Move { from: from.clone(), entry: entry.clone() }).await?;
+    }
+    stats.moved = paired.moves.len() as u64;
+    let moved: Vec<Entry> = paired.moves.into_iter().map(|(_, e)| e).collect();
     for paths in deletes.chunks(HAVE_BATCH) {
         stats.deleted += paths.len() as u64;
         send(&tx, &SyncMsg::Delete { paths: paths.to_vec() }).await?;
@@ -197,7 +210,7 @@ async fn drive(
     stats.failed = failed.len() as u64;
     let outcome = match since {
         Some(since) if !incomplete && failed.is_empty() => {
-            Some(Outcome { since, holds: holds_after(theirs, upserts, &deletes) })
+            Some(Outcome { since, holds: holds_after(theirs, upserts.into_iter().chain(moved), &deletes) })
         }
         _ => None,
     };
@@ -217,7 +230,7 @@ async fn receive_index(reader: &mut PeerReader) -> Result<Index, PassError> {
 }
 
 /// What the standby holds once a pass landed: its old state with the deletions and upserts.
-fn holds_after(mut theirs: Index, upserts: Vec<Entry>, deletes: &[RelName]) -> Index {
+fn holds_after(mut theirs: Index, upserts: impl Iterator<Item = Entry>, deletes: &[RelName]) -> Index {
     deletes.iter().for_each(|p| theirs.remove(p));
     for e in upserts {
         if e.kind != EntryKind::Dir {

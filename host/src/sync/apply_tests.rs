@@ -22,32 +22,16 @@ fn n(s: &str) -> RelName {
 
 fn file_entry(path: &str, content: &[u8], mode: u32, mtime_ns: i128) -> Entry {
     let hash = Some(*blake3::hash(content).as_bytes());
-    Entry {
-        path: n(path),
-        kind: EntryKind::File,
-        size: content.len() as u64,
-        mtime_ns,
-        mode,
-        link: None,
-        hash,
-    }
+    Entry { hash, ..Entry::new(n(path), EntryKind::File, content.len() as u64, mtime_ns, mode) }
 }
 
 fn dir_entry(path: &str, mode: u32, mtime_ns: i128) -> Entry {
-    Entry { path: n(path), kind: EntryKind::Dir, size: 0, mtime_ns, mode, link: None, hash: None }
+    Entry::new(n(path), EntryKind::Dir, 0, mtime_ns, mode)
 }
 
 fn link_entry(path: &str, target: &str) -> Entry {
     let link = Some(target.to_string());
-    Entry {
-        path: n(path),
-        kind: EntryKind::Symlink,
-        size: target.len() as u64,
-        mtime_ns: 5,
-        mode: 0o777,
-        link,
-        hash: None,
-    }
+    Entry { link, ..Entry::new(n(path), EntryKind::Symlink, target.len() as u64, 5, 0o777) }
 }
 
 fn put(a: &mut Applier, e: &Entry, content: &[u8]) -> Result<(), TreeError> {

@@ -45,6 +45,15 @@ pub enum TreeError {
     #[error("{name:?} is a {got:?}, expected a {expected:?}")]
     WrongKind { name: String, expected: EntryKind, got: EntryKind },
 
+    /// A hard-link member cannot be linked to its leader (missing, or not the same file).
+    #[error("hard link {name:?} not made: {reason}")]
+    LinkGroup { name: String, reason: String },
+
+    /// Received metadata this standby refuses (attributes past the limit or outside the
+    /// namespaces the tree keeps).
+    #[error("metadata of {name:?} refused: {reason}")]
+    Metadata { name: String, reason: String },
+
     /// A received file's content does not hash to the entry's hash.
     #[error("content of {name:?} does not match its hash")]
     HashMismatch { name: String },

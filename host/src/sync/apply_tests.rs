@@ -13,6 +13,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::sync::entry::mtime_ns;
 use crate::sync::index::{Index, diff, refresh};
+use crate::sync::meta::Keep;
 use crate::sync::nofollow::{set_dir_meta, set_link_mtime};
 use crate::sync::scan::{Verdict, scan};
 
@@ -281,9 +282,18 @@ enum Node {
     File { content: Vec<u8>, mode: u32 },
     Dir { mode: u32 },
     Link { target: &'static str },
+    /// Another name of an earlier file (index into the files made so far).
+    HardLink { to: usize },
 }
 
-fn node() -> impl Strategy<Value = (usize, Vec<u8>, Node, i64, u32)> {
+/// Metadata a generated file or folder gets beyond mode and mtime: an owner (index into
+/// [`OWNERS`], applied as root only) and a `user.p` attribute value.
+type Extras = (usize, Option<u8>);
+
+/// Owners the generated trees use (root only: chown needs it).
+const OWNERS: [(u32, u32); 4] = [(0, 0), (1234, 5678), (1234, 9999), (65534, 65534)];
+
+fn node() -> impl Strategy<Value = (usize, Vec<u8>, Node, i64, u32, Extras)> {
     let names = prop::sample::select(vec![
         b"a".to_vec(),
         b"b".to_vec(),
@@ -299,15 +309,40 @@ fn node() -> impl Strategy<Value = (usize, Vec<u8>, Node, i64, u32)> {
             .prop_map(|(content, mode)| Node::File { content, mode }),
         2 => prop::sample::select(vec![0o755, 0o700, 0o555]).prop_map(|mode| Node::Dir { mode }),
         1 => prop::sample::select(vec!["t", "a/b", "./c"]).prop_map(|target| Node::Link { target }),
+        2 => (0usize..16).prop_map(|to| Node::HardLink { to }),
     ];
-    (0usize..8, names, kind, 0i64..2_000_000_000, 0u32..1_000_000_000)
+    let extras = (0..OWNERS.len(), prop::option::of(any::<u8>()));
+    (0usize..8, names, kind, 0i64..2_000_000_000, 0u32..1_000_000_000, extras)
+}
+
+/// Sets `user.p` on `path` to `value`, or removes it.
+fn set_attr(path: &Path, value: Option<u8>) {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: NUL-terminated path and name, a 1-byte value, all alive for the calls.
+    let rc = unsafe {
+        match value {
+            Some(v) => libc::lsetxattr(c.as_ptr(), c"user.p".as_ptr(), (&raw const v).cast(), 1, 0),
+            None => libc::lremovexattr(c.as_ptr(), c"user.p".as_ptr()),
+        }
+    };
+    let err = std::io::Error::last_os_error();
+    assert!(rc == 0 || err.raw_os_error() == Some(libc::ENODATA), "{}: {err}", path.display());
+}
+
+/// Gives `path` owner `OWNERS[owner]` when running as root.
+fn set_owner(path: &Path, owner: usize) {
+    if crate::sync::meta::is_root() {
+        let (uid, gid) = OWNERS[owner % OWNERS.len()];
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).unwrap();
+    }
 }
 
 /// Builds the generated tree under `root`; folder modes and mtimes are set last, deepest first.
-fn build(root: &Path, nodes: &[(usize, Vec<u8>, Node, i64, u32)]) {
+fn build(root: &Path, nodes: &[(usize, Vec<u8>, Node, i64, u32, Extras)]) {
     let mut dirs: Vec<Vec<u8>> = vec![Vec::new()];
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
     let mut finals = Vec::new();
-    for (parent, name, kind, secs, nanos) in nodes {
+    for (parent, name, kind, secs, nanos, (owner, attr)) in nodes {
         let parent = &dirs[parent % dirs.len()];
         let rel = if parent.is_empty() { name.clone() } else { [parent.as_slice(), b"/", name].concat() };
         let path = root.join(OsStr::from_bytes(&rel));
@@ -318,18 +353,29 @@ fn build(root: &Path, nodes: &[(usize, Vec<u8>, Node, i64, u32)]) {
         match kind {
             Node::File { content, mode } => {
                 fs::write(&path, content).unwrap();
+                set_owner(&path, *owner);
+                set_attr(&path, *attr);
                 let f = fs::File::options().write(true).open(&path).unwrap();
                 f.set_modified(crate::sync::entry::system_time(mtime)).unwrap();
                 fs::set_permissions(&path, fs::Permissions::from_mode(*mode)).unwrap();
+                files.push(path);
             }
             Node::Dir { mode } => {
                 fs::create_dir(&path).unwrap();
+                set_owner(&path, *owner);
+                set_attr(&path, *attr);
                 finals.push((rel.clone(), *mode, mtime));
                 dirs.push(rel);
             }
             Node::Link { target } => {
                 symlink(target, &path).unwrap();
+                set_owner(&path, *owner);
                 set_link_mtime(&path, mtime).unwrap();
+            }
+            Node::HardLink { to } => {
+                if !files.is_empty() {
+                    fs::hard_link(&files[to % files.len()], &path).unwrap();
+                }
             }
         }
     }
@@ -339,9 +385,91 @@ fn build(root: &Path, nodes: &[(usize, Vec<u8>, Node, i64, u32)]) {
     }
 }
 
-/// What the sync loop does with a diff: deletes first, then upserts in order.
+/// A change made to a synced source tree.
+#[derive(Debug, Clone)]
+enum Change {
+    Chmod(usize, u32),
+    Chown(usize, usize),
+    Attr(usize, Option<u8>),
+    Touch(usize, i64),
+    /// A new name (at the root) for a file.
+    LinkTo(usize, u8),
+    /// A file rewritten as a file of its own (an editor's save breaks a hard link).
+    Unshare(usize),
+}
+
+fn change() -> impl Strategy<Value = Change> {
+    prop_oneof![
+        (any::<usize>(), prop::sample::select(vec![0o600, 0o640, 0o755])).prop_map(|(i, m)| Change::Chmod(i, m)),
+        (any::<usize>(), 0..OWNERS.len()).prop_map(|(i, o)| Change::Chown(i, o)),
+        (any::<usize>(), prop::option::of(any::<u8>())).prop_map(|(i, v)| Change::Attr(i, v)),
+        (any::<usize>(), 0i64..2_000_000_000).prop_map(|(i, t)| Change::Touch(i, t)),
+        (any::<usize>(), any::<u8>()).prop_map(|(i, n)| Change::LinkTo(i, n)),
+        any::<usize>().prop_map(Change::Unshare),
+    ]
+}
+
+/// Applies `changes` to the tree at `root`, each to the file or folder its index picks.
+fn change_tree(root: &Path, changes: &[Change]) {
+    for c in changes {
+        let all = listing_kept(root);
+        let files: Vec<_> = all.iter().filter(|e| e.kind == EntryKind::File).map(|e| root.join(e.path.to_path())).collect();
+        let owned: Vec<_> = all.iter().filter(|e| e.kind != EntryKind::Symlink).map(|e| root.join(e.path.to_path())).collect();
+        let pick = |list: &[std::path::PathBuf], i: usize| list.get(i % list.len().max(1)).cloned();
+        match c {
+            Change::Chmod(i, mode) => {
+                if let Some(p) = pick(&files, *i) {
+                    fs::set_permissions(p, fs::Permissions::from_mode(*mode)).unwrap();
+                }
+            }
+            Change::Chown(i, owner) => {
+                if let Some(p) = pick(&owned, *i) {
+                    set_owner(&p, *owner);
+                }
+            }
+            Change::Attr(i, v) => {
+                if let Some(p) = pick(&owned, *i) {
+                    set_attr(&p, *v);
+                }
+            }
+            Change::Touch(i, secs) => {
+                if let Some(p) = pick(&files, *i) {
+                    let f = fs::File::options().write(true).open(&p);
+                    // A read-only file cannot be opened for writing without root.
+                    if let Ok(f) = f {
+                        f.set_modified(crate::sync::entry::system_time(i128::from(*secs) * 1_000_000_000)).unwrap();
+                    }
+                }
+            }
+            Change::LinkTo(i, n) => {
+                let name = root.join(format!("link{n}"));
+                if let Some(p) = pick(&files, *i)
+                    && fs::symlink_metadata(&name).is_err()
+                {
+                    fs::hard_link(p, name).unwrap();
+                }
+            }
+            Change::Unshare(i) => {
+                if let Some(p) = pick(&files, *i) {
+                    let copy = p.with_file_name(".unshare");
+                    fs::copy(&p, &copy).unwrap();
+                    fs::rename(&copy, &p).unwrap();
+                }
+            }
+        }
+    }
+}
+
+/// Every entry of a tree with hashes, owners, attributes and link groups.
+fn listing_kept(root: &Path) -> Vec<Entry> {
+    let scanned = crate::sync::scan::scan_with(root, &keep_all(), &mut |b: &[Entry]| vec![Verdict::Keep; b.len()]).unwrap();
+    assert!(scanned.unreadable.is_empty(), "{:?}", scanned.unreadable);
+    refresh(&Index::new(), scanned.entries, root).unwrap().0
+}
+
+/// What the sync loop does with a diff: deletes first, then upserts in order, members last.
 fn apply_diff(src: &Path, dst: &Path, d: &crate::sync::index::Diff) -> CommitStats {
-    let mut a = Applier::open(dst).unwrap();
+    let mut a = Applier::open(dst).unwrap().with_keep(keep_all());
     for p in &d.deletes {
         a.delete(p).unwrap();
     }
@@ -349,8 +477,12 @@ fn apply_diff(src: &Path, dst: &Path, d: &crate::sync::index::Diff) -> CommitSta
         match e.kind {
             EntryKind::Dir => a.dir(e).unwrap(),
             EntryKind::Symlink => a.symlink(e).unwrap(),
+            EntryKind::File if e.link_leader().is_some() => {}
             EntryKind::File => put(&mut a, e, &fs::read(src.join(e.path.to_path())).unwrap()).unwrap(),
         }
+    }
+    for e in d.upserts.iter().filter(|e| e.link_leader().is_some()) {
+        a.hard_link(e).unwrap();
     }
     a.commit().unwrap()
 }
@@ -358,23 +490,27 @@ fn apply_diff(src: &Path, dst: &Path, d: &crate::sync::index::Diff) -> CommitSta
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
+    /// Trees with hard links, owners (as root) and attributes, then changes to modes, owners,
+    /// attributes, times and link groups: each time the applied diff leaves the destination
+    /// equal to the source in every kept respect (link counts included).
     #[test]
     fn scanned_diffed_and_applied_trees_come_out_equal(
         nodes in prop::collection::vec(node(), 0..30),
         stale in prop::collection::vec(node(), 0..8),
+        changes in prop::collection::vec(change(), 0..8),
     ) {
         let src = tempfile::tempdir().unwrap();
         let dst = tempfile::tempdir().unwrap();
         build(src.path(), &nodes);
         // The destination starts with unrelated content the diff must delete or overwrite.
         build(dst.path(), &stale);
-        let dest_index: Index = listing(dst.path()).into_iter().collect();
+        let dest_index: Index = listing_kept(dst.path()).into_iter().collect();
 
-        let source = listing(src.path());
+        let source = listing_kept(src.path());
         let d = diff(&source, &dest_index, &[]);
         let stats = apply_diff(src.path(), dst.path(), &d);
         prop_assert!(stats.failed.is_empty(), "{:?}", stats.failed);
-        prop_assert_eq!(listing(dst.path()), source.clone());
+        prop_assert_eq!(listing_kept(dst.path()), source.clone());
 
         // Against an empty index everything is an upsert and the result is the same.
         let fresh = tempfile::tempdir().unwrap();
@@ -382,6 +518,232 @@ proptest! {
         prop_assert!(d.deletes.is_empty());
         prop_assert_eq!(d.upserts.len(), source.len());
         apply_diff(src.path(), fresh.path(), &d);
-        prop_assert_eq!(listing(fresh.path()), source);
+        prop_assert_eq!(listing_kept(fresh.path()), source);
+
+        // Metadata and link changes at the source converge too.
+        change_tree(src.path(), &changes);
+        let source = listing_kept(src.path());
+        let dest_index: Index = listing_kept(dst.path()).into_iter().collect();
+        let d = diff(&source, &dest_index, &[]);
+        let stats = apply_diff(src.path(), dst.path(), &d);
+        prop_assert!(stats.failed.is_empty(), "{:?}", stats.failed);
+        prop_assert_eq!(listing_kept(dst.path()), source);
     }
+}
+
+/// True when running as root; tests that chown need it. Under CI=true its absence fails.
+fn root_or_skip(test: &str) -> bool {
+    if crate::sync::meta::is_root() {
+        return true;
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{test} needs root, and CI runs as root");
+    eprintln!("{test}: skipped, needs root");
+    false
+}
+
+/// `keep` that keeps everything there is.
+fn keep_all() -> Keep {
+    Keep { owner: true, xattrs: true, acls: true, privileged: crate::sync::meta::is_root() }
+}
+
+fn xattrs_of(path: &Path) -> Vec<crate::sync::entry::Xattr> {
+    crate::sync::meta::read_xattrs(path, &keep_all()).unwrap()
+}
+
+/// An ACL granting user 1234 read on a file of `mode`, as setfacl(1) writes it, and the mode
+/// the file has with it (its group bits are the ACL's mask: the two always agree).
+fn an_acl(dir: &Path, mode: u32) -> (Vec<u8>, u32) {
+    let probe = dir.join("acl-probe");
+    fs::write(&probe, b"").unwrap();
+    fs::set_permissions(&probe, fs::Permissions::from_mode(mode)).unwrap();
+    let out = std::process::Command::new("setfacl").args(["-m", "u:1234:r"]).arg(&probe).output().unwrap();
+    assert!(out.status.success(), "setfacl: {out:?}");
+    let acl = xattrs_of(&probe).into_iter().find(|x| x.name == b"system.posix_acl_access").unwrap();
+    let mode = fs::metadata(&probe).unwrap().mode() & 0o7777;
+    fs::remove_file(&probe).unwrap();
+    (acl.value, mode)
+}
+
+#[test]
+fn owners_attributes_and_acls_land_on_the_temporary_before_the_rename() {
+    use crate::sync::entry::Xattr;
+    if !root_or_skip("owners_attributes_and_acls_land_on_the_temporary_before_the_rename") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (acl, mode) = an_acl(t.path(), 0o4750);
+    let mut a = Applier::open(t.path()).unwrap().with_keep(keep_all());
+    let attrs = vec![
+        Xattr { name: b"system.posix_acl_access".to_vec(), value: acl.clone() },
+        Xattr { name: b"trusted.t".to_vec(), value: b"2".to_vec() },
+        Xattr { name: b"user.u".to_vec(), value: b"1".to_vec() },
+    ];
+    // setuid survives: chown (which clears it) comes before chmod.
+    let mut f = file_entry("d/f", b"data", mode, 7);
+    (f.uid, f.gid) = (1234, 5678);
+    f.set_xattrs(attrs.clone());
+    let mut d = dir_entry("d", 0o750, 9);
+    (d.uid, d.gid) = (4321, 8765);
+    d.set_xattrs(vec![Xattr { name: b"user.folder".to_vec(), value: b"yes".to_vec() }]);
+    let mut l = link_entry("d/l", "f");
+    (l.uid, l.gid) = (1111, 2222);
+    a.dir(&d).unwrap();
+    put(&mut a, &f, b"data").unwrap();
+    a.symlink(&l).unwrap();
+    let stats = a.commit().unwrap();
+    assert!(stats.failed.is_empty(), "{:?}", stats.failed);
+    let m = fs::symlink_metadata(t.path().join("d/f")).unwrap();
+    assert_eq!(mode & 0o4000, 0o4000);
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777, mtime_ns(&m)), (1234, 5678, mode, 7));
+    assert_eq!(xattrs_of(&t.path().join("d/f")), attrs);
+    let m = fs::symlink_metadata(t.path().join("d")).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777, mtime_ns(&m)), (4321, 8765, 0o750, 9));
+    assert_eq!(xattrs_of(&t.path().join("d")), d.xattrs());
+    let m = fs::symlink_metadata(t.path().join("d/l")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (1111, 2222), "the link itself, not its target");
+
+    // The same file with fewer attributes: the others go (an attribute removed at the source).
+    let mut a = Applier::open(t.path()).unwrap().with_keep(keep_all());
+    f.set_xattrs(attrs[2..].to_vec());
+    put(&mut a, &f, b"data").unwrap();
+    assert!(a.commit().unwrap().failed.is_empty());
+    assert_eq!(xattrs_of(&t.path().join("d/f")), &attrs[2..]);
+
+    // A tree that keeps no attributes leaves them alone, and refuses an entry carrying some.
+    let mut a = Applier::open(t.path()).unwrap().with_keep(Keep::rsync_a());
+    let plain = Entry { extra: None, ..f.clone() };
+    put(&mut a, &plain, b"data").unwrap();
+    assert!(matches!(put(&mut a, &f, b"data"), Err(TreeError::Metadata { .. })));
+    a.commit().unwrap();
+    assert!(xattrs_of(&t.path().join("d/f")).is_empty(), "a new file has none of its own");
+}
+
+#[test]
+fn a_folders_default_acl_is_not_inherited_by_a_file_whose_entry_has_none() {
+    // The standby's folder has a default ACL (its own, or the primary's): a temporary created
+    // in it inherits an access ACL, which a tree keeping ACLs must remove when the primary's
+    // file has none.
+    let t = tempfile::tempdir().unwrap();
+    fs::create_dir(t.path().join("d")).unwrap();
+    let out = std::process::Command::new("setfacl").args(["-d", "-m", "u:1234:rw"]).arg(t.path().join("d")).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let acls = Keep { acls: true, ..Keep::rsync_a() };
+    let mut a = Applier::open(t.path()).unwrap().with_keep(acls);
+    put(&mut a, &file_entry("d/f", b"x", 0o640, 1), b"x").unwrap();
+    a.commit().unwrap();
+    let names: Vec<_> = xattrs_of(&t.path().join("d/f")).into_iter().map(|x| x.name).collect();
+    assert!(!names.contains(&b"system.posix_acl_access".to_vec()), "{names:?}");
+    assert_eq!(fs::metadata(t.path().join("d/f")).unwrap().mode() & 0o7777, 0o640);
+    // Without the option the inherited one stays, as with rsync without -A.
+    let mut a = Applier::open(t.path()).unwrap();
+    put(&mut a, &file_entry("d/g", b"x", 0o640, 1), b"x").unwrap();
+    a.commit().unwrap();
+    let names: Vec<_> = xattrs_of(&t.path().join("d/g")).into_iter().map(|x| x.name).collect();
+    assert!(names.contains(&b"system.posix_acl_access".to_vec()), "{names:?}");
+}
+
+/// `e` as a member of a link group led by `leader`.
+fn member(mut e: Entry, leader: &str) -> Entry {
+    e.extra = Some(Box::new(crate::sync::entry::Extra {
+        hardlink: Some(crate::sync::entry::HardLink { nlink: 2, leader: Some(n(leader)), inode: (0, 0) }),
+        xattrs: Vec::new(),
+    }));
+    e
+}
+
+#[test]
+fn hard_link_members_are_linked_to_leaders_of_this_batch_or_an_earlier_one() {
+    let t = tempfile::tempdir().unwrap();
+    let mut a = Applier::open(t.path()).unwrap();
+    let leader = file_entry("a", b"shared", 0o640, 5);
+    // The member comes first in the stream's order of names, but is linked at commit.
+    a.hard_link(&member(file_entry("0/b", b"shared", 0o640, 5), "a")).unwrap();
+    put(&mut a, &leader, b"shared").unwrap();
+    let stats = a.commit().unwrap();
+    assert!(stats.failed.is_empty(), "{:?}", stats.failed);
+    assert_eq!(stats.links, 1);
+    let (ma, mb) = (fs::metadata(t.path().join("a")).unwrap(), fs::metadata(t.path().join("0/b")).unwrap());
+    assert_eq!((ma.ino(), ma.nlink()), (mb.ino(), 2));
+
+    // A later batch links a new member to the leader already in place, and an existing file
+    // is replaced by a link.
+    fs::write(t.path().join("c"), b"was a file of its own").unwrap();
+    let mut a = Applier::open(t.path()).unwrap();
+    a.hard_link(&member(file_entry("c", b"shared", 0o640, 5), "a")).unwrap();
+    a.hard_link(&member(file_entry("0/b", b"shared", 0o640, 5), "a")).unwrap();
+    let stats = a.commit().unwrap();
+    assert!(stats.failed.is_empty(), "{:?}", stats.failed);
+    assert_eq!(stats.links, 1, "0/b already was a name of a: nothing to do");
+    assert_eq!(fs::metadata(t.path().join("a")).unwrap().nlink(), 3);
+    assert_eq!(fs::read(t.path().join("c")).unwrap(), b"shared");
+
+    // A member whose leader here is another file (another mtime) or missing fails alone.
+    let mut a = Applier::open(t.path()).unwrap();
+    a.hard_link(&member(file_entry("d", b"shared", 0o640, 6), "a")).unwrap();
+    a.hard_link(&member(file_entry("e", b"shared", 0o640, 5), "missing")).unwrap();
+    put(&mut a, &file_entry("f", b"ok", 0o644, 1), b"ok").unwrap();
+    let stats = a.commit().unwrap();
+    let failed: Vec<_> = stats.failed.iter().map(|(p, _)| p.display()).collect();
+    assert_eq!(failed, ["d", "e"]);
+    assert!(!t.path().join("d").exists() && !t.path().join("e").exists());
+    assert_eq!(fs::read(t.path().join("f")).unwrap(), b"ok");
+    assert!(a.hard_link(&file_entry("g", b"", 0o644, 1)).is_err(), "a member names its leader");
+
+    // A later entry for the same name wins over a queued link.
+    a.hard_link(&member(file_entry("h", b"shared", 0o640, 5), "a")).unwrap();
+    put(&mut a, &file_entry("h", b"own", 0o644, 1), b"own").unwrap();
+    a.commit().unwrap();
+    assert_eq!(fs::metadata(t.path().join("h")).unwrap().nlink(), 1);
+    assert_eq!(listing(t.path()).iter().filter(|e| e.path.as_bytes().starts_with(TEMP_PREFIX)).count(), 0);
+}
+
+/// Allocated bytes of a file.
+fn allocated(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[test]
+fn holes_are_left_unwritten_and_the_content_still_checked() {
+    let t = tempfile::tempdir().unwrap();
+    let mb = 1usize << 20;
+    let mut content = vec![0u8; 16 * mb];
+    content[..4096].fill(1);
+    content[8 * mb..8 * mb + 4096].fill(2);
+    let e = file_entry("whole", &content, 0o644, 3);
+    let mut a = Applier::open(t.path()).unwrap();
+    // Content sent whole: data and holes in order.
+    let mut w = a.begin_file(&e).unwrap();
+    w.write_all(&content[..4096]).unwrap();
+    w.hole((8 * mb - 4096) as u64).unwrap();
+    w.write_all(&content[8 * mb..8 * mb + 4096]).unwrap();
+    w.hole((8 * mb - 4096) as u64).unwrap();
+    assert!(w.hole(1).is_err(), "a hole past the entry's size is refused");
+    a.finish_file(w).unwrap();
+    // Content that arrives whole, zeros and all, with the primary's hole map (a delta).
+    let holes = vec![(4096u64, 8 * mb as u64), (8 * mb as u64 + 4096, 16 * mb as u64)];
+    let staged = a.stage(&file_entry("mapped", &content, 0o644, 3)).unwrap().with_holes(holes);
+    let mut w = staged.open().unwrap();
+    for piece in content.chunks(100_000) {
+        w.write_all(piece).unwrap();
+    }
+    a.finish_file(w).unwrap();
+    // A hole that does not add up to the content fails its hash.
+    let mut w = a.begin_file(&file_entry("wrong", &content, 0o644, 3)).unwrap();
+    w.hole(4096).unwrap();
+    w.write_all(&content[4096..]).unwrap();
+    assert!(matches!(a.finish_file(w), Err(TreeError::HashMismatch { .. })));
+    assert!(a.commit().unwrap().failed.is_empty());
+    for name in ["whole", "mapped"] {
+        let path = t.path().join(name);
+        assert_eq!(fs::read(&path).unwrap(), content, "{name}");
+        assert!(allocated(&path) <= 64 << 10, "{name}: {} bytes allocated", allocated(&path));
+    }
+    // A map whose hole holds data: the data is written all the same.
+    let mut a = Applier::open(t.path()).unwrap();
+    let staged = a.stage(&file_entry("lying", &content, 0o644, 3)).unwrap().with_holes(vec![(0, 16 * mb as u64)]);
+    let mut w = staged.open().unwrap();
+    w.write_all(&content).unwrap();
+    a.finish_file(w).unwrap();
+    a.commit().unwrap();
+    assert_eq!(fs::read(t.path().join("lying")).unwrap(), content);
 }

@@ -412,6 +412,7 @@ mod tests {
         assert_eq!(names(&r), ["file"]);
         assert_eq!(r.skipped_special, [RelName::new(b"sock").unwrap()]);
         assert_eq!(r.protected(), [RelName::new(b"sock").unwrap()]);
+        assert!(matches!(entry_at(t.path(), &RelName::new(b"sock").unwrap(), &Keep::default()), Found::Special));
     }
 
     #[test]
@@ -434,6 +435,63 @@ mod tests {
         let bad: Vec<_> = r.unreadable.iter().map(|(p, _)| p.display()).collect();
         assert_eq!(bad, ["secret", "locked"]);
         assert_eq!(names(&r), ["locked"], "the locked dir is listed, its content and the secret are not");
+    }
+
+    #[test]
+    fn hard_link_groups_name_their_first_kept_member_as_leader() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("d")).unwrap();
+        fs::create_dir_all(t.path().join("x")).unwrap();
+        fs::write(t.path().join("d/b"), b"shared").unwrap();
+        for other in ["a", "d/c", "x/e"] {
+            fs::hard_link(t.path().join("d/b"), t.path().join(other)).unwrap();
+        }
+        fs::write(t.path().join("lone"), b"one name").unwrap();
+        let leader = |r: &ScanResult, name: &str| {
+            let e = r.entries.iter().find(|e| e.path.as_bytes() == name.as_bytes()).unwrap();
+            (e.hardlink().map(|h| h.nlink), e.link_leader().map(RelName::display))
+        };
+        let r = scan(t.path(), &mut keep_all).unwrap();
+        assert_eq!(leader(&r, "a"), (Some(4), None), "the first in path order carries the content");
+        assert_eq!(leader(&r, "d/b"), (Some(4), Some("a".into())));
+        assert_eq!(leader(&r, "d/c"), (Some(4), Some("a".into())));
+        assert_eq!(leader(&r, "x/e"), (Some(4), Some("a".into())));
+        assert_eq!(leader(&r, "lone"), (None, None));
+
+        // The filter leaves `a` out: the group's first kept member leads; a pruned folder's
+        // member is no member.
+        let mut filter = |batch: &[Entry]| {
+            batch.iter().map(|e| match e.path.as_bytes() { b"a" => Verdict::Skip, b"x" => Verdict::Prune, _ => Verdict::Keep }).collect()
+        };
+        let r = scan(t.path(), &mut filter).unwrap();
+        assert_eq!(leader(&r, "d/b"), (Some(4), None));
+        assert_eq!(leader(&r, "d/c"), (Some(4), Some("d/b".into())));
+        assert!(r.entries.iter().all(|e| e.path.as_bytes() != b"x/e"));
+    }
+
+    #[test]
+    fn owners_are_recorded_or_forgotten_and_attributes_read_only_when_kept() {
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("f"), b"x").unwrap();
+        let meta = fs::metadata(t.path().join("f")).unwrap();
+        let c = std::ffi::CString::new(t.path().join("f").as_os_str().as_bytes()).unwrap();
+        // SAFETY: NUL-terminated path and name, a 1-byte value, all alive for the call.
+        let rc = unsafe { libc::setxattr(c.as_ptr(), c"user.tag".as_ptr(), b"v".as_ptr().cast(), 1, 0) };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        let owners = Keep { owner: true, ..Keep::default() };
+        let r = scan_with(t.path(), &owners, &mut keep_all).unwrap();
+        assert_eq!((r.entries[0].uid, r.entries[0].gid), (meta.uid(), meta.gid()));
+        assert!(r.entries[0].xattrs().is_empty(), "attributes not kept: not read");
+        let all = Keep { owner: false, xattrs: true, acls: true, privileged: false };
+        let r = scan_with(t.path(), &all, &mut keep_all).unwrap();
+        assert!(r.entries[0].owner_unknown());
+        assert_eq!(r.entries[0].xattrs().len(), 1);
+        assert_eq!(r.entries[0].xattrs()[0].name, b"user.tag");
+        match entry_at(t.path(), &RelName::new(b"f").unwrap(), &all) {
+            Found::Entry(e) => assert_eq!(e.xattrs(), r.entries[0].xattrs()),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod support;
 mod sync;
 mod sync_e2e;
 mod sync_follow;
+mod sync_meta;
 mod wal;
 
 #[allow(unused_imports)] // for pg.rs

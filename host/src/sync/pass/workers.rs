@@ -278,6 +278,11 @@ impl Worker {
         // Holes (asked only of a file with fewer blocks than its length needs) go as their
         // length; a file whose holes cannot be listed goes as data.
         let gaps = if looks_sparse(&before) { holes(&file, before.len()).unwrap_or_default() } else { Vec::new() };
+        // Finding the holes moved the offset: reading starts at the start again.
+        if file.seek(SeekFrom::Start(0)).is_err() {
+            self.stats.changed.push(e.path.clone());
+            return Ok(());
+        }
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
         self.emit(&SyncMsg::FileStart { id, entry: Self::stamped(e, &before) })?;
         let mut hasher = blake3::Hasher::new();

@@ -54,7 +54,8 @@ impl Pair {
 
     /// One pass of `tree` that must succeed, as `sync once --json` reports it.
     fn pass(&self, tree: &str) -> Value {
-        let out = self.standby.ok(&["sync", "once", "--tree", tree, "--json", "--primary", &self.primary.peer]);
+        let out =
+            self.standby.ok(&["sync", "once", "--tree", tree, "--json", "--primary", &self.primary.peer]);
         let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{out}: {e}"));
         assert_eq!(v["failed"], 0, "{v}");
         v
@@ -115,9 +116,12 @@ fn owners_and_groups_arrive_with_their_numeric_ids() {
     fs::set_permissions(v.join("home/app.db"), fs::Permissions::from_mode(0o4750)).unwrap();
     pair.pass("plain");
     assert_same(&v, &copy, "the first copy");
-    for (name, want) in
-        [("home", (1234, 5678)), ("home/app.db", (1234, 5678)), ("home/nobody.txt", (65534, 65534)), ("root.txt", (0, 0))]
-    {
+    for (name, want) in [
+        ("home", (1234, 5678)),
+        ("home/app.db", (1234, 5678)),
+        ("home/nobody.txt", (65534, 65534)),
+        ("root.txt", (0, 0)),
+    ] {
         assert_eq!(ids(&copy.join(name)), want, "{name}");
     }
     assert_eq!(ids(&copy.join("home/link")), (4321, 8765), "the link's own owner");
@@ -129,7 +133,11 @@ fn owners_and_groups_arrive_with_their_numeric_ids() {
     assert_eq!(ids(&copy.join("home/app.db")), (1234, 9999), "{f}");
     assert_eq!(f["files_whole"].as_u64().unwrap() + f["files_delta"].as_u64().unwrap(), 1, "{f}");
     let f = pair.pass("plain");
-    assert_eq!((f["files_whole"].as_u64(), f["dirs_links"].as_u64()), (Some(0), Some(0)), "then nothing: {f}");
+    assert_eq!(
+        (f["files_whole"].as_u64(), f["dirs_links"].as_u64()),
+        (Some(0), Some(0)),
+        "then nothing: {f}"
+    );
 }
 
 #[test]
@@ -154,7 +162,11 @@ fn a_hard_link_pair_arrives_as_one_inode_and_its_content_once() {
     assert!(!copy.join("c.tmp").exists());
 
     let f = pair.pass("plain");
-    assert_eq!((f["files_whole"].as_u64(), f["hard_links"].as_u64()), (Some(0), Some(0)), "nothing changed: {f}");
+    assert_eq!(
+        (f["files_whole"].as_u64(), f["hard_links"].as_u64()),
+        (Some(0), Some(0)),
+        "nothing changed: {f}"
+    );
 
     // Passes from the primary's journal, once it watches the tree: a new name for an existing
     // file is a link, no content.
@@ -169,7 +181,10 @@ fn a_hard_link_pair_arrives_as_one_inode_and_its_content_once() {
     let f = pair.pass("plain");
     assert_eq!(f["full"], false, "{f}");
     assert_eq!((f["hard_links"].as_u64(), f["content_bytes"].as_u64()), (Some(1), Some(0)), "{f}");
-    assert_eq!(fs::metadata(copy.join("e.bin")).unwrap().ino(), fs::metadata(copy.join("a.bin")).unwrap().ino());
+    assert_eq!(
+        fs::metadata(copy.join("e.bin")).unwrap().ino(),
+        fs::metadata(copy.join("a.bin")).unwrap().ino()
+    );
     assert_eq!(fs::metadata(copy.join("a.bin")).unwrap().nlink(), 3);
 
     // Written in place through one name, changed under all three; then a save that replaces
@@ -183,7 +198,16 @@ fn a_hard_link_pair_arrives_as_one_inode_and_its_content_once() {
     pair.pass("plain");
     assert_eq!(fs::metadata(copy.join("a.bin")).unwrap().nlink(), 2);
     assert_eq!(fs::metadata(copy.join("e.bin")).unwrap().nlink(), 1);
-    let full = pair.standby.ok(&["sync", "once", "--tree", "plain", "--full", "--json", "--primary", &pair.primary.peer]);
+    let full = pair.standby.ok(&[
+        "sync",
+        "once",
+        "--tree",
+        "plain",
+        "--full",
+        "--json",
+        "--primary",
+        &pair.primary.peer,
+    ]);
     let full: Value = serde_json::from_str(&full).unwrap();
     assert_eq!((full["files_whole"].as_u64(), full["hard_links"].as_u64()), (Some(0), Some(0)), "{full}");
 }
@@ -246,7 +270,9 @@ fn a_sparse_file_stays_sparse_sent_whole_and_as_a_delta() {
     let _serial = one_at_a_time();
     let pair = Pair::new();
     let (v, copy) = (pair.tree("plain"), pair.copy("plain"));
-    let data = |seed: u8| -> Vec<u8> { (0..MIB).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8).collect() };
+    let data = |seed: u8| -> Vec<u8> {
+        (0..MIB).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8).collect()
+    };
     let mut f = fs::File::create(v.join("disk.img")).unwrap();
     f.write_all(&data(1)).unwrap();
     f.seek(SeekFrom::Start(32 * MIB)).unwrap();
@@ -258,7 +284,10 @@ fn a_sparse_file_stays_sparse_sent_whole_and_as_a_delta() {
     let f = pair.pass("plain");
     assert_same(&v, &copy, "a sparse file");
     let standby_blocks = allocated(&copy.join("disk.img"));
-    assert!(standby_blocks <= primary_blocks + 64 * 1024, "standby {standby_blocks} vs primary {primary_blocks}");
+    assert!(
+        standby_blocks <= primary_blocks + 64 * 1024,
+        "standby {standby_blocks} vs primary {primary_blocks}"
+    );
     assert_eq!(f["content_bytes"].as_u64(), Some(2 * MIB), "holes are not sent: {f}");
     assert!(f["wire_bytes"].as_u64().unwrap() < 3 * MIB, "{f}");
 
@@ -271,7 +300,10 @@ fn a_sparse_file_stays_sparse_sent_whole_and_as_a_delta() {
     assert_eq!(f["files_delta"], 1, "{f}");
     assert_same(&v, &copy, "a change in a sparse file");
     let standby_blocks = allocated(&copy.join("disk.img"));
-    assert!(standby_blocks <= allocated(&v.join("disk.img")) + 64 * 1024, "after the delta: {standby_blocks}");
+    assert!(
+        standby_blocks <= allocated(&v.join("disk.img")) + 64 * 1024,
+        "after the delta: {standby_blocks}"
+    );
 }
 
 #[test]
@@ -286,7 +318,10 @@ fn sockets_and_fifos_are_skipped_and_counted() {
     let f = pair.pass("plain");
     assert_eq!(f["skipped_special"], 2, "{f}");
     assert!(copy.join("run/pid").exists());
-    assert!(fs::symlink_metadata(copy.join("run/app.sock")).is_err() && fs::symlink_metadata(copy.join("run/pipe")).is_err());
+    assert!(
+        fs::symlink_metadata(copy.join("run/app.sock")).is_err()
+            && fs::symlink_metadata(copy.join("run/pipe")).is_err()
+    );
     let out = pair.standby.ok(&["sync", "status", "--json"]);
     let all: Value = serde_json::from_str(&out).unwrap();
     let plain = all.as_array().unwrap().iter().find(|t| t["tree"] == "plain").unwrap();

@@ -27,8 +27,8 @@ use crate::sync::entry::{Entry, EntryKind, MODE_BITS};
 use crate::sync::hardlink::link_into_place;
 use crate::sync::meta::{self, Keep};
 use crate::sync::names::{RelName, TEMP_PREFIX};
-use crate::sync::sparse::{HoleMap, hash_zeros};
 use crate::sync::nofollow::{clear_dir, remove_leftovers, remove_tree, set_dir_meta, set_link_mtime};
+use crate::sync::sparse::{HoleMap, hash_zeros};
 use crate::sync::tree_error::TreeError;
 
 /// Batches of at most this many files are made durable with one fsync per file; larger ones
@@ -381,8 +381,10 @@ impl Applier {
         }
         // The primary's times and mode win over any restore queued for this folder.
         self.unlocked.insert(e.path.clone());
-        let own = (self.keep.any_xattrs() || (self.keep.owner && !e.owner_unknown())).then(|| Box::new(e.clone()));
-        self.dir_finals.insert(e.path.clone(), DirFinal { mode: e.mode & MODE_BITS, mtime_ns: e.mtime_ns, own });
+        let own =
+            (self.keep.any_xattrs() || (self.keep.owner && !e.owner_unknown())).then(|| Box::new(e.clone()));
+        self.dir_finals
+            .insert(e.path.clone(), DirFinal { mode: e.mode & MODE_BITS, mtime_ns: e.mtime_ns, own });
         self.touched.insert(e.path.parent());
         Ok(())
     }
@@ -580,8 +582,10 @@ impl Applier {
     fn link_one(&mut self, name: &RelName, e: &Entry) -> Result<bool, TreeError> {
         let leader = e.link_leader().expect("checked when queued");
         let root = self.confined.root().to_path_buf();
-        let missing = |p: &RelName| TreeError::io("link in", root.join(p.to_path()))(io::ErrorKind::NotFound.into());
-        let target_dir = self.confined.dir(leader.parent().as_ref(), false)?.ok_or_else(|| missing(leader))?;
+        let missing =
+            |p: &RelName| TreeError::io("link in", root.join(p.to_path()))(io::ErrorKind::NotFound.into());
+        let target_dir =
+            self.confined.dir(leader.parent().as_ref(), false)?.ok_or_else(|| missing(leader))?;
         let target = target_dir.join(std::ffi::OsStr::from_bytes(leader.file_name()));
         let parent = self.confined.dir(name.parent().as_ref(), false)?.ok_or_else(|| missing(name))?;
         let path = parent.join(std::ffi::OsStr::from_bytes(name.file_name()));
@@ -592,7 +596,8 @@ impl Applier {
 
     /// Refuses an entry whose attributes this tree does not keep or that are past the limit.
     fn check_meta(&self, e: &Entry) -> Result<(), TreeError> {
-        meta::check_xattrs(e, &self.keep).map_err(|reason| TreeError::Metadata { name: e.path.display(), reason })
+        meta::check_xattrs(e, &self.keep)
+            .map_err(|reason| TreeError::Metadata { name: e.path.display(), reason })
     }
 
     /// Sets final modes and mtimes of the batch's directories, deepest first (a parent made

@@ -279,11 +279,20 @@ fn files_across_many_folders_cost_two_syncfs_not_a_fsync_per_folder() {
 /// A generated tree node: parent (index into earlier dirs, 0 = root), name, and kind.
 #[derive(Debug, Clone)]
 enum Node {
-    File { content: Vec<u8>, mode: u32 },
-    Dir { mode: u32 },
-    Link { target: &'static str },
+    File {
+        content: Vec<u8>,
+        mode: u32,
+    },
+    Dir {
+        mode: u32,
+    },
+    Link {
+        target: &'static str,
+    },
     /// Another name of an earlier file (index into the files made so far).
-    HardLink { to: usize },
+    HardLink {
+        to: usize,
+    },
 }
 
 /// Metadata a generated file or folder gets beyond mode and mtime: an owner (index into
@@ -400,7 +409,8 @@ enum Change {
 
 fn change() -> impl Strategy<Value = Change> {
     prop_oneof![
-        (any::<usize>(), prop::sample::select(vec![0o600, 0o640, 0o755])).prop_map(|(i, m)| Change::Chmod(i, m)),
+        (any::<usize>(), prop::sample::select(vec![0o600, 0o640, 0o755]))
+            .prop_map(|(i, m)| Change::Chmod(i, m)),
         (any::<usize>(), 0..OWNERS.len()).prop_map(|(i, o)| Change::Chown(i, o)),
         (any::<usize>(), prop::option::of(any::<u8>())).prop_map(|(i, v)| Change::Attr(i, v)),
         (any::<usize>(), 0i64..2_000_000_000).prop_map(|(i, t)| Change::Touch(i, t)),
@@ -413,8 +423,13 @@ fn change() -> impl Strategy<Value = Change> {
 fn change_tree(root: &Path, changes: &[Change]) {
     for c in changes {
         let all = listing_kept(root);
-        let files: Vec<_> = all.iter().filter(|e| e.kind == EntryKind::File).map(|e| root.join(e.path.to_path())).collect();
-        let owned: Vec<_> = all.iter().filter(|e| e.kind != EntryKind::Symlink).map(|e| root.join(e.path.to_path())).collect();
+        let files: Vec<_> =
+            all.iter().filter(|e| e.kind == EntryKind::File).map(|e| root.join(e.path.to_path())).collect();
+        let owned: Vec<_> = all
+            .iter()
+            .filter(|e| e.kind != EntryKind::Symlink)
+            .map(|e| root.join(e.path.to_path()))
+            .collect();
         let pick = |list: &[std::path::PathBuf], i: usize| list.get(i % list.len().max(1)).cloned();
         match c {
             Change::Chmod(i, mode) => {
@@ -437,7 +452,8 @@ fn change_tree(root: &Path, changes: &[Change]) {
                     let f = fs::File::options().write(true).open(&p);
                     // A read-only file cannot be opened for writing without root.
                     if let Ok(f) = f {
-                        f.set_modified(crate::sync::entry::system_time(i128::from(*secs) * 1_000_000_000)).unwrap();
+                        f.set_modified(crate::sync::entry::system_time(i128::from(*secs) * 1_000_000_000))
+                            .unwrap();
                     }
                 }
             }
@@ -462,7 +478,9 @@ fn change_tree(root: &Path, changes: &[Change]) {
 
 /// Every entry of a tree with hashes, owners, attributes and link groups.
 fn listing_kept(root: &Path) -> Vec<Entry> {
-    let scanned = crate::sync::scan::scan_with(root, &keep_all(), &mut |b: &[Entry]| vec![Verdict::Keep; b.len()]).unwrap();
+    let scanned =
+        crate::sync::scan::scan_with(root, &keep_all(), &mut |b: &[Entry]| vec![Verdict::Keep; b.len()])
+            .unwrap();
     assert!(scanned.unreadable.is_empty(), "{:?}", scanned.unreadable);
     refresh(&Index::new(), scanned.entries, root).unwrap().0
 }
@@ -625,7 +643,11 @@ fn a_folders_default_acl_is_not_inherited_by_a_file_whose_entry_has_none() {
     // file has none.
     let t = tempfile::tempdir().unwrap();
     fs::create_dir(t.path().join("d")).unwrap();
-    let out = std::process::Command::new("setfacl").args(["-d", "-m", "u:1234:rw"]).arg(t.path().join("d")).output().unwrap();
+    let out = std::process::Command::new("setfacl")
+        .args(["-d", "-m", "u:1234:rw"])
+        .arg(t.path().join("d"))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     let acls = Keep { acls: true, ..Keep::rsync_a() };
     let mut a = Applier::open(t.path()).unwrap().with_keep(acls);
@@ -740,7 +762,8 @@ fn holes_are_left_unwritten_and_the_content_still_checked() {
     }
     // A map whose hole holds data: the data is written all the same.
     let mut a = Applier::open(t.path()).unwrap();
-    let staged = a.stage(&file_entry("lying", &content, 0o644, 3)).unwrap().with_holes(vec![(0, 16 * mb as u64)]);
+    let staged =
+        a.stage(&file_entry("lying", &content, 0o644, 3)).unwrap().with_holes(vec![(0, 16 * mb as u64)]);
     let mut w = staged.open().unwrap();
     w.write_all(&content).unwrap();
     a.finish_file(w).unwrap();

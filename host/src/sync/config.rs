@@ -143,10 +143,9 @@ mod tests {
 
     #[test]
     fn metadata_is_per_tree_off_by_default_and_names_a_configured_tree() {
-        let c: SyncConfig = toml::from_str(
-            "[trees]\nvault = \"vault\"\n[metadata.vault]\nxattrs = true\nacls = true\n",
-        )
-        .unwrap();
+        let c: SyncConfig =
+            toml::from_str("[trees]\nvault = \"vault\"\n[metadata.vault]\nxattrs = true\nacls = true\n")
+                .unwrap();
         c.validate().unwrap();
         assert_eq!(c.meta_of("vault"), TreeMeta { owner: true, xattrs: true, acls: true });
         assert_eq!(c.meta_of("etc"), TreeMeta { owner: true, xattrs: false, acls: false });

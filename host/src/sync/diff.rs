@@ -146,7 +146,11 @@ mod tests {
         let linked = |leader: Option<&str>| {
             let mut e = base.clone();
             e.extra = Some(Box::new(crate::sync::entry::Extra {
-                hardlink: Some(crate::sync::entry::HardLink { nlink: 2, leader: leader.map(n), inode: (1, 1) }),
+                hardlink: Some(crate::sync::entry::HardLink {
+                    nlink: 2,
+                    leader: leader.map(n),
+                    inode: (1, 1),
+                }),
                 xattrs: Vec::new(),
             }));
             e

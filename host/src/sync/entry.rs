@@ -126,7 +126,18 @@ impl Entry {
 
     /// A bare entry: no owner kept, no hash, nothing out of line.
     pub fn new(path: RelName, kind: EntryKind, size: u64, mtime_ns: i128, mode: u32) -> Entry {
-        Entry { path, kind, size, mtime_ns, mode, link: None, hash: None, uid: NO_ID, gid: NO_ID, extra: None }
+        Entry {
+            path,
+            kind,
+            size,
+            mtime_ns,
+            mode,
+            link: None,
+            hash: None,
+            uid: NO_ID,
+            gid: NO_ID,
+            extra: None,
+        }
     }
 
     /// The hard-link group this file belongs to, if it has more than one name.

@@ -21,15 +21,24 @@ use crate::sync::tree_error::TreeError;
 /// Makes `path` a name of the file at `target` (the member's leader), atomically: a link made
 /// at `tmp` (a free temporary name in `path`'s folder) is renamed over `path`. `false` when
 /// `path` already was that file. Both folders are checked by the caller.
-pub fn link_into_place(target: &Path, path: &Path, tmp: &Path, expect: &Entry, keep: &Keep) -> Result<bool, TreeError> {
+pub fn link_into_place(
+    target: &Path,
+    path: &Path,
+    tmp: &Path,
+    expect: &Entry,
+    keep: &Keep,
+) -> Result<bool, TreeError> {
     let refuse = |reason: String| TreeError::LinkGroup { name: expect.path.display(), reason };
     let meta = match fs::symlink_metadata(target) {
         Ok(m) if m.is_file() => m,
         Ok(_) => return Err(refuse("its leader is not a regular file here".into())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(refuse("its leader is missing here".into())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(refuse("its leader is missing here".into()));
+        }
         Err(e) => return Err(TreeError::io("stat", target)(e)),
     };
-    let owner_agrees = !keep.owner || (ids_agree(meta.uid(), expect.uid) && ids_agree(meta.gid(), expect.gid));
+    let owner_agrees =
+        !keep.owner || (ids_agree(meta.uid(), expect.uid) && ids_agree(meta.gid(), expect.gid));
     let same = meta.len() == expect.size
         && mtime_ns(&meta) == expect.mtime_ns
         && meta.mode() & MODE_BITS == expect.mode
@@ -45,7 +54,8 @@ pub fn link_into_place(target: &Path, path: &Path, tmp: &Path, expect: &Entry, k
         return Ok(false);
     }
     fs::hard_link(target, tmp).map_err(TreeError::io("link", tmp))?;
-    let placed = clear_dir(path).and_then(|()| fs::rename(tmp, path).map_err(TreeError::io("rename link into place", path)));
+    let placed = clear_dir(path)
+        .and_then(|()| fs::rename(tmp, path).map_err(TreeError::io("rename link into place", path)));
     if placed.is_err() {
         let _ = fs::remove_file(tmp);
     }
@@ -104,7 +114,8 @@ mod tests {
         fs::write(r.join("c"), b"much longer content").unwrap();
         let err = link_into_place(&r.join("c"), &r.join("b"), &r.join(".tmp"), &member, &keep).unwrap_err();
         assert!(matches!(err, TreeError::LinkGroup { .. }), "{err}");
-        let err = link_into_place(&r.join("none"), &r.join("b"), &r.join(".tmp"), &member, &keep).unwrap_err();
+        let err =
+            link_into_place(&r.join("none"), &r.join("b"), &r.join(".tmp"), &member, &keep).unwrap_err();
         assert!(err.to_string().contains("missing"), "{err}");
         std::os::unix::fs::symlink("a", r.join("l")).unwrap();
         let err = link_into_place(&r.join("l"), &r.join("b"), &r.join(".tmp"), &member, &keep).unwrap_err();

@@ -303,8 +303,10 @@ mod tests {
         assert!(!back.damaged(), "an old index is upgraded, not thrown away");
         assert_eq!(back.len(), old.len());
         for (b, o) in back.iter().zip(old.iter()) {
-            assert_eq!((&b.path, b.kind, b.size, b.mtime_ns, b.mode, &b.link, b.hash),
-                (&o.path, o.kind, o.size, o.mtime_ns, o.mode, &o.link, o.hash));
+            assert_eq!(
+                (&b.path, b.kind, b.size, b.mtime_ns, b.mode, &b.link, b.hash),
+                (&o.path, o.kind, o.size, o.mtime_ns, o.mode, &o.link, o.hash)
+            );
             assert!(b.owner_unknown() && b.extra.is_none(), "{b:?}");
         }
         // Saved again, it is version 2: the magic, not luck in decoding, tells formats apart.

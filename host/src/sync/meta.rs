@@ -45,7 +45,12 @@ pub struct Keep {
 impl Keep {
     /// What a pass of a tree with `meta` keeps when the standby is root (`standby_root`) or not.
     pub fn for_pass(meta: TreeMeta, standby_root: bool) -> Keep {
-        Keep { owner: meta.owner && standby_root, xattrs: meta.xattrs, acls: meta.acls, privileged: standby_root }
+        Keep {
+            owner: meta.owner && standby_root,
+            xattrs: meta.xattrs,
+            acls: meta.acls,
+            privileged: standby_root,
+        }
     }
 
     /// What `rsync -a` keeps run by this process: owners when root, no attributes.
@@ -69,7 +74,9 @@ impl Keep {
         if name.starts_with(b"user.") {
             return true;
         }
-        self.privileged && name != SELINUX && (name.starts_with(b"trusted.") || name.starts_with(b"security."))
+        self.privileged
+            && name != SELINUX
+            && (name.starts_with(b"trusted.") || name.starts_with(b"security."))
     }
 
     /// Brings a freshly scanned entry to what this pass keeps: owner ids forgotten when owners
@@ -234,7 +241,8 @@ impl Target<'_> {
             }
         }
         for x in wanted {
-            let c_name = CString::new(x.name.as_slice()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            let c_name =
+                CString::new(x.name.as_slice()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
             self.set(&c_name, &x.value)?;
         }
         Ok(())
@@ -310,10 +318,14 @@ pub fn chown_link(path: &Path, e: &Entry, keep: &Keep) -> io::Result<()> {
 
 /// Gives the folder at `path` (opened without following a link) the owner and attributes of
 /// entry `e`, as `keep` says; its mode and mtime are the caller's to set after.
-pub fn set_dir_owner_xattrs(path: &Path, e: &Entry, keep: &Keep) -> Result<(), crate::sync::tree_error::TreeError> {
+pub fn set_dir_owner_xattrs(
+    path: &Path,
+    e: &Entry,
+    keep: &Keep,
+) -> Result<(), crate::sync::tree_error::TreeError> {
+    use crate::sync::tree_error::TreeError;
     use std::os::fd::AsFd;
     use std::os::unix::fs::OpenOptionsExt;
-    use crate::sync::tree_error::TreeError;
     let dir = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
@@ -391,8 +403,16 @@ mod tests {
         }
         let err = read_xattrs(&f, &keep).unwrap_err().to_string();
         assert!(err.contains("65536-byte limit"), "{err}");
-        let mut e = Entry::new(crate::sync::names::RelName::new(b"f").unwrap(), crate::sync::entry::EntryKind::File, 1, 0, 0o644);
-        e.set_xattrs((0..17).map(|i| Xattr { name: format!("user.{i}").into_bytes(), value: big.clone() }).collect());
+        let mut e = Entry::new(
+            crate::sync::names::RelName::new(b"f").unwrap(),
+            crate::sync::entry::EntryKind::File,
+            1,
+            0,
+            0o644,
+        );
+        e.set_xattrs(
+            (0..17).map(|i| Xattr { name: format!("user.{i}").into_bytes(), value: big.clone() }).collect(),
+        );
         assert!(check_xattrs(&e, &keep).unwrap_err().contains("65536-byte limit"));
         e.set_xattrs(vec![Xattr { name: b"trusted.x".to_vec(), value: Vec::new() }]);
         assert!(check_xattrs(&e, &keep).unwrap_err().contains("not one this tree keeps"));

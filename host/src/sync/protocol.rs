@@ -349,7 +349,8 @@ mod tests {
         let bomb = zstd::bulk::compress(&vec![0u8; CHUNK_BYTES * 4], 1).unwrap();
         assert!(unchunk(bomb, true).is_err());
         let frame =
-            encode(&SyncMsg::Open { tree: "vault".into(), since: None, wait: false, privileged: true }).unwrap();
+            encode(&SyncMsg::Open { tree: "vault".into(), since: None, wait: false, privileged: true })
+                .unwrap();
         assert!(matches!(decode(Some(frame)).unwrap(), SyncMsg::Open { tree, .. } if tree == "vault"));
         assert!(matches!(decode(None), Err(ProtocolError::Closed)));
         assert!(decode(Some(Frame::new(SYNC_FRAME, vec![0xff; 3]))).is_err());
@@ -358,7 +359,9 @@ mod tests {
     #[test]
     fn have_batches_are_bounded_by_count_and_bytes() {
         use crate::sync::entry::{EntryKind, Xattr};
-        let plain = |i: usize| Entry::new(RelName::new(format!("f{i}").as_bytes()).unwrap(), EntryKind::File, 1, 0, 0o644);
+        let plain = |i: usize| {
+            Entry::new(RelName::new(format!("f{i}").as_bytes()).unwrap(), EntryKind::File, 1, 0, 0o644)
+        };
         let many: Vec<Entry> = (0..HAVE_BATCH * 2 + 1).map(plain).collect();
         let sizes: Vec<usize> = have_batches(&many).iter().map(|b| b.len()).collect();
         assert_eq!(sizes, [HAVE_BATCH, HAVE_BATCH, 1]);

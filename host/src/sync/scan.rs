@@ -131,7 +131,9 @@ fn name_leaders(entries: &mut [Entry]) {
     for e in entries.iter_mut() {
         let Some(inode) = e.hardlink().map(|h| h.inode) else { continue };
         match leaders.entry(inode) {
-            std::collections::hash_map::Entry::Occupied(first) => e.set_link_leader(Some(first.get().clone())),
+            std::collections::hash_map::Entry::Occupied(first) => {
+                e.set_link_leader(Some(first.get().clone()))
+            }
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert(e.path.clone());
             }
@@ -412,7 +414,10 @@ mod tests {
         assert_eq!(names(&r), ["file"]);
         assert_eq!(r.skipped_special, [RelName::new(b"sock").unwrap()]);
         assert_eq!(r.protected(), [RelName::new(b"sock").unwrap()]);
-        assert!(matches!(entry_at(t.path(), &RelName::new(b"sock").unwrap(), &Keep::default()), Found::Special));
+        assert!(matches!(
+            entry_at(t.path(), &RelName::new(b"sock").unwrap(), &Keep::default()),
+            Found::Special
+        ));
     }
 
     #[test]
@@ -461,7 +466,14 @@ mod tests {
         // The filter leaves `a` out: the group's first kept member leads; a pruned folder's
         // member is no member.
         let mut filter = |batch: &[Entry]| {
-            batch.iter().map(|e| match e.path.as_bytes() { b"a" => Verdict::Skip, b"x" => Verdict::Prune, _ => Verdict::Keep }).collect()
+            batch
+                .iter()
+                .map(|e| match e.path.as_bytes() {
+                    b"a" => Verdict::Skip,
+                    b"x" => Verdict::Prune,
+                    _ => Verdict::Keep,
+                })
+                .collect()
         };
         let r = scan(t.path(), &mut filter).unwrap();
         assert_eq!(leader(&r, "d/b"), (Some(4), None));

@@ -157,7 +157,15 @@ mod tests {
         }
         assert_eq!(
             pieces,
-            [(0, 4, false), (4, 2, true), (6, 1, false), (7, 1, true), (8, 2, false), (10, 2, true), (12, 1, false)]
+            [
+                (0, 4, false),
+                (4, 2, true),
+                (6, 1, false),
+                (7, 1, true),
+                (8, 2, false),
+                (10, 2, true),
+                (12, 1, false)
+            ]
         );
     }
 

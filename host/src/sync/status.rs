@@ -104,7 +104,8 @@ impl StatusFiles {
             st.last_full_ms = Some(now);
             st.special_skipped = stats.skipped_special;
         }
-        let moved = stats.files_whole + stats.files_delta + stats.hard_links + stats.deleted + stats.dirs_links;
+        let moved =
+            stats.files_whole + stats.files_delta + stats.hard_links + stats.deleted + stats.dirs_links;
         if moved > 0 || stats.failed > 0 {
             st.last_change = Some(stats.clone());
             st.last_change_seconds = seconds;
@@ -171,8 +172,13 @@ mod tests {
         assert_eq!(humantime_ms(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
         let dir = tempfile::tempdir().unwrap();
         let files = StatusFiles::new(dir.path(), Some(dir.path()), "vault");
-        let stats =
-            PassStats { files_whole: 3, content_bytes: 30, full: true, skipped_special: 2, ..PassStats::default() };
+        let stats = PassStats {
+            files_whole: 3,
+            content_bytes: 30,
+            full: true,
+            skipped_special: 2,
+            ..PassStats::default()
+        };
         files.passed("vault", "p:1", &stats, 0.5, true);
         // An incremental pass sees only what changed: the whole tree's count stays.
         let incremental = PassStats { files_whole: 1, ..PassStats::default() };
@@ -186,8 +192,11 @@ mod tests {
         assert!(log.contains("full pass: 3 whole") && log.contains("error: connection refused"), "{log}");
         assert!(log.contains("2 special skipped"), "{log}");
         // A status file from before the field existed still loads.
-        std::fs::write(dir.path().join("vault.status.json"), br#"{"tree":"vault","last_change":{"files_whole":1}}"#)
-            .unwrap();
+        std::fs::write(
+            dir.path().join("vault.status.json"),
+            br#"{"tree":"vault","last_change":{"files_whole":1}}"#,
+        )
+        .unwrap();
         assert_eq!(files.load("vault").last_change.unwrap().files_whole, 1);
     }
 }

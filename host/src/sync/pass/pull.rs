@@ -112,7 +112,8 @@ pub async fn pull_pass(
 ) -> Result<PassStats, PassError> {
     let since = if how == PullMode::Full { None } else { state.since() };
     let root_here = is_root();
-    let open = SyncMsg::Open { tree: tree.to_string(), since, wait: how == PullMode::Wait, privileged: root_here };
+    let open =
+        SyncMsg::Open { tree: tree.to_string(), since, wait: how == PullMode::Wait, privileged: root_here };
     conn.writer.write_frame(&protocol::encode(&open)?).await?;
     // A held long poll answers within LONG_POLL; anything much later is a dead connection.
     let answer = tokio::time::timeout(LONG_POLL + IDLE_LIMIT, recv(&mut conn.reader)).await;

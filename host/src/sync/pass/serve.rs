@@ -21,8 +21,8 @@ use crate::sync::entry::{Entry, EntryKind};
 use crate::sync::hardlink::still_linked;
 use crate::sync::index::{Index, diff};
 use crate::sync::journal::{Journal, Plan};
-use crate::sync::names::RelName;
 use crate::sync::meta::Keep;
+use crate::sync::names::RelName;
 use crate::sync::protocol::{self, DELTA_MIN_BYTES, HAVE_BATCH, PassMode, Since, SyncMsg};
 use crate::sync::scan::{ScanResult, Verdict, scan_with};
 use crate::sync::tree_error::TreeError;
@@ -263,7 +263,11 @@ fn spawn_scan(
 
 /// A whole scan against what the standby holds: upserts, deletes (never of what the scan did
 /// not cover, nor of `nested` trees' roots) and the special files skipped.
-fn diff_scanned(scanned: ScanResult, theirs: &Index, nested: Vec<RelName>) -> (Vec<Entry>, Vec<RelName>, u64) {
+fn diff_scanned(
+    scanned: ScanResult,
+    theirs: &Index,
+    nested: Vec<RelName>,
+) -> (Vec<Entry>, Vec<RelName>, u64) {
     let mut protected = scanned.protected();
     protected.extend(nested);
     let d = diff(&scanned.entries, theirs, &protected);

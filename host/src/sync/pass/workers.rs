@@ -240,7 +240,14 @@ impl Worker {
     fn stamped(e: &Entry, meta: &Metadata) -> Entry {
         let uid = if e.uid == NO_ID { NO_ID } else { meta.uid() };
         let gid = if e.gid == NO_ID { NO_ID } else { meta.gid() };
-        Entry { size: meta.len(), mtime_ns: mtime_ns(meta), mode: meta.mode() & MODE_BITS, uid, gid, ..e.clone() }
+        Entry {
+            size: meta.len(),
+            mtime_ns: mtime_ns(meta),
+            mode: meta.mode() & MODE_BITS,
+            uid,
+            gid,
+            ..e.clone()
+        }
     }
 
     /// True (and noted) when the file moved while it was read.
@@ -277,7 +284,8 @@ impl Worker {
         advise_sequential(&file);
         // Holes (asked only of a file with fewer blocks than its length needs) go as their
         // length; a file whose holes cannot be listed goes as data.
-        let gaps = if looks_sparse(&before) { holes(&file, before.len()).unwrap_or_default() } else { Vec::new() };
+        let gaps =
+            if looks_sparse(&before) { holes(&file, before.len()).unwrap_or_default() } else { Vec::new() };
         // Finding the holes moved the offset: reading starts at the start again.
         if file.seek(SeekFrom::Start(0)).is_err() {
             self.stats.changed.push(e.path.clone());
@@ -304,7 +312,8 @@ impl Worker {
                 continue;
             }
             // Up to the next hole at most.
-            let room = gaps.peek().map_or(buf.len() as u64, |&(start, _)| (start - read).min(buf.len() as u64));
+            let room =
+                gaps.peek().map_or(buf.len() as u64, |&(start, _)| (start - read).min(buf.len() as u64));
             match read_full(&mut file, &mut buf[..room as usize]) {
                 Ok(0) => break true,
                 Ok(n) => {

@@ -302,7 +302,10 @@ type Extras = (usize, Option<u8>);
 /// Owners the generated trees use (root only: chown needs it).
 const OWNERS: [(u32, u32); 4] = [(0, 0), (1234, 5678), (1234, 9999), (65534, 65534)];
 
-fn node() -> impl Strategy<Value = (usize, Vec<u8>, Node, i64, u32, Extras)> {
+/// A generated node with where it goes: parent, name, kind, mtime seconds and nanoseconds.
+type Placed = (usize, Vec<u8>, Node, i64, u32, Extras);
+
+fn node() -> impl Strategy<Value = Placed> {
     let names = prop::sample::select(vec![
         b"a".to_vec(),
         b"b".to_vec(),
@@ -347,7 +350,7 @@ fn set_owner(path: &Path, owner: usize) {
 }
 
 /// Builds the generated tree under `root`; folder modes and mtimes are set last, deepest first.
-fn build(root: &Path, nodes: &[(usize, Vec<u8>, Node, i64, u32, Extras)]) {
+fn build(root: &Path, nodes: &[Placed]) {
     let mut dirs: Vec<Vec<u8>> = vec![Vec::new()];
     let mut files: Vec<std::path::PathBuf> = Vec::new();
     let mut finals = Vec::new();

@@ -118,7 +118,7 @@ mod tests {
 
     /// A 10 MiB file: data at 0 and at 4 MiB (4 KiB each), holes between and at the end.
     fn sparse_file(dir: &std::path::Path) -> File {
-        let mut f = File::options().create(true).read(true).write(true).open(dir.join("s")).unwrap();
+        let mut f = File::options().create(true).truncate(true).read(true).write(true).open(dir.join("s")).unwrap();
         f.write_all(&[1u8; 4096]).unwrap();
         f.seek(SeekFrom::Start(4 << 20)).unwrap();
         f.write_all(&[2u8; 4096]).unwrap();

@@ -11,7 +11,7 @@
 //! (see [`crate::sync::confine`]), follow a symlink it creates or removes, create a symlink
 //! whose target is absolute or leaves the tree, or show a half-written file under its real name.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File, FileTimes, OpenOptions, Permissions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, AsRawFd};
@@ -259,7 +259,7 @@ pub struct Applier {
     queued: BTreeMap<RelName, Queued>,
     dir_finals: BTreeMap<RelName, DirFinal>,
     /// Folders (`None` = root) whose entries changed in this batch: each is fsynced once.
-    touched: BTreeSet<Option<RelName>>,
+    touched: HashSet<Option<RelName>>,
     /// Folders checked (and if need be opened up) by [`Applier::unlock`] in this batch.
     unlocked: BTreeSet<RelName>,
     /// Hard-link members to link to their leaders at commit, after the files landed.
@@ -288,7 +288,7 @@ impl Applier {
             root_dir,
             queued: BTreeMap::new(),
             dir_finals: BTreeMap::new(),
-            touched: BTreeSet::new(),
+            touched: HashSet::new(),
             unlocked: BTreeSet::new(),
             links: BTreeMap::new(),
             keep: Keep::rsync_a(),

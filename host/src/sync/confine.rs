@@ -11,7 +11,7 @@
 //! runs and it drops cached verdicts for whatever it replaces or deletes; it does not defend
 //! against another local process swapping directories concurrently.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, DirBuilder};
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
@@ -28,9 +28,11 @@ pub const IMPLIED_DIR_MODE: u32 = 0o755;
 #[derive(Debug)]
 pub struct Confined {
     root: PathBuf,
-    /// Sorted, so forgetting a subtree costs the subtree, not the whole set (a tree of 100,000
-    /// folders forgets once per file it places).
-    verified: BTreeSet<RelName>,
+    /// Looked up once per file placed.
+    verified: HashSet<RelName>,
+    /// The same names sorted, so forgetting a folder costs its subtree, not the whole set (a
+    /// tree of 100,000 folders forgets once per file it places; a file is never in here).
+    verified_sorted: BTreeSet<RelName>,
     /// Folders (`None` = root) in which this walk created a directory: they need an fsync.
     created_in: Vec<Option<RelName>>,
 }
@@ -38,7 +40,7 @@ pub struct Confined {
 impl Confined {
     /// Confinement to `root`.
     pub fn new(root: PathBuf) -> Confined {
-        Confined { root, verified: BTreeSet::new(), created_in: Vec::new() }
+        Confined { root, verified: HashSet::new(), verified_sorted: BTreeSet::new(), created_in: Vec::new() }
     }
 
     /// The tree root.
@@ -95,6 +97,7 @@ impl Confined {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(TreeError::io("stat", path)(e)),
             }
+            self.verified_sorted.insert(prefix.clone());
             self.verified.insert(prefix);
         }
         Ok(Some(self.full(dir)))
@@ -108,8 +111,13 @@ impl Confined {
     /// Forgets what is known about `p` and everything below it: the applier is about to
     /// replace or delete it.
     pub fn forget(&mut self, p: &RelName) {
-        for v in p.run_within(self.verified.range(p.clone()..)) {
+        // Folders are verified outermost first, so below a name not verified there is none.
+        if !self.verified.contains(p) {
+            return;
+        }
+        for v in p.run_within(self.verified_sorted.range(p.clone()..)) {
             self.verified.remove(&v);
+            self.verified_sorted.remove(&v);
         }
     }
 }

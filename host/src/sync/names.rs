@@ -144,8 +144,15 @@ pub fn is_temp_name(file_name: &[u8]) -> bool {
 impl Ord for RelName {
     /// Component-wise: `/` ranks below every other byte (NUL cannot occur), so `a` < `a/b` < `a.b`.
     fn cmp(&self, other: &Self) -> Ordering {
-        let key = |b: &u8| if *b == b'/' { 0 } else { *b };
-        self.0.iter().map(key).cmp(other.0.iter().map(key))
+        // The same as comparing the names with `/` mapped to 0 byte by byte, but only the first
+        // differing byte is mapped (the map is one-to-one, so that is where they differ):
+        // names share long prefixes, and this order sits under every sorted map of the sync.
+        let (a, b) = (&self.0[..], &other.0[..]);
+        let key = |b: u8| if b == b'/' { 0 } else { b };
+        match a.iter().zip(b).position(|(x, y)| x != y) {
+            Some(i) => key(a[i]).cmp(&key(b[i])),
+            None => a.len().cmp(&b.len()),
+        }
     }
 }
 
@@ -225,6 +232,18 @@ mod tests {
         let chain: Vec<&[u8]> = x.self_and_ancestors().collect();
         assert_eq!(chain, [&b"a/b/c"[..], b"a/b", b"a"]);
         assert!(x.is_within(&n("a")) && x.is_within(&x) && !n("ab").is_within(&n("a")));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn order_is_bytewise_with_the_separator_lowest(
+            a in proptest::collection::vec(proptest::sample::select(b"ab/.-\xff".to_vec()), 1..12),
+            b in proptest::collection::vec(proptest::sample::select(b"ab/.-\xff".to_vec()), 1..12),
+        ) {
+            let key = |b: &u8| if *b == b'/' { 0 } else { *b };
+            let want = a.iter().map(key).cmp(b.iter().map(key));
+            proptest::prop_assert_eq!(RelName(a.clone()).cmp(&RelName(b.clone())), want);
+        }
     }
 
     #[test]

@@ -29,7 +29,12 @@ fn listing(root: &Path) -> BTreeMap<PathBuf, Meta> {
             if meta.is_dir() {
                 todo.push(path.clone());
             }
-            let m = Meta { dir: meta.is_dir(), size: if meta.is_dir() { 0 } else { meta.len() }, mode: meta.mode() & 0o7777, mtime: meta.mtime() };
+            let m = Meta {
+                dir: meta.is_dir(),
+                size: if meta.is_dir() { 0 } else { meta.len() },
+                mode: meta.mode() & 0o7777,
+                mtime: meta.mtime(),
+            };
             out.insert(path, m);
         }
     }
@@ -66,7 +71,12 @@ fn same_content(a: &Path, b: &Path) -> bool {
 pub fn assert_same_tree(src: &Path, copy: &Path, who: &str) {
     let (want, got) = (listing(src), listing(copy));
     for (path, meta) in &want {
-        assert_eq!(got.get(path), Some(meta), "{who}: {} differs in kind, size, mode or mtime", path.display());
+        assert_eq!(
+            got.get(path),
+            Some(meta),
+            "{who}: {} differs in kind, size, mode or mtime",
+            path.display()
+        );
         if !meta.dir {
             assert!(same_content(&src.join(path), &copy.join(path)), "{who}: {} differs", path.display());
         }

@@ -22,9 +22,9 @@
 //! (1.0: multiplies the file and folder counts), TREE_SYNC_DIR (where the work folder goes,
 //! default target/; not tmpfs).
 
+mod check;
 #[path = "../../common.rs"]
 mod common;
-mod check;
 mod report;
 mod run;
 mod shapes;
@@ -44,7 +44,8 @@ const RAMFS_MAGIC: i64 = 0x8584_58f6;
 
 fn main() {
     let rounds = knob("TREE_SYNC_ROUNDS", 2).max(1) as usize;
-    let scale: f64 = std::env::var("TREE_SYNC_SCALE").map_or(1.0, |v| v.parse().expect("TREE_SYNC_SCALE: a number"));
+    let scale: f64 =
+        std::env::var("TREE_SYNC_SCALE").map_or(1.0, |v| v.parse().expect("TREE_SYNC_SCALE: a number"));
     let shapes: Vec<Kind> = std::env::var("TREE_SYNC_SHAPES")
         .unwrap_or_else(|_| "standard,deep,million,shifting".into())
         .split(',')
@@ -80,7 +81,11 @@ fn main() {
         let start = Instant::now();
         let bytes = shape.generate(&work.join("src"));
         let described = shape.describe(bytes);
-        eprintln!("== shape {}: generated in {:.1} s: {described}", kind.name(), start.elapsed().as_secs_f64());
+        eprintln!(
+            "== shape {}: generated in {:.1} s: {described}",
+            kind.name(),
+            start.elapsed().as_secs_f64()
+        );
         let entries = count_entries(&work.join("src"));
 
         let bench = Bench::start(&work, drop_caches);
@@ -95,7 +100,7 @@ fn main() {
                         continue;
                     }
                     bench.prepare_tool(step, tool);
-                    let sample = bench.run(tool);
+                    let sample = bench.run(tool, step, kind.name());
                     eprintln!(
                         "  round {} {:<14} {:>8.3} s wall {:>8.2} s CPU {:>14} bytes  {}",
                         round + 1,
@@ -116,7 +121,9 @@ fn main() {
                 eprintln!("  checked: every copy equals the source");
             }
         }
-        eprintln!("(d) event lag: a following standby daemon, single writes on the primary, a reader on the tree");
+        eprintln!(
+            "(d) event lag: a following standby daemon, single writes on the primary, a reader on the tree"
+        );
         let lag = bench.event_lag();
         drop(bench);
         reports.push(ShapeReport { kind, described, entries, rounds, results, lag });

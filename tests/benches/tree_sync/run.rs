@@ -64,8 +64,12 @@ impl Step {
         self != Step::NoChange
     }
 
-    /// With nothing to write, `sync` and `--fsync` are plain rsync.
+    /// With nothing to write, `sync` and `--fsync` are plain rsync. TREE_SYNC_FSYNC=0 leaves
+    /// the slow `--fsync` runs out (for quick looks).
     pub fn runs(self, tool: Tool) -> bool {
+        if tool == Tool::RsyncFsync && crate::common::knob("TREE_SYNC_FSYNC", 1) == 0 {
+            return false;
+        }
         self != Step::NoChange || matches!(tool, Tool::Tandem | Tool::Rsync)
     }
 }
@@ -79,8 +83,9 @@ pub struct Sample {
     pub daemon_cpu: f64,
     /// ru_maxrss: tandem's CLI, rsync's largest process.
     pub peak_mib: f64,
-    /// The primary daemon's VmHWM during the run.
+    /// The primary daemon's VmHWM during the run, and its resident size before it.
     pub daemon_hwm_mib: f64,
+    pub daemon_base_mib: f64,
     /// None: tandem moved files but neither its CLI nor the primary's log said how many bytes.
     pub bytes: Option<u64>,
     /// tandem: file content sent (before compression).
@@ -122,7 +127,14 @@ impl Bench {
         )
         .unwrap();
         let daemon = Daemon::start(&primary_config, &work.join("p/data"), &work.join("daemon.stderr"));
-        let bench = Self { work: work.to_path_buf(), src: work.join("src"), peer, set: Cell::new(0), daemon, drop_caches };
+        let bench = Self {
+            work: work.to_path_buf(),
+            src: work.join("src"),
+            peer,
+            set: Cell::new(0),
+            daemon,
+            drop_caches,
+        };
         // One unmeasured pass of a one-file tree: the daemon's first pass pays one-off costs.
         std::fs::create_dir_all(work.join("warmup")).unwrap();
         std::fs::write(work.join("warmup/hello.txt"), "warm-up\n").unwrap();
@@ -136,7 +148,12 @@ impl Bench {
     /// background; passes before that compare whole trees, which is not what (b) measures).
     fn wait_watched(&self) {
         let start = Instant::now();
-        while !self.daemon.log_since(0).lines().any(|l| l.contains("watching the tree for changes") && l.contains(TREE)) {
+        while !self
+            .daemon
+            .log_since(0)
+            .lines()
+            .any(|l| l.contains("watching the tree for changes") && l.contains(TREE))
+        {
             assert!(start.elapsed() < Duration::from_secs(600), "the primary never watched the tree");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -202,19 +219,46 @@ impl Bench {
         }
     }
 
-    pub fn run(&self, tool: Tool) -> Sample {
+    pub fn run(&self, tool: Tool, step: Step, shape: &str) -> Sample {
         quiesce(self.drop_caches);
         match tool {
-            Tool::Tandem => self.run_tandem(),
+            Tool::Tandem => self.run_tandem(&format!("{shape}-{step:?}")),
             Tool::Rsync | Tool::RsyncSync | Tool::RsyncFsync => self.run_rsync(tool),
         }
     }
 
-    fn run_tandem(&self) -> Sample {
+    /// One `sync once` pass; with TREE_SYNC_PERF=1, the CLI and the daemon are each profiled
+    /// (`perf record -g`) into target/perf-<shape>-<step>-{cli,daemon}.data.
+    fn run_tandem(&self, name: &str) -> Sample {
         let log_offset = self.daemon.log_len();
         let daemon_before = self.daemon.cpu();
         self.daemon.reset_hwm();
-        let done = run_measured(&mut self.tandem_cli(TREE), &self.work);
+        let daemon_base_mib = self.daemon.rss_mib();
+        let profiled = crate::common::knob("TREE_SYNC_PERF", 0) == 1;
+        let perf_out = |who: &str| self.work.parent().unwrap().join(format!("perf-{name}-{who}.data"));
+        let daemon_perf = profiled.then(|| {
+            let child = Command::new("perf")
+                .args(["record", "-q", "-g", "-p", &self.daemon.pid().to_string(), "-o"])
+                .arg(perf_out("daemon"))
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("perf");
+            std::thread::sleep(Duration::from_millis(300));
+            child
+        });
+        let mut cli = self.tandem_cli(TREE);
+        if profiled {
+            let mut wrapped = Command::new("perf");
+            wrapped.args(["record", "-q", "-g", "-o"]).arg(perf_out("cli")).arg("--").arg(cli.get_program());
+            wrapped.args(cli.get_args());
+            cli = wrapped;
+        }
+        let done = run_measured(&mut cli, &self.work);
+        if let Some(mut perf) = daemon_perf {
+            // SAFETY: SIGINT to our own perf child, which then writes its file and exits.
+            unsafe { libc::kill(perf.id() as libc::pid_t, libc::SIGINT) };
+            let _ = perf.wait();
+        }
         let daemon_cpu = self.daemon.cpu() - daemon_before;
         assert!(done.ok, "tandem sync once failed:\n{}{}", done.stdout, done.stderr);
         let json: serde_json::Value = serde_json::from_str(done.stdout.trim())
@@ -239,6 +283,7 @@ impl Bench {
             daemon_cpu,
             peak_mib: done.maxrss_mib,
             daemon_hwm_mib: self.daemon.hwm_mib(),
+            daemon_base_mib,
             bytes,
             content_bytes: Some(field("content_bytes")),
             journal_resets,

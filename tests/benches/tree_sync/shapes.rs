@@ -49,9 +49,38 @@ impl Rng {
     /// Appends `len` bytes: random, or log-like text from a small vocabulary (compresses ~3x).
     fn fill(&mut self, out: &mut Vec<u8>, len: usize, text: bool) {
         const WORDS: [&str; 32] = [
-            "request", "user", "session", "ok", "error", "retry", "vault", "playbook", "container", "status",
-            "timeout", "queue", "the", "a", "of", "to", "and", "in", "event", "artifact", "action", "run",
-            "asset", "owner", "closed", "open", "severity", "high", "low", "note", "ticket", "update",
+            "request",
+            "user",
+            "session",
+            "ok",
+            "error",
+            "retry",
+            "vault",
+            "playbook",
+            "container",
+            "status",
+            "timeout",
+            "queue",
+            "the",
+            "a",
+            "of",
+            "to",
+            "and",
+            "in",
+            "event",
+            "artifact",
+            "action",
+            "run",
+            "asset",
+            "owner",
+            "closed",
+            "open",
+            "severity",
+            "high",
+            "low",
+            "note",
+            "ticket",
+            "update",
         ];
         let end = out.len() + len;
         if !text {
@@ -122,40 +151,61 @@ pub struct Shape {
     pub sizes: Sizes,
     small_bytes: (u64, u64),
     large_bytes: (u64, u64),
-    /// Each folder's path (deep shape: a random tree of folders).
-    folders: Vec<PathBuf>,
+    /// Each folder's path (deep shape: a random tree of folders); deleted ones leave.
+    folders: RefCell<Vec<PathBuf>>,
     /// Each small file's current path (None once deleted), and its content version.
     files: RefCell<Vec<Option<(PathBuf, u64)>>>,
     renamed: RefCell<usize>,
 }
 
 /// Names the deep shape's folders take: spaces, accents, other scripts.
-const DEEP_NAMES: [&str; 8] = ["dossier é", "報告", "a b", "Ünïcödé", "plain", "κατάλογος", "with space", "données"];
+const DEEP_NAMES: [&str; 8] =
+    ["dossier é", "報告", "a b", "Ünïcödé", "plain", "κατάλογος", "with space", "données"];
 
 impl Shape {
     pub fn new(kind: Kind, scale: f64) -> Shape {
         let n = |x: usize| ((x as f64 * scale).round() as usize).max(1);
         let (sizes, small_bytes, large_bytes) = match kind {
-            Kind::Standard => (Sizes { small: n(20_000), large: 20, folders: 1000 }, (1 << 10, 16 << 10), (20 << 20, 50 << 20)),
+            Kind::Standard => (
+                Sizes { small: n(20_000), large: 20, folders: 1000 },
+                (1 << 10, 16 << 10),
+                (20 << 20, 50 << 20),
+            ),
             Kind::Deep => (Sizes { small: n(60_000), large: 0, folders: n(133_000) }, (100, 2 << 10), (0, 0)),
-            Kind::Million => (Sizes { small: n(1_000_000), large: 0, folders: 10_000 }, (100, 2 << 10), (0, 0)),
-            Kind::Shifting => (Sizes { small: n(20_000), large: 3, folders: 1000 }, (1 << 10, 16 << 10), (300 << 20, 300 << 20)),
+            Kind::Million => {
+                (Sizes { small: n(1_000_000), large: 0, folders: 10_000 }, (100, 2 << 10), (0, 0))
+            }
+            Kind::Shifting => (
+                Sizes { small: n(20_000), large: 3, folders: 1000 },
+                (1 << 10, 16 << 10),
+                (300 << 20, 300 << 20),
+            ),
         };
         let folders = match kind {
             Kind::Deep => deep_folders(sizes.folders),
-            Kind::Million => (0..sizes.folders).map(|i| PathBuf::from(format!("m{:02}/n{:02}", i / 100, i % 100))).collect(),
+            Kind::Million => (0..sizes.folders)
+                .map(|i| PathBuf::from(format!("m{:02}/n{:02}", i / 100, i % 100)))
+                .collect(),
             Kind::Standard | Kind::Shifting => {
                 (0..sizes.folders).map(|i| PathBuf::from(format!("d{:02}/e{:02}", i / 25, i % 25))).collect()
             }
         };
         let files = (0..sizes.small)
             .map(|i| {
-                let folder = &folders[(i * 7919) % folders.len()];
+                let folder: &PathBuf = &folders[(i * 7919) % folders.len()];
                 let ext = if i.is_multiple_of(2) { "txt" } else { "bin" };
                 Some((folder.join(format!("f{i:07}.{ext}")), 0))
             })
             .collect();
-        Shape { kind, sizes, small_bytes, large_bytes, folders, files: RefCell::new(files), renamed: RefCell::new(0) }
+        Shape {
+            kind,
+            sizes,
+            small_bytes,
+            large_bytes,
+            folders: RefCell::new(folders),
+            files: RefCell::new(files),
+            renamed: RefCell::new(0),
+        }
     }
 
     /// What the tree is, for the report.
@@ -169,14 +219,23 @@ impl Shape {
             out.push_str(" up to 8 deep, names with spaces and non-ASCII letters");
         }
         if s.large > 0 {
-            let _ = write!(out, " and {} large files ({}-{} MiB)", s.large, self.large_bytes.0 >> 20, self.large_bytes.1 >> 20);
+            let _ = write!(
+                out,
+                " and {} large files ({}-{} MiB)",
+                s.large,
+                self.large_bytes.0 >> 20,
+                self.large_bytes.1 >> 20
+            );
         }
         let _ = write!(out, ", {:.2} GiB in all", bytes as f64 / (1u64 << 30) as f64);
         out
     }
 
     fn large_path(&self, j: usize) -> PathBuf {
-        PathBuf::from(format!("large/big{j:02}.{}", if j.is_multiple_of(2) && self.kind != Kind::Shifting { "txt" } else { "bin" }))
+        PathBuf::from(format!(
+            "large/big{j:02}.{}",
+            if j.is_multiple_of(2) && self.kind != Kind::Shifting { "txt" } else { "bin" }
+        ))
     }
 
     fn write_small(&self, root: &Path, i: usize, version: u64) -> u64 {
@@ -209,7 +268,7 @@ impl Shape {
 
     /// The whole tree; returns its size in bytes.
     pub fn generate(&self, root: &Path) -> u64 {
-        for f in &self.folders {
+        for f in self.folders.borrow().iter() {
             std::fs::create_dir_all(root.join(f)).unwrap();
         }
         let small: u64 = (0..self.sizes.small).map(|i| self.write_small(root, i, 0)).sum();
@@ -226,7 +285,8 @@ impl Shape {
         let mut rng = Rng::new((3 << 60) ^ round as u64);
         let live = self.live();
         let mut did = Vec::new();
-        let rewrite: Vec<usize> = rng.pick((live.len() / 100).max(1), live.len()).into_iter().map(|k| live[k]).collect();
+        let rewrite: Vec<usize> =
+            rng.pick((live.len() / 100).max(1), live.len()).into_iter().map(|k| live[k]).collect();
         for &i in &rewrite {
             let version = {
                 let mut files = self.files.borrow_mut();
@@ -255,7 +315,10 @@ impl Shape {
                     for j in 0..self.sizes.large {
                         self.insert_shift(root, j, &mut rng);
                     }
-                    did.push(format!("4 KiB inserted at the front and 64 KiB in the middle of {} large files", self.sizes.large));
+                    did.push(format!(
+                        "4 KiB inserted at the front and 64 KiB in the middle of {} large files",
+                        self.sizes.large
+                    ));
                 }
                 did.push(self.rename(root, &mut rng, 1000));
                 did.push(self.chmod(root, &mut rng, 500));
@@ -273,13 +336,15 @@ impl Shape {
 
     fn rename(&self, root: &Path, rng: &mut Rng, n: usize) -> String {
         let live = self.live();
-        let picked: Vec<usize> = rng.pick(n.min(live.len()), live.len()).into_iter().map(|k| live[k]).collect();
+        let picked: Vec<usize> =
+            rng.pick(n.min(live.len()), live.len()).into_iter().map(|k| live[k]).collect();
         let mut files = self.files.borrow_mut();
         for &i in &picked {
             let (old, version) = files[i].take().unwrap();
             let mut count = self.renamed.borrow_mut();
             *count += 1;
-            let folder = &self.folders[rng.below(self.folders.len() as u64) as usize];
+            let folders = self.folders.borrow();
+            let folder = &folders[rng.below(folders.len() as u64) as usize];
             let ext = old.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
             let new = folder.join(format!("moved{:07}.{ext}", *count));
             std::fs::rename(root.join(&old), root.join(&new)).unwrap();
@@ -290,7 +355,8 @@ impl Shape {
 
     fn chmod(&self, root: &Path, rng: &mut Rng, n: usize) -> String {
         let live = self.live();
-        let picked: Vec<usize> = rng.pick(n.min(live.len()), live.len()).into_iter().map(|k| live[k]).collect();
+        let picked: Vec<usize> =
+            rng.pick(n.min(live.len()), live.len()).into_iter().map(|k| live[k]).collect();
         let files = self.files.borrow();
         for &i in &picked {
             let path = root.join(&files[i].as_ref().unwrap().0);
@@ -314,6 +380,7 @@ impl Shape {
             }
         }
         std::fs::remove_dir_all(root.join(&folder)).unwrap();
+        self.folders.borrow_mut().retain(|f| !f.starts_with(&folder));
         format!("folder {} deleted ({gone} files)", folder.display())
     }
 
@@ -346,7 +413,11 @@ fn deep_folders(n: usize) -> Vec<PathBuf> {
     for k in 0..n {
         let name = format!("{} {k}", DEEP_NAMES[k % DEEP_NAMES.len()]);
         // A few top-level folders, then children of earlier folders.
-        let parent = if k < 8 || shallow.is_empty() { None } else { Some(shallow[rng.below(shallow.len() as u64) as usize]) };
+        let parent = if k < 8 || shallow.is_empty() {
+            None
+        } else {
+            Some(shallow[rng.below(shallow.len() as u64) as usize])
+        };
         let (path, d) = match parent {
             None => (PathBuf::from(name), 1),
             Some(p) => (paths[p].join(name), depth[p] + 1),

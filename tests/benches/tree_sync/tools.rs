@@ -2,8 +2,8 @@
 //! the primary `tandem daemon` watched through /proc, and a reader that hammers a tree.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -117,6 +117,10 @@ impl Daemon {
         proc_status_kib(self.child.id(), "VmRSS:") / 1024.0
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Resets the high-water mark, so the next reading is this step's peak.
     pub fn reset_hwm(&self) {
         let _ = std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5");
@@ -149,7 +153,8 @@ pub struct BusyReader {
 
 impl BusyReader {
     pub fn start(tree: &Path) -> BusyReader {
-        let script = format!("while :; do find '{}' -type f -exec cat {{}} + > /dev/null 2>&1; done", tree.display());
+        let script =
+            format!("while :; do find '{}' -type f -exec cat {{}} + > /dev/null 2>&1; done", tree.display());
         let child = Command::new("sh")
             .args(["-c", &script])
             .stdout(Stdio::null())

@@ -116,6 +116,16 @@ impl Queue {
     }
 }
 
+/// What became of a small file.
+enum Small {
+    /// Read whole, to go packed with others.
+    Read(SmallFile),
+    /// It has holes: it goes on its own, in chunks and holes.
+    Sparse,
+    /// Gone, changed or unreadable: counted in `changed`, left for the next pass.
+    Skipped,
+}
+
 /// Why a worker stopped early: the writer is gone (the pass failed elsewhere).
 #[derive(Debug)]
 struct WriterGone;
@@ -182,7 +192,7 @@ impl Worker {
         while let Some(job) = queue.pop() {
             let done = match job {
                 Job::Whole(e) if e.size < SMALL_FILE_BYTES => match self.read_small(&e) {
-                    Some(file) => {
+                    Small::Read(file) => {
                         // Content plus what an entry costs (path, stat, hash, attributes), so a
                         // batch of many empty files stays far below what the standby accepts.
                         batch_bytes += file.data.len() + entry_bytes(&file.entry);
@@ -194,7 +204,9 @@ impl Worker {
                             Ok(())
                         }
                     }
-                    None => Ok(()),
+                    Small::Skipped => Ok(()),
+                    // Its holes go as holes, which only the chunked form carries.
+                    Small::Sparse => self.send_large(&e),
                 },
                 Job::Whole(e) => self.send_large(&e),
                 Job::Delta { entry, sig } => self.send_delta(&entry, &sig),
@@ -262,21 +274,32 @@ impl Worker {
         !stable
     }
 
-    fn read_small(&mut self, e: &Entry) -> Option<SmallFile> {
-        let (mut file, before) = self.open(e)?;
+    fn read_small(&mut self, e: &Entry) -> Small {
+        let Some((mut file, before)) = self.open(e) else { return Small::Skipped };
+        // Few blocks for its length: a file with inline data, or one with holes.
+        if looks_sparse(&before) {
+            match holes(&file, before.len()) {
+                Ok(found) if !found.is_empty() => return Small::Sparse,
+                _ => {}
+            }
+            if file.seek(SeekFrom::Start(0)).is_err() {
+                self.stats.changed.push(e.path.clone());
+                return Small::Skipped;
+            }
+        }
         // The file may have grown since the scan: never trust its size for an allocation.
         let mut data = Vec::with_capacity(before.len().min(SMALL_FILE_BYTES) as usize);
         if file.by_ref().take(SMALL_FILE_BYTES * 4).read_to_end(&mut data).is_err() {
             self.stats.changed.push(e.path.clone());
-            return None;
+            return Small::Skipped;
         }
         if self.moved(e, &file, &before, data.len() as u64) {
-            return None;
+            return Small::Skipped;
         }
         let mut entry = Self::stamped(e, &before);
         entry.hash = Some(*blake3::hash(&data).as_bytes());
         self.stats.content_bytes += data.len() as u64;
-        Some(SmallFile { entry, data })
+        Small::Read(SmallFile { entry, data })
     }
 
     fn send_large(&mut self, e: &Entry) -> Result<(), WriterGone> {

@@ -754,3 +754,7 @@ fn settle_file(file: &File, w: &FileWriter, tmp: &Path) -> Result<(), TreeError>
 #[cfg(test)]
 #[path = "apply_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "apply_meta_tests.rs"]
+mod meta_tests;

@@ -216,13 +216,13 @@ async fn drive(
     stats.files_delta = done.delta;
     stats.content_bytes = done.content_bytes;
     incomplete |= !done.changed.is_empty();
-    let unsent: std::collections::HashSet<&RelName> = done.changed.iter().collect();
-    for member in members {
-        let member_root = root.clone();
-        let owned = member.clone();
-        let linked = tokio::task::spawn_blocking(move || still_linked(&member_root, &owned))
-            .await
-            .map_err(|e| PassError::Worker(e.to_string()))?;
+    let unsent: std::collections::HashSet<RelName> = done.changed.into_iter().collect();
+    let members: Vec<Entry> = members.into_iter().cloned().collect();
+    let checked_root = root.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        members.into_iter().map(|m| (still_linked(&checked_root, &m), m)).collect::<Vec<_>>()
+    });
+    for (linked, member) in checked.await.map_err(|e| PassError::Worker(e.to_string()))? {
         if !linked || member.link_leader().is_some_and(|l| unsent.contains(l)) {
             // Its leader did not go, or it changed since the scan: the next pass sends it.
             debug!(path = %member.path, "hard-link member changed or its leader was not sent; left for the next pass");
@@ -230,7 +230,7 @@ async fn drive(
             continue;
         }
         stats.hard_links += 1;
-        send(&tx, &SyncMsg::HardLink(member.clone())).await?;
+        send(&tx, &SyncMsg::HardLink(member)).await?;
     }
     send(&tx, &SyncMsg::End { since: if incomplete { None } else { since } }).await?;
     drop(tx);

@@ -23,6 +23,9 @@ pub const MAX_XATTR_BYTES: usize = 64 << 10;
 const MAX_XATTR_NAME: usize = 255;
 /// Times a listing that changes size between two calls is read again.
 const XATTR_ATTEMPTS: u32 = 4;
+/// A first read of a list or value goes into a buffer this large, so the common small one
+/// costs one system call instead of a size query and a read.
+const FIRST_TRY: usize = 1024;
 
 /// The ACL attributes (`acls`).
 const ACL_NAMES: [&[u8]; 2] = [b"system.posix_acl_access", b"system.posix_acl_default"];
@@ -161,6 +164,18 @@ impl Target<'_> {
 
     /// The names of every attribute (empty when the filesystem has none or no support).
     fn names(&self) -> io::Result<Vec<Vec<u8>>> {
+        let split =
+            |buf: &[u8]| buf.split(|&b| b == 0).filter(|n| !n.is_empty()).map(<[u8]>::to_vec).collect();
+        let mut first = [0u8; FIRST_TRY];
+        let got = self.list(&mut first);
+        if got >= 0 {
+            return Ok(split(&first[..got as usize]));
+        }
+        match io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
+            e if e.raw_os_error() == Some(libc::ERANGE) => {}
+            e => return Err(e),
+        }
         for _ in 0..XATTR_ATTEMPTS {
             let size = self.list(&mut []);
             if size < 0 {
@@ -182,7 +197,7 @@ impl Target<'_> {
                 }
             }
             buf.truncate(got as usize);
-            return Ok(buf.split(|&b| b == 0).filter(|n| !n.is_empty()).map(<[u8]>::to_vec).collect());
+            return Ok(split(&buf));
         }
         Err(io::Error::other("the attribute list kept changing while read"))
     }
@@ -190,6 +205,16 @@ impl Target<'_> {
     /// One attribute's value; `None` when it went away since it was listed.
     fn value(&self, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
         let c_name = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let mut first = [0u8; FIRST_TRY];
+        let got = self.get(&c_name, &mut first);
+        if got >= 0 {
+            return Ok(Some(first[..got as usize].to_vec()));
+        }
+        match io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::ENODATA) => return Ok(None),
+            e if e.raw_os_error() == Some(libc::ERANGE) => {}
+            e => return Err(e),
+        }
         for _ in 0..XATTR_ATTEMPTS {
             let size = self.get(&c_name, &mut []);
             if size < 0 {

@@ -8,7 +8,8 @@
 //! - extended attributes and an ACL round-trip (and are removed) on a tree that keeps them,
 //!   and are absent on one that does not;
 //! - a sparse file stays sparse (allocated blocks compared), sent whole and as a delta;
-//! - sockets and FIFOs are skipped and counted in the pass, `sync status` and its JSON.
+//! - sockets, FIFOs and device nodes are skipped and counted in the pass, `sync status` and
+//!   its JSON.
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -313,7 +314,7 @@ fn a_sparse_file_stays_sparse_sent_whole_and_as_a_delta() {
 }
 
 #[test]
-fn sockets_and_fifos_are_skipped_and_counted() {
+fn sockets_fifos_and_devices_are_skipped_and_counted() {
     let _serial = one_at_a_time();
     let pair = Pair::new();
     let (v, copy) = (pair.tree("plain"), pair.copy("plain"));
@@ -321,8 +322,20 @@ fn sockets_and_fifos_are_skipped_and_counted() {
     let _socket = std::os::unix::net::UnixListener::bind(v.join("run/app.sock")).unwrap();
     run("mkfifo", &[], &v.join("run/pipe"));
     fs::write(v.join("run/pid"), b"42\n").unwrap();
+    // A device node needs root to make (CI runs as root).
+    let specials = if root() {
+        let out = std::process::Command::new("mknod")
+            .arg(v.join("run/null"))
+            .args(["c", "1", "3"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mknod: {out:?}");
+        3
+    } else {
+        2
+    };
     let f = pair.pass("plain");
-    assert_eq!(f["skipped_special"], 2, "{f}");
+    assert_eq!(f["skipped_special"], specials, "{f}");
     assert!(copy.join("run/pid").exists());
     assert!(
         fs::symlink_metadata(copy.join("run/app.sock")).is_err()
@@ -331,13 +344,14 @@ fn sockets_and_fifos_are_skipped_and_counted() {
     let out = pair.standby.ok(&["sync", "status", "--json"]);
     let all: Value = serde_json::from_str(&out).unwrap();
     let plain = all.as_array().unwrap().iter().find(|t| t["tree"] == "plain").unwrap();
-    assert_eq!(plain["special_skipped"], 2, "{plain}");
+    assert_eq!(plain["special_skipped"], specials, "{plain}");
     let text = pair.standby.ok(&["sync", "status"]);
     let header = text.lines().next().unwrap();
     let row = text.lines().find(|l| l.starts_with("plain")).unwrap();
     assert!(header.contains("special"), "{text}");
     let column = header.find("special").unwrap();
-    assert_eq!(row[..column + "special".len()].split_whitespace().last(), Some("2"), "{text}");
+    let shown = specials.to_string();
+    assert_eq!(row[..column + "special".len()].split_whitespace().last(), Some(shown.as_str()), "{text}");
     let out = pair.standby.ok(&["sync", "once", "--tree", "plain", "--primary", &pair.primary.peer]);
-    assert!(out.contains("2 special skipped"), "{out}");
+    assert!(out.contains(&format!("{specials} special skipped")), "{out}");
 }

@@ -178,14 +178,6 @@ impl Entry {
         }
     }
 
-    /// Forgets the hard-link group (the file is sent as a file of its own).
-    pub fn clear_hardlink(&mut self) {
-        if let Some(x) = self.extra.as_mut() {
-            x.hardlink = None;
-        }
-        self.tidy_extra();
-    }
-
     /// Drops an empty out-of-line part, so "nothing rare" is always `None`.
     fn tidy_extra(&mut self) {
         if self.extra.as_ref().is_some_and(|x| x.hardlink.is_none() && x.xattrs.is_empty()) {
@@ -276,10 +268,13 @@ mod tests {
         let attr = Xattr { name: b"user.k".to_vec(), value: b"v".to_vec() };
         e.set_xattrs(vec![attr.clone()]);
         assert_eq!(e.xattr_bytes(), 7);
-        e.clear_hardlink();
-        assert_eq!(e.xattrs(), [attr]);
+        assert_eq!(e.xattrs(), std::slice::from_ref(&attr));
         e.set_xattrs(Vec::new());
-        assert!(e.extra.is_none(), "an empty extra part is not kept");
+        assert!(e.hardlink().is_some(), "the group stays");
+        let mut lone = Entry::new(RelName::new(b"c").unwrap(), EntryKind::File, 0, 0, 0o644);
+        lone.set_xattrs(vec![attr]);
+        lone.set_xattrs(Vec::new());
+        assert!(lone.extra.is_none(), "an empty extra part is not kept");
         // The inode is this host's own: not sent, not compared.
         let mut other = e.clone();
         other.extra = Some(Box::new(Extra {

@@ -8,7 +8,7 @@
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,6 +19,34 @@ const LOCK_RETRY: Duration = Duration::from_millis(5);
 /// Replaces `path` with `bytes`, readable and writable by this user only (mode 0600).
 pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     replace(path, bytes, 0o600, None)
+}
+
+/// Creates `path` with `bytes` (mode 0600) unless it exists already, and never replaces it:
+/// writers racing to create it all end up reading the first one's content. Returns whether
+/// this call created it.
+pub fn create_private_once(path: &Path, bytes: &[u8]) -> io::Result<bool> {
+    if fs::symlink_metadata(path).is_ok() {
+        return Ok(false);
+    }
+    let mut draft = path.file_name().unwrap_or_default().to_os_string();
+    draft.push(format!(".{}.new", std::process::id()));
+    let draft = path.with_file_name(draft);
+    write_private(&draft, bytes)?;
+    // A hard link never replaces: EEXIST means another writer came first.
+    let linked = fs::hard_link(&draft, path);
+    let _ = fs::remove_file(&draft);
+    match linked {
+        Ok(()) => sync_parent(path).map(|()| true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates the folder `path` (and its parents) and makes it private: mode 0700, whatever it
+/// was before.
+pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
 }
 
 /// Replaces the existing file `path` with `bytes`, keeping its mode and owner (a file of
@@ -89,6 +117,26 @@ mod tests {
         // a write that cannot complete leaves nothing behind
         assert!(write_private(&dir.path().join("missing/x"), b"x").is_err());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_file_created_once_is_never_replaced_and_folders_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/secret");
+        create_private_dir(path.parent().unwrap()).unwrap();
+        assert_eq!(fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+        assert!(create_private_once(&path, b"first").unwrap());
+        assert!(!create_private_once(&path, b"second").unwrap());
+        assert_eq!(fs::read(&path).unwrap(), b"first");
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 1, "no draft left");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        create_private_dir(dir.path()).unwrap();
+        assert_eq!(
+            fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777,
+            0o700,
+            "an existing folder too"
+        );
     }
 
     #[test]

@@ -17,7 +17,10 @@ mod sync;
 mod sync_e2e;
 mod sync_follow;
 mod sync_meta;
+/// A small tmpfs that fills up: the library's own helper, shared (it names `free_bytes`).
+#[path = "../../host/src/wal/archive/tests/tmpfs.rs"]
+mod tmpfs;
 mod wal;
 
-#[allow(unused_imports)] // for pg.rs
-use tandem::wal::{base_backup::default_bin_dir, client::ConnConfig};
+#[allow(unused_imports)] // for pg.rs and tmpfs.rs
+use tandem::wal::{archive::free_bytes, base_backup::default_bin_dir, client::ConnConfig};

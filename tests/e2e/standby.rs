@@ -136,6 +136,13 @@ fn a_pair_configured_from_scratch_fails_over_and_rejoins() {
     }
     assert_eq!(a.health(), 200);
 
+    // Regression: tandem started the standby's PostgreSQL with its port and socket folder on
+    // the command line only, so a plain `pg_ctl start` brought it up elsewhere (5432).
+    let mut b = b;
+    b.pg.as_mut().unwrap().restart_plain().unwrap();
+    assert_eq!(b.pg().psql("SELECT pg_is_in_recovery()"), "t", "up on its own port and socket");
+    b.wait_status("streaming after a plain restart", |s| s["database"]["streaming"] == true);
+
     // Rows and files reach the standby.
     a.pg().psql("INSERT INTO marks VALUES ('paired')");
     wait_until("the row on the standby", || {
@@ -158,6 +165,21 @@ fn a_pair_configured_from_scratch_fails_over_and_rejoins() {
     let metrics = b.tandem.http_get("/metrics").1;
     assert!(metrics.contains("tandem_db_replication_streaming 1"), "{metrics}");
     assert!(metrics.contains("tandem_sync_files_total{tree=\"vault\"}"), "{metrics}");
+
+    // Regression: a killed standby postmaster stayed down (and the text never said so). tandem
+    // restarts it, says so, and it follows again.
+    let pid = b.pg().postmaster_pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-9", &pid]).status().unwrap().success());
+    let s = b.wait_status("the standby's PostgreSQL restarted", |s| {
+        s["database"]["keeper"]["restarts"] == 1 && s["database"]["running"] == true
+    });
+    assert!(s["database"]["keeper"]["down_since_ms"].is_null(), "{s:#}");
+    assert!(b.text().contains("PostgreSQL restarted by tandem 1 time(s)"), "{}", b.text());
+    assert!(b.tandem.log().contains("the standby's PostgreSQL stopped unexpectedly"), "logged");
+    a.pg().psql("INSERT INTO marks VALUES ('after the restart')");
+    wait_until("the row after the restart on the standby", || {
+        b.pg().try_psql("SELECT count(*) FROM marks WHERE tag = 'after the restart'").is_ok_and(|n| n == "1")
+    });
 
     // A broken link: the primary's tandem is gone; the standby says so.
     let mut a = a;
@@ -182,7 +204,6 @@ fn a_pair_configured_from_scratch_fails_over_and_rejoins() {
     // The primary host dies (database and tandem) while the standby's database is down: its
     // last rows are only in tandem's archive, acknowledged to the primary. Convert is accepted,
     // starts the database and lets it take them all before it promotes.
-    let mut b = b;
     b.pg.as_mut().unwrap().stop_fast().unwrap();
     a.pg().psql("INSERT INTO marks VALUES ('last words')");
     let acknowledged: tandem::wal::Lsn = a.pg().psql("SELECT pg_current_wal_flush_lsn()").parse().unwrap();
@@ -199,8 +220,12 @@ fn a_pair_configured_from_scratch_fails_over_and_rejoins() {
         s["database"]["streaming"] == false && s["wal"]["state"] != "streaming"
     });
     assert!(b.text().contains("DB replication NOT streaming"), "{}", b.text());
+    assert!(b.status()["last_error"]["resolved_at_ms"].is_null(), "the refused convert is the last error");
     let out = b.tandem.ok(&["standby", "convert-to-primary"]);
     assert!(out.contains("writable after"), "{out}");
+    let s = b.status();
+    assert!(s["last_error"]["resolved_at_ms"].is_u64(), "a convert that worked resolves it: {s:#}");
+    assert!(b.text().contains("since resolved"), "{}", b.text());
     assert!(out.contains("the database has all WAL tandem held"), "{out}");
     assert_eq!(
         b.pg().psql("SELECT count(*) FROM marks WHERE tag = 'last words'"),
@@ -237,15 +262,49 @@ fn a_pair_configured_from_scratch_fails_over_and_rejoins() {
     });
 
     // Off unpairs both sides; the primary no longer holds WAL for anyone.
-    a.tandem.ok(&["standby", "off"]);
+    let out = a.tandem.ok(&["standby", "off"]);
+    for step in
+        ["unpairs too", "the primary's entries removed", "stays a read-only standby", "WAL archive removed"]
+    {
+        assert!(out.contains(step), "`{step}` missing:\n{out}");
+    }
     for h in [&a, &b] {
         h.wait_status("unpaired", |s| s["configured"] == false);
     }
     wait_until("tandem's slot dropped on the primary", || {
         b.pg().psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'tandem'") == "0"
     });
-    let hba = std::fs::read_to_string(b.pg().data.join("pg_hba.conf")).unwrap();
-    assert!(!hba.contains("tandem warm standby"), "the standby's pg_hba entries are gone:\n{hba}");
+    // Regression: off left the replication role (and its password in pairing.json.off on both
+    // hosts), the old primary's pg_hba block, the standby's recovery config pointing at a
+    // walsender that is gone, tandem's archives and stale errors.
+    wait_until("the replication role dropped on the primary", || {
+        b.pg().psql("SELECT count(*) FROM pg_roles WHERE rolname = 'tandem_replicator'") == "0"
+    });
+    for h in [&a, &b] {
+        let hba = std::fs::read_to_string(h.pg().data.join("pg_hba.conf")).unwrap();
+        assert!(
+            !hba.contains("tandem warm standby"),
+            "{}: tandem's pg_hba entries are gone:\n{hba}",
+            h.tandem.name
+        );
+        let off = std::fs::read_to_string(h.tandem.data().join("standby/pairing.json.off")).unwrap();
+        let off: Value = serde_json::from_str(&off).unwrap();
+        assert!(off["replication_password"].is_null(), "{}: {off:#}", h.tandem.name);
+        assert!(!h.tandem.data().join("standby/replication.password").exists());
+        let wal = h.tandem.data().join("wal");
+        for gone in ["archive", "walsender.password", "upstream.json"] {
+            assert!(!wal.join(gone).exists(), "{}: {gone} left behind", h.tandem.name);
+        }
+        let s = h.status();
+        assert!(s["last_error"].is_null() && s["database"]["keeper"]["restarts"] == 0, "{s:#}");
+    }
+    // The standby's database: a read-only copy of everything, following nothing.
+    let auto = std::fs::read_to_string(a.pg().data.join("postgresql.auto.conf")).unwrap();
+    assert!(!auto.contains("primary_conninfo"), "{auto}");
+    assert!(!a.pg().data.join("tandem.pgpass").exists() && a.pg().data.join("standby.signal").exists());
+    assert_eq!(a.pg().psql("SELECT pg_is_in_recovery()"), "t");
+    assert_eq!(a.pg().psql("SELECT count(*) FROM marks WHERE tag = 'rejoined'"), "1");
+    assert!(a.text().contains("(the local database is in recovery)"), "{}", a.text());
 }
 
 /// `convert-to-primary --force` while the old primary is up (the operator's choice): the old
@@ -260,6 +319,22 @@ fn a_forced_convert_fences_the_old_primary_until_it_rejoins() {
     a.tandem.ok(&["standby", "configure", "--primary-mode", "--peer", &b.tandem.peer]);
     b.tandem.ok(&["standby", "configure", "--standby-mode", "--peer", &a.tandem.peer]);
     b.wait_status("streaming", |s| s["database"]["streaming"] == true);
+
+    // A standby set up by an older tandem, whose walsender trusted it: no password, no
+    // passfile. The upgraded walsender wants one; tandem hands it over at start.
+    let mut b = b;
+    b.tandem.kill9();
+    std::fs::remove_file(b.tandem.data().join("wal/walsender.password")).unwrap();
+    let passfile = b.pg().data.join("tandem.pgpass");
+    std::fs::remove_file(&passfile).unwrap();
+    let auto_path = b.pg().data.join("postgresql.auto.conf");
+    let auto = std::fs::read_to_string(&auto_path).unwrap();
+    let old = auto.replace(&format!(" passfile=''{}''", passfile.display()), "");
+    assert_ne!(auto, old);
+    std::fs::write(&auto_path, old).unwrap();
+    b.tandem.start();
+    b.wait_status("streaming with the upgraded walsender", |s| s["database"]["streaming"] == true);
+    assert!(passfile.exists());
 
     let out = b.tandem.ok(&["standby", "convert-to-primary", "--force"]);
     assert!(out.contains("fencing check skipped"), "{out}");
@@ -361,4 +436,29 @@ fn the_sandbox_runs_the_whole_product_and_cleans_up() {
     let left =
         std::process::Command::new("pgrep").args(["-f", &folder.display().to_string()]).output().unwrap();
     assert!(left.stdout.is_empty(), "processes left behind: {}", String::from_utf8_lossy(&left.stdout));
+}
+
+/// Regression: `tandem standby ...` waited up to 3600 s on a daemon that accepts connections
+/// but does not answer (stopped with SIGSTOP). Now every standby command first checks that the
+/// daemon answers (5 s), and one that is not running is named at once.
+#[test]
+fn the_cli_names_a_stopped_daemon_at_once_instead_of_waiting_an_hour() {
+    let mut a = host("a", false).unwrap();
+    let timed = |tandem: &Node, args: &[&str]| {
+        let started = std::time::Instant::now();
+        let out = tandem.cli(args);
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned(), started.elapsed())
+    };
+    a.tandem.signal("-STOP");
+    let stopped = [timed(&a.tandem, &["standby", "status"]), timed(&a.tandem, &["standby", "off"])];
+    a.tandem.signal("-CONT");
+    for (ok, err, took) in stopped {
+        assert!(!ok && err.contains("did not answer within 5 s"), "{err}");
+        assert!(took < Duration::from_secs(15), "took {took:?}");
+    }
+    assert!(a.text().contains("Warm Standby not yet configured"), "it answers again once continued");
+    a.tandem.kill9();
+    let (ok, err, took) = timed(&a.tandem, &["standby", "status"]);
+    assert!(!ok && err.contains("cannot reach the tandem daemon"), "{err}");
+    assert!(took < Duration::from_secs(3), "connection refused is immediate: {took:?}");
 }

@@ -137,6 +137,16 @@ pub fn render(s: &StandbyStatus, now_ms: u64) -> String {
             Some(w.connections as f64),
         );
         f.gauge(
+            "tandem_wal_archive_full",
+            "1 when tandem takes no WAL: its archive is at its disk cap or its disk is full.",
+            Some(f64::from(u8::from(w.archive_full))),
+        );
+        f.gauge(
+            "tandem_wal_archive_disk_full",
+            "1 when the WAL archive's filesystem is full (retried until it has room).",
+            Some(f64::from(u8::from(w.archive_disk_full))),
+        );
+        f.gauge(
             "tandem_wal_last_error_timestamp_seconds",
             "When WAL streaming last failed (Unix time).",
             w.last_error_at_ms.map(secs),

@@ -84,5 +84,7 @@ pub async fn health(State(s): State<AppState>) -> (StatusCode, String) {
         (None, _) => "unpaired, but its database is in recovery",
     };
     let code = if st.healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, format!("{what}\n"))
+    let disk_full = st.wal.as_ref().is_some_and(|w| w.archive_disk_full);
+    let note = if disk_full { "; WAL archive disk full: tandem takes no WAL" } else { "" };
+    (code, format!("{what}{note}\n"))
 }

@@ -10,6 +10,11 @@ use crate::api::client_token;
 use crate::config::Config;
 use crate::daemon::API_ADDR_FILE;
 
+/// How long a connection to the daemon may take: it is local; a refused one fails at once.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A request's default time limit.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
 pub struct ApiClient {
     base: String,
     token: String,
@@ -28,14 +33,32 @@ impl ApiClient {
                 token_file.display()
             )
         })?;
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
+        let http = client(DEFAULT_TIMEOUT)?;
         Ok(Self { base: format!("http://{addr}"), token, http })
     }
 
-    /// The same client with a longer timeout (base backups, failovers).
+    /// The same client with another time limit per request (longer for base backups and
+    /// failovers, shorter for a status).
     pub fn with_timeout(mut self, timeout: Duration) -> anyhow::Result<Self> {
-        self.http = reqwest::Client::builder().timeout(timeout).build()?;
+        self.http = client(timeout)?;
         Ok(self)
+    }
+
+    /// Fails unless the daemon answers within `within`: asked before a command that may take
+    /// an hour, so that a daemon which accepts connections but does not answer (stopped with
+    /// SIGSTOP, hung) is named at once instead of after the command's whole time limit.
+    pub async fn check_answers(&self, within: Duration) -> anyhow::Result<()> {
+        let req = self.http.get(format!("{}/v1/health", self.base)).timeout(within);
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_timeout() => bail!(
+                "the tandem daemon at {} accepted the connection but did not answer within {} s \
+                 (is it stopped or hung?)",
+                self.base,
+                within.as_secs()
+            ),
+            Err(e) => Err(e).with_context(|| self.unreachable()),
+        }
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
@@ -51,10 +74,15 @@ impl ApiClient {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-        let resp =
-            req.bearer_auth(&self.token).send().await.with_context(|| {
-                format!("cannot reach the tandem daemon at {} (is it running?)", self.base)
-            })?;
+        let resp = match req.bearer_auth(&self.token).send().await {
+            Ok(resp) => resp,
+            Err(e) if e.is_timeout() && !e.is_connect() => bail!(
+                "the tandem daemon at {} did not answer in time (is it stopped or hung? a command it \
+                 started goes on)",
+                self.base
+            ),
+            Err(e) => return Err(e).with_context(|| self.unreachable()),
+        };
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
@@ -63,4 +91,13 @@ impl ApiClient {
         }
         Ok(body)
     }
+
+    fn unreachable(&self) -> String {
+        format!("cannot reach the tandem daemon at {} (is it running?)", self.base)
+    }
+}
+
+/// An HTTP client with `timeout` per request and the short [`CONNECT_TIMEOUT`].
+fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().timeout(timeout).connect_timeout(CONNECT_TIMEOUT).build()?)
 }

@@ -4,6 +4,7 @@
 
 use std::fmt::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use super::args::StandbyCommand;
 use super::http::ApiClient;
@@ -12,10 +13,22 @@ use crate::plugin::now_ms;
 use crate::standby::plan::split_host_port;
 use crate::standby::{ConfigureRequest, Options, Report, Role, StandbyStatus};
 
+/// A status reads the database and the trees: seconds at most.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(15);
+/// A configure (base backup), convert or rejoin (rewind) may take long on a big database.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Before any command the daemon must show it answers at all, within this (a daemon stopped
+/// with SIGSTOP accepts connections and never answers).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub fn run(config: Config, cmd: StandbyCommand) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let api = ApiClient::new(&config)?.with_timeout(std::time::Duration::from_secs(3600))?;
+        let api = ApiClient::new(&config)?;
+        api.check_answers(ANSWER_TIMEOUT).await?;
+        let limit =
+            if matches!(cmd, StandbyCommand::Status { .. }) { STATUS_TIMEOUT } else { COMMAND_TIMEOUT };
+        let api = api.with_timeout(limit)?;
         match cmd {
             StandbyCommand::Status { json } => {
                 let v = api.get("/v1/standby/status").await?;
@@ -90,6 +103,7 @@ pub fn render(s: &StandbyStatus, now: u64) -> String {
         if let Some(why) = &s.superseded {
             let _ = writeln!(o, "    SUPERSEDED: {why}");
         }
+        database_state(&mut o, s, now);
         let peer = s.peer.clone().unwrap_or_default();
         let peer_name = peer.node.clone().unwrap_or_else(|| "(not yet joined)".into());
         let seen = match (peer.reachable, peer.answered_ms) {
@@ -148,10 +162,10 @@ pub fn render(s: &StandbyStatus, now: u64) -> String {
                             format!(
                                 "tandem {}{}",
                                 w.state,
-                                if w.standby.as_ref().is_some_and(|v| v.streaming) {
-                                    ""
-                                } else {
-                                    ", database not connected to tandem"
+                                match (d.running, w.standby.as_ref().is_some_and(|v| v.streaming)) {
+                                    (false, _) => ", database not running",
+                                    (true, true) => "",
+                                    (true, false) => ", database not connected to tandem",
                                 }
                             )
                         });
@@ -162,6 +176,12 @@ pub fn render(s: &StandbyStatus, now: u64) -> String {
                     }
                     if let Some(n) = d.wal_segments_in_use {
                         let _ = writeln!(o, "    WAL segments in use: {n}");
+                    }
+                    if s.wal.as_ref().is_some_and(|w| w.archive_disk_full) {
+                        let _ = writeln!(
+                            o,
+                            "    WAL archive DISK FULL: tandem takes no WAL until it has room (the primary's slot holds it)"
+                        );
                     }
                     let bytes = d.lag_bytes.map_or("unknown".into(), |b| format!("{b} bytes"));
                     let secs = d.lag_seconds.map_or("unknown".into(), |s| format!("{s:.3} s"));
@@ -175,9 +195,6 @@ pub fn render(s: &StandbyStatus, now: u64) -> String {
         }
         if d.configured {
             let _ = writeln!(o, "    WAL segments configured: {}", d.wal_segments_configured);
-            if !d.running {
-                let _ = writeln!(o, "    Database NOT running");
-            }
         } else if let Some(why) = &d.not_configured_because {
             let _ = writeln!(o, "    DB replication not configured: {why}");
         }
@@ -229,12 +246,47 @@ pub fn render(s: &StandbyStatus, now: u64) -> String {
         );
     }
     if let Some(e) = &s.last_error {
-        let _ = writeln!(o, "    Last error ({}, {}): {}", e.what, ago(e.at_ms), e.error);
+        let resolved = e.resolved_at_ms.map(|r| format!(", since resolved {}", ago(r))).unwrap_or_default();
+        let _ = writeln!(o, "    Last error ({}, {}{resolved}): {}", e.what, ago(e.at_ms), e.error);
     }
     let _ =
         writeln!(o, "    Health check: {}", if s.healthy { "healthy (200)" } else { "not serving (503)" });
     let _ = writeln!(o, "========= Done =========");
     o
+}
+
+/// Whether the paired PostgreSQL runs, and what tandem does about it when it does not.
+fn database_state(o: &mut String, s: &StandbyStatus, now: u64) {
+    let (d, k) = (&s.database, &s.database.keeper);
+    let ago = |ms: u64| super::ago_at(ms, now);
+    if d.configured && !d.running {
+        let why = match (k.down_since_ms, s.role) {
+            (Some(since), _) => {
+                let failure = k
+                    .last_failure
+                    .as_ref()
+                    .map(|e| format!("; the last start failed: {e}"))
+                    .unwrap_or_default();
+                let next = k
+                    .next_attempt_ms
+                    .map(|t| format!("; next attempt in {:.0} s", t.saturating_sub(now) as f64 / 1000.0))
+                    .unwrap_or_default();
+                format!("it stopped unexpectedly {}: tandem restarts it{failure}{next}", ago(since))
+            }
+            (None, Some(Role::Standby)) => {
+                "stopped cleanly: tandem restarts it only after a crash; start it with pg_ctl".into()
+            }
+            (None, _) => "stopped".into(),
+        };
+        let _ = writeln!(o, "    PostgreSQL NOT running ({why})");
+    }
+    if let (n @ 1.., Some(at)) = (k.restarts, k.last_restart_ms) {
+        let _ = writeln!(
+            o,
+            "    PostgreSQL restarted by tandem {n} time(s), last {} (its postmaster had died)",
+            ago(at)
+        );
+    }
 }
 
 /// A Unix-ms time as "Wednesday 2026-11-25 01:02:03 UTC".
@@ -252,6 +304,7 @@ pub fn date(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::standby::keeper::KeeperView;
     use crate::standby::status::{DatabaseStatus, PeerStatus};
 
     #[test]
@@ -327,5 +380,54 @@ mod tests {
         ] {
             assert!(text.contains(line), "`{line}` missing in\n{text}");
         }
+        assert!(!text.contains("NOT running") && !text.contains("restarted by tandem"), "{text}");
+
+        // Regression: the text never said the database was down (only the JSON's running).
+        let mut down = standby.clone();
+        down.database.running = false;
+        down.database.streaming = false;
+        down.wal = Some(crate::wal::status::WalStatus {
+            state: "archive-disk-full".into(),
+            archive_full: true,
+            archive_disk_full: true,
+            ..Default::default()
+        });
+        down.database.keeper = KeeperView {
+            restarts: 1,
+            last_restart_ms: Some(0),
+            down_since_ms: Some(500),
+            last_failure: Some("pg_ctl start failed".into()),
+            next_attempt_ms: Some(3000),
+        };
+        let text = render(&down, 1000);
+        for line in [
+            "PostgreSQL NOT running (it stopped unexpectedly 0.5 s ago: tandem restarts it; the last start failed: \
+             pg_ctl start failed; next attempt in 2 s)",
+            "PostgreSQL restarted by tandem 1 time(s), last 1.0 s ago",
+            "database not running",
+            "WAL archive DISK FULL: tandem takes no WAL until it has room",
+        ] {
+            assert!(text.contains(line), "`{line}` missing in\n{text}");
+        }
+        down.database.keeper = KeeperView::default();
+        // Regression: errors stayed in status, unqualified, long after they stopped applying.
+        down.last_error = Some(crate::standby::service::LastError {
+            at_ms: 0,
+            what: "rejoin".into(),
+            error: "the peer did not answer".into(),
+            resolved_at_ms: Some(400),
+        });
+        assert!(
+            render(&down, 1000).contains(
+                "Last error (rejoin, 1.0 s ago, since resolved 0.6 s ago): the peer did not answer"
+            ),
+            "{}",
+            render(&down, 1000)
+        );
+        assert!(
+            render(&down, 1000).contains("PostgreSQL NOT running (stopped cleanly"),
+            "{}",
+            render(&down, 1000)
+        );
     }
 }

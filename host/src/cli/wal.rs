@@ -117,16 +117,22 @@ pub fn render(s: &WalStatus) -> String {
         "  archive      {} segments in use, {} configured as reserve, {cap}{}\n",
         s.segments_in_use,
         s.segments_reserve,
-        if s.archive_full { ", FULL: not taking WAL" } else { "" }
+        match (s.archive_disk_full, s.archive_full) {
+            (true, _) => ", DISK FULL: not taking WAL until it has room (the primary's slot holds it)",
+            (false, true) => ", FULL (at its cap): not taking WAL",
+            _ => "",
+        }
     );
     if let Some(e) = &s.primary_sql_error {
         out += &format!("  primary SQL  {e}\n");
     }
     if let Some(e) = &s.last_error {
-        out += &format!(
-            "  last error   {e}{}\n",
-            s.last_error_at_ms.map(|t| format!(" ({})", ago(t))).unwrap_or_default()
-        );
+        let when = match (s.last_error_at_ms, s.last_error_resolved_at_ms) {
+            (Some(t), Some(r)) => format!(" ({}, since resolved {})", ago(t), ago(r)),
+            (Some(t), None) => format!(" ({})", ago(t)),
+            _ => String::new(),
+        };
+        out += &format!("  last error   {e}{when}\n");
     }
     out
 }

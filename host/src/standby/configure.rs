@@ -63,6 +63,7 @@ impl Standby {
         };
         match result {
             Ok(()) => {
+                self.resolve_error("configure");
                 let p = self.pairing();
                 info!(role = %req.mode, steps = %steps.join("; "), "warm standby configured");
                 Ok(Report {

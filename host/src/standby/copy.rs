@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::configure::blocking;
 use super::error::StandbyError;
 use super::jobs::WalState;
-use super::pairing::{Options, Pairing};
+use super::pairing::{Options, Pairing, Role};
 use super::plan::split_host_port;
 use super::service::Standby;
 use crate::plugin::now_ms;
@@ -99,6 +99,39 @@ impl Standby {
     /// This host's walsender, which the standby database follows.
     pub(super) fn walsender_endpoint(&self) -> Result<Endpoint, StandbyError> {
         self.config.wal.walsender_endpoint().map_err(StandbyError::Wal)
+    }
+
+    /// On a standby whose database follows the pair: its `primary_conninfo` and passfile as
+    /// this tandem writes them, the server reloaded when they changed. A standby set up by an
+    /// older tandem (a trusting walsender, no passfile) keeps streaming from one that wants a
+    /// password.
+    pub(super) async fn refresh_standby_config(&self, p: &Pairing) {
+        const WHAT: &str = "updating the standby database's primary_conninfo";
+        let Some(pg) = self.followed_pg(p).filter(|_| p.role == Role::Standby && p.database_ready) else {
+            return;
+        };
+        let refreshed = async {
+            let (walsender, name) = (self.walsender_endpoint()?, self.config.node_name.clone());
+            let pg2 = pg.clone();
+            if !blocking(move || pg2.write_standby_config(&walsender, &name)).await?? {
+                return Ok(false);
+            }
+            if pg.running().await {
+                pg.reload().await?;
+            }
+            Ok::<_, StandbyError>(true)
+        };
+        match refreshed.await {
+            Ok(changed) => {
+                if changed {
+                    tracing::info!(
+                        "the standby database's primary_conninfo updated for this tandem's walsender"
+                    );
+                }
+                self.resolve_error(WHAT);
+            }
+            Err(e) => self.record_error(WHAT, &e.to_string()),
+        }
     }
 
     pub(super) fn base_backup(

@@ -38,6 +38,7 @@ impl Standby {
         let seconds = started.elapsed().as_secs_f64();
         match result {
             Ok(writable) => {
+                self.resolve_error("convert-to-primary");
                 info!(seconds, writable, steps = %steps.join("; "), "converted to primary");
                 let p = self.pairing();
                 Ok(Report {
@@ -236,6 +237,7 @@ impl Standby {
         let result = self.rejoin_inner(peer, &mut steps).await;
         match result {
             Ok(()) => {
+                self.resolve_error("rejoin");
                 let seconds = started.elapsed().as_secs_f64();
                 info!(seconds, steps = %steps.join("; "), "rejoined as standby");
                 Ok(Report {

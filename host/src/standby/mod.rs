@@ -8,6 +8,7 @@
 //! - `protocol` / `service`: what the two hosts say to each other; the running pair.
 //! - `configure`, `failover` (convert-to-primary, rejoin), `off`: the operator's commands;
 //!   `join` and `copy` are the steps configure and rejoin share.
+//! - `keeper`: a standby's PostgreSQL whose postmaster died is restarted, with backoff.
 //! - `status`: the facts, for the CLI, REST, the health check and the metrics.
 //! - `postgres`: the local PostgreSQL's administration.
 //!
@@ -22,6 +23,7 @@ pub mod error;
 pub mod failover;
 pub mod jobs;
 pub mod join;
+pub mod keeper;
 pub mod off;
 pub mod pairing;
 pub mod plan;

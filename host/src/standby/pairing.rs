@@ -140,14 +140,27 @@ impl PairingFile {
         crate::durable::write_private(&self.path, &text).map_err(write)
     }
 
-    /// Unpairs: the record goes (kept as `pairing.json.off` for the curious).
+    /// Unpairs: the record goes, kept as `pairing.json.off` for the curious without the
+    /// replication password (no secret outlives the pair). A record that does not parse is
+    /// moved there as it is.
     pub fn remove(&self) -> Result<(), PairingError> {
-        match std::fs::rename(&self.path, self.path.with_extension("json.off")) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(PairingError::Write { path: self.path.clone(), source: e })
+        let off = self.path.with_extension("json.off");
+        let write = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| PairingError::Write { path, source }
+        };
+        let record = match self.load() {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(()),
+            Err(PairingError::Corrupt { .. }) => {
+                return std::fs::rename(&self.path, &off).map_err(write(&self.path));
             }
-            _ => Ok(()),
-        }
+            Err(e) => return Err(e),
+        };
+        let kept = Pairing { replication_password: None, ..record };
+        let text = serde_json::to_vec_pretty(&kept).expect("plain struct");
+        crate::durable::write_private(&off, &text).map_err(write(&off))?;
+        std::fs::remove_file(&self.path).map_err(write(&self.path))
     }
 }
 
@@ -186,11 +199,16 @@ mod tests {
         assert_eq!(file.load().unwrap(), None);
         let mut p = Pairing::new(Role::Primary, "10.0.0.2:7420".into(), Options::default());
         p.options.ignore_vault = true;
+        p.replication_password = Some("s3cret-replication".into());
         file.save(&p).unwrap();
         assert_eq!(file.load().unwrap(), Some(p.clone()));
         assert_eq!(p.pair_id.len(), 16);
         file.remove().unwrap();
         assert_eq!(file.load().unwrap(), None);
+        // Regression: the password outlived the pair in pairing.json.off.
+        let off = std::fs::read_to_string(file.path().with_extension("json.off")).unwrap();
+        assert!(off.contains(&p.pair_id) && !off.contains("s3cret"), "{off}");
+        file.remove().unwrap();
         std::fs::write(file.path(), b"{\"role\":").unwrap();
         let e = file.load().unwrap_err().to_string();
         assert!(e.contains("not a pairing record"), "{e}");

@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use super::error::StandbyError;
 use super::jobs::{JobContext, Jobs, WalSlot};
+use super::keeper::Keeper;
 use super::pairing::{Pairing, PairingFile, Role};
 use super::plan::{Plan, split_host_port};
 use super::postgres::LocalPg;
@@ -26,6 +27,11 @@ use super::protocol::{Answer, Presence, Request, ask};
 use crate::config::Config;
 use crate::peer::{ClusterSecret, PeerConnection, PeerIdentity};
 use crate::plugin::now_ms;
+
+/// What failed, in [`LastError::what`], for the steps that resolve their own errors.
+const PEER_ADDRESS: &str = "recording the peer's new address";
+const FENCING: &str = "making the superseded database read-only";
+const LETTING_PEER_IN: &str = "letting the peer into pg_hba";
 
 /// How often each side announces itself to the other.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(3);
@@ -52,6 +58,9 @@ pub struct LastError {
     pub at_ms: u64,
     pub what: String,
     pub error: String,
+    /// When the same thing worked again: the error is history, kept for context.
+    #[serde(default)]
+    pub resolved_at_ms: Option<u64>,
 }
 
 pub struct Standby {
@@ -66,6 +75,8 @@ pub struct Standby {
     pub(super) op: tokio::sync::Mutex<()>,
     pub(super) peer_view: RwLock<PeerView>,
     pub(super) last_error: RwLock<Option<LastError>>,
+    /// Restarts a standby's PostgreSQL whose postmaster died.
+    pub(super) keeper: Keeper,
     /// Wakes the announcer at once (a new pairing should be heard of now, not in 3 s).
     announce_now: tokio::sync::Notify,
     secret: ClusterSecret,
@@ -97,6 +108,7 @@ impl Standby {
             op: Default::default(),
             peer_view: Default::default(),
             last_error: Default::default(),
+            keeper: Keeper::default(),
             announce_now: tokio::sync::Notify::new(),
             secret: ctx.secret,
             me: ctx.me,
@@ -106,20 +118,22 @@ impl Standby {
         }))
     }
 
-    /// Starts the role's jobs and the announcer.
+    /// Starts the role's jobs, the announcer and the keeper of a standby's database.
     pub async fn start(self: &Arc<Self>) {
         if let Some(p) = self.pairing() {
             // A superseded database restarted by its service manager comes back writable.
             self.fence_if_superseded(&p).await;
+            self.refresh_standby_config(&p).await;
         }
         self.replan().await;
         let me = self.clone();
         self.tasks.spawn(async move { me.announce_loop().await });
+        self.tasks.spawn(Keeper::run(self.clone(), self.shutdown.clone()));
     }
 
     /// Stops every job (daemon shutdown, after the shutdown token fired): first waits (up to
-    /// [`TASKS_GRACE`]) for the announcer and the tasks peers' messages started, then stops
-    /// the jobs.
+    /// [`TASKS_GRACE`]) for the announcer, the keeper and the tasks peers' messages started,
+    /// then stops the jobs.
     pub async fn stop(&self) {
         self.tasks.close();
         if tokio::time::timeout(TASKS_GRACE, self.tasks.wait()).await.is_err() {
@@ -187,8 +201,21 @@ impl Standby {
 
     pub(super) fn record_error(&self, what: &str, error: &str) {
         warn!(%what, %error, "warm standby");
-        *self.last_error.write().expect("not poisoned") =
-            Some(LastError { at_ms: now_ms(), what: what.to_string(), error: error.to_string() });
+        *self.last_error.write().expect("not poisoned") = Some(LastError {
+            at_ms: now_ms(),
+            what: what.to_string(),
+            error: error.to_string(),
+            resolved_at_ms: None,
+        });
+    }
+
+    /// `what` worked: a last error of it (its name starts so) no longer applies.
+    pub(super) fn resolve_error(&self, what: &str) {
+        let mut last = self.last_error.write().expect("not poisoned");
+        if let Some(e) = last.as_mut().filter(|e| e.what.starts_with(what) && e.resolved_at_ms.is_none()) {
+            info!(what = %e.what, "warm standby: the last error no longer applies");
+            e.resolved_at_ms = Some(now_ms());
+        }
     }
 
     /// Who and where this host is, for the peer.
@@ -318,8 +345,9 @@ impl Standby {
             return;
         }
         if let Err(e) = self.save(Some(p.clone())) {
-            return self.record_error("recording the peer's new address", &e.to_string());
+            return self.record_error(PEER_ADDRESS, &e.to_string());
         }
+        self.resolve_error(PEER_ADDRESS);
         self.let_peer_in(&p).await;
         self.fence_if_superseded(&p).await;
         self.replan().await;
@@ -338,9 +366,10 @@ impl Standby {
         }
         match pg.set_read_only(true).await {
             Ok(()) => {
+                self.resolve_error(FENCING);
                 warn!("the peer took over: this database is now read-only by default until rejoin or off")
             }
-            Err(e) => self.record_error("making the superseded database read-only", &e.to_string()),
+            Err(e) => self.record_error(FENCING, &e.to_string()),
         }
     }
 
@@ -348,8 +377,9 @@ impl Standby {
     /// standby: its primary, for the day roles swap). Idempotent: an unchanged pg_hba is not
     /// rewritten, so it is safe to call on every change and after a failed attempt.
     pub(super) async fn let_peer_in(&self, p: &Pairing) {
-        if let Err(e) = self.try_let_peer_in(p).await {
-            self.record_error("letting the peer into pg_hba", &e);
+        match self.try_let_peer_in(p).await {
+            Ok(()) => self.resolve_error(LETTING_PEER_IN),
+            Err(e) => self.record_error(LETTING_PEER_IN, &e),
         }
     }
 

@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::jobs::WalState;
+use super::keeper::KeeperView;
 use super::pairing::{Failover, Options, Role};
 use super::service::{LastError, Standby};
 use crate::plugin::now_ms;
@@ -83,6 +84,9 @@ pub struct DatabaseStatus {
     pub slot_restart_lsn: Option<String>,
     pub slot_wal_status: Option<String>,
     pub last_error: Option<String>,
+    /// Standby: tandem restarts its PostgreSQL when the postmaster dies; what it did.
+    #[serde(default)]
+    pub keeper: KeeperView,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -194,13 +198,15 @@ impl Standby {
         }
         match s.role {
             Some(Role::Standby) => {
+                d.keeper = self.keeper.view();
                 if let Some(w) = &s.wal {
                     d.streaming = w.state == "streaming" && w.standby.as_ref().is_some_and(|v| v.streaming);
                     d.last_updated_ms = w.last_wal_at_ms;
                     d.wal_segments_in_use = Some(w.segments_in_use);
                     d.lag_bytes = w.replay_lag_bytes;
                     d.lag_seconds = w.replay_lag_seconds;
-                    if d.last_error.is_none() {
+                    // Only an error that still applies: a resolved one is in the WAL status.
+                    if d.last_error.is_none() && w.last_error_resolved_at_ms.is_none() {
                         d.last_error = w.last_error.clone();
                     }
                 }

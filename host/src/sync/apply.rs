@@ -337,14 +337,16 @@ impl Applier {
             // SAFETY: the descriptor is valid for the call; the flags only start writeback.
             unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
         }
-        let queued = Queued { tmp, file: Some(file), bytes: w.written };
+        // Once the batch is past SMALL_BATCH it will use syncfs: no need to hold a descriptor
+        // per file (dropped once when crossing, not looked at again per file).
+        let small = self.queued.len() < SMALL_BATCH;
+        let queued = Queued { tmp, file: small.then_some(file), bytes: w.written };
         self.links.remove(&w.entry.path);
         if let Some(earlier) = self.queued.insert(w.entry.path.clone(), queued) {
             // The same name twice in a batch: the later content wins.
             let _ = fs::remove_file(&earlier.tmp);
         }
-        if self.queued.len() > SMALL_BATCH {
-            // The batch will use syncfs: no need to hold a descriptor per file.
+        if self.queued.len() == SMALL_BATCH + 1 {
             self.queued.values_mut().for_each(|q| q.file = None);
         }
         Ok(())

@@ -13,11 +13,9 @@
 //! [`refresh`] and [`diff`] live in their own files and are re-exported here.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing::warn;
 
@@ -40,6 +38,18 @@ const HEADER_LEN: usize = 8 + 8 + 32;
 pub struct Index {
     entries: BTreeMap<RelName, Entry>,
     damaged: bool,
+    /// While tracking: every insert and removal since, in order (what a pass changed, for
+    /// [`crate::sync::index_store::IndexStore::append`]).
+    changes: Option<Vec<Change>>,
+}
+
+/// One change to an index; replaying a list of them in order gives the same index.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Change {
+    /// [`Index::insert`].
+    Insert(Entry),
+    /// [`Index::remove`]: the path and everything below it.
+    Remove(RelName),
 }
 
 impl Index {
@@ -51,22 +61,33 @@ impl Index {
     /// Loads the index at `path`. A missing file is an empty index; a damaged one is an
     /// empty index with [`Index::damaged`] set. Only an I/O failure is an error.
     pub fn load(path: &Path) -> Result<Index, TreeError> {
-        let bytes = match fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Index::new()),
-            Err(e) => return Err(TreeError::io("read index", path)(e)),
-        };
-        match decode(&bytes) {
-            Ok(list) => Ok(list.into_iter().collect()),
+        match fs::read(path) {
+            Ok(bytes) => Ok(Index::from_bytes(&bytes, path)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Index::new()),
+            Err(e) => Err(TreeError::io("read index", path)(e)),
+        }
+    }
+
+    /// The index in `bytes` (the saved form of `path`); a damaged one is an empty index with
+    /// [`Index::damaged`] set.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Index {
+        match decode(bytes) {
+            Ok(list) => list.into_iter().collect(),
             Err(reason) => {
                 warn!(index = %path.display(), reason, "index file is damaged; every file will be rehashed");
-                Ok(Index { entries: BTreeMap::new(), damaged: true })
+                Index { damaged: true, ..Index::default() }
             }
         }
     }
 
     /// Saves the index to `path` durably: a crash leaves the old file or the new one.
     pub fn save(&self, path: &Path) -> Result<(), TreeError> {
+        let bytes = self.to_bytes()?;
+        crate::durable::write_private(path, &bytes).map_err(TreeError::io("write index", path))
+    }
+
+    /// The saved form: magic, payload length, BLAKE3 of the payload, payload.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, TreeError> {
         let list: Vec<&Entry> = self.entries.values().collect();
         let payload = postcard::to_stdvec(&list).map_err(|e| TreeError::IndexEncode(e.to_string()))?;
         let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
@@ -74,7 +95,14 @@ impl Index {
         bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
         bytes.extend_from_slice(blake3::hash(&payload).as_bytes());
         bytes.extend_from_slice(&payload);
-        replace_durably(path, &bytes)
+        Ok(bytes)
+    }
+
+    /// The payload checksum in the header of a saved form (what a change log names its base
+    /// by); `None` when `bytes` is not one.
+    pub fn checksum_of(bytes: &[u8]) -> Option<[u8; 32]> {
+        let sum = bytes.get(16..HEADER_LEN).filter(|_| bytes.starts_with(MAGIC))?;
+        sum.try_into().ok()
     }
 
     /// True when this index was loaded from a damaged file (and so starts empty).
@@ -89,14 +117,38 @@ impl Index {
 
     /// Inserts or replaces the entry at `e.path`.
     pub fn insert(&mut self, e: Entry) {
+        if let Some(changes) = self.changes.as_mut() {
+            changes.push(Change::Insert(e.clone()));
+        }
         self.entries.insert(e.path.clone(), e);
     }
 
     /// Removes `p` and everything below it (a deleted directory takes its subtree along).
     pub fn remove(&mut self, p: &RelName) {
+        if let Some(changes) = self.changes.as_mut() {
+            changes.push(Change::Remove(p.clone()));
+        }
         for k in p.run_within(self.entries.range(p.clone()..).map(|(k, _)| k)) {
             self.entries.remove(&k);
         }
+    }
+
+    /// Applies `change` (replaying a log).
+    pub fn apply(&mut self, change: Change) {
+        match change {
+            Change::Insert(e) => self.insert(e),
+            Change::Remove(p) => self.remove(&p),
+        }
+    }
+
+    /// From now on, every insert and removal is kept, for [`Index::take_changes`].
+    pub fn track_changes(&mut self) {
+        self.changes.get_or_insert_with(Vec::new);
+    }
+
+    /// The changes kept since tracking began (tracking stops); `None` when not tracking.
+    pub fn take_changes(&mut self) -> Option<Vec<Change>> {
+        self.changes.take()
     }
 
     /// The entries strictly below `p`, in path order.
@@ -126,7 +178,7 @@ impl Index {
 
 impl FromIterator<Entry> for Index {
     fn from_iter<I: IntoIterator<Item = Entry>>(iter: I) -> Index {
-        Index { entries: iter.into_iter().map(|e| (e.path.clone(), e)).collect(), damaged: false }
+        Index { entries: iter.into_iter().map(|e| (e.path.clone(), e)).collect(), ..Index::default() }
     }
 }
 
@@ -174,31 +226,6 @@ fn decode(bytes: &[u8]) -> Result<Vec<Entry>, &'static str> {
         return Ok(old.into_iter().map(Entry::from).collect());
     }
     postcard::from_bytes(payload).map_err(|_| "payload does not decode")
-}
-
-/// Writes `bytes` to a new temporary beside `path`, fsyncs it, renames it over `path` and
-/// fsyncs the folder.
-fn replace_durably(path: &Path, bytes: &[u8]) -> Result<(), TreeError> {
-    static SAVES: AtomicU64 = AtomicU64::new(0);
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".{}.{}.tmp", std::process::id(), SAVES.fetch_add(1, Ordering::Relaxed)));
-    let tmp = path.with_file_name(tmp_name);
-    let written = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
-        .and_then(|()| fs::rename(&tmp, path));
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(TreeError::io("write index", path)(e));
-    }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    File::open(dir).and_then(|d| d.sync_all()).map_err(TreeError::io("fsync index folder", dir))
 }
 
 #[cfg(test)]

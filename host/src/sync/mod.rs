@@ -28,6 +28,7 @@ pub mod filter;
 pub mod follow;
 pub mod hardlink;
 pub mod index;
+pub mod index_store;
 pub mod journal;
 pub mod live;
 pub mod meta;

@@ -1,13 +1,16 @@
 //! Bringing up a new standby PostgreSQL: a base backup of the primary taken with
 //! `pg_basebackup` (WAL for consistency streamed alongside, so the copy is usable by itself),
 //! then the standby's configuration written so it follows tandem, not the primary:
-//! `standby.signal` and a `primary_conninfo` naming tandem's walsender.
+//! `standby.signal`, a `primary_conninfo` naming tandem's walsender and, when the walsender
+//! wants a password, the passfile it names ([`PASSFILE`] in the data folder, 0600, owned by the
+//! PostgreSQL user): the password is never in `postgresql.auto.conf`.
 //!
-//! Must never: write into a non-empty data folder, or leave a password readable by others
-//! (the conninfo lands in `postgresql.auto.conf`, which PostgreSQL creates mode 0600).
+//! Must never: write into a non-empty data folder, or leave a password readable by others.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use super::auto_conf::{self, AutoConfError, Edit};
 
 /// Errors of a base backup.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +25,8 @@ pub enum BaseBackupError {
     Failed { program: &'static str, status: String, stderr: String },
     #[error("writing {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Config(#[from] AutoConfError),
 }
 
 /// Where to connect, as libpq keywords.
@@ -102,73 +107,88 @@ impl BaseBackup {
     /// [`write_standby_config`]).
     pub fn write_standby_config(&self) -> Result<(), BaseBackupError> {
         write_standby_config(&self.data_dir, &self.walsender, &self.application_name, self.os_user.as_deref())
+            .map(drop)
     }
 }
+
+/// The passfile `primary_conninfo` names, in the standby's data folder: the walsender's
+/// password for the standby PostgreSQL (libpq reads it, and only at mode 0600).
+pub const PASSFILE: &str = "tandem.pgpass";
 
 /// The comment line above tandem's `primary_conninfo` in `postgresql.auto.conf`.
 const STANDBY_MARK: &str =
     "# tandem: this standby streams from tandem's walsender, which streams from the primary";
 
 /// Makes the cluster in `data_dir` a standby of `walsender`: `standby.signal`, and
-/// `primary_conninfo` (and an empty `primary_slot_name`) at the end of `postgresql.auto.conf`.
+/// `primary_conninfo` (and an empty `primary_slot_name`) at the end of `postgresql.auto.conf`;
+/// with a password, the [`PASSFILE`] that conninfo names (without one, any old passfile goes).
 /// Earlier `primary_conninfo`/`primary_slot_name` lines there are removed (the last line wins
-/// anyway), so the file does not grow each time a host rejoins. Both files end up owned by
-/// `os_user` when given.
+/// anyway), so the file does not grow each time a host rejoins. Every file ends up owned by
+/// `os_user` when given. Returns whether anything changed (an unchanged file is not rewritten).
 pub fn write_standby_config(
     data_dir: &Path,
     walsender: &Endpoint,
     application_name: &str,
     os_user: Option<&str>,
-) -> Result<(), BaseBackupError> {
+) -> Result<bool, BaseBackupError> {
     let signal = data_dir.join("standby.signal");
+    let mut changed = !signal.exists();
     std::fs::write(&signal, b"").map_err(|source| BaseBackupError::Write { path: signal.clone(), source })?;
-    let auto = data_dir.join("postgresql.auto.conf");
-    let old = match std::fs::read_to_string(&auto) {
-        Ok(text) => Some(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(source) => return Err(BaseBackupError::Write { path: auto, source }),
-    };
-    let mut text = without_standby_lines(old.as_deref().unwrap_or(""));
-    text.push_str(&format!(
-        "{STANDBY_MARK}\nprimary_conninfo = '{}'\nprimary_slot_name = ''\n",
-        conf_quote(&conninfo(walsender, application_name))
-    ));
-    // The file holds a password: replaced whole (never torn), mode 0600 when new.
-    let written = match old {
-        Some(_) => crate::durable::replace_keeping_owner(&auto, text.as_bytes()),
-        None => crate::durable::write_private(&auto, text.as_bytes()),
-    };
-    written.map_err(|source| BaseBackupError::Write { path: auto.clone(), source })?;
-    if let Some(user) = os_user {
-        for path in [&signal, &auto] {
-            let ok = Command::new("chown").arg(user).arg(path).status().is_ok_and(|s| s.success());
-            if !ok {
-                return Err(BaseBackupError::Write {
-                    path: path.clone(),
-                    source: std::io::Error::other(format!("chown to {user} failed")),
-                });
+    let passfile = data_dir.join(PASSFILE);
+    let no_password = Endpoint { password: None, ..walsender.clone() };
+    let mut info = conninfo(&no_password, application_name);
+    let mut owned = vec![signal];
+    match &walsender.password {
+        Some(password) => {
+            let line = format!("*:*:*:{}:{}\n", passfile_field(&walsender.user), passfile_field(password));
+            if std::fs::read(&passfile).ok().as_deref() != Some(line.as_bytes()) {
+                crate::durable::write_private(&passfile, line.as_bytes())
+                    .map_err(|source| BaseBackupError::Write { path: passfile.clone(), source })?;
+                changed = true;
             }
+            info.push_str(&format!(" passfile={}", libpq_quote(&passfile.to_string_lossy())));
+            owned.push(passfile);
+        }
+        None => changed |= remove_passfile(data_dir)?,
+    }
+    let edit = Edit {
+        mark: STANDBY_MARK,
+        set: &[("primary_conninfo", &info), ("primary_slot_name", "")],
+        remove: &[],
+    };
+    changed |= edit.apply(data_dir, os_user)?;
+    if let Some(user) = os_user {
+        for path in &owned {
+            auto_conf::chown(user, path)
+                .map_err(|source| BaseBackupError::Write { path: path.clone(), source })?;
         }
     }
-    Ok(())
+    Ok(changed)
 }
 
-/// `postgresql.auto.conf` without tandem's comment and without any `primary_conninfo` or
-/// `primary_slot_name` line.
-fn without_standby_lines(text: &str) -> String {
-    let is_setting = |line: &str, name: &str| {
-        let line = line.trim_start();
-        line.get(..name.len()).is_some_and(|head| head.eq_ignore_ascii_case(name))
-            && line[name.len()..].trim_start().starts_with('=')
-    };
-    text.lines()
-        .filter(|l| {
-            l.trim_end() != STANDBY_MARK
-                && !is_setting(l, "primary_conninfo")
-                && !is_setting(l, "primary_slot_name")
-        })
-        .flat_map(|l| [l, "\n"])
-        .collect()
+/// Takes the cluster in `data_dir` off tandem's walsender, for good (the pair is off): its
+/// `primary_conninfo` and `primary_slot_name` lines and the [`PASSFILE`] go; `standby.signal`
+/// stays, so a standby stays a read-only copy (promoting it is the operator's choice). Returns
+/// whether anything changed.
+pub fn remove_standby_config(data_dir: &Path) -> Result<bool, BaseBackupError> {
+    let had_passfile = remove_passfile(data_dir)?;
+    let edit = Edit { mark: STANDBY_MARK, set: &[], remove: &["primary_conninfo", "primary_slot_name"] };
+    Ok(edit.apply(data_dir, None)? || had_passfile)
+}
+
+/// Removes the [`PASSFILE`]; whether there was one.
+fn remove_passfile(data_dir: &Path) -> Result<bool, BaseBackupError> {
+    let passfile = data_dir.join(PASSFILE);
+    match std::fs::remove_file(&passfile) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(BaseBackupError::Write { path: passfile, source: e }),
+    }
+}
+
+/// A passfile field: `:` and `\` escaped with a backslash, as libpq reads them.
+fn passfile_field(v: &str) -> String {
+    v.replace('\\', "\\\\").replace(':', "\\:")
 }
 
 /// A command running `exe` as `os_user` (through `runuser`) when one is given: PostgreSQL's
@@ -220,12 +240,6 @@ fn libpq_quote(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
-/// postgresql.conf string: its parser reads backslash escapes, so `\` is doubled, and `'`
-/// doubled (as PostgreSQL's own `escape_single_quotes_ascii` does).
-fn conf_quote(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('\'', "''")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,7 +257,7 @@ mod tests {
             c,
             r"host='127.0.0.1' port=5433 user='rep' application_name='standby 1' password='a\'b\\c'"
         );
-        let quoted = conf_quote(&c);
+        let quoted = auto_conf::quote(&c);
         assert_eq!(quoted.matches("''").count(), 9);
         // Every backslash libpq needs survives the config parser: doubled once more.
         assert!(quoted.ends_with(r"password=''a\\''b\\\\c''"), "{quoted}");
@@ -273,6 +287,33 @@ mod tests {
         write_standby_config(dir.path(), &e, "app", None).unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&auto).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_password_goes_to_a_private_passfile_never_into_the_config() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let e = Endpoint {
+            host: "127.0.0.1".into(),
+            port: 5433,
+            user: "rep:1".into(),
+            password: Some("s3cr:et\\".into()),
+        };
+        write_standby_config(dir.path(), &e, "app", None).unwrap();
+        let auto = std::fs::read_to_string(dir.path().join("postgresql.auto.conf")).unwrap();
+        assert!(!auto.contains("s3cr") && !auto.contains("password="), "{auto}");
+        let passfile = dir.path().join(PASSFILE);
+        assert!(auto.contains(&format!("passfile=''{}''", passfile.display())), "{auto}");
+        assert_eq!(std::fs::read_to_string(&passfile).unwrap(), "*:*:*:rep\\:1:s3cr\\:et\\\\\n");
+        assert_eq!(std::fs::metadata(&passfile).unwrap().permissions().mode() & 0o777, 0o600);
+
+        // Off: the walsender's lines and the passfile go, the rest (and standby.signal) stays.
+        std::fs::write(dir.path().join("postgresql.auto.conf"), format!("work_mem = '8MB'\n{auto}")).unwrap();
+        assert!(remove_standby_config(dir.path()).unwrap());
+        let auto = std::fs::read_to_string(dir.path().join("postgresql.auto.conf")).unwrap();
+        assert_eq!(auto, "work_mem = '8MB'\n");
+        assert!(!passfile.exists() && dir.path().join("standby.signal").exists());
+        assert!(!remove_standby_config(dir.path()).unwrap(), "nothing left to remove");
     }
 
     #[test]

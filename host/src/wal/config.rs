@@ -30,6 +30,23 @@ pub const MAX_DISK_CAP_MIB: u64 = 1 << 30;
 pub const GROUP_MAX_BYTES: u64 = 8 * 1024 * 1024;
 /// Longest an unflushed byte waits while WAL keeps arriving.
 pub const GROUP_MAX_DELAY: Duration = Duration::from_millis(20);
+/// The walsender's generated password, in the WAL state folder (mode 0600).
+pub const WALSENDER_PASSWORD_FILE: &str = "walsender.password";
+
+/// How the standby PostgreSQL must prove itself to tandem's walsender (which serves the whole
+/// database's WAL). See the walsender's module doc for why a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StandbyAuth {
+    /// SCRAM-SHA-256 as `standby_user`, with the password in `standby_password_file`, or one
+    /// tandem generates into `<dir>/walsender.password` and hands to the standby PostgreSQL in
+    /// a passfile named by its `primary_conninfo`.
+    #[default]
+    Password,
+    /// Every client, no password (PostgreSQL's `trust`): only when the site asks for it, and
+    /// only on loopback.
+    Trust,
+}
 
 /// `[wal]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,9 +71,12 @@ pub struct WalConfig {
     pub disk_cap_mib: u64,
     /// Where the walsender listens for the standby PostgreSQL.
     pub listen: SocketAddr,
-    /// The role the standby connects as; with `standby_password_file` it must authenticate
-    /// with SCRAM-SHA-256, without it any role is trusted (loopback only).
+    /// How the standby must authenticate: a password (by default) or, when the site asks for
+    /// it, trust.
+    pub standby_auth: StandbyAuth,
+    /// The role the standby connects as (with SCRAM-SHA-256).
     pub standby_user: String,
+    /// Its password; unset: one tandem generates (`<dir>/walsender.password`).
     pub standby_password_file: Option<PathBuf>,
     /// Status updates to the primary at least this often, milliseconds.
     pub status_interval_ms: u64,
@@ -76,6 +96,7 @@ impl Default for WalConfig {
             reserve_segments: super::archive::DEFAULT_RESERVE_SEGMENTS,
             disk_cap_mib: super::archive::DEFAULT_DISK_CAP_BYTES >> 20,
             listen: DEFAULT_LISTEN.parse().expect("valid default"),
+            standby_auth: StandbyAuth::Password,
             standby_user: DEFAULT_PRIMARY_USER.into(),
             standby_password_file: None,
             status_interval_ms: DEFAULT_STATUS_INTERVAL_MS,
@@ -99,12 +120,17 @@ impl WalConfig {
         if self.disk_cap_mib != 0 && !(64..=MAX_DISK_CAP_MIB).contains(&self.disk_cap_mib) {
             return Err(format!("wal.disk_cap_mib: 64 to {MAX_DISK_CAP_MIB} (or 0 for no cap)"));
         }
-        if self.standby_password_file.is_none() && !self.listen.ip().is_loopback() {
+        if self.standby_auth == StandbyAuth::Trust && !self.listen.ip().is_loopback() {
             return Err(format!(
-                "wal.listen is {}: without wal.standby_password_file the walsender trusts every client, \
+                "wal.listen is {}: with wal.standby_auth = \"trust\" the walsender admits every client, \
                  which is allowed on loopback only",
                 self.listen
             ));
+        }
+        if self.standby_auth == StandbyAuth::Trust && self.standby_password_file.is_some() {
+            return Err(
+                "wal.standby_password_file is set but wal.standby_auth is \"trust\": choose one".into()
+            );
         }
         Ok(())
     }
@@ -142,9 +168,28 @@ impl WalConfig {
         Ok(c)
     }
 
-    /// The standby's password, if it must authenticate.
+    /// The standby's password; `None` when the site chose trust. Without a password file the
+    /// password is generated once (the WAL state folder made private first) and kept.
     pub fn standby_password(&self) -> Result<Option<String>, String> {
-        read_password(self.standby_password_file.as_deref())
+        match (self.standby_auth, &self.standby_password_file) {
+            (StandbyAuth::Trust, _) => Ok(None),
+            (StandbyAuth::Password, Some(file)) => read_password(Some(file)),
+            (StandbyAuth::Password, None) => {
+                let dir = self.state_dir();
+                crate::durable::create_private_dir(dir)
+                    .map_err(|e| format!("WAL folder {}: {e}", dir.display()))?;
+                let path = self.walsender_password_file();
+                let password = super::walsender::random_password();
+                crate::durable::create_private_once(&path, format!("{password}\n").as_bytes())
+                    .map_err(|e| format!("password file {}: {e}", path.display()))?;
+                read_password(Some(&path))
+            }
+        }
+    }
+
+    /// Where the generated walsender password is kept.
+    pub fn walsender_password_file(&self) -> PathBuf {
+        self.state_dir().join(WALSENDER_PASSWORD_FILE)
     }
 
     /// Where a standby PostgreSQL reaches this host's walsender (its `primary_conninfo`): the
@@ -223,7 +268,25 @@ mod tests {
             .check_cap(16 << 20)
             .unwrap();
         let open = WalConfig { listen: "0.0.0.0:5433".parse().unwrap(), ..WalConfig::default() };
-        assert!(open.validate().unwrap_err().contains("loopback only"));
+        open.validate().expect("a password by default: any address");
+        let trusting = WalConfig { standby_auth: StandbyAuth::Trust, ..open };
+        assert!(trusting.validate().unwrap_err().contains("loopback only"));
+    }
+
+    #[test]
+    fn the_walsender_password_is_generated_once_privately_unless_the_site_trusts() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let c = WalConfig { dir: Some(dir.path().join("wal")), ..WalConfig::default() };
+        let first = c.standby_password().unwrap().expect("a password by default");
+        assert_eq!(first.len(), 32);
+        assert_eq!(c.standby_password().unwrap().as_deref(), Some(first.as_str()), "kept");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&c.walsender_password_file()), 0o600);
+        assert_eq!(mode(c.state_dir()), 0o700);
+        assert_eq!(c.walsender_endpoint().unwrap().password, Some(first));
+        let trust = WalConfig { standby_auth: StandbyAuth::Trust, ..c };
+        assert_eq!(trust.standby_password().unwrap(), None);
     }
 
     #[test]

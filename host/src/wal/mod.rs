@@ -20,12 +20,14 @@
 //! - [`walsender`]: the server side of physical streaming replication: serves the archive's
 //!   WAL to a standby PostgreSQL as a primary's walsender would.
 //! - [`base_backup`]: a new standby from `pg_basebackup`, configured to stream from tandem.
+//! - [`auto_conf`]: `postgresql.auto.conf` settings set and removed by name.
 //! - [`primary_sql`]: slot state and the current LSN over plain SQL, for status.
 //! - [`status`]: [`status::WalStatus`], every position and lag in one value.
 //! - [`config`]: `[wal]` in tandem.toml.
 //! - [`service`]: all of it started as one daemon service.
 
 pub mod archive;
+pub mod auto_conf;
 pub mod base_backup;
 pub mod client;
 pub mod config;

@@ -70,7 +70,8 @@ pub async fn start(
 ) -> Result<Option<WalHandle>, WalServiceError> {
     let conn = config.primary_conn().map_err(WalServiceError::Config)?;
     let state_dir = config.state_dir().to_owned();
-    std::fs::create_dir_all(&state_dir)
+    // The database's WAL lives here: the folder is private, as PostgreSQL keeps its own.
+    crate::durable::create_private_dir(&state_dir)
         .map_err(|source| super::upstream::UpstreamError::Io { path: state_dir.clone(), source })?;
     let identity = match UpstreamIdentity::load(&state_dir)? {
         Some(id) => id,

@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::lsn::Lsn;
+use super::receiver::state::Phase;
 use super::service::WalHandle;
 use crate::plugin::unix_ms as ms;
 
@@ -18,7 +19,8 @@ use crate::plugin::unix_ms as ms;
 /// milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WalStatus {
-    /// receiver phase: starting, connecting, streaming, archive-full, failed, stopped.
+    /// receiver phase: starting, connecting, streaming, archive-full (at its disk cap),
+    /// archive-disk-full (its filesystem is full), failed, stopped.
     pub state: String,
     pub primary: String,
     pub slot: String,
@@ -43,7 +45,11 @@ pub struct WalStatus {
     pub segments_in_use: u64,
     pub segments_reserve: u64,
     pub archive_disk_cap_bytes: Option<u64>,
+    /// tandem takes no WAL: the archive is at its cap or its disk is full (the slot holds it).
     pub archive_full: bool,
+    /// The archive's filesystem is full (ENOSPC): retried with backoff until it has room.
+    #[serde(default)]
+    pub archive_disk_full: bool,
     /// The slot on the primary, as `pg_replication_slots` shows it.
     pub slot_wal_status: Option<String>,
     pub slot_restart_lsn: Option<String>,
@@ -55,6 +61,9 @@ pub struct WalStatus {
     pub connections: u64,
     pub last_error: Option<String>,
     pub last_error_at_ms: Option<u64>,
+    /// When streaming worked again after the last error (then it is history, not the state).
+    #[serde(default)]
+    pub last_error_resolved_at_ms: Option<u64>,
 }
 
 /// The standby PostgreSQL as it last reported to tandem's walsender.
@@ -125,7 +134,8 @@ impl WalStatus {
             segments_in_use,
             segments_reserve: h.config.reserve_segments,
             archive_disk_cap_bytes: (h.config.disk_cap_mib > 0).then_some(h.config.disk_cap_mib << 20),
-            archive_full: r.phase == super::receiver::state::Phase::CapReached,
+            archive_full: matches!(r.phase, Phase::CapReached | Phase::DiskFull),
+            archive_disk_full: r.phase == Phase::DiskFull,
             slot_wal_status: sql.slot.as_ref().and_then(|s| s.wal_status.clone()),
             slot_restart_lsn: sql.slot.as_ref().and_then(|s| s.restart_lsn).map(|l| l.to_string()),
             slot_safe_wal_size: sql.slot.as_ref().and_then(|s| s.safe_wal_size),
@@ -135,6 +145,7 @@ impl WalStatus {
             connections: r.connections,
             last_error: r.last_error.clone(),
             last_error_at_ms: r.last_error_at.map(ms),
+            last_error_resolved_at_ms: r.last_error_resolved_at.map(ms),
         }
     }
 }

@@ -20,7 +20,10 @@
 //! Run: `cargo bench -p tandem --bench tree_sync` (as root, to drop caches). Knobs:
 //! TREE_SYNC_SHAPES (standard,deep,million,shifting), TREE_SYNC_ROUNDS (2), TREE_SYNC_SCALE
 //! (1.0: multiplies the file and folder counts), TREE_SYNC_DIR (where the work folder goes,
-//! default target/; not tmpfs).
+//! default target/; not tmpfs), TREE_SYNC_FSYNC (0 leaves `rsync --fsync` out),
+//! TREE_SYNC_PERF (1: `perf record -g` of tandem's CLI and daemon per step), TREE_SYNC_TANDEM
+//! (another tandem binary to measure, e.g. an older build), TREE_SYNC_GENERATE (a folder: only
+//! generate the shapes' trees there, for a look by hand).
 
 mod check;
 #[path = "../../common.rs"]
@@ -51,6 +54,15 @@ fn main() {
         .split(',')
         .map(|s| Kind::parse(s.trim()).unwrap_or_else(|| panic!("unknown shape {s:?}")))
         .collect();
+    if let Some(dir) = std::env::var_os("TREE_SYNC_GENERATE") {
+        // Only the trees, for looking at one by hand (perf, strace): one folder per shape.
+        for kind in shapes {
+            let shape = Shape::new(kind, scale);
+            let bytes = shape.generate(&PathBuf::from(&dir).join(kind.name()));
+            eprintln!("{}: {}", kind.name(), shape.describe(bytes));
+        }
+        return;
+    }
     if Command::new("rsync").arg("--version").output().is_err() {
         panic!("rsync is missing: install it with `apt-get install -y rsync`");
     }

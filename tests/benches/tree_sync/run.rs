@@ -191,7 +191,7 @@ impl Bench {
     }
 
     fn tandem_cli(&self, tree: &str) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
+        let mut cmd = Command::new(crate::tools::tandem_bin());
         let primary = format!("127.0.0.1:{}", self.peer);
         cmd.arg("-c").arg(self.standby_config());
         cmd.args(["sync", "once", "--tree", tree, "--json", "--primary", &primary]);

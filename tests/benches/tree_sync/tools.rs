@@ -48,6 +48,13 @@ pub fn run_measured(cmd: &mut Command, dir: &Path) -> Finished {
     }
 }
 
+/// The tandem binary measured: this build's, or TREE_SYNC_TANDEM (another build, for a
+/// before/after comparison on the same machine and trees).
+pub fn tandem_bin() -> PathBuf {
+    std::env::var_os("TREE_SYNC_TANDEM")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tandem")), PathBuf::from)
+}
+
 /// A `tandem daemon`, watched through /proc.
 pub struct Daemon {
     child: Child,
@@ -56,7 +63,7 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config: &Path, data: &Path, stderr: &Path) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        let child = Command::new(tandem_bin())
             .arg("--config")
             .arg(config)
             .arg("daemon")

@@ -11,8 +11,11 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use super::{LocalPg, PgError};
+use crate::wal::auto_conf;
 use crate::wal::base_backup::{self, Endpoint};
 
+/// The comment above the port and socket folder in `postgresql.auto.conf`.
+const LISTEN_MARK: &str = "# tandem: where tandem starts this server (so a plain pg_ctl start does too)";
 /// `pg_ctl -t`: how long a start or stop may take, seconds.
 const PG_CTL_WAIT_SECS: &str = "60";
 /// How much of the server log a failed start quotes.
@@ -65,13 +68,22 @@ impl LocalPg {
 
     /// Starts the server on `port` with its socket in `socket_dir`, logging to `log_file`, and
     /// waits until it accepts connections (or, for a standby, reaches a consistent state). Ok
-    /// if it runs already.
+    /// if it runs already. The port and socket folder are written into `postgresql.auto.conf`
+    /// first, so a plain `pg_ctl start` (an operator's, a boot script's) brings it up where
+    /// tandem expects it, not on 5432 or on the port a base backup copied from the primary.
     pub fn start(&self) -> Result<(), PgError> {
         if self.is_running() {
             tracing::info!(data = %self.data_dir.display(), "PostgreSQL runs already");
             return Ok(());
         }
         self.prepare_log_file()?;
+        let (port, socket_dir) = (self.port.to_string(), self.socket_dir.to_string_lossy());
+        let edit = auto_conf::Edit {
+            mark: LISTEN_MARK,
+            set: &[("port", &port), ("unix_socket_directories", &socket_dir)],
+            remove: &[],
+        };
+        edit.apply(&self.data_dir, self.os_user.as_deref())?;
         let opts = format!("-p {} -k {}", self.port, shell_quote(&self.socket_dir.to_string_lossy()));
         let mut cmd = self.command("pg_ctl")?;
         cmd.arg("start").arg("-D").arg(&self.data_dir).arg("-l").arg(&self.log_file);
@@ -167,15 +179,19 @@ impl LocalPg {
     }
 
     /// `standby.signal` and a `primary_conninfo` naming `walsender` (tandem's), replacing
-    /// earlier `primary_conninfo` lines (see [`base_backup::write_standby_config`]).
-    pub fn write_standby_config(&self, walsender: &Endpoint, application_name: &str) -> Result<(), PgError> {
-        base_backup::write_standby_config(
+    /// earlier `primary_conninfo` lines (see [`base_backup::write_standby_config`]); whether
+    /// anything changed.
+    pub fn write_standby_config(
+        &self,
+        walsender: &Endpoint,
+        application_name: &str,
+    ) -> Result<bool, PgError> {
+        Ok(base_backup::write_standby_config(
             &self.data_dir,
             walsender,
             application_name,
             self.os_user.as_deref(),
-        )?;
-        Ok(())
+        )?)
     }
 
     /// `program` from `bin_dir`, as `os_user` when set, from `/`, without an inherited

@@ -44,6 +44,8 @@ pub enum PgError {
     HbaRejected { path: PathBuf, errors: String },
     #[error("writing the standby configuration: {0}")]
     StandbyConfig(#[from] BaseBackupError),
+    #[error(transparent)]
+    AutoConf(#[from] crate::wal::auto_conf::AutoConfError),
 }
 
 impl PgError {

@@ -31,7 +31,7 @@ pub use ctl::StopMode;
 pub use diverged::{Divergence, KeptWal};
 pub use error::PgError;
 pub use hba::{HBA_BEGIN, HBA_END, with_hba_block};
-pub use prepare::{PrepareReport, PrimarySetup, random_password};
+pub use prepare::{PrepareReport, PrimarySetup, ROLE_COMMENT, RoleDrop, random_password};
 pub use settings::{Setting, wanted_settings};
 pub use sql::ReplicationRow;
 

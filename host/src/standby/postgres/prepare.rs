@@ -10,12 +10,13 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, Mac as _};
 use sha2::{Digest as _, Sha256};
 
 use super::settings::{SETTINGS, Setting, wanted_settings};
 use super::{LocalPg, PgError};
+pub use crate::wal::walsender::random_password;
 
 /// The functions `pg_rewind` calls on its source, granted to a non-superuser role.
 const REWIND_FUNCTIONS: [&str; 4] = [
@@ -24,8 +25,19 @@ const REWIND_FUNCTIONS: [&str; 4] = [
     "pg_catalog.pg_read_binary_file(text)",
     "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
 ];
-/// Random bytes in a [`random_password`] (32 characters of URL-safe base64).
-const PASSWORD_BYTES: usize = 24;
+
+/// The comment on the replication role tandem creates: `off` drops only a role so marked (or
+/// named as tandem names it by default), never one the site made itself.
+pub const ROLE_COMMENT: &str = "tandem warm standby replication role (tandem standby off drops it)";
+
+/// What [`LocalPg::drop_replication_role`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleDrop {
+    Dropped,
+    Absent,
+    /// The site's own role (not made by tandem): kept.
+    Kept,
+}
 
 /// What [`LocalPg::prepare_primary`] sets up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,15 +57,6 @@ pub struct PrepareReport {
     pub changed: Vec<String>,
     /// Whether the server was restarted for a setting.
     pub restarted: bool,
-}
-
-/// A new password: 32 URL-safe characters (192 random bits).
-///
-/// Panics if the operating system has no random source (getrandom fails only there).
-pub fn random_password() -> String {
-    let mut bytes = [0u8; PASSWORD_BYTES];
-    getrandom::fill(&mut bytes).expect("the operating system's random source");
-    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 impl LocalPg {
@@ -78,7 +81,11 @@ impl LocalPg {
             || quote_literal(&postgres_protocol::password::scram_sha_256(setup.password.as_bytes()));
         match rows.first() {
             None => {
-                let stmt = format!("CREATE ROLE {role} LOGIN REPLICATION PASSWORD {}", verifier());
+                let stmt = format!(
+                    "CREATE ROLE {role} LOGIN REPLICATION PASSWORD {}; COMMENT ON ROLE {role} IS {}",
+                    verifier(),
+                    quote_literal(ROLE_COMMENT)
+                );
                 client.batch_execute(&stmt).await.map_err(sql(format!("creating role {role}")))?;
                 report.changed.push(format!("role {} created", setup.user));
             }
@@ -163,6 +170,35 @@ impl LocalPg {
     }
 }
 
+impl LocalPg {
+    /// Undoes [`LocalPg::prepare_primary`]'s role: revokes the EXECUTE grants and drops
+    /// `user`, if tandem made it (its comment says so, or it has the default name
+    /// `default_name`, as roles made before the comment have). The server keeps the settings
+    /// (they suit any primary) and its pg_hba is the caller's.
+    pub async fn drop_replication_role(&self, user: &str, default_name: &str) -> Result<RoleDrop, PgError> {
+        let client = self.client().await?;
+        let sql = |what: String| move |e| PgError::sql(what, e);
+        let rows = client
+            .query("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1", &[&user])
+            .await
+            .map_err(sql("reading pg_roles".into()))?;
+        let Some(row) = rows.first() else { return Ok(RoleDrop::Absent) };
+        let ours = row.get::<_, Option<String>>(0).as_deref() == Some(ROLE_COMMENT) || user == default_name;
+        if !ours {
+            return Ok(RoleDrop::Kept);
+        }
+        let role = quote_ident(user);
+        let mut stmt: String = REWIND_FUNCTIONS
+            .iter()
+            .map(|f| format!("REVOKE EXECUTE ON FUNCTION {f} FROM {role}; "))
+            .collect();
+        stmt.push_str(&format!("DROP ROLE {role}"));
+        client.batch_execute(&stmt).await.map_err(sql(format!("dropping role {role}")))?;
+        tracing::info!(role = user, "dropped the replication role");
+        Ok(RoleDrop::Dropped)
+    }
+}
+
 /// Whether PostgreSQL's stored SCRAM secret (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:
 /// <ServerKey>`) is of `password`.
 fn scram_matches(stored: &str, password: &str) -> bool {
@@ -214,10 +250,6 @@ mod tests {
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
         assert_eq!(quote_literal("it's"), "'it''s'");
         assert_eq!(quote_literal(r"a\'b"), r"E'a\\''b'");
-        let pw = random_password();
-        assert_eq!(pw.len(), 32);
-        assert!(pw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{pw}");
-        assert_ne!(pw, random_password());
     }
 
     #[test]

@@ -166,6 +166,12 @@ impl LocalPg {
         client.batch_execute("SELECT pg_reload_conf()").await.map_err(|e| PgError::sql("reloading", e))
     }
 
+    /// `pg_reload_conf()`: the server rereads its configuration files.
+    pub async fn reload(&self) -> Result<(), PgError> {
+        let client = self.client().await?;
+        client.batch_execute("SELECT pg_reload_conf()").await.map_err(|e| PgError::sql("reloading", e))
+    }
+
     /// Drops the replication slot `name` if it exists; `Ok(false)` if there is none, an error
     /// if a session uses it.
     pub async fn drop_slot(&self, name: &str) -> Result<bool, PgError> {

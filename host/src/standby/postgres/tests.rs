@@ -120,6 +120,17 @@ async fn prepare_primary_lets_the_role_replicate_with_its_password_and_is_idempo
 
     let again = la.prepare_primary(&setup).await.expect("prepare_primary again");
     assert_eq!(again, PrepareReport::default(), "the second run changes nothing");
+
+    // Off undoes the role (grants and all), never a role of the site's own.
+    a.psql("CREATE ROLE site_rep LOGIN REPLICATION");
+    assert_eq!(la.drop_replication_role("site_rep", REPLICATION_USER).await.unwrap(), RoleDrop::Kept);
+    let count = |role: &str| a.psql(&format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'"));
+    assert_eq!(count("site_rep"), "1");
+    // Named otherwise, still known by its comment.
+    let dropped = la.drop_replication_role(REPLICATION_USER, "another_default").await.unwrap();
+    assert_eq!(dropped, RoleDrop::Dropped);
+    assert_eq!(count(REPLICATION_USER), "0");
+    assert_eq!(la.drop_replication_role(REPLICATION_USER, REPLICATION_USER).await.unwrap(), RoleDrop::Absent);
 }
 
 #[tokio::test]

@@ -23,6 +23,7 @@ use super::{PassError, PassStats, unexpected};
 use crate::sync::apply::{Applier, FileWriter, Staged};
 use crate::sync::entry::{Entry, EntryKind};
 use crate::sync::index::Index;
+use crate::sync::index_store::IndexStore;
 use crate::sync::meta::Keep;
 use crate::sync::names::RelName;
 use crate::sync::patch::Patcher;
@@ -47,6 +48,8 @@ pub(super) struct Applied {
     pub end: Option<Option<Since>>,
     /// Why the pass broke off, if it did (what landed before is committed and indexed).
     pub broken: Option<PassError>,
+    /// The index as saved, for the next pass.
+    pub index: Option<(IndexStore, Index)>,
 }
 
 struct Loop<'a> {
@@ -66,14 +69,15 @@ struct Loop<'a> {
 }
 
 /// Runs on its own thread until `End` or until the network task drops the sender, then
-/// commits, saves the index to `index_path` and releases `lock` (the apply lock is held by
-/// this thread, so a cancelled pass keeps it until its last commit).
+/// commits, saves the index into `store` and releases `lock` (the apply lock is held by this
+/// thread, so a cancelled pass keeps it until its last commit). An index that tracks its
+/// changes is saved as those changes; one that does not (a full pass) as a new base.
 pub(super) fn run(
     mut rx: mpsc::Receiver<SyncMsg>,
     root: &Path,
     keep: Keep,
     index: Index,
-    index_path: &Path,
+    mut store: IndexStore,
     progress: Arc<Progress>,
     lock: ApplyLock,
 ) -> Result<Applied, PassError> {
@@ -118,9 +122,13 @@ pub(super) fn run(
     if let Err(e) = l.commit() {
         broken.get_or_insert(e);
     }
-    l.index.save(index_path)?;
+    let mut index = l.index;
+    match index.take_changes() {
+        Some(changes) => store.append(&changes, &index)?,
+        None => store.rewrite(&index)?,
+    }
     drop(lock);
-    Ok(Applied { stats: l.stats, failed: l.failed, end, broken })
+    Ok(Applied { stats: l.stats, failed: l.failed, end, broken, index: Some((store, index)) })
 }
 
 enum PatchMsg {

@@ -22,6 +22,7 @@ use super::{PassError, PassStats, apply_loop, recv, recv_counted, unexpected, wr
 use crate::peer::{Frame, PeerConnection};
 use crate::sync::confine::Confined;
 use crate::sync::index::{Index, refresh};
+use crate::sync::index_store::IndexStore;
 use crate::sync::meta::{Keep, is_root};
 use crate::sync::names::RelName;
 use crate::sync::protocol::{self, PassMode, Since, SyncMsg, have_batches};
@@ -53,6 +54,9 @@ pub struct PullState {
     pub since: PathBuf,
     /// Held while a pass applies: one at a time per standby.
     pub lock_path: PathBuf,
+    /// The index as the last pass left it (equal to what is on disk), so a follower's next
+    /// pass does not read the whole index again.
+    kept: Arc<std::sync::Mutex<Option<(IndexStore, Index)>>>,
 }
 
 impl PullState {
@@ -61,7 +65,21 @@ impl PullState {
             index: state_dir.join(format!("{tree}.standby.index")),
             since: state_dir.join(format!("{tree}.standby.since")),
             lock_path: state_dir.join("apply.lock"),
+            kept: Arc::default(),
         }
+    }
+
+    /// The index: as the last pass left it, else from disk.
+    fn take_index(&self) -> Result<(IndexStore, Index), TreeError> {
+        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match kept {
+            Some(kept) => Ok(kept),
+            None => IndexStore::open(&self.index),
+        }
+    }
+
+    fn keep_index(&self, kept: (IndexStore, Index)) {
+        *self.kept.lock().unwrap_or_else(|p| p.into_inner()) = Some(kept);
     }
 
     /// Where the last complete pass left this standby; `None` when unknown or unreadable.
@@ -130,18 +148,21 @@ pub async fn pull_pass(
     // thread holds the lock until its last commit, even if this future is dropped.
     let lock = state.lock_path.clone();
     let applying_lock = blocking(move || ApplyLock::take(&lock)).await??;
-    let index = match mode {
+    let (store, index) = match mode {
         PassMode::Current => unreachable!("answered above"),
         PassMode::Incremental => {
-            let path = state.index.clone();
-            blocking(move || Index::load(&path)).await??
+            let st = state.clone();
+            let (store, mut index) = blocking(move || st.take_index()).await??;
+            // What this pass changes goes to the index's log, not into a new copy of it all.
+            index.track_changes();
+            (store, index)
         }
         PassMode::Full => {
-            let (path, top) = (state.index.clone(), root.to_path_buf());
-            let mine = blocking(move || {
-                let old = Index::load(&path)?;
+            let (st, top) = (state.clone(), root.to_path_buf());
+            let (store, mine) = blocking(move || {
+                let (store, old) = st.take_index()?;
                 let scanned = scan_with(&top, &keep, &mut |batch| vec![Verdict::Keep; batch.len()])?;
-                Ok::<_, TreeError>(refresh(&old, scanned.entries, &top)?.0)
+                Ok::<_, TreeError>((store, refresh(&old, scanned.entries, &top)?.0))
             })
             .await??;
             for batch in have_batches(&mine) {
@@ -149,14 +170,15 @@ pub async fn pull_pass(
                 conn.writer.write_frame(&protocol::encode(&msg)?).await?;
             }
             conn.writer.write_frame(&protocol::encode(&SyncMsg::HaveEnd)?).await?;
-            mine.into_iter().collect()
+            // Untracked: a full pass writes the whole index as a new base.
+            (store, mine.into_iter().collect())
         }
     };
 
     let (atx, arx) = mpsc::channel::<SyncMsg>(APPLY_QUEUE);
-    let (top, shown, index_path) = (root.to_path_buf(), progress.clone(), state.index.clone());
+    let (top, shown) = (root.to_path_buf(), progress.clone());
     let applying = tokio::task::spawn_blocking(move || {
-        apply_loop::run(arx, &top, keep, index, &index_path, shown, applying_lock)
+        apply_loop::run(arx, &top, keep, index, store, shown, applying_lock)
     });
     let (wtx, wrx) = mpsc::channel::<Frame>(16);
     let PeerConnection { reader, writer, .. } = conn;
@@ -214,7 +236,10 @@ pub async fn pull_pass(
             }
         };
         drop(atx);
-        let applied = applying.await.map_err(|e| PassError::Worker(e.to_string()))??;
+        let mut applied = applying.await.map_err(|e| PassError::Worker(e.to_string()))??;
+        if let Some(kept) = applied.index.take() {
+            state.keep_index(kept);
+        }
         // The index is saved either way: what landed before a break stays known.
         if let Some(e) = applied.broken {
             return Err(e);

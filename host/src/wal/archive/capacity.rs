@@ -1,7 +1,17 @@
 //! Disk cap accounting: how many bytes the archive holds, whether it may take a new segment, and
-//! the loud log line when that answer changes.
+//! the loud log line when that answer changes; and whether the filesystem itself has room for
+//! another segment (a full disk is treated like the cap: no WAL taken until there is room).
 //!
 //! Owns the `accepting` flag. Must never log on every call: only on a change of state.
+
+use std::path::Path;
+
+use super::flush_record::TRAILER_LEN;
+
+/// Free space kept beyond a new segment before the archive takes WAL again after a full disk:
+/// room for the state and history files, and so that one segment does not fill the disk to
+/// the last byte again at once.
+pub(crate) const DISK_ROOM_MARGIN: u64 = 1 << 20;
 
 /// The archive's size against its cap.
 #[derive(Debug)]
@@ -67,6 +77,37 @@ impl Capacity {
             );
         }
     }
+}
+
+/// Whether the filesystem holding `dir` has room for a new segment of `segment_bytes` (its
+/// flush-record trailer and [`DISK_ROOM_MARGIN`] included), counting only the space an
+/// unprivileged writer may use (`f_bavail`: root's reserve is left to the system). An
+/// unreadable filesystem counts as having no room.
+pub(crate) fn disk_has_room(dir: &Path, segment_bytes: u64) -> bool {
+    match free_bytes(dir) {
+        Ok(free) => free >= segment_bytes + TRAILER_LEN + DISK_ROOM_MARGIN,
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot read the WAL archive's free space");
+            false
+        }
+    }
+}
+
+/// `statvfs(2)`: bytes available to unprivileged writers on the filesystem holding `dir`.
+pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: `path` is a valid NUL-terminated string and `stats` a writable statvfs that the
+    // call fills in; nothing is read from it unless the call succeeded.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stats) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // Both are 32 bits wide on some targets.
+    #[allow(clippy::useless_conversion)]
+    let (blocks, block_size) = (u64::from(stats.f_bavail), u64::from(stats.f_frsize));
+    Ok(blocks.saturating_mul(block_size))
 }
 
 #[cfg(test)]

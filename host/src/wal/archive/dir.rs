@@ -1,12 +1,13 @@
 //! The archive directory as a handle: paths by name, durable whole-file replacement
 //! (write a temp file, fsync, rename, fsync the directory), renames, removals and zero-filling.
+//! The folder is 0700 and its files 0600: it holds the database's WAL.
 //!
 //! Owns the order of sync calls for whole-file writes. Must never decide *what* to write or
 //! remove: callers (writer, recovery, retention) do.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,6 +16,8 @@ use super::error::{ArchiveError, Result};
 
 /// Suffix of files being replaced; left-overs are removed when the archive opens.
 pub(crate) const TEMP_SUFFIX: &str = ".tmp";
+/// Mode of every file the archive creates: the database's WAL is for its owner only.
+pub(crate) const PRIVATE_FILE: u32 = 0o600;
 /// Zero-fill chunk: PostgreSQL pads with XLOG_BLCKSZ blocks; bigger chunks mean fewer calls.
 const ZERO_CHUNK: usize = 256 * 1024;
 
@@ -27,11 +30,27 @@ pub(crate) struct Dir {
 }
 
 impl Dir {
-    /// Opens (creating if needed) the directory at `path`.
+    /// Opens (creating if needed) the directory at `path`, private: mode 0700, as PostgreSQL
+    /// keeps its own WAL (an archive from an older tandem is made so too).
     pub(crate) fn open(path: &Path, durability: Arc<dyn Durability>) -> Result<Self> {
-        fs::create_dir_all(path).map_err(ArchiveError::io("create directory", path))?;
+        crate::durable::create_private_dir(path).map_err(ArchiveError::io("create directory", path))?;
         let handle = File::open(path).map_err(ArchiveError::io("open directory", path))?;
         Ok(Dir { path: path.to_owned(), handle, durability })
+    }
+
+    /// Makes every file in the directory private (0600): an archive written by an older tandem
+    /// left them 0644. One pass at open; new files are created 0600.
+    pub(crate) fn make_files_private(&self) -> Result<()> {
+        let entries = fs::read_dir(&self.path).map_err(ArchiveError::io("list", &self.path))?;
+        for entry in entries {
+            let entry = entry.map_err(ArchiveError::io("list", &self.path))?;
+            let meta = entry.metadata().map_err(ArchiveError::io("stat", entry.path()))?;
+            if meta.is_file() && meta.permissions().mode() & 0o077 != 0 {
+                fs::set_permissions(entry.path(), fs::Permissions::from_mode(PRIVATE_FILE))
+                    .map_err(ArchiveError::io("chmod", entry.path()))?;
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -59,6 +78,7 @@ impl Dir {
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(PRIVATE_FILE)
             .open(&tmp)
             .map_err(ArchiveError::io("create", &tmp))?;
         file.write_all(content).map_err(ArchiveError::io("write", &tmp))?;

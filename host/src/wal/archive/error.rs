@@ -66,6 +66,13 @@ pub enum ArchiveError {
 }
 
 impl ArchiveError {
+    /// Whether the filesystem ran out of space or of the user's quota (ENOSPC, EDQUOT): no
+    /// fault of the archive's; once there is room again `ArchiveWriter::reopen` recovers it.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, ArchiveError::Io { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)))
+    }
+
     /// A `map_err` adapter naming the operation and the path.
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> ArchiveError {
         let path = path.into();

@@ -11,7 +11,7 @@
 //! end". Must never decide when to flush or complete: the writer does.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 
 use super::config::SegmentInit;
@@ -59,6 +59,7 @@ impl Head {
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(super::dir::PRIVATE_FILE)
             .open(&path)
             .map_err(ArchiveError::io("create segment", &path))?;
         // Full length first, in one step: a crash during the zero-fill then never leaves a file

@@ -52,8 +52,9 @@ mod state;
 mod writer;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
+pub use capacity::free_bytes;
 pub use config::{
     ArchiveConfig, DEFAULT_DISK_CAP_BYTES, DEFAULT_GROUP_MAX_BYTES, DEFAULT_GROUP_MAX_DELAY,
     DEFAULT_RESERVE_SEGMENTS, FlushPolicy, MAX_GROUP_DELAY, SegmentInit,

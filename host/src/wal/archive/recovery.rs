@@ -7,7 +7,9 @@
 //! `probe` reads the newest timeline's `.partial` files (sizes, trailers, checksummed WAL).
 //! `plan` is pure: from the state, the listing and the probes it decides which `.partial`
 //! segments are in fact complete, which bytes past the flushed LSN to zero (and which
-//! untrusted record slot with them), which files hold nothing durable and go, and where each
+//! untrusted record slot with them), which files hold nothing durable and go (a head segment
+//! with no durable WAL among them: removing it needs no disk space, so an archive whose disk
+//! filled up reopens before space returns), and where each
 //! timeline's WAL now starts and ends. `apply` carries the plan out. Must never trust a byte
 //! past a proven end, nor call a `.partial` complete unless it is proven flushed to its end;
 //! and never delete a complete segment: one that does not fit means the state is not this
@@ -186,10 +188,13 @@ fn plan_timeline(
             (_, SegState::Complete) => {
                 return Err(format!("complete segment {name} reaches past the durable end {end}"));
             }
-            (std::cmp::Ordering::Equal, SegState::Partial) if current.is_some() => {
+            (std::cmp::Ordering::Equal, SegState::Partial) if current.is_some() && head_has_data => {
                 fixes.push(Fix::ZeroTail { timeline, segno, from: seg.offset(end), keep });
             }
             (std::cmp::Ordering::Equal, SegState::Partial) if head_has_data => {}
+            // A head holding nothing durable (its creation or first write cut short, by a crash
+            // or a full disk) goes rather than being zero-filled again: that needs no space, and
+            // the next append creates it afresh.
             (_, SegState::Partial) => {
                 fixes.push(Fix::RemoveSegment { timeline, segno });
                 continue;
@@ -333,16 +338,24 @@ mod tests {
         // Complete segments end at 2 MiB; the head's record (if any) proved nothing.
         let st = state(&[(1, 0, 0)]);
         let l = listing(&[(1, 0, C), (1, 1, C), (1, 2, P)]);
+        // Nothing durable in it: removed (no zero-fill, which a full disk could not take).
         for p in [Probe::Trailer(None), Probe::Short] {
             let plan = plan(&st, &l, &probes(&[(2, p)]), seg()).unwrap();
-            assert_eq!(plan.fixes, vec![Fix::ZeroTail { timeline: 1, segno: 2, from: 0, keep: None }]);
-            assert_eq!(plan.timelines[0].end, Lsn(2 * MIB));
+            assert_eq!(plan.fixes, vec![Fix::RemoveSegment { timeline: 1, segno: 2 }]);
+            assert_eq!(plan.timelines[0], TimelineExtent { timeline: 1, start: Lsn(0), end: Lsn(2 * MIB) });
         }
         // A timeline begun mid-segment: its start, from the state.
         let st = state(&[(1, MIB + 77, MIB + 77)]);
         let plan = plan(&st, &listing(&[(1, 1, P)]), &probes(&[(1, Probe::Trailer(None))]), seg()).unwrap();
-        assert_eq!(plan.fixes, vec![Fix::ZeroTail { timeline: 1, segno: 1, from: 77, keep: None }]);
+        assert_eq!(plan.fixes, vec![Fix::RemoveSegment { timeline: 1, segno: 1 }]);
         assert_eq!(plan.timelines[0].end, Lsn(MIB + 77));
+        // With durable WAL before the unproven record: zeroed from there.
+        let st = state(&[(1, MIB + 77, MIB + 99)]);
+        let zeroed = super::plan(&st, &listing(&[(1, 1, P)]), &probes(&[(1, Probe::Trailer(None))]), seg());
+        assert_eq!(
+            zeroed.unwrap().fixes,
+            vec![Fix::ZeroTail { timeline: 1, segno: 1, from: 99, keep: None }]
+        );
     }
 
     #[test]

@@ -73,43 +73,9 @@ impl ArchiveWriter {
         let seg = config.validate()?;
         let dir = Dir::open(dir.as_ref(), durability)?;
         let lock = lock(&dir)?;
-        let mut listing = Listing::scan(&dir, seg)?;
-        let corrupt = |reason: String| ArchiveError::Corrupt { dir: dir.path().to_owned(), reason };
-        let mut state = match state::load(&dir)? {
-            Some(s) if s.segment_size != seg.bytes() => {
-                return Err(ArchiveError::Config(format!(
-                    "archive {} holds {}-byte segments, configured {}",
-                    dir.path().display(),
-                    s.segment_size,
-                    seg.bytes()
-                )));
-            }
-            Some(s) => s,
-            None if !listing.segments.is_empty() => {
-                return Err(corrupt(
-                    "segment files but no state file; not an archive written by tandem".into(),
-                ));
-            }
-            None => {
-                let s = ArchiveState::new(seg.bytes());
-                state::store(&dir, &s)?;
-                s
-            }
-        };
-        let probes = recovery::probe(&dir, &state, &listing, seg)?;
-        let plan = recovery::plan(&state, &listing, &probes, seg).map_err(corrupt)?;
-        recovery::apply(&dir, &plan, &mut listing, seg)?;
-        state.timelines = plan.timelines;
-
+        dir.make_files_private()?;
+        let Recovered { state, listing, head } = recover(&dir, seg)?;
         let point = flush_point(&state);
-        let head = match state.current() {
-            Some(cur)
-                if listing.segments.get(&(cur.timeline, seg.segno(cur.end))) == Some(&SegState::Partial) =>
-            {
-                Some(Head::open(&dir, seg, cur.timeline, seg.segno(cur.end))?)
-            }
-            _ => None,
-        };
         let capacity = Capacity::new(config.disk_cap_bytes, seg.bytes(), listing.bytes(seg));
         let shared = Arc::new(Shared {
             dir: dir.path().to_owned(),
@@ -135,6 +101,46 @@ impl ArchiveWriter {
             shared,
             flushed_tx: watch::Sender::new(point),
         })
+    }
+
+    /// Recovers the archive in place, as `open` would after a crash, keeping every reader:
+    /// after a full disk (ENOSPC) left a write half done, a segment half zero-filled or the
+    /// writer stopped. WAL not yet flushed is dropped (it was never reported); the flushed LSN
+    /// never moves back. Until it succeeds the writer refuses all other work.
+    pub fn reopen(&mut self) -> Result<()> {
+        self.poisoned = true;
+        self.head = None;
+        let Recovered { state, listing, head } = recover(&self.dir, self.seg)?;
+        let before = self.flush_point();
+        let point = flush_point(&state);
+        if point.timeline < before.timeline || (point.timeline == before.timeline && point.lsn < before.lsn) {
+            return Err(ArchiveError::Corrupt {
+                dir: self.dir.path().to_owned(),
+                reason: format!(
+                    "recovery found WAL up to {} of the {} reported flushed",
+                    point.lsn, before.lsn
+                ),
+            });
+        }
+        self.capacity = Capacity::new(self.config.disk_cap_bytes, self.seg.bytes(), listing.bytes(self.seg));
+        self.state = state;
+        self.listing = listing;
+        self.head = head;
+        self.written = point.lsn;
+        self.unflushed_since = None;
+        self.poisoned = false;
+        self.publish();
+        tracing::info!(
+            dir = %self.dir.path().display(), timeline = point.timeline, flushed = %point.lsn,
+            bytes = self.capacity.bytes(), "WAL archive reopened"
+        );
+        Ok(())
+    }
+
+    /// Whether the archive's filesystem has room for another segment (the free space an
+    /// unprivileged writer may use, with a margin for the small files).
+    pub fn has_disk_room(&self) -> bool {
+        super::capacity::disk_has_room(self.dir.path(), self.seg.bytes())
     }
 
     /// End of durable WAL on the current timeline: what to report to the primary's slot as
@@ -285,6 +291,51 @@ impl ArchiveWriter {
         }
         result
     }
+}
+
+/// What recovery makes of the directory: the timelines, the files, the segment being written.
+struct Recovered {
+    state: ArchiveState,
+    listing: Listing,
+    head: Option<Head>,
+}
+
+/// Reads the state file, scans the directory and repairs it (see `recovery.rs`).
+fn recover(dir: &Dir, seg: WalSegmentSize) -> Result<Recovered> {
+    let mut listing = Listing::scan(dir, seg)?;
+    let corrupt = |reason: String| ArchiveError::Corrupt { dir: dir.path().to_owned(), reason };
+    let mut state = match state::load(dir)? {
+        Some(s) if s.segment_size != seg.bytes() => {
+            return Err(ArchiveError::Config(format!(
+                "archive {} holds {}-byte segments, configured {}",
+                dir.path().display(),
+                s.segment_size,
+                seg.bytes()
+            )));
+        }
+        Some(s) => s,
+        None if !listing.segments.is_empty() => {
+            return Err(corrupt("segment files but no state file; not an archive written by tandem".into()));
+        }
+        None => {
+            let s = ArchiveState::new(seg.bytes());
+            state::store(dir, &s)?;
+            s
+        }
+    };
+    let probes = recovery::probe(dir, &state, &listing, seg)?;
+    let plan = recovery::plan(&state, &listing, &probes, seg).map_err(corrupt)?;
+    recovery::apply(dir, &plan, &mut listing, seg)?;
+    state.timelines = plan.timelines;
+    let head = match state.current() {
+        Some(cur)
+            if listing.segments.get(&(cur.timeline, seg.segno(cur.end))) == Some(&SegState::Partial) =>
+        {
+            Some(Head::open(dir, seg, cur.timeline, seg.segno(cur.end))?)
+        }
+        _ => None,
+    };
+    Ok(Recovered { state, listing, head })
 }
 
 fn flush_point(state: &ArchiveState) -> FlushPoint {

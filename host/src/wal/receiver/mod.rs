@@ -2,7 +2,8 @@
 //! tandem's own physical slot into the archive, and reports back only what the archive made
 //! durable, so the primary's slot holds exactly the WAL the standby side does not have yet.
 //! Reconnects with backoff after any failure, resuming from the archive's flushed LSN and
-//! following timeline switches through TIMELINE_HISTORY.
+//! following timeline switches through TIMELINE_HISTORY. At the archive's disk cap or on a
+//! full disk it stops taking WAL (the primary's slot holds it) and resumes once there is room.
 //!
 //! Must never: report a flush position past the archive's durable WAL, or write WAL of another
 //! cluster into the archive.
@@ -18,7 +19,7 @@ pub mod state;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -33,7 +34,8 @@ use super::upstream::UpstreamError;
 
 /// First wait before reconnecting; doubles up to the configured maximum.
 const RETRY_MIN: Duration = Duration::from_millis(100);
-/// How often a capped archive is checked for room again.
+/// How often a capped archive is checked for room again (and the first wait after a full
+/// disk, doubled up to the longest reconnect wait).
 const CAP_RECHECK: Duration = Duration::from_millis(500);
 /// A primary silent this long (no WAL, no keepalive) is given up on, as PostgreSQL's
 /// `wal_receiver_timeout` does; its keepalives come every `wal_sender_timeout / 2` at most.
@@ -82,8 +84,8 @@ pub(crate) enum SessionEnd {
     Shutdown,
     /// The primary ended the stream (it is shutting down).
     PrimaryEnded,
-    /// The archive is full; reconnect once it has room.
-    CapReached,
+    /// The archive takes no WAL (its disk cap, or a full disk); reconnect once it has room.
+    NoRoom,
 }
 
 /// The receiver task's inputs.
@@ -122,14 +124,14 @@ impl Receiver {
                 Ok(SessionEnd::PrimaryEnded) => {
                     tracing::info!(primary = %address, "the primary ended streaming; reconnecting")
                 }
-                Ok(SessionEnd::CapReached) => {
-                    self.state.send_modify(|s| s.phase = Phase::CapReached);
-                    while !self.disk.has_room() && self.disk.alive() {
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            _ = tokio::time::sleep(CAP_RECHECK) => {}
-                        }
-                    }
+                Ok(SessionEnd::NoRoom) => {
+                    self.wait_for_room(&shutdown).await;
+                    wait = RETRY_MIN;
+                    continue;
+                }
+                // A history file the full disk refused: as full as a refused append.
+                Err(_) if self.disk.full().is_some() => {
+                    self.wait_for_room(&shutdown).await;
                     wait = RETRY_MIN;
                     continue;
                 }
@@ -138,8 +140,7 @@ impl Receiver {
                     let error = if self.disk.alive() { e.to_string() } else { self.disk.failure() };
                     tracing::warn!(primary = %address, error = %error, fatal, "WAL receiver");
                     self.state.send_modify(|s| {
-                        s.last_error = Some(error);
-                        s.last_error_at = Some(SystemTime::now());
+                        s.set_error(error);
                         if fatal {
                             s.phase = Phase::Failed;
                         }
@@ -160,6 +161,40 @@ impl Receiver {
             wait = (wait * 2).min(self.retry_max);
         }
         self.state.send_modify(|s| s.phase = Phase::Stopped);
+    }
+
+    /// Waits until the archive takes WAL again: the cap is checked every [`CAP_RECHECK`]
+    /// (retention frees room as the standby replays); a full disk is retried with backoff up
+    /// to the longest reconnect wait, and named in the state and the last error meanwhile.
+    async fn wait_for_room(&self, shutdown: &CancellationToken) {
+        let mut wait = CAP_RECHECK;
+        while self.disk.alive() {
+            match self.disk.full() {
+                Some(why) => {
+                    let error = format!(
+                        "WAL archive disk full ({why}): not taking WAL until the filesystem has room \
+                         for a segment; the primary's slot holds it meanwhile"
+                    );
+                    self.state.send_modify(|s| {
+                        s.phase = Phase::DiskFull;
+                        s.set_error(error);
+                    });
+                    if self.disk.retry().await.unwrap_or(false) {
+                        tracing::warn!(primary = %self.conn.address(), "the WAL archive has room again: reconnecting");
+                        return;
+                    }
+                }
+                None if self.disk.has_room() => return,
+                None => self.state.send_modify(|s| s.phase = Phase::CapReached),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            if self.disk.full().is_some() {
+                wait = (wait * 2).min(self.retry_max.max(CAP_RECHECK));
+            }
+        }
     }
 }
 

@@ -210,6 +210,7 @@ impl Receiver {
             s.timeline = tli;
             s.connected_since = Some(SystemTime::now());
             s.connections += 1;
+            s.resolve_error();
         });
         let mut flushed = self.reader.subscribe();
         let mut tick = tokio::time::interval(self.status_interval);
@@ -243,7 +244,7 @@ impl Receiver {
                             s.last_wal_sent_at = server_time.to_system_time();
                         });
                         if self.disk.capped() {
-                            return Ok(StreamEnd::Done(SessionEnd::CapReached));
+                            return Ok(StreamEnd::Done(SessionEnd::NoRoom));
                         }
                     }
                     Event::Keepalive { end, reply_requested, .. } => {

@@ -25,6 +25,8 @@ pub enum Phase {
     /// The archive is at its disk cap: tandem takes no WAL and the slot holds it on the
     /// primary until the standby replays and retention frees space.
     CapReached,
+    /// The archive's filesystem is full: as at the cap, until it has room for a segment again.
+    DiskFull,
     /// The archive refused WAL for good (another cluster, a failed fsync): an operator must act.
     Failed,
     /// Shut down.
@@ -38,6 +40,7 @@ impl Phase {
             Phase::Connecting => "connecting",
             Phase::Streaming => "streaming",
             Phase::CapReached => "archive-full",
+            Phase::DiskFull => "archive-disk-full",
             Phase::Failed => "failed",
             Phase::Stopped => "stopped",
         }
@@ -68,6 +71,27 @@ pub struct ReceiverState {
     pub connections: u64,
     pub last_error: Option<String>,
     pub last_error_at: Option<SystemTime>,
+    /// When streaming worked again after `last_error`: the error is history, kept for context.
+    pub last_error_resolved_at: Option<SystemTime>,
+}
+
+impl ReceiverState {
+    /// Records `error` as the current one (unless it is the current one already).
+    pub fn set_error(&mut self, error: String) {
+        if self.last_error.as_ref() == Some(&error) && self.last_error_resolved_at.is_none() {
+            return;
+        }
+        self.last_error = Some(error);
+        self.last_error_at = Some(SystemTime::now());
+        self.last_error_resolved_at = None;
+    }
+
+    /// Streaming works: the last error, if any, no longer applies.
+    pub fn resolve_error(&mut self) {
+        if self.last_error.is_some() && self.last_error_resolved_at.is_none() {
+            self.last_error_resolved_at = Some(SystemTime::now());
+        }
+    }
 }
 
 /// When WAL positions arrived, to turn a byte lag into seconds: the standby is as far behind
@@ -128,6 +152,23 @@ mod tests {
         assert_eq!(a.lag(Lsn(200), Lsn(200), now), Some(Duration::ZERO));
         // Behind WAL that arrived before this process started: unknown, not zero.
         assert_eq!(ArrivalTimes::default().lag(Lsn(10), Lsn(99), now), None);
+    }
+
+    #[test]
+    fn an_error_is_resolved_once_and_a_new_one_is_current_again() {
+        let mut s = ReceiverState::default();
+        s.resolve_error();
+        assert_eq!(s.last_error_resolved_at, None, "nothing to resolve");
+        s.set_error("refused".into());
+        let at = s.last_error_at;
+        s.set_error("refused".into());
+        assert_eq!(s.last_error_at, at, "the same error keeps its time");
+        s.resolve_error();
+        let resolved = s.last_error_resolved_at.expect("resolved");
+        s.resolve_error();
+        assert_eq!(s.last_error_resolved_at, Some(resolved), "resolved once");
+        s.set_error("refused".into());
+        assert_eq!(s.last_error_resolved_at, None, "failing again makes it current");
     }
 
     #[test]

@@ -30,12 +30,24 @@ pub const SCRAM_ITERATIONS: u32 = 4096;
 /// Salt and nonce sizes PostgreSQL uses (`SCRAM_DEFAULT_SALT_LEN`, `SCRAM_RAW_NONCE_LEN`).
 const SALT_LEN: usize = 16;
 const NONCE_LEN: usize = 18;
+/// Random bytes in a [`random_password`] (32 characters of URL-safe base64).
+const PASSWORD_BYTES: usize = 24;
 /// SQLSTATE `invalid_password`.
 const INVALID_PASSWORD: &str = "28P01";
 /// SQLSTATE `protocol_violation`.
 const PROTOCOL_VIOLATION: &str = "08P01";
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// A new password: 32 URL-safe characters (192 random bits), for the roles and walsender
+/// logins tandem makes.
+///
+/// Panics if the operating system has no random source (getrandom fails only there).
+pub fn random_password() -> String {
+    let mut bytes = [0u8; PASSWORD_BYTES];
+    getrandom::fill(&mut bytes).expect("the operating system's random source");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
 
 fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     // HMAC takes keys of any length: this cannot fail.
@@ -264,6 +276,14 @@ mod tests {
     use postgres_protocol::message::backend::Message;
 
     use super::*;
+
+    #[test]
+    fn random_passwords_are_long_url_safe_and_differ() {
+        let pw = random_password();
+        assert_eq!(pw.len(), 32);
+        assert!(pw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{pw}");
+        assert_ne!(pw, random_password());
+    }
 
     fn initial(client: &ScramSha256) -> Bytes {
         let mut b = BytesMut::new();

@@ -4,7 +4,18 @@
 //! walreceiver (or `pg_receivewal`) streams from it.
 //!
 //! Owns: the listening socket's connections, their authentication, and everything said to a
-//! standby. Must never: send a byte past the archive's flushed LSN (the reader guarantees it;
+//! standby.
+//!
+//! Who may connect: by default only a client that knows the walsender's password (SCRAM-SHA-256,
+//! so it never crosses the wire). tandem generates it (`wal.standby_password_file` names one
+//! instead), keeps it 0600, and hands it to the standby PostgreSQL in a passfile (0600, owned by
+//! the PostgreSQL user, in its data folder) that `primary_conninfo` names: the password is
+//! neither in `postgresql.auto.conf` nor on a command line. A password rather than a Unix
+//! socket checked with peer credentials because it works on the TCP listener the standby
+//! already uses (and on another address, should the site move it), with the SCRAM server that
+//! is verified against PostgreSQL's own libpq, and because peer credentials prove no more than
+//! the password does: that the client runs as the PostgreSQL user, who can read the data folder
+//! anyway. Trust (`wal.standby_auth = "trust"`, loopback only) only when the site asks for it. Must never: send a byte past the archive's flushed LSN (the reader guarantees it;
 //! nothing here works around it), let a connection's failure stop the accept loop, or serve a
 //! client before the upstream identity (whose WAL this is) is known.
 //!
@@ -50,6 +61,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+pub use auth::random_password;
 pub use backend::{Severity, SqlError};
 pub use codec::CodecError;
 pub use config::{

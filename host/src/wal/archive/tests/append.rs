@@ -129,3 +129,35 @@ fn segment_size_must_match_the_archive() {
     let other = ArchiveConfig { segment_size: 2 * MIB, ..ArchiveConfig::for_test() };
     assert!(matches!(ArchiveWriter::open(tmp.path(), other), Err(ArchiveError::Config(_))));
 }
+
+/// Regression: segments were 0644 in a 0755 folder, readable by any local user (PostgreSQL
+/// keeps its own WAL 0600 in 0700 folders). New files are private, and an archive an older
+/// tandem left readable is made private when it opens.
+#[test]
+fn the_archive_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("archive");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let all_private = |dir: &std::path::Path| {
+        assert_eq!(mode(dir), 0o700);
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    };
+    let mut w = open(&dir);
+    append_until(&mut w, 1, Lsn(MIB + 10), 100_000);
+    w.write_history(2, b"1\t0/100000A\tno recovery target specified\n").unwrap();
+    all_private(&dir);
+    drop(w);
+    // As an older tandem left it.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        std::fs::set_permissions(entry.unwrap().path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let mut w = open(&dir);
+    all_private(&dir);
+    append_until(&mut w, 1, Lsn(3 * MIB + 10), 100_000);
+    all_private(&dir);
+}

@@ -219,6 +219,17 @@ impl PgServer {
         Ok(())
     }
 
+    /// A fast stop, then a plain `pg_ctl start` with no server options: the server comes up
+    /// where its configuration files say (tests of what tandem wrote there).
+    #[allow(dead_code)] // the e2e tests' (they share this file)
+    pub fn restart_plain(&mut self) -> Result<(), String> {
+        self.stop_fast()?;
+        let log = self.root.join(format!("log-{}-plain", self.port));
+        self.run("pg_ctl", &["-D", path(&self.data), "-l", path(&log), "-w", "-t", "60", "start"])?;
+        self.running = true;
+        Ok(())
+    }
+
     /// Runs SQL as the superuser over the Unix socket; panics on failure. Output is unaligned,
     /// tuples only, trimmed.
     pub fn psql(&self, sql: &str) -> String {

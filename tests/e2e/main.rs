@@ -18,6 +18,7 @@ mod support;
 mod sync;
 mod sync_e2e;
 mod sync_follow;
+mod sync_meta;
 /// A small tmpfs that fills up: the library's own helper, shared (it names `free_bytes`).
 #[path = "../../host/src/wal/archive/tests/tmpfs.rs"]
 mod tmpfs;

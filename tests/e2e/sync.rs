@@ -38,7 +38,15 @@ async fn pass(primary: &Path, standby: &Path, state: &Path) -> (PassStats, PassS
         let SyncMsg::Open { tree, since, .. } = open else { panic!("{open:?}") };
         assert_eq!(tree, "vault");
         let filter: Filter = Box::new(|b: &[Entry]| vec![Verdict::Keep; b.len()]);
-        let tree = ServeTree { root, filter, journal: None, workers: 2, keep: Vec::new() };
+        let tree = ServeTree {
+            root,
+            filter,
+            journal: None,
+            workers: 2,
+            keep: Vec::new(),
+            meta: Default::default(),
+            standby_root: tandem::sync::meta::is_root(),
+        };
         serve_pass(&mut conn, since, false, tree).await.unwrap().0
     });
     let me = PeerIdentity::new("standby");

@@ -154,7 +154,7 @@ pub fn render(s: &StandbyStatus, now_ms: u64) -> String {
     }
     if !s.trees.trees.is_empty() {
         type Value = fn(&TreeStatus, u64) -> Option<f64>;
-        let families: [(&str, &str, &str, Value); 6] = [
+        let families: [(&str, &str, &str, Value); 7] = [
             ("tandem_sync_bytes_total", "counter", "File bytes brought up to date per tree.", |t, _| {
                 Some(t.bytes_total as f64)
             }),
@@ -178,6 +178,12 @@ pub fn render(s: &StandbyStatus, now_ms: u64) -> String {
                 "gauge",
                 "Seconds since the tree was last known equal to the primary's.",
                 |t, now| t.in_sync_ms.map(|m| secs(now.saturating_sub(m))),
+            ),
+            (
+                "tandem_sync_special_skipped",
+                "gauge",
+                "Sockets, FIFOs and devices in the primary's tree, never replicated (last full pass).",
+                |t, _| Some(t.special_skipped as f64),
             ),
             (
                 "tandem_sync_last_error_timestamp_seconds",

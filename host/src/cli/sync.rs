@@ -83,12 +83,14 @@ fn once(
 
 fn summary(s: &PassStats) -> String {
     format!(
-        "{} whole, {} by delta, {} renamed, {} deleted, {} folders/links, {} content bytes, {} bytes on the wire, {} failed ({})",
+        "{} whole, {} by delta, {} renamed, {} deleted, {} folders/links, {} hard links, {} special skipped, {} content bytes, {} bytes on the wire, {} failed ({})",
         s.files_whole,
         s.files_delta,
         s.moved,
         s.deleted,
         s.dirs_links,
+        s.hard_links,
+        s.skipped_special,
         s.content_bytes,
         s.wire_bytes,
         s.failed,
@@ -120,8 +122,8 @@ fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<14} {:<10} {:<20} {:<12} {:>10} {:>14}  last error",
-        "tree", "mode", "last pass", "lag", "files", "bytes"
+        "{:<14} {:<10} {:<20} {:<12} {:>10} {:>14} {:>8}  last error",
+        "tree", "mode", "last pass", "lag", "files", "bytes", "special"
     );
     for t in &trees {
         let mode = if t.following {
@@ -142,8 +144,8 @@ fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         };
         let last = last.get(..19).unwrap_or(&last).to_string();
         println!(
-            "{:<14} {:<10} {:<20} {:<12} {:>10} {:>14}  {error}",
-            t.tree, mode, last, lag, t.files_total, t.bytes_total
+            "{:<14} {:<10} {:<20} {:<12} {:>10} {:>14} {:>8}  {error}",
+            t.tree, mode, last, lag, t.files_total, t.bytes_total, t.special_skipped
         );
     }
     Ok(ExitCode::SUCCESS)

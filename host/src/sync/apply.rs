@@ -1,8 +1,9 @@
 //! The standby side of tree sync: applies received entries to a tree root so each file lands
-//! whole. A file is written to a `.tandem-tmp.` file in its target's folder, given its mode
-//! and mtime, and queued; [`Applier::commit`] makes the batch's data durable with one
+//! whole. A file is written to a `.tandem-tmp.` file in its target's folder (holes the primary
+//! named left unwritten), given its owner, attributes, mode and mtime, and queued; hard-link
+//! members are queued as links to their leaders. [`Applier::commit`] makes the batch's data durable with one
 //! `syncfs(2)` (or an fsync per file for a batch of at most [`SMALL_BATCH`]), renames every
-//! file into place, then makes the renames durable: one more `syncfs` when more than
+//! file into place, links the members, then makes the renames durable: one more `syncfs` when more than
 //! [`SMALL_BATCH`] folders were touched, else an fsync of each. Directories, symlinks and deletions
 //! happen at once and are made durable by the same folder fsyncs.
 //!
@@ -12,8 +13,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File, FileTimes, OpenOptions, Permissions};
-use std::io::{self, Write};
-use std::os::fd::AsRawFd;
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -23,8 +24,11 @@ use tracing::{debug, info, warn};
 use crate::sync::confine::{Confined, check_link_target};
 use crate::sync::entry::mtime_ns;
 use crate::sync::entry::{Entry, EntryKind, MODE_BITS};
+use crate::sync::hardlink::link_into_place;
+use crate::sync::meta::{self, Keep};
 use crate::sync::names::{RelName, TEMP_PREFIX};
 use crate::sync::nofollow::{clear_dir, remove_leftovers, remove_tree, set_dir_meta, set_link_mtime};
+use crate::sync::sparse::{HoleMap, hash_zeros};
 use crate::sync::tree_error::TreeError;
 
 /// Batches of at most this many files are made durable with one fsync per file; larger ones
@@ -44,6 +48,8 @@ pub struct CommitStats {
     pub files: u64,
     /// Bytes in those files.
     pub bytes: u64,
+    /// Hard-link members linked to their leaders.
+    pub links: u64,
     /// Per-file fsyncs (small batches only).
     pub file_syncs: u64,
     /// `syncfs` calls (large batches: one).
@@ -68,6 +74,12 @@ pub struct FileWriter {
     written_back: u64,
     /// Hash checked, mode and mtime set.
     settled: bool,
+    /// What the pass keeps of owner and attributes.
+    keep: Keep,
+    /// The primary's holes, for content that arrives whole (zeros in them are not written).
+    holes: Option<Box<HoleMap>>,
+    /// Some bytes were left unwritten: the length is set when the file is settled.
+    skipped: bool,
 }
 
 /// A file about to be received (see [`Applier::stage`]).
@@ -75,6 +87,8 @@ pub struct FileWriter {
 pub struct Staged {
     tmp: PathBuf,
     entry: Entry,
+    keep: Keep,
+    holes: Option<Box<HoleMap>>,
 }
 
 impl Staged {
@@ -90,6 +104,13 @@ impl Staged {
     /// [`Patcher`]: crate::sync::patch::Patcher
     pub fn open_verified_by_caller(self) -> Result<FileWriter, TreeError> {
         self.create(None)
+    }
+
+    /// Zeros of the content that fall in these holes of the primary's file are left
+    /// unwritten (see [`crate::sync::sparse`]); a map that is not in order is ignored.
+    pub fn with_holes(mut self, ranges: Vec<(u64, u64)>) -> Staged {
+        self.holes = HoleMap::new(ranges).map(Box::new);
+        self
     }
 
     fn create(self, hasher: Option<blake3::Hasher>) -> Result<FileWriter, TreeError> {
@@ -108,6 +129,9 @@ impl Staged {
             written: 0,
             written_back: 0,
             settled: false,
+            keep: self.keep,
+            holes: self.holes,
+            skipped: false,
         })
     }
 
@@ -143,12 +167,38 @@ impl FileWriter {
     pub fn expect_hash(&mut self, hash: [u8; 32]) {
         self.entry.hash = Some(hash);
     }
+
+    /// The next `len` bytes are a hole in the primary's file: hashed as the zeros they read
+    /// as, never written. Refused past the entry's size.
+    pub fn hole(&mut self, len: u64) -> io::Result<()> {
+        let file = self.file.as_mut().ok_or_else(|| io::Error::other("file writer already finished"))?;
+        if self.written.checked_add(len).is_none_or(|end| end > self.entry.size) {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "a hole past the file's size"));
+        }
+        file.seek(SeekFrom::Current(len as i64))?;
+        if let Some(h) = self.hasher.as_mut() {
+            hash_zeros(h, len);
+        }
+        self.written += len;
+        self.skipped = true;
+        Ok(())
+    }
 }
 
 impl Write for FileWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let file = self.file.as_mut().ok_or_else(|| io::Error::other("file writer already finished"))?;
-        let n = file.write(buf)?;
+        let (take, skip) = match self.holes.as_mut() {
+            Some(holes) => holes.next_piece(self.written, buf),
+            None => (buf.len(), false),
+        };
+        let n = if skip {
+            file.seek(SeekFrom::Current(take as i64))?;
+            self.skipped = true;
+            take
+        } else {
+            file.write(&buf[..take])?
+        };
         if let Some(h) = self.hasher.as_mut() {
             h.update(&buf[..n]);
         }
@@ -192,6 +242,9 @@ struct Queued {
 struct DirFinal {
     mode: u32,
     mtime_ns: i128,
+    /// The primary's entry, when its owner or attributes are to be set too (an ACL could
+    /// otherwise shut the applier out of the folder before its content is in).
+    own: Option<Box<Entry>>,
 }
 
 /// Applies entries under one tree root. See the module doc for the order of operations.
@@ -209,6 +262,10 @@ pub struct Applier {
     touched: HashSet<Option<RelName>>,
     /// Folders checked (and if need be opened up) by [`Applier::unlock`] in this batch.
     unlocked: BTreeSet<RelName>,
+    /// Hard-link members to link to their leaders at commit, after the files landed.
+    links: BTreeMap<RelName, Entry>,
+    /// What this tree keeps of owners and attributes.
+    keep: Keep,
     next_tmp: u64,
     cleaned: usize,
 }
@@ -233,9 +290,17 @@ impl Applier {
             dir_finals: BTreeMap::new(),
             touched: HashSet::new(),
             unlocked: BTreeSet::new(),
+            links: BTreeMap::new(),
+            keep: Keep::rsync_a(),
             next_tmp: 0,
             cleaned,
         })
+    }
+
+    /// Applies owners and attributes as `keep` says (the default is [`Keep::rsync_a`]).
+    pub fn with_keep(mut self, keep: Keep) -> Applier {
+        self.keep = keep;
+        self
     }
 
     /// How many leftover temporary files [`Applier::open`] removed.
@@ -253,9 +318,10 @@ impl Applier {
     /// temporary's name); [`Staged::write_whole`] does the rest on any thread.
     pub fn stage(&mut self, e: &Entry) -> Result<Staged, TreeError> {
         expect_kind(e, EntryKind::File)?;
+        self.check_meta(e)?;
         let parent = self.parent_dir(&e.path)?;
         let tmp = self.tmp_path(&parent);
-        Ok(Staged { tmp, entry: e.clone() })
+        Ok(Staged { tmp, entry: e.clone(), keep: self.keep, holes: None })
     }
 
     /// Finishes a received file: checks its hash (when the entry has one), sets mode and
@@ -279,6 +345,7 @@ impl Applier {
     /// set at commit.
     pub fn dir(&mut self, e: &Entry) -> Result<(), TreeError> {
         expect_kind(e, EntryKind::Dir)?;
+        self.check_meta(e)?;
         let parent = self.parent_dir(&e.path)?;
         let path = parent.join(std::ffi::OsStr::from_bytes(e.path.file_name()));
         match fs::symlink_metadata(&path) {
@@ -305,7 +372,10 @@ impl Applier {
         }
         // The primary's times and mode win over any restore queued for this folder.
         self.unlocked.insert(e.path.clone());
-        self.dir_finals.insert(e.path.clone(), DirFinal { mode: e.mode & MODE_BITS, mtime_ns: e.mtime_ns });
+        let own =
+            (self.keep.any_xattrs() || (self.keep.owner && !e.owner_unknown())).then(|| Box::new(e.clone()));
+        self.dir_finals
+            .insert(e.path.clone(), DirFinal { mode: e.mode & MODE_BITS, mtime_ns: e.mtime_ns, own });
         self.touched.insert(e.path.parent());
         Ok(())
     }
@@ -314,13 +384,17 @@ impl Applier {
     /// the tree is refused with [`TreeError::LinkTarget`]; nothing else is affected.
     pub fn symlink(&mut self, e: &Entry) -> Result<(), TreeError> {
         expect_kind(e, EntryKind::Symlink)?;
+        self.check_meta(e)?;
         let target = e.link.as_deref().unwrap_or_default();
         check_link_target(&e.path, target)?;
         let parent = self.parent_dir(&e.path)?;
         let path = parent.join(std::ffi::OsStr::from_bytes(e.path.file_name()));
         let tmp = self.tmp_path(&parent);
         std::os::unix::fs::symlink(target, &tmp).map_err(TreeError::io("create symlink", &tmp))?;
-        let placed = set_link_mtime(&tmp, e.mtime_ns).and_then(|()| {
+        let owned = meta::chown_link(&tmp, e, &self.keep)
+            .and_then(|()| meta::apply_xattrs_link(&tmp, e.xattrs(), &self.keep))
+            .map_err(TreeError::io("set link owner and attributes", &tmp));
+        let placed = owned.and_then(|()| set_link_mtime(&tmp, e.mtime_ns)).and_then(|()| {
             self.forget(&e.path);
             clear_dir(&path)?;
             fs::rename(&tmp, &path).map_err(TreeError::io("rename symlink into place", &path))
@@ -337,7 +411,8 @@ impl Applier {
     /// it): `from` must still be the file the standby's index recorded as `held` (same size and
     /// mtime, the test a pass with no change trusts) with `entry`'s content hash. It moves at
     /// once to a temporary name at the root, so a deletion later in the batch cannot take it,
-    /// gets `entry`'s mode and mtime, and is put in place at commit like a received file.
+    /// gets `entry`'s owner, attributes, mode and mtime, and is put in place at commit like a
+    /// received file.
     pub fn adopt(&mut self, from: &RelName, held: &Entry, entry: &Entry) -> Result<(), TreeError> {
         expect_kind(entry, EntryKind::File)?;
         let refuse = |reason| Err(TreeError::MoveSource { name: from.display(), reason });
@@ -367,17 +442,14 @@ impl Applier {
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)
-            .and_then(|f| {
-                f.set_permissions(Permissions::from_mode(entry.mode & MODE_BITS))?;
-                f.set_times(FileTimes::new().set_modified(entry.mtime()))?;
-                Ok(f)
-            });
+            .map_err(TreeError::io("open", &tmp))
+            .and_then(|f| settle_meta(&f, entry, &self.keep, &tmp).map(|()| f));
         let file = match settled {
             Ok(f) => f,
             Err(e) => {
                 // Back where it was: the rename is undone, nothing is lost.
                 let _ = fs::rename(&tmp, &path);
-                return Err(TreeError::io("settle moved file", &tmp)(e));
+                return Err(e);
             }
         };
         self.enqueue(entry.path.clone(), tmp, file, entry.size);
@@ -390,6 +462,8 @@ impl Applier {
         // per file (dropped once when crossing, not looked at again per file).
         let small = self.queued.len() < SMALL_BATCH;
         let queued = Queued { tmp, file: small.then_some(file), bytes };
+        // A link queued under this name earlier in the batch is superseded.
+        self.links.remove(&name);
         if let Some(earlier) = self.queued.insert(name, queued) {
             // The same name twice in a batch: the later content wins.
             let _ = fs::remove_file(&earlier.tmp);
@@ -397,6 +471,24 @@ impl Applier {
         if self.queued.len() == SMALL_BATCH + 1 {
             self.queued.values_mut().for_each(|q| q.file = None);
         }
+    }
+
+    /// Queues hard-link member `e` (a file naming its leader) to be linked to the leader at
+    /// commit, once every file of the batch has landed: the leader may be in this batch or in
+    /// an earlier one. A leader that is missing or not the member's file fails the member at
+    /// commit (in [`CommitStats::failed`]).
+    pub fn hard_link(&mut self, e: &Entry) -> Result<(), TreeError> {
+        expect_kind(e, EntryKind::File)?;
+        let Some(leader) = e.link_leader() else {
+            return Err(TreeError::LinkGroup { name: e.path.display(), reason: "no leader named".into() });
+        };
+        if leader == &e.path {
+            return Err(TreeError::LinkGroup { name: e.path.display(), reason: "linked to itself".into() });
+        }
+        self.parent_dir(&e.path)?;
+        self.drop_queued(vec![e.path.clone()]);
+        self.links.insert(e.path.clone(), e.clone());
+        Ok(())
     }
 
     /// Deletes `p`: a file or link is unlinked, a directory removed with everything below it
@@ -448,6 +540,7 @@ impl Applier {
                 }
             }
         }
+        self.make_links(&mut stats);
         self.finish_dirs(&mut stats);
         // Folders opened up for this batch have their modes back: the next batch checks again.
         self.unlocked.clear();
@@ -527,14 +620,57 @@ impl Applier {
         Ok(())
     }
 
+    /// Links the batch's hard-link members to their leaders, now that every file has landed.
+    fn make_links(&mut self, stats: &mut CommitStats) {
+        for (name, e) in std::mem::take(&mut self.links) {
+            match self.link_one(&name, &e) {
+                Ok(linked) => {
+                    stats.links += u64::from(linked);
+                    self.touched.insert(name.parent());
+                }
+                Err(err) => {
+                    warn!(name = %name, error = %err, "hard link not made");
+                    stats.failed.push((name, err.to_string()));
+                }
+            }
+        }
+    }
+
+    fn link_one(&mut self, name: &RelName, e: &Entry) -> Result<bool, TreeError> {
+        let leader = e.link_leader().expect("checked when queued");
+        let root = self.confined.root().to_path_buf();
+        let missing =
+            |p: &RelName| TreeError::io("link in", root.join(p.to_path()))(io::ErrorKind::NotFound.into());
+        let target_dir =
+            self.confined.dir(leader.parent().as_ref(), false)?.ok_or_else(|| missing(leader))?;
+        let target = target_dir.join(std::ffi::OsStr::from_bytes(leader.file_name()));
+        let parent = self.confined.dir(name.parent().as_ref(), false)?.ok_or_else(|| missing(name))?;
+        let path = parent.join(std::ffi::OsStr::from_bytes(name.file_name()));
+        let tmp = self.tmp_path(&parent);
+        self.forget(name);
+        link_into_place(&target, &path, &tmp, e, &self.keep)
+    }
+
+    /// Refuses an entry whose attributes this tree does not keep or that are past the limit.
+    fn check_meta(&self, e: &Entry) -> Result<(), TreeError> {
+        meta::check_xattrs(e, &self.keep)
+            .map_err(|reason| TreeError::Metadata { name: e.path.display(), reason })
+    }
+
     /// Sets final modes and mtimes of the batch's directories, deepest first (a parent made
     /// read-only first could block reaching its children).
     fn finish_dirs(&mut self, stats: &mut CommitStats) {
         let mut finals: Vec<(RelName, DirFinal)> = std::mem::take(&mut self.dir_finals).into_iter().collect();
         finals.sort_by_key(|(name, _)| std::cmp::Reverse(name.depth()));
         for (name, d) in finals {
+            let keep = self.keep;
             let done = self.confined.dir(Some(&name), false).and_then(|found| match found {
-                Some(path) => set_dir_meta(&path, d.mode, d.mtime_ns).map(|()| true),
+                Some(path) => {
+                    if let Some(own) = &d.own {
+                        meta::set_dir_owner_xattrs(&path, own, &keep)?;
+                    }
+                    set_dir_meta(&path, d.mode, d.mtime_ns).map(|()| true)
+                }
                 None => Ok(false),
             });
             match done {
@@ -598,7 +734,7 @@ impl Applier {
         }
         // Adding, replacing or removing an entry moves the folder's mtime; the primary did not
         // change the folder (else its entry would come in this pass and override this).
-        let restore = DirFinal { mode: meta.mode() & MODE_BITS, mtime_ns: mtime_ns(&meta) };
+        let restore = DirFinal { mode: meta.mode() & MODE_BITS, mtime_ns: mtime_ns(&meta), own: None };
         self.dir_finals.entry(dir).or_insert(restore);
         Ok(())
     }
@@ -621,11 +757,17 @@ impl Applier {
         for d in p.run_within(self.unlocked.range(p.clone()..)) {
             self.unlocked.remove(&d);
         }
+        for l in p.run_within(self.links.range(p.clone()..).map(|(k, _)| k)) {
+            self.links.remove(&l);
+        }
         self.drop_queued(p.run_within(self.queued.range(p.clone()..).map(|(k, _)| k)));
     }
 
-    /// Drops the queued files `names`, with their temporaries.
+    /// Drops the queued files and links `names`, with the files' temporaries.
     fn drop_queued(&mut self, names: Vec<RelName>) {
+        for n in &names {
+            self.links.remove(n);
+        }
         for q in names.iter().filter_map(|n| self.queued.remove(n)) {
             let _ = fs::remove_file(&q.tmp);
         }
@@ -646,16 +788,30 @@ fn expect_kind(e: &Entry, expected: EntryKind) -> Result<(), TreeError> {
     Err(TreeError::WrongKind { name: e.path.display(), expected, got: e.kind })
 }
 
-/// Verifies a finished file's hash and gives it its mode and mtime (mtime last: writes move it).
+/// Verifies a finished file's hash and gives it its length (when holes were left unwritten),
+/// owner, attributes, mode and mtime, in that order: chown clears setuid bits and file
+/// capabilities, so those come after it; mtime last, since writes move it.
 fn settle_file(file: &File, w: &FileWriter, tmp: &Path) -> Result<(), TreeError> {
     if let (Some(expected), Some(hasher)) = (w.entry.hash, w.hasher.as_ref())
         && *hasher.finalize().as_bytes() != expected
     {
         return Err(TreeError::HashMismatch { name: w.entry.path.display() });
     }
-    file.set_permissions(Permissions::from_mode(w.entry.mode & MODE_BITS))
+    if w.skipped {
+        file.set_len(w.written).map_err(TreeError::io("set length", tmp))?;
+    }
+    settle_meta(file, &w.entry, &w.keep, tmp)
+}
+
+/// Gives a file about to be put in place `entry`'s owner, attributes, mode and mtime, in that
+/// order (chown clears setuid bits, writes move the mtime).
+fn settle_meta(file: &File, entry: &Entry, keep: &Keep, tmp: &Path) -> Result<(), TreeError> {
+    meta::chown_fd(file.as_fd(), entry, keep).map_err(TreeError::io("chown", tmp))?;
+    meta::apply_xattrs_fd(file.as_fd(), entry.xattrs(), keep)
+        .map_err(TreeError::io("set extended attributes", tmp))?;
+    file.set_permissions(Permissions::from_mode(entry.mode & MODE_BITS))
         .map_err(TreeError::io("chmod", tmp))?;
-    file.set_times(FileTimes::new().set_modified(w.entry.mtime())).map_err(TreeError::io("set mtime", tmp))
+    file.set_times(FileTimes::new().set_modified(entry.mtime())).map_err(TreeError::io("set mtime", tmp))
 }
 
 #[cfg(test)]
@@ -665,3 +821,7 @@ mod tests;
 #[cfg(test)]
 #[path = "apply_adopt_tests.rs"]
 mod adopt_tests;
+
+#[cfg(test)]
+#[path = "apply_meta_tests.rs"]
+mod meta_tests;

@@ -13,51 +13,36 @@ use proptest::prelude::*;
 use super::*;
 use crate::sync::entry::mtime_ns;
 use crate::sync::index::{Index, diff, refresh};
+use crate::sync::meta::Keep;
 use crate::sync::nofollow::{set_dir_meta, set_link_mtime};
 use crate::sync::scan::{Verdict, scan};
 
-fn n(s: &str) -> RelName {
+pub(super) fn n(s: &str) -> RelName {
     RelName::new(s.as_bytes()).unwrap()
 }
 
-fn file_entry(path: &str, content: &[u8], mode: u32, mtime_ns: i128) -> Entry {
+pub(super) fn file_entry(path: &str, content: &[u8], mode: u32, mtime_ns: i128) -> Entry {
     let hash = Some(*blake3::hash(content).as_bytes());
-    Entry {
-        path: n(path),
-        kind: EntryKind::File,
-        size: content.len() as u64,
-        mtime_ns,
-        mode,
-        link: None,
-        hash,
-    }
+    Entry { hash, ..Entry::new(n(path), EntryKind::File, content.len() as u64, mtime_ns, mode) }
 }
 
-fn dir_entry(path: &str, mode: u32, mtime_ns: i128) -> Entry {
-    Entry { path: n(path), kind: EntryKind::Dir, size: 0, mtime_ns, mode, link: None, hash: None }
+pub(super) fn dir_entry(path: &str, mode: u32, mtime_ns: i128) -> Entry {
+    Entry::new(n(path), EntryKind::Dir, 0, mtime_ns, mode)
 }
 
-fn link_entry(path: &str, target: &str) -> Entry {
+pub(super) fn link_entry(path: &str, target: &str) -> Entry {
     let link = Some(target.to_string());
-    Entry {
-        path: n(path),
-        kind: EntryKind::Symlink,
-        size: target.len() as u64,
-        mtime_ns: 5,
-        mode: 0o777,
-        link,
-        hash: None,
-    }
+    Entry { link, ..Entry::new(n(path), EntryKind::Symlink, target.len() as u64, 5, 0o777) }
 }
 
-fn put(a: &mut Applier, e: &Entry, content: &[u8]) -> Result<(), TreeError> {
+pub(super) fn put(a: &mut Applier, e: &Entry, content: &[u8]) -> Result<(), TreeError> {
     let mut w = a.begin_file(e)?;
     w.write_all(content).unwrap();
     a.finish_file(w)
 }
 
 /// Every entry of a tree with hashes, for comparing two trees.
-fn listing(root: &Path) -> Vec<Entry> {
+pub(super) fn listing(root: &Path) -> Vec<Entry> {
     let scanned = scan(root, &mut |b: &[Entry]| vec![Verdict::Keep; b.len()]).unwrap();
     assert!(scanned.unreadable.is_empty(), "{:?}", scanned.unreadable);
     refresh(&Index::new(), scanned.entries, root).unwrap().0
@@ -294,12 +279,33 @@ fn files_across_many_folders_cost_two_syncfs_not_a_fsync_per_folder() {
 /// A generated tree node: parent (index into earlier dirs, 0 = root), name, and kind.
 #[derive(Debug, Clone)]
 enum Node {
-    File { content: Vec<u8>, mode: u32 },
-    Dir { mode: u32 },
-    Link { target: &'static str },
+    File {
+        content: Vec<u8>,
+        mode: u32,
+    },
+    Dir {
+        mode: u32,
+    },
+    Link {
+        target: &'static str,
+    },
+    /// Another name of an earlier file (index into the files made so far).
+    HardLink {
+        to: usize,
+    },
 }
 
-fn node() -> impl Strategy<Value = (usize, Vec<u8>, Node, i64, u32)> {
+/// Metadata a generated file or folder gets beyond mode and mtime: an owner (index into
+/// [`OWNERS`], applied as root only) and a `user.p` attribute value.
+type Extras = (usize, Option<u8>);
+
+/// Owners the generated trees use (root only: chown needs it).
+const OWNERS: [(u32, u32); 4] = [(0, 0), (1234, 5678), (1234, 9999), (65534, 65534)];
+
+/// A generated node with where it goes: parent, name, kind, mtime seconds and nanoseconds.
+type Placed = (usize, Vec<u8>, Node, i64, u32, Extras);
+
+fn node() -> impl Strategy<Value = Placed> {
     let names = prop::sample::select(vec![
         b"a".to_vec(),
         b"b".to_vec(),
@@ -315,15 +321,40 @@ fn node() -> impl Strategy<Value = (usize, Vec<u8>, Node, i64, u32)> {
             .prop_map(|(content, mode)| Node::File { content, mode }),
         2 => prop::sample::select(vec![0o755, 0o700, 0o555]).prop_map(|mode| Node::Dir { mode }),
         1 => prop::sample::select(vec!["t", "a/b", "./c"]).prop_map(|target| Node::Link { target }),
+        2 => (0usize..16).prop_map(|to| Node::HardLink { to }),
     ];
-    (0usize..8, names, kind, 0i64..2_000_000_000, 0u32..1_000_000_000)
+    let extras = (0..OWNERS.len(), prop::option::of(any::<u8>()));
+    (0usize..8, names, kind, 0i64..2_000_000_000, 0u32..1_000_000_000, extras)
+}
+
+/// Sets `user.p` on `path` to `value`, or removes it.
+fn set_attr(path: &Path, value: Option<u8>) {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: NUL-terminated path and name, a 1-byte value, all alive for the calls.
+    let rc = unsafe {
+        match value {
+            Some(v) => libc::lsetxattr(c.as_ptr(), c"user.p".as_ptr(), (&raw const v).cast(), 1, 0),
+            None => libc::lremovexattr(c.as_ptr(), c"user.p".as_ptr()),
+        }
+    };
+    let err = std::io::Error::last_os_error();
+    assert!(rc == 0 || err.raw_os_error() == Some(libc::ENODATA), "{}: {err}", path.display());
+}
+
+/// Gives `path` owner `OWNERS[owner]` when running as root.
+fn set_owner(path: &Path, owner: usize) {
+    if crate::sync::meta::is_root() {
+        let (uid, gid) = OWNERS[owner % OWNERS.len()];
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).unwrap();
+    }
 }
 
 /// Builds the generated tree under `root`; folder modes and mtimes are set last, deepest first.
-fn build(root: &Path, nodes: &[(usize, Vec<u8>, Node, i64, u32)]) {
+fn build(root: &Path, nodes: &[Placed]) {
     let mut dirs: Vec<Vec<u8>> = vec![Vec::new()];
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
     let mut finals = Vec::new();
-    for (parent, name, kind, secs, nanos) in nodes {
+    for (parent, name, kind, secs, nanos, (owner, attr)) in nodes {
         let parent = &dirs[parent % dirs.len()];
         let rel = if parent.is_empty() { name.clone() } else { [parent.as_slice(), b"/", name].concat() };
         let path = root.join(OsStr::from_bytes(&rel));
@@ -334,18 +365,29 @@ fn build(root: &Path, nodes: &[(usize, Vec<u8>, Node, i64, u32)]) {
         match kind {
             Node::File { content, mode } => {
                 fs::write(&path, content).unwrap();
+                set_owner(&path, *owner);
+                set_attr(&path, *attr);
                 let f = fs::File::options().write(true).open(&path).unwrap();
                 f.set_modified(crate::sync::entry::system_time(mtime)).unwrap();
                 fs::set_permissions(&path, fs::Permissions::from_mode(*mode)).unwrap();
+                files.push(path);
             }
             Node::Dir { mode } => {
                 fs::create_dir(&path).unwrap();
+                set_owner(&path, *owner);
+                set_attr(&path, *attr);
                 finals.push((rel.clone(), *mode, mtime));
                 dirs.push(rel);
             }
             Node::Link { target } => {
                 symlink(target, &path).unwrap();
+                set_owner(&path, *owner);
                 set_link_mtime(&path, mtime).unwrap();
+            }
+            Node::HardLink { to } => {
+                if !files.is_empty() {
+                    fs::hard_link(&files[to % files.len()], &path).unwrap();
+                }
             }
         }
     }
@@ -355,9 +397,100 @@ fn build(root: &Path, nodes: &[(usize, Vec<u8>, Node, i64, u32)]) {
     }
 }
 
-/// What the sync loop does with a diff: deletes first, then upserts in order.
+/// A change made to a synced source tree.
+#[derive(Debug, Clone)]
+enum Change {
+    Chmod(usize, u32),
+    Chown(usize, usize),
+    Attr(usize, Option<u8>),
+    Touch(usize, i64),
+    /// A new name (at the root) for a file.
+    LinkTo(usize, u8),
+    /// A file rewritten as a file of its own (an editor's save breaks a hard link).
+    Unshare(usize),
+}
+
+fn change() -> impl Strategy<Value = Change> {
+    prop_oneof![
+        (any::<usize>(), prop::sample::select(vec![0o600, 0o640, 0o755]))
+            .prop_map(|(i, m)| Change::Chmod(i, m)),
+        (any::<usize>(), 0..OWNERS.len()).prop_map(|(i, o)| Change::Chown(i, o)),
+        (any::<usize>(), prop::option::of(any::<u8>())).prop_map(|(i, v)| Change::Attr(i, v)),
+        (any::<usize>(), 0i64..2_000_000_000).prop_map(|(i, t)| Change::Touch(i, t)),
+        (any::<usize>(), any::<u8>()).prop_map(|(i, n)| Change::LinkTo(i, n)),
+        any::<usize>().prop_map(Change::Unshare),
+    ]
+}
+
+/// Applies `changes` to the tree at `root`, each to the file or folder its index picks.
+fn change_tree(root: &Path, changes: &[Change]) {
+    for c in changes {
+        let all = listing_kept(root);
+        let files: Vec<_> =
+            all.iter().filter(|e| e.kind == EntryKind::File).map(|e| root.join(e.path.to_path())).collect();
+        let owned: Vec<_> = all
+            .iter()
+            .filter(|e| e.kind != EntryKind::Symlink)
+            .map(|e| root.join(e.path.to_path()))
+            .collect();
+        let pick = |list: &[std::path::PathBuf], i: usize| list.get(i % list.len().max(1)).cloned();
+        match c {
+            Change::Chmod(i, mode) => {
+                if let Some(p) = pick(&files, *i) {
+                    fs::set_permissions(p, fs::Permissions::from_mode(*mode)).unwrap();
+                }
+            }
+            Change::Chown(i, owner) => {
+                if let Some(p) = pick(&owned, *i) {
+                    set_owner(&p, *owner);
+                }
+            }
+            Change::Attr(i, v) => {
+                if let Some(p) = pick(&owned, *i) {
+                    set_attr(&p, *v);
+                }
+            }
+            Change::Touch(i, secs) => {
+                if let Some(p) = pick(&files, *i) {
+                    let f = fs::File::options().write(true).open(&p);
+                    // A read-only file cannot be opened for writing without root.
+                    if let Ok(f) = f {
+                        f.set_modified(crate::sync::entry::system_time(i128::from(*secs) * 1_000_000_000))
+                            .unwrap();
+                    }
+                }
+            }
+            Change::LinkTo(i, n) => {
+                let name = root.join(format!("link{n}"));
+                if let Some(p) = pick(&files, *i)
+                    && fs::symlink_metadata(&name).is_err()
+                {
+                    fs::hard_link(p, name).unwrap();
+                }
+            }
+            Change::Unshare(i) => {
+                if let Some(p) = pick(&files, *i) {
+                    let copy = p.with_file_name(".unshare");
+                    fs::copy(&p, &copy).unwrap();
+                    fs::rename(&copy, &p).unwrap();
+                }
+            }
+        }
+    }
+}
+
+/// Every entry of a tree with hashes, owners, attributes and link groups.
+fn listing_kept(root: &Path) -> Vec<Entry> {
+    let scanned =
+        crate::sync::scan::scan_with(root, &keep_all(), &mut |b: &[Entry]| vec![Verdict::Keep; b.len()])
+            .unwrap();
+    assert!(scanned.unreadable.is_empty(), "{:?}", scanned.unreadable);
+    refresh(&Index::new(), scanned.entries, root).unwrap().0
+}
+
+/// What the sync loop does with a diff: deletes first, then upserts in order, members last.
 fn apply_diff(src: &Path, dst: &Path, d: &crate::sync::index::Diff) -> CommitStats {
-    let mut a = Applier::open(dst).unwrap();
+    let mut a = Applier::open(dst).unwrap().with_keep(keep_all());
     for p in &d.deletes {
         a.delete(p).unwrap();
     }
@@ -365,8 +498,12 @@ fn apply_diff(src: &Path, dst: &Path, d: &crate::sync::index::Diff) -> CommitSta
         match e.kind {
             EntryKind::Dir => a.dir(e).unwrap(),
             EntryKind::Symlink => a.symlink(e).unwrap(),
+            EntryKind::File if e.link_leader().is_some() => {}
             EntryKind::File => put(&mut a, e, &fs::read(src.join(e.path.to_path())).unwrap()).unwrap(),
         }
+    }
+    for e in d.upserts.iter().filter(|e| e.link_leader().is_some()) {
+        a.hard_link(e).unwrap();
     }
     a.commit().unwrap()
 }
@@ -374,23 +511,27 @@ fn apply_diff(src: &Path, dst: &Path, d: &crate::sync::index::Diff) -> CommitSta
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
+    /// Trees with hard links, owners (as root) and attributes, then changes to modes, owners,
+    /// attributes, times and link groups: each time the applied diff leaves the destination
+    /// equal to the source in every kept respect (link counts included).
     #[test]
     fn scanned_diffed_and_applied_trees_come_out_equal(
         nodes in prop::collection::vec(node(), 0..30),
         stale in prop::collection::vec(node(), 0..8),
+        changes in prop::collection::vec(change(), 0..8),
     ) {
         let src = tempfile::tempdir().unwrap();
         let dst = tempfile::tempdir().unwrap();
         build(src.path(), &nodes);
         // The destination starts with unrelated content the diff must delete or overwrite.
         build(dst.path(), &stale);
-        let dest_index: Index = listing(dst.path()).into_iter().collect();
+        let dest_index: Index = listing_kept(dst.path()).into_iter().collect();
 
-        let source = listing(src.path());
+        let source = listing_kept(src.path());
         let d = diff(&source, &dest_index, &[]);
         let stats = apply_diff(src.path(), dst.path(), &d);
         prop_assert!(stats.failed.is_empty(), "{:?}", stats.failed);
-        prop_assert_eq!(listing(dst.path()), source.clone());
+        prop_assert_eq!(listing_kept(dst.path()), source.clone());
 
         // Against an empty index everything is an upsert and the result is the same.
         let fresh = tempfile::tempdir().unwrap();
@@ -398,6 +539,24 @@ proptest! {
         prop_assert!(d.deletes.is_empty());
         prop_assert_eq!(d.upserts.len(), source.len());
         apply_diff(src.path(), fresh.path(), &d);
-        prop_assert_eq!(listing(fresh.path()), source);
+        prop_assert_eq!(listing_kept(fresh.path()), source);
+
+        // Metadata and link changes at the source converge too.
+        change_tree(src.path(), &changes);
+        let source = listing_kept(src.path());
+        let dest_index: Index = listing_kept(dst.path()).into_iter().collect();
+        let d = diff(&source, &dest_index, &[]);
+        let stats = apply_diff(src.path(), dst.path(), &d);
+        prop_assert!(stats.failed.is_empty(), "{:?}", stats.failed);
+        prop_assert_eq!(listing_kept(dst.path()), source);
     }
+}
+
+/// `keep` that keeps everything there is.
+pub(super) fn keep_all() -> Keep {
+    Keep { owner: true, xattrs: true, acls: true, privileged: crate::sync::meta::is_root() }
+}
+
+pub(super) fn xattrs_of(path: &Path) -> Vec<crate::sync::entry::Xattr> {
+    crate::sync::meta::read_xattrs(path, &keep_all()).unwrap()
 }

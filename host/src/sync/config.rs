@@ -1,5 +1,6 @@
 //! Settings of tree sync (`[sync]` in tandem.toml): the application's home, the named trees
-//! under it (the seed's table by default), and, on a standby, the primary to pull from.
+//! under it (the seed's table by default), what file metadata each tree keeps beyond
+//! `rsync -a` (`[sync.metadata.<tree>]`), and, on a standby, the primary to pull from.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -34,6 +35,32 @@ pub struct SyncConfig {
     pub debounce_ms: u64,
     /// On a standby: minutes between passes that compare whole trees.
     pub verify_minutes: u64,
+    /// Per tree, by name: the metadata kept beyond what `rsync -a` keeps (a tree not listed
+    /// keeps [`TreeMeta::default`]). Read on the primary, which tells the standby each pass.
+    pub metadata: BTreeMap<String, TreeMeta>,
+}
+
+/// The file metadata one tree keeps. Modes, mtimes, symlinks, hard links and sparse files are
+/// always kept (what `rsync -aHS` keeps); these are the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TreeMeta {
+    /// Owner and group as numeric ids, applied when the standby runs as root (as `rsync -a`
+    /// run by root does); a standby that is not root never tries.
+    pub owner: bool,
+    /// Extended attributes: `user.*`, and `trusted.*` and `security.*` (but the standby's own
+    /// `security.selinux` label) when both sides run as root (`rsync -X`).
+    pub xattrs: bool,
+    /// POSIX ACLs, the `system.posix_acl_access` and `system.posix_acl_default` attributes
+    /// (`rsync -A`).
+    pub acls: bool,
+}
+
+impl Default for TreeMeta {
+    fn default() -> Self {
+        // What `rsync -a` keeps when run as root: owners yes, attributes and ACLs no.
+        Self { owner: true, xattrs: false, acls: false }
+    }
 }
 
 impl Default for SyncConfig {
@@ -44,6 +71,7 @@ impl Default for SyncConfig {
             trees: DEFAULT_TREES.iter().map(|(n, p)| (n.to_string(), p.to_string())).collect(),
             debounce_ms: 50,
             verify_minutes: 10,
+            metadata: BTreeMap::new(),
         }
     }
 }
@@ -61,7 +89,17 @@ impl SyncConfig {
                 ));
             }
         }
+        for name in self.metadata.keys() {
+            if !self.trees.contains_key(name) {
+                return Err(format!("sync.metadata.{name}: no tree `{name}` in sync.trees"));
+            }
+        }
         Ok(())
+    }
+
+    /// The metadata tree `name` keeps.
+    pub fn meta_of(&self, name: &str) -> TreeMeta {
+        self.metadata.get(name).copied().unwrap_or_default()
     }
 
     /// The other trees inside tree `name`, relative to its root (etc holds etc/ssl): each is
@@ -101,5 +139,18 @@ mod tests {
         assert!(c.tree_root("vault").is_none(), "an emptied tree is left out");
         c.trees.insert("x".into(), "../etc".into());
         assert!(c.validate().unwrap_err().contains("without `..`"));
+    }
+
+    #[test]
+    fn metadata_is_per_tree_off_by_default_and_names_a_configured_tree() {
+        let c: SyncConfig =
+            toml::from_str("[trees]\nvault = \"vault\"\n[metadata.vault]\nxattrs = true\nacls = true\n")
+                .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.meta_of("vault"), TreeMeta { owner: true, xattrs: true, acls: true });
+        assert_eq!(c.meta_of("etc"), TreeMeta { owner: true, xattrs: false, acls: false });
+        let typo: SyncConfig = toml::from_str("[metadata.valut]\nxattrs = true\n").unwrap();
+        assert!(typo.validate().unwrap_err().contains("no tree `valut`"));
+        assert!(toml::from_str::<SyncConfig>("[metadata.vault]\nxattr = true\n").is_err());
     }
 }

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 
 use crate::sync::entry::Entry;
 use crate::sync::index::Index;
+use crate::sync::meta::ids_agree;
 use crate::sync::names::RelName;
 
 /// The changes that bring a destination in line with a source.
@@ -23,8 +24,9 @@ pub struct Diff {
 
 /// Compares `source` (a refreshed scan) with `dest` (the destination's index).
 ///
-/// An entry is unchanged when kind, size, mtime, mode and link agree and the hashes do not
-/// disagree (a hash missing on either side falls back to the stat comparison). `protected`
+/// An entry is unchanged when kind, size, mtime, mode, link target, owner ids, hard-link
+/// leader and extended attributes agree and the hashes do not disagree (a hash missing on
+/// either side falls back to the stat comparison; an id not kept agrees with any). `protected`
 /// is the source's list of paths it did not cover (see
 /// [`crate::sync::scan::ScanResult::protected`] plus [`crate::sync::index::RefreshStats::unreadable`]):
 /// they and everything under them are never deleted.
@@ -57,7 +59,13 @@ pub fn unchanged(old: &Entry, new: &Entry) -> bool {
         (Some(a), Some(b)) => a == b,
         _ => true,
     };
-    old.same_stat(new) && old.link == new.link && hashes_agree
+    old.same_stat(new)
+        && old.link == new.link
+        && hashes_agree
+        && ids_agree(old.uid, new.uid)
+        && ids_agree(old.gid, new.gid)
+        && old.link_leader() == new.link_leader()
+        && old.xattrs() == new.xattrs()
 }
 
 #[cfg(test)]
@@ -71,27 +79,11 @@ mod tests {
 
     fn file(path: &str, content: &[u8]) -> Entry {
         let hash = Some(*blake3::hash(content).as_bytes());
-        Entry {
-            path: n(path),
-            kind: EntryKind::File,
-            size: content.len() as u64,
-            mtime_ns: 1,
-            mode: 0o644,
-            link: None,
-            hash,
-        }
+        Entry { hash, ..Entry::new(n(path), EntryKind::File, content.len() as u64, 1, 0o644) }
     }
 
     fn dir(path: &str) -> Entry {
-        Entry {
-            path: n(path),
-            kind: EntryKind::Dir,
-            size: 0,
-            mtime_ns: 1,
-            mode: 0o755,
-            link: None,
-            hash: None,
-        }
+        Entry::new(n(path), EntryKind::Dir, 0, 1, 0o755)
     }
 
     fn paths(list: &[RelName]) -> Vec<String> {
@@ -128,6 +120,44 @@ mod tests {
         let d = diff(&[chmod.clone(), unhashed], &dest, &[]);
         assert_eq!(d.upserts, [chmod]);
         assert!(d.deletes.is_empty());
+    }
+
+    #[test]
+    fn owner_link_group_and_attribute_changes_are_changes() {
+        use crate::sync::entry::{NO_ID, Xattr};
+        let mut base = file("f", b"x");
+        (base.uid, base.gid) = (1000, 1000);
+        let mut chown = base.clone();
+        chown.gid = 1001;
+        let mut not_kept = base.clone();
+        not_kept.clear_owner();
+        assert!(!unchanged(&base, &chown), "a group change is a change");
+        assert!(unchanged(&base, &not_kept) && unchanged(&not_kept, &base), "ids not kept agree");
+        assert_eq!((not_kept.uid, not_kept.gid), (NO_ID, NO_ID));
+
+        let mut attr = base.clone();
+        attr.set_xattrs(vec![Xattr { name: b"user.a".to_vec(), value: b"1".to_vec() }]);
+        let mut other_value = base.clone();
+        other_value.set_xattrs(vec![Xattr { name: b"user.a".to_vec(), value: b"2".to_vec() }]);
+        assert!(!unchanged(&base, &attr), "an added attribute");
+        assert!(!unchanged(&attr, &base), "a removed attribute");
+        assert!(!unchanged(&attr, &other_value), "a changed value");
+
+        let linked = |leader: Option<&str>| {
+            let mut e = base.clone();
+            e.extra = Some(Box::new(crate::sync::entry::Extra {
+                hardlink: Some(crate::sync::entry::HardLink {
+                    nlink: 2,
+                    leader: leader.map(n),
+                    inode: (1, 1),
+                }),
+                xattrs: Vec::new(),
+            }));
+            e
+        };
+        assert!(!unchanged(&base, &linked(Some("a"))), "a new link to another file");
+        assert!(!unchanged(&linked(Some("a")), &linked(Some("b"))), "linked to another leader");
+        assert!(unchanged(&base, &linked(None)), "a leader carries its content like a lone file");
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! The persistent per-tree index: path -> what tandem last knew of it (kind, size, mtime,
-//! mode, link, hash), so an unchanged file is never re-read. Saved durably (temporary file,
-//! fsync, rename, fsync of the folder) behind a magic and a BLAKE3 checksum.
+//! mode, owner, link, hash, hard-link group, extended attributes), so an unchanged file is
+//! never re-read. Saved durably (temporary file, fsync, rename, fsync of the folder) behind a
+//! magic carrying the format version and a BLAKE3 checksum.
 //!
-//! Must never: trust a damaged index file. A file that fails its checksum or does not decode
-//! loads as an empty index (so the next pass rehashes everything) and says so via
-//! [`Index::damaged`]; a stale hash would otherwise make a changed file look unchanged.
+//! Must never: trust a damaged index file, or read one format as another. A file that fails
+//! its checksum or does not decode loads as an empty index (so the next pass rehashes
+//! everything) and says so via [`Index::damaged`]; a stale hash would otherwise make a changed
+//! file look unchanged. A file of the previous format (version 1: no owner, links or
+//! attributes) is upgraded: its hashes stay good, and what it lacks is read afresh by the
+//! next scan.
 //!
 //! [`refresh`] and [`diff`] live in their own files and are re-exported here.
 
@@ -21,8 +25,11 @@ use crate::sync::names::RelName;
 pub use crate::sync::refresh::{RefreshStats, refresh};
 use crate::sync::tree_error::TreeError;
 
-/// First bytes of an index file; the last byte is the format version.
-const MAGIC: &[u8; 8] = b"TNDMIDX\x01";
+/// First bytes of an index file; the last byte is the format version (2: entries with owner
+/// and out-of-line metadata).
+const MAGIC: &[u8; 8] = b"TNDMIDX\x02";
+/// The magic of format version 1, upgraded on load.
+const MAGIC_V1: &[u8; 8] = b"TNDMIDX\x01";
 /// Magic, payload length (u64 LE), BLAKE3 of the payload.
 const HEADER_LEN: usize = 8 + 8 + 32;
 
@@ -175,11 +182,37 @@ impl FromIterator<Entry> for Index {
     }
 }
 
-/// Checks the header and checksum, then decodes the entry list.
-fn decode(bytes: &[u8]) -> Result<Vec<Entry>, &'static str> {
-    if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
-        return Err("bad magic or truncated header");
+/// An entry as format version 1 stored it.
+#[derive(serde::Deserialize)]
+struct EntryV1 {
+    path: RelName,
+    kind: crate::sync::entry::EntryKind,
+    size: u64,
+    mtime_ns: i128,
+    mode: u32,
+    link: Option<String>,
+    hash: Option<[u8; 32]>,
+}
+
+impl From<EntryV1> for Entry {
+    /// Owner unknown, no link group, no attributes: only the hash is ever reused from an index
+    /// (when size, mtime and mode still match), and those did not change meaning.
+    fn from(v1: EntryV1) -> Entry {
+        let EntryV1 { path, kind, size, mtime_ns, mode, link, hash } = v1;
+        Entry { link, hash, ..Entry::new(path, kind, size, mtime_ns, mode) }
     }
+}
+
+/// Checks the header and checksum, then decodes the entry list (upgrading version 1).
+fn decode(bytes: &[u8]) -> Result<Vec<Entry>, &'static str> {
+    if bytes.len() < HEADER_LEN {
+        return Err("truncated header");
+    }
+    let v1 = match &bytes[..8] {
+        m if m == MAGIC => false,
+        m if m == MAGIC_V1 => true,
+        _ => return Err("bad magic or an unknown format version"),
+    };
     let len = u64::from_le_bytes(bytes[8..16].try_into().map_err(|_| "bad length")?);
     let payload = &bytes[HEADER_LEN..];
     if payload.len() as u64 != len {
@@ -187,6 +220,10 @@ fn decode(bytes: &[u8]) -> Result<Vec<Entry>, &'static str> {
     }
     if blake3::hash(payload).as_bytes() != &bytes[16..HEADER_LEN] {
         return Err("checksum mismatch");
+    }
+    if v1 {
+        let old: Vec<EntryV1> = postcard::from_bytes(payload).map_err(|_| "payload does not decode")?;
+        return Ok(old.into_iter().map(Entry::from).collect());
     }
     postcard::from_bytes(payload).map_err(|_| "payload does not decode")
 }
@@ -199,7 +236,7 @@ mod tests {
     fn entry(path: &[u8], kind: EntryKind) -> Entry {
         let link = (kind == EntryKind::Symlink).then(|| "t".to_string());
         let hash = (kind == EntryKind::File).then(|| *blake3::hash(path).as_bytes());
-        Entry { path: RelName::new(path).unwrap(), kind, size: 7, mtime_ns: -5, mode: 0o640, link, hash }
+        Entry { link, hash, uid: 7, gid: 8, ..Entry::new(RelName::new(path).unwrap(), kind, 7, -5, 0o640) }
     }
 
     fn sample() -> Index {
@@ -247,11 +284,63 @@ mod tests {
         }
         // A checksummed payload that decodes to an invalid name is damage too, not a crash.
         let payload = postcard::to_stdvec(&vec![b"../x".to_vec()]).unwrap();
-        let mut forged = MAGIC.to_vec();
-        forged.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        forged.extend_from_slice(blake3::hash(&payload).as_bytes());
-        forged.extend_from_slice(&payload);
-        fs::write(&path, &forged).unwrap();
+        fs::write(&path, framed(MAGIC, &payload)).unwrap();
+        assert!(Index::load(&path).unwrap().damaged());
+    }
+
+    /// A payload behind `magic`, with a good length and checksum.
+    fn framed(magic: &[u8], payload: &[u8]) -> Vec<u8> {
+        let mut out = magic.to_vec();
+        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        out.extend_from_slice(blake3::hash(payload).as_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn a_version_1_index_is_upgraded_and_never_read_as_version_2() {
+        #[derive(serde::Serialize)]
+        struct V1<'a> {
+            path: &'a RelName,
+            kind: EntryKind,
+            size: u64,
+            mtime_ns: i128,
+            mode: u32,
+            link: Option<String>,
+            hash: Option<[u8; 32]>,
+        }
+        let old = sample();
+        let list: Vec<V1> = old
+            .iter()
+            .map(|e| V1 {
+                path: &e.path,
+                kind: e.kind,
+                size: e.size,
+                mtime_ns: e.mtime_ns,
+                mode: e.mode,
+                link: e.link.clone(),
+                hash: e.hash,
+            })
+            .collect();
+        let payload = postcard::to_stdvec(&list).unwrap();
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("tree.idx");
+        fs::write(&path, framed(MAGIC_V1, &payload)).unwrap();
+        let back = Index::load(&path).unwrap();
+        assert!(!back.damaged(), "an old index is upgraded, not thrown away");
+        assert_eq!(back.len(), old.len());
+        for (b, o) in back.iter().zip(old.iter()) {
+            assert_eq!(
+                (&b.path, b.kind, b.size, b.mtime_ns, b.mode, &b.link, b.hash),
+                (&o.path, o.kind, o.size, o.mtime_ns, o.mode, &o.link, o.hash)
+            );
+            assert!(b.owner_unknown() && b.extra.is_none(), "{b:?}");
+        }
+        // Saved again, it is version 2: the magic, not luck in decoding, tells formats apart.
+        back.save(&path).unwrap();
+        assert_eq!(&fs::read(&path).unwrap()[..8], MAGIC);
+        // An unknown future version is not guessed at either.
+        fs::write(&path, framed(b"TNDMIDX\x03", &payload)).unwrap();
         assert!(Index::load(&path).unwrap().damaged());
     }
 

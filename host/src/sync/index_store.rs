@@ -21,8 +21,11 @@ use tracing::{debug, warn};
 use crate::sync::index::{Change, Index};
 use crate::sync::tree_error::TreeError;
 
-/// First bytes of a change log; the last byte is the format version (follows the index's).
-const LOG_MAGIC: &[u8; 8] = b"TNDMLOG\x01";
+/// First bytes of a change log; the last byte is the format version (follows the index's:
+/// version 2 entries carry owners and out-of-line metadata). A log of another version is
+/// never replayed, even after a base whose checksum it names (an empty index's payload is the
+/// same in both versions).
+const LOG_MAGIC: &[u8; 8] = b"TNDMLOG\x02";
 /// Magic plus the checksum of the base the log continues.
 const LOG_HEADER: usize = 8 + 32;
 /// Each record: length (u32 LE), CRC32 of the payload (u32 LE), postcard of a [`Change`].

@@ -9,14 +9,10 @@ use crate::sync::entry::{Entry, EntryKind};
 use crate::sync::names::RelName;
 
 fn file(path: &str, n: u64) -> Entry {
+    let hash = Some(*blake3::hash(&n.to_le_bytes()).as_bytes());
     Entry {
-        path: RelName::new(path.as_bytes()).unwrap(),
-        kind: EntryKind::File,
-        size: n,
-        mtime_ns: i128::from(n) * 1_000,
-        mode: 0o644,
-        link: None,
-        hash: Some(*blake3::hash(&n.to_le_bytes()).as_bytes()),
+        hash,
+        ..Entry::new(RelName::new(path.as_bytes()).unwrap(), EntryKind::File, n, i128::from(n) * 1_000, 0o644)
     }
 }
 
@@ -114,6 +110,28 @@ fn a_log_that_names_another_base_is_ignored() {
     let (_, back) = IndexStore::open(&base).unwrap();
     assert_eq!(entries(&back), vec![file("z", 9)], "the old log's records are not applied");
     other.track_changes();
+}
+
+/// Regression (index format 2): a log of format 1 holds entries of the old layout, which
+/// would decode as entries with made-up owners. An empty index's payload is the same in both
+/// formats, so the base's checksum alone cannot tell them apart: the log's magic does.
+#[test]
+fn a_log_of_the_previous_format_is_never_replayed() {
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path().join("i");
+    let (mut store, mut index) = IndexStore::open(&base).unwrap();
+    // An empty base (its log names the empty payload's checksum), then a record.
+    store.rewrite(&index).unwrap();
+    pass(&mut store, &mut index, vec![Change::Insert(file("a", 1))]);
+    let log = t.path().join("i.log");
+    let (_, back) = IndexStore::open(&base).unwrap();
+    assert_eq!(entries(&back), vec![file("a", 1)], "this format's log is replayed");
+    let mut old = std::fs::read(&log).unwrap();
+    assert_eq!(&old[..8], LOG_MAGIC);
+    old[7] = 1;
+    std::fs::write(&log, &old).unwrap();
+    let (_, back) = IndexStore::open(&base).unwrap();
+    assert!(back.is_empty(), "a format 1 log is not replayed: {:?}", entries(&back));
 }
 
 #[test]

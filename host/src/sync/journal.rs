@@ -18,6 +18,7 @@ use tracing::{debug, info};
 use crate::sync::diff::{Diff, diff, unchanged};
 use crate::sync::entry::{Entry, EntryKind};
 use crate::sync::index::Index;
+use crate::sync::meta::Keep;
 use crate::sync::names::RelName;
 use crate::sync::pass::Outcome;
 use crate::sync::protocol::Since;
@@ -159,13 +160,15 @@ impl Journal {
 /// folders (their own entries: adding or removing a child moves a folder's mtime) compared
 /// with what the standby `holds`. The filter decides as in a full scan: a path below a pruned
 /// folder is left alone, an excluded path is neither sent nor deleted. Also returns the dirty
-/// folders that could not be listed (left alone: the pass must not count as complete).
+/// folders that could not be listed (left alone: the pass must not count as complete), and
+/// how many sockets, FIFOs and devices it met and skipped. Entries carry what `keep` asks for.
 pub fn diff_dirty(
     root: &Path,
     holds: &Index,
     dirty: &[RelName],
+    keep: &Keep,
     filter: &mut dyn FnMut(&[Entry]) -> Vec<Verdict>,
-) -> Result<(Diff, Vec<RelName>), TreeError> {
+) -> Result<(Diff, Vec<RelName>, u64), TreeError> {
     let targets: BTreeSet<RelName> = dirty.iter().cloned().collect();
     // A path below another dirty path is covered by that one's subtree.
     let targets: Vec<RelName> =
@@ -179,7 +182,7 @@ pub fn diff_dirty(
     // One filter call for every path whose verdict matters.
     let mut found: HashMap<RelName, Found> = HashMap::new();
     for p in targets.iter().chain(&parents).chain(&ancestors) {
-        found.entry(p.clone()).or_insert_with(|| entry_at(root, p));
+        found.entry(p.clone()).or_insert_with(|| entry_at(root, p, keep));
     }
     let asked: Vec<Entry> = found
         .values()
@@ -198,6 +201,7 @@ pub fn diff_dirty(
     let mut upserts: Vec<Entry> = Vec::new();
     let mut deletes: Vec<RelName> = Vec::new();
     let mut unlisted: Vec<RelName> = Vec::new();
+    let mut special = 0u64;
     let own = |e: &Entry, upserts: &mut Vec<Entry>| {
         if verdict.get(&e.path) == Some(&Verdict::Keep) && holds.get(&e.path).is_none_or(|h| !unchanged(h, e))
         {
@@ -215,11 +219,13 @@ pub fn diff_dirty(
                 }
             }
             Found::Protected => {}
+            Found::Special => special += 1,
             Found::Entry(e) => {
                 own(e, &mut upserts);
                 if e.kind == EntryKind::Dir && verdict.get(t) != Some(&Verdict::Prune) {
-                    match scan_below(root, Some(t), filter) {
+                    match scan_below(root, Some(t), keep, filter) {
                         Ok(below) => {
+                            special += below.skipped_special.len() as u64;
                             let held: Index = holds.below(t).cloned().collect();
                             let d = diff(&below.entries, &held, &below.protected());
                             upserts.extend(d.upserts);
@@ -253,5 +259,5 @@ pub fn diff_dirty(
             kept.push(d);
         }
     }
-    Ok((Diff { upserts, deletes: kept }, unlisted))
+    Ok((Diff { upserts, deletes: kept }, unlisted, special))
 }

@@ -11,6 +11,10 @@
 //! standby's copy. Passes between hosts (`pass/`) start from the primary's change journal
 //! (`journal`, fed by `watch` through `live`) when they can; a standby `follow`s its primary
 //! and keeps a `status` per tree.
+//!
+//! Metadata is kept like `rsync -aHS` (modes, mtimes, symlinks, hard links as links, holes as
+//! holes), plus owners when the standby is root and, per tree, extended attributes and ACLs
+//! (`meta`, `hardlink`, `sparse`); sockets, FIFOs and devices are skipped and counted.
 
 pub mod apply;
 pub mod block_index;
@@ -22,10 +26,12 @@ pub mod entry;
 pub mod error;
 pub mod filter;
 pub mod follow;
+pub mod hardlink;
 pub mod index;
 pub mod index_store;
 pub mod journal;
 pub mod live;
+pub mod meta;
 pub mod names;
 pub mod nofollow;
 pub mod pass;
@@ -36,6 +42,7 @@ pub mod rolling;
 pub mod scan;
 pub mod server;
 pub mod signature;
+pub mod sparse;
 pub mod status;
 pub mod tree_error;
 pub mod watch;

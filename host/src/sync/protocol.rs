@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::config::TreeMeta;
 use super::delta::DeltaOp;
 use super::entry::Entry;
 use super::names::RelName;
@@ -19,6 +20,12 @@ pub const SYNC_FRAME: u16 = 32;
 pub const CHUNK_BYTES: usize = 1 << 20;
 /// Entries per `Have` or `Delete` message.
 pub const HAVE_BATCH: usize = 2_000;
+/// Encoded bytes of entries gathered into one `Have` at most (entries with attributes are
+/// large: up to [`crate::sync::meta::MAX_XATTR_BYTES`] each), far below a frame.
+pub const HAVE_BYTES: usize = 4 << 20;
+/// Encoded bytes of an entry besides its path, link target and attributes, rounded up (kind,
+/// size, mtime, mode, ids, hash, link group).
+pub const ENTRY_OVERHEAD: usize = 96;
 /// Files at least this large (on both sides) travel as a delta; smaller ones whole (a delta's
 /// signature round trip costs more than sending them).
 pub const DELTA_MIN_BYTES: u64 = 64 << 10;
@@ -65,18 +72,25 @@ pub enum SyncMsg {
         /// When the standby is current, hold the answer until something changes (or a few
         /// seconds pass): the follow mode's long poll.
         wait: bool,
+        /// The standby runs as root: it applies owners and privileged attributes.
+        privileged: bool,
     },
-    /// Primary: how this pass runs.
-    Mode(PassMode),
+    /// Primary: how this pass runs, and what metadata the tree keeps.
+    Mode {
+        mode: PassMode,
+        meta: TreeMeta,
+    },
     /// Standby: what it holds (its refreshed index), in batches, then `HaveEnd`.
     Have {
         entries: Vec<Entry>,
     },
     HaveEnd,
-    /// Primary: what this pass will send (for progress).
+    /// Primary: what this pass will send (for progress), and the sockets, FIFOs and devices
+    /// its scan skipped.
     Plan {
         files: u64,
         bytes: u64,
+        special: u64,
     },
     /// Primary: your file `from` (a path this pass deletes) holds `entry`'s content: take it
     /// as `entry` instead of receiving the bytes (a rename). Sent before any `Delete`.
@@ -114,9 +128,20 @@ pub enum SyncMsg {
         id: u32,
         hash: [u8; 32],
     },
+    /// Primary: the next `len` bytes of file `id` are a hole (no data sent, none written).
+    Hole {
+        id: u32,
+        len: u64,
+    },
     /// Primary: the file changed while it was read; drop it (the next pass sends it).
     FileAbort {
         id: u32,
+    },
+    /// Primary: the holes of the file that follows as delta `id` (sent before its
+    /// `DeltaStart`): zeros the delta produces inside them are not written.
+    Holes {
+        id: u32,
+        holes: Vec<(u64, u64)>,
     },
     /// Primary: send the signature of your copy of `path`.
     WantSignature {
@@ -143,6 +168,9 @@ pub enum SyncMsg {
         new_len: u64,
         new_hash: [u8; 32],
     },
+    /// Primary: `entry` is a hard-link member: make it a link to its leader (sent after every
+    /// file's content).
+    HardLink(Entry),
     /// Primary: the pass is complete; on success the standby stands at `since`.
     End {
         since: Option<Since>,
@@ -164,7 +192,7 @@ impl SyncMsg {
     pub fn name(&self) -> &'static str {
         match self {
             SyncMsg::Open { .. } => "Open",
-            SyncMsg::Mode(_) => "Mode",
+            SyncMsg::Mode { .. } => "Mode",
             SyncMsg::Have { .. } => "Have",
             SyncMsg::HaveEnd => "HaveEnd",
             SyncMsg::Plan { .. } => "Plan",
@@ -176,12 +204,15 @@ impl SyncMsg {
             SyncMsg::FileStart { .. } => "FileStart",
             SyncMsg::Chunk { .. } => "Chunk",
             SyncMsg::FileEnd { .. } => "FileEnd",
+            SyncMsg::Hole { .. } => "Hole",
             SyncMsg::FileAbort { .. } => "FileAbort",
+            SyncMsg::Holes { .. } => "Holes",
             SyncMsg::WantSignature { .. } => "WantSignature",
             SyncMsg::Signature { .. } => "Signature",
             SyncMsg::DeltaStart { .. } => "DeltaStart",
             SyncMsg::Ops { .. } => "Ops",
             SyncMsg::DeltaEnd { .. } => "DeltaEnd",
+            SyncMsg::HardLink(_) => "HardLink",
             SyncMsg::End { .. } => "End",
             SyncMsg::Done { .. } => "Done",
             SyncMsg::Error { .. } => "Error",
@@ -218,6 +249,30 @@ pub fn decode(frame: Option<Frame>) -> Result<SyncMsg, ProtocolError> {
         SyncMsg::Error { message } => Err(ProtocolError::Remote(message)),
         msg => Ok(msg),
     }
+}
+
+/// About how many bytes `e` takes in a message.
+pub fn entry_bytes(e: &Entry) -> usize {
+    ENTRY_OVERHEAD + e.path.as_bytes().len() + e.link.as_ref().map_or(0, String::len) + e.xattr_bytes()
+}
+
+/// `entries` cut into `Have` batches: at most [`HAVE_BATCH`] entries and about
+/// [`HAVE_BYTES`] each (an entry larger than that alone).
+pub fn have_batches(entries: &[Entry]) -> Vec<&[Entry]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, e) in entries.iter().enumerate() {
+        let size = entry_bytes(e);
+        if i > start && (i - start >= HAVE_BATCH || bytes + size > HAVE_BYTES) {
+            out.push(&entries[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < entries.len() {
+        out.push(&entries[start..]);
+    }
+    out
 }
 
 /// Bytes probed before compressing a whole buffer: data that does not shrink here (media,
@@ -300,9 +355,40 @@ mod tests {
         // A chunk that inflates past the chunk size is refused, not allocated.
         let bomb = zstd::bulk::compress(&vec![0u8; CHUNK_BYTES * 4], 1).unwrap();
         assert!(unchunk(bomb, true).is_err());
-        let frame = encode(&SyncMsg::Open { tree: "vault".into(), since: None, wait: false }).unwrap();
+        let frame =
+            encode(&SyncMsg::Open { tree: "vault".into(), since: None, wait: false, privileged: true })
+                .unwrap();
         assert!(matches!(decode(Some(frame)).unwrap(), SyncMsg::Open { tree, .. } if tree == "vault"));
         assert!(matches!(decode(None), Err(ProtocolError::Closed)));
         assert!(decode(Some(Frame::new(SYNC_FRAME, vec![0xff; 3]))).is_err());
+    }
+
+    #[test]
+    fn have_batches_are_bounded_by_count_and_bytes() {
+        use crate::sync::entry::{EntryKind, Xattr};
+        let plain = |i: usize| {
+            Entry::new(RelName::new(format!("f{i}").as_bytes()).unwrap(), EntryKind::File, 1, 0, 0o644)
+        };
+        let many: Vec<Entry> = (0..HAVE_BATCH * 2 + 1).map(plain).collect();
+        let sizes: Vec<usize> = have_batches(&many).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [HAVE_BATCH, HAVE_BATCH, 1]);
+        let attrs = vec![Xattr { name: b"user.big".to_vec(), value: vec![0; 60_000] }];
+        let heavy: Vec<Entry> = (0..200)
+            .map(|i| {
+                let mut e = plain(i);
+                e.set_xattrs(attrs.clone());
+                e
+            })
+            .collect();
+        let batches = have_batches(&heavy);
+        assert!(batches.len() >= 3, "{}", batches.len());
+        for b in &batches {
+            let bytes: usize = b.iter().map(entry_bytes).sum();
+            assert!(bytes <= HAVE_BYTES, "{bytes}");
+            let frame = encode(&SyncMsg::Have { entries: b.to_vec() }).unwrap();
+            assert!(frame.body.len() <= HAVE_BYTES, "the estimate holds: {}", frame.body.len());
+        }
+        assert_eq!(batches.iter().map(|b| b.len()).sum::<usize>(), heavy.len());
+        assert!(have_batches(&[]).is_empty());
     }
 }

@@ -1,5 +1,6 @@
 //! Walking a tree on the source side: lists every path under a root, in [`RelName`] order,
-//! with a caller's filter consulted once per directory batch.
+//! with a caller's filter consulted once per directory batch, with the metadata the pass keeps
+//! ([`Keep`]: owner ids, extended attributes) and each hard-link group's leader.
 //!
 //! Must never: follow a symlink (a symlink is an entry, a symlinked directory is not entered),
 //! read file content, or drop a path it could not read as if it were gone: such paths go to
@@ -13,6 +14,7 @@ use std::path::Path;
 use tracing::debug;
 
 use crate::sync::entry::{Entry, EntryKind};
+use crate::sync::meta::{Keep, read_xattrs};
 use crate::sync::names::{RelName, is_temp_name};
 use crate::sync::tree_error::TreeError;
 
@@ -57,22 +59,37 @@ struct Pending {
     descend: Option<RelName>,
 }
 
-/// Walks `root` without following symlinks (symlinks are entries), in [`RelName`] order.
+/// Walks `root` without following symlinks (symlinks are entries), in [`RelName`] order,
+/// keeping what `rsync -a` keeps ([`Keep::rsync_a`]); see [`scan_with`].
+pub fn scan(root: &Path, filter: &mut dyn FnMut(&[Entry]) -> Vec<Verdict>) -> Result<ScanResult, TreeError> {
+    scan_below(root, None, &Keep::rsync_a(), filter)
+}
+
+/// Walks `root` without following symlinks (symlinks are entries), in [`RelName`] order,
+/// recording what `keep` asks for.
 ///
 /// `filter` gets each directory's children as one batch and returns one [`Verdict`] per
 /// entry. The root itself must be a readable directory (it may be reached through a symlink:
 /// it is the configured tree, not something found inside it). Names starting with
 /// [`crate::sync::names::TEMP_PREFIX`] are the applier's in-flight files and are ignored.
-pub fn scan(root: &Path, filter: &mut dyn FnMut(&[Entry]) -> Vec<Verdict>) -> Result<ScanResult, TreeError> {
-    scan_below(root, None, filter)
+/// Files sharing an inode name their group's first kept path as leader (see
+/// [`crate::sync::entry::HardLink`]): a name the filter leaves out is no member.
+pub fn scan_with(
+    root: &Path,
+    keep: &Keep,
+    filter: &mut dyn FnMut(&[Entry]) -> Vec<Verdict>,
+) -> Result<ScanResult, TreeError> {
+    scan_below(root, None, keep, filter)
 }
 
-/// [`scan`] of the subtree below folder `start` of the tree at `root` (`None`: all of it);
-/// names stay relative to `root`. `start` itself is not listed, and must be a folder reached
-/// without symlinks (the caller checked it with [`entry_at`]).
+/// [`scan_with`] of the subtree below folder `start` of the tree at `root` (`None`: all of
+/// it); names stay relative to `root`. `start` itself is not listed, and must be a folder
+/// reached without symlinks (the caller checked it with [`entry_at`]). Hard-link leaders are
+/// those of the subtree: a group reaching outside it may name another leader in a whole scan.
 pub fn scan_below(
     root: &Path,
     start: Option<&RelName>,
+    keep: &Keep,
     filter: &mut dyn FnMut(&[Entry]) -> Vec<Verdict>,
 ) -> Result<ScanResult, TreeError> {
     let meta = fs::metadata(root).map_err(TreeError::io("stat tree root", root))?;
@@ -82,7 +99,7 @@ pub fn scan_below(
     let mut out = ScanResult::default();
     // Listing the top is done up front so an unreadable root is an error, not an empty tree
     // (an empty listing would delete everything at the destination).
-    let top = list_children(root, start, &mut out)
+    let top = list_children(root, start, keep, &mut out)
         .map_err(|e| TreeError::Root { path: root.to_path_buf(), reason: e })?;
     let mut stack = Vec::new();
     push_batch(top, filter, &mut out, &mut stack)?;
@@ -91,11 +108,12 @@ pub fn scan_below(
             out.entries.push(entry);
         }
         let Some(dir) = descend else { continue };
-        match list_children(root, Some(&dir), &mut out) {
+        match list_children(root, Some(&dir), keep, &mut out) {
             Ok(children) => push_batch(children, filter, &mut out, &mut stack)?,
             Err(reason) => out.unreadable.push((dir, reason)),
         }
     }
+    name_leaders(&mut out.entries);
     debug!(
         root = %root.display(),
         entries = out.entries.len(),
@@ -104,6 +122,23 @@ pub fn scan_below(
         "scanned tree"
     );
     Ok(out)
+}
+
+/// Names each hard-link group's leader: its first member in path order (`entries` is sorted).
+/// Costs a map entry per file with more than one link, nothing for the others.
+fn name_leaders(entries: &mut [Entry]) {
+    let mut leaders: std::collections::HashMap<(u64, u64), RelName> = std::collections::HashMap::new();
+    for e in entries.iter_mut() {
+        let Some(inode) = e.hardlink().map(|h| h.inode) else { continue };
+        match leaders.entry(inode) {
+            std::collections::hash_map::Entry::Occupied(first) => {
+                e.set_link_leader(Some(first.get().clone()))
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(e.path.clone());
+            }
+        }
+    }
 }
 
 /// Asks the filter about one directory's children and queues the kept ones, last first so
@@ -145,7 +180,12 @@ fn push_batch(
 /// Lists one directory's children as entries, sorted. Children that cannot be examined go
 /// to `out.unreadable`, special files to `out.skipped_special`. `Err` when the directory
 /// itself cannot be listed.
-fn list_children(root: &Path, dir: Option<&RelName>, out: &mut ScanResult) -> Result<Vec<Entry>, String> {
+fn list_children(
+    root: &Path,
+    dir: Option<&RelName>,
+    keep: &Keep,
+    out: &mut ScanResult,
+) -> Result<Vec<Entry>, String> {
     let dir_path = dir.map_or_else(|| root.to_path_buf(), |d| root.join(d.to_path()));
     let mut names = Vec::new();
     for dirent in fs::read_dir(&dir_path).map_err(|e| e.to_string())? {
@@ -166,7 +206,7 @@ fn list_children(root: &Path, dir: Option<&RelName>, out: &mut ScanResult) -> Re
         // Only a path past PATH_MAX gets here; the directory then cannot be covered fully.
         let rel = rel.map_err(|e| e.to_string())?;
         let path = dir_path.join(&name);
-        if let Some(entry) = examine(&path, rel, out) {
+        if let Some(entry) = examine(&path, rel, keep, out) {
             entries.push(entry);
         }
     }
@@ -179,14 +219,17 @@ pub enum Found {
     Entry(Entry),
     /// Not there (or below something that is not a folder).
     Absent,
-    /// There but not coverable (unreadable, special, or below a symlinked folder): keep the
+    /// There but not coverable (unreadable, or below a symlinked folder): keep the
     /// destination's copy.
     Protected,
+    /// A socket, FIFO or device node: never replicated, the destination's copy kept.
+    Special,
 }
 
-/// Examines one path of the tree at `root`, the way [`scan`] would list it: never through a
-/// symlinked folder.
-pub fn entry_at(root: &Path, rel: &RelName) -> Found {
+/// Examines one path of the tree at `root`, the way [`scan_with`] would list it: never through
+/// a symlinked folder. A file with several links is its own leader here (a whole scan names
+/// the group's real one).
+pub fn entry_at(root: &Path, rel: &RelName, keep: &Keep) -> Found {
     let mut dir = root.to_path_buf();
     let parts: Vec<&[u8]> = rel.components().collect();
     for part in &parts[..parts.len().saturating_sub(1)] {
@@ -200,15 +243,16 @@ pub fn entry_at(root: &Path, rel: &RelName) -> Found {
         }
     }
     let mut out = ScanResult::default();
-    match examine(&dir.join(std::ffi::OsStr::from_bytes(rel.file_name())), rel.clone(), &mut out) {
+    match examine(&dir.join(std::ffi::OsStr::from_bytes(rel.file_name())), rel.clone(), keep, &mut out) {
         Some(entry) => Found::Entry(entry),
-        None if out.unreadable.is_empty() && out.skipped_special.is_empty() => Found::Absent,
+        None if !out.skipped_special.is_empty() => Found::Special,
+        None if out.unreadable.is_empty() => Found::Absent,
         None => Found::Protected,
     }
 }
 
 /// One path as an entry; `None` when it is gone, or noted in `out` as unreadable or special.
-fn examine(path: &Path, rel: RelName, out: &mut ScanResult) -> Option<Entry> {
+fn examine(path: &Path, rel: RelName, keep: &Keep, out: &mut ScanResult) -> Option<Entry> {
     let meta = match fs::symlink_metadata(path) {
         Ok(meta) => meta,
         // Gone since the listing: it is absent at the source now, which is the truth.
@@ -244,6 +288,24 @@ fn examine(path: &Path, rel: RelName, out: &mut ScanResult) -> Option<Entry> {
         out.skipped_special.push(rel);
         return None;
     };
+    with_kept_meta(entry, path, keep, out)
+}
+
+/// The entry with what `keep` asks for beyond `lstat`: owner ids forgotten unless kept, the
+/// kept extended attributes read. An entry whose attributes cannot be read is unreadable.
+fn with_kept_meta(mut entry: Entry, path: &Path, keep: &Keep, out: &mut ScanResult) -> Option<Entry> {
+    keep.trim(&mut entry);
+    if keep.any_xattrs() {
+        match read_xattrs(path, keep) {
+            Ok(xattrs) => entry.set_xattrs(xattrs),
+            // Gone since the lstat: absent now.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                out.unreadable.push((entry.path, format!("extended attributes: {e}")));
+                return None;
+            }
+        }
+    }
     Some(entry)
 }
 
@@ -352,6 +414,10 @@ mod tests {
         assert_eq!(names(&r), ["file"]);
         assert_eq!(r.skipped_special, [RelName::new(b"sock").unwrap()]);
         assert_eq!(r.protected(), [RelName::new(b"sock").unwrap()]);
+        assert!(matches!(
+            entry_at(t.path(), &RelName::new(b"sock").unwrap(), &Keep::default()),
+            Found::Special
+        ));
     }
 
     #[test]
@@ -374,6 +440,70 @@ mod tests {
         let bad: Vec<_> = r.unreadable.iter().map(|(p, _)| p.display()).collect();
         assert_eq!(bad, ["secret", "locked"]);
         assert_eq!(names(&r), ["locked"], "the locked dir is listed, its content and the secret are not");
+    }
+
+    #[test]
+    fn hard_link_groups_name_their_first_kept_member_as_leader() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("d")).unwrap();
+        fs::create_dir_all(t.path().join("x")).unwrap();
+        fs::write(t.path().join("d/b"), b"shared").unwrap();
+        for other in ["a", "d/c", "x/e"] {
+            fs::hard_link(t.path().join("d/b"), t.path().join(other)).unwrap();
+        }
+        fs::write(t.path().join("lone"), b"one name").unwrap();
+        let leader = |r: &ScanResult, name: &str| {
+            let e = r.entries.iter().find(|e| e.path.as_bytes() == name.as_bytes()).unwrap();
+            (e.hardlink().map(|h| h.nlink), e.link_leader().map(RelName::display))
+        };
+        let r = scan(t.path(), &mut keep_all).unwrap();
+        assert_eq!(leader(&r, "a"), (Some(4), None), "the first in path order carries the content");
+        assert_eq!(leader(&r, "d/b"), (Some(4), Some("a".into())));
+        assert_eq!(leader(&r, "d/c"), (Some(4), Some("a".into())));
+        assert_eq!(leader(&r, "x/e"), (Some(4), Some("a".into())));
+        assert_eq!(leader(&r, "lone"), (None, None));
+
+        // The filter leaves `a` out: the group's first kept member leads; a pruned folder's
+        // member is no member.
+        let mut filter = |batch: &[Entry]| {
+            batch
+                .iter()
+                .map(|e| match e.path.as_bytes() {
+                    b"a" => Verdict::Skip,
+                    b"x" => Verdict::Prune,
+                    _ => Verdict::Keep,
+                })
+                .collect()
+        };
+        let r = scan(t.path(), &mut filter).unwrap();
+        assert_eq!(leader(&r, "d/b"), (Some(4), None));
+        assert_eq!(leader(&r, "d/c"), (Some(4), Some("d/b".into())));
+        assert!(r.entries.iter().all(|e| e.path.as_bytes() != b"x/e"));
+    }
+
+    #[test]
+    fn owners_are_recorded_or_forgotten_and_attributes_read_only_when_kept() {
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        fs::write(t.path().join("f"), b"x").unwrap();
+        let meta = fs::metadata(t.path().join("f")).unwrap();
+        let c = std::ffi::CString::new(t.path().join("f").as_os_str().as_bytes()).unwrap();
+        // SAFETY: NUL-terminated path and name, a 1-byte value, all alive for the call.
+        let rc = unsafe { libc::setxattr(c.as_ptr(), c"user.tag".as_ptr(), b"v".as_ptr().cast(), 1, 0) };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        let owners = Keep { owner: true, ..Keep::default() };
+        let r = scan_with(t.path(), &owners, &mut keep_all).unwrap();
+        assert_eq!((r.entries[0].uid, r.entries[0].gid), (meta.uid(), meta.gid()));
+        assert!(r.entries[0].xattrs().is_empty(), "attributes not kept: not read");
+        let all = Keep { owner: false, xattrs: true, acls: true, privileged: false };
+        let r = scan_with(t.path(), &all, &mut keep_all).unwrap();
+        assert!(r.entries[0].owner_unknown());
+        assert_eq!(r.entries[0].xattrs().len(), 1);
+        assert_eq!(r.entries[0].xattrs()[0].name, b"user.tag");
+        match entry_at(t.path(), &RelName::new(b"f").unwrap(), &all) {
+            Found::Entry(e) => assert_eq!(e.xattrs(), r.entries[0].xattrs()),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -48,8 +48,8 @@ impl SyncServer {
                 },
             };
             let Some(frame) = frame else { return Ok(()) };
-            let (tree, since, wait) = match protocol::decode(Some(frame)) {
-                Ok(SyncMsg::Open { tree, since, wait }) => (tree, since, wait),
+            let (tree, since, wait, standby_root) = match protocol::decode(Some(frame)) {
+                Ok(SyncMsg::Open { tree, since, wait, privileged }) => (tree, since, wait, privileged),
                 _ => return Err(PeerError::Malformed("a sync pass must start with Open")),
             };
             let Some(root) = self.config.tree_root(&tree) else {
@@ -77,7 +77,8 @@ impl SyncServer {
             let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
             let keep =
                 self.config.nested_in(&tree).iter().filter_map(|n| RelName::new(n.as_bytes()).ok()).collect();
-            let served = ServeTree { root, filter, journal, workers, keep };
+            let meta = self.config.meta_of(&tree);
+            let served = ServeTree { root, filter, journal, workers, keep, meta, standby_root };
             match serve_pass(&mut conn, since, wait, served).await {
                 Ok((stats, _)) if stats == PassStats::default() => debug!(%tree, "standby is current"),
                 Ok((stats, _)) => info!(%tree, ?stats, "sync pass served"),

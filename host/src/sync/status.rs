@@ -38,6 +38,9 @@ pub struct TreeStatus {
     pub files_total: u64,
     pub bytes_total: u64,
     pub wire_total: u64,
+    /// Sockets, FIFOs and device nodes in the primary's tree, never replicated: as the last
+    /// full comparison counted them.
+    pub special_skipped: u64,
     pub last_error: Option<String>,
     pub last_error_ms: Option<u64>,
 }
@@ -99,8 +102,14 @@ impl StatusFiles {
         }
         if stats.full {
             st.last_full_ms = Some(now);
+            st.special_skipped = stats.skipped_special;
         }
-        let moved = stats.files_whole + stats.files_delta + stats.moved + stats.deleted + stats.dirs_links;
+        let moved = stats.files_whole
+            + stats.files_delta
+            + stats.moved
+            + stats.hard_links
+            + stats.deleted
+            + stats.dirs_links;
         if moved > 0 || stats.failed > 0 {
             st.last_change = Some(stats.clone());
             st.last_change_seconds = seconds;
@@ -108,13 +117,15 @@ impl StatusFiles {
             st.bytes_total += stats.content_bytes;
             st.wire_total += stats.wire_bytes;
             self.log_line(&format!(
-                "{} pass: {} whole, {} by delta, {} renamed, {} deleted, {} folders/links, {} content bytes, {} on the wire, {} failed, {seconds:.3} s",
+                "{} pass: {} whole, {} by delta, {} renamed, {} hard links, {} deleted, {} folders/links, {} special skipped, {} content bytes, {} on the wire, {} failed, {seconds:.3} s",
                 if stats.full { "full" } else { "incremental" },
                 stats.files_whole,
                 stats.files_delta,
                 stats.moved,
+                stats.hard_links,
                 stats.deleted,
                 stats.dirs_links,
+                stats.skipped_special,
                 stats.content_bytes,
                 stats.wire_bytes,
                 stats.failed
@@ -166,14 +177,31 @@ mod tests {
         assert_eq!(humantime_ms(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
         let dir = tempfile::tempdir().unwrap();
         let files = StatusFiles::new(dir.path(), Some(dir.path()), "vault");
-        let stats = PassStats { files_whole: 3, content_bytes: 30, full: true, ..PassStats::default() };
+        let stats = PassStats {
+            files_whole: 3,
+            content_bytes: 30,
+            full: true,
+            skipped_special: 2,
+            ..PassStats::default()
+        };
         files.passed("vault", "p:1", &stats, 0.5, true);
+        // An incremental pass sees only what changed: the whole tree's count stays.
+        let incremental = PassStats { files_whole: 1, ..PassStats::default() };
+        files.passed("vault", "p:1", &incremental, 0.5, true);
         files.failed("vault", "p:1", "connection refused", true);
         let st = files.load("vault");
-        assert_eq!((st.files_total, st.bytes_total), (3, 30));
+        assert_eq!((st.files_total, st.bytes_total, st.special_skipped), (4, 30, 2));
         assert!(st.in_sync_ms.is_some() && st.last_full_ms.is_some());
         assert_eq!(st.last_error.as_deref(), Some("connection refused"));
         let log = std::fs::read_to_string(dir.path().join("sync_vault.log")).unwrap();
         assert!(log.contains("full pass: 3 whole") && log.contains("error: connection refused"), "{log}");
+        assert!(log.contains("2 special skipped"), "{log}");
+        // A status file from before the field existed still loads.
+        std::fs::write(
+            dir.path().join("vault.status.json"),
+            br#"{"tree":"vault","last_change":{"files_whole":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(files.load("vault").last_change.unwrap().files_whole, 1);
     }
 }

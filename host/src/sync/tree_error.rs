@@ -50,6 +50,15 @@ pub enum TreeError {
     #[error("cannot take {name:?} for a rename: {reason}")]
     MoveSource { name: String, reason: &'static str },
 
+    /// A hard-link member cannot be linked to its leader (missing, or not the same file).
+    #[error("hard link {name:?} not made: {reason}")]
+    LinkGroup { name: String, reason: String },
+
+    /// Received metadata this standby refuses (attributes past the limit or outside the
+    /// namespaces the tree keeps).
+    #[error("metadata of {name:?} refused: {reason}")]
+    Metadata { name: String, reason: String },
+
     /// A received file's content does not hash to the entry's hash.
     #[error("content of {name:?} does not match its hash")]
     HashMismatch { name: String },

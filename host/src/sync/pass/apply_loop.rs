@@ -24,9 +24,11 @@ use crate::sync::apply::{Applier, FileWriter, Staged};
 use crate::sync::entry::{Entry, EntryKind};
 use crate::sync::index::Index;
 use crate::sync::index_store::IndexStore;
+use crate::sync::meta::Keep;
 use crate::sync::names::RelName;
 use crate::sync::patch::Patcher;
 use crate::sync::protocol::{self, Since, SmallFile, SyncMsg};
+use crate::sync::sparse::MAX_HOLES;
 use crate::sync::tree_error::TreeError;
 
 /// Files applied before a commit (bounds temporary files and the work a crash loses).
@@ -35,6 +37,8 @@ pub const COMMIT_FILES: u64 = 2_000;
 pub const COMMIT_BYTES: u64 = 256 << 20;
 /// Op messages queued for one patch thread.
 const PATCH_QUEUE: usize = 16;
+/// Hole maps that may wait for their `DeltaStart` at once.
+const PENDING_HOLE_MAPS: usize = 256;
 
 /// What the apply thread hands back.
 pub(super) struct Applied {
@@ -55,6 +59,8 @@ struct Loop<'a> {
     failed: Vec<RelName>,
     files: HashMap<u32, FileWriter>,
     deltas: HashMap<u32, DeltaJob>,
+    /// Holes of delta files announced before their `DeltaStart`.
+    holes: HashMap<u32, Vec<(u64, u64)>>,
     /// Finished files waiting for the commit, to be indexed when they land.
     landed: Vec<Entry>,
     folders: Vec<Entry>,
@@ -69,18 +75,20 @@ struct Loop<'a> {
 pub(super) fn run(
     mut rx: mpsc::Receiver<SyncMsg>,
     root: &Path,
+    keep: Keep,
     index: Index,
     mut store: IndexStore,
     progress: Arc<Progress>,
     lock: ApplyLock,
 ) -> Result<Applied, PassError> {
     let mut l = Loop {
-        applier: Applier::open(root)?,
+        applier: Applier::open(root)?.with_keep(keep),
         index,
         stats: PassStats::default(),
         failed: Vec::new(),
         files: HashMap::new(),
         deltas: HashMap::new(),
+        holes: HashMap::new(),
         landed: Vec::new(),
         folders: Vec::new(),
         since_commit: (0, 0),
@@ -284,6 +292,33 @@ impl Loop<'_> {
                     self.refuse(&path, &TreeError::io("write", path.to_path())(err));
                 }
             }
+            SyncMsg::Hole { id, len } => {
+                if let Some(w) = self.files.get_mut(&id)
+                    && let Err(err) = w.hole(len)
+                {
+                    let w = self.files.remove(&id).expect("present");
+                    let path = w.entry().path.clone();
+                    self.refuse(&path, &TreeError::io("leave a hole in", path.to_path())(err));
+                }
+            }
+            SyncMsg::Holes { id, holes } => {
+                // Sent just before its `DeltaStart`: a few wait at once, one per sending worker.
+                if self.holes.len() >= PENDING_HOLE_MAPS && !self.holes.contains_key(&id) {
+                    return Err(PassError::Worker(format!(
+                        "more than {PENDING_HOLE_MAPS} hole maps announced without their deltas"
+                    )));
+                }
+                if holes.len() <= MAX_HOLES {
+                    self.holes.insert(id, holes);
+                }
+            }
+            SyncMsg::HardLink(e) => match self.applier.hard_link(&e) {
+                Ok(()) => {
+                    self.since_commit.0 += 1;
+                    self.landed.push(e);
+                }
+                Err(err) => self.refuse(&e.path, &err),
+            },
             SyncMsg::FileEnd { id, hash } => {
                 if let Some(mut w) = self.files.remove(&id) {
                     w.expect_hash(hash);
@@ -298,7 +333,11 @@ impl Loop<'_> {
             }
             SyncMsg::DeltaStart { id, entry, block_len } => {
                 let base = self.applier.base_path(&entry.path).ok().flatten();
-                let staged = self.applier.stage(&entry);
+                let holes = self.holes.remove(&id);
+                let staged = self.applier.stage(&entry).map(|s| match holes {
+                    Some(h) => s.with_holes(h),
+                    None => s,
+                });
                 self.deltas.insert(id, DeltaJob::start(entry, base, staged, block_len));
             }
             SyncMsg::Ops { id, ops } => {
@@ -353,6 +392,7 @@ impl Loop<'_> {
 
     fn commit(&mut self) -> Result<(), PassError> {
         let committed = self.applier.commit()?;
+        self.stats.hard_links += committed.links;
         let failed: std::collections::HashSet<&RelName> = committed.failed.iter().map(|(p, _)| p).collect();
         for e in std::mem::take(&mut self.landed) {
             if failed.contains(&e.path) {

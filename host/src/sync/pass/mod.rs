@@ -49,6 +49,7 @@ pub enum PassError {
 
 /// What a pass moved.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PassStats {
     pub files_whole: u64,
     pub files_delta: u64,
@@ -63,6 +64,10 @@ pub struct PassStats {
     pub dirs_links: u64,
     /// Files the standby could not apply (reported, the rest of the pass went on).
     pub failed: u64,
+    /// Hard-link members made links to their leaders (no content sent for them).
+    pub hard_links: u64,
+    /// Sockets, FIFOs and device nodes the primary's scan met and skipped (never replicated).
+    pub skipped_special: u64,
     /// True when the pass compared whole trees (no usable journal), false when it took the
     /// changed paths from the primary's journal.
     pub full: bool,

@@ -45,7 +45,13 @@ pub fn pair(root: &Path, theirs: &Index, upserts: &mut Vec<Entry>, deletes: &[Re
     }
     let candidates: Vec<Entry> = upserts
         .iter()
-        .filter(|e| e.kind == EntryKind::File && e.size > 0 && sources.contains_key(&e.size))
+        // A hard-link member carries no content of its own: it is linked, never moved.
+        .filter(|e| {
+            e.kind == EntryKind::File
+                && e.size > 0
+                && e.link_leader().is_none()
+                && sources.contains_key(&e.size)
+        })
         .cloned()
         .collect();
     if candidates.is_empty() {

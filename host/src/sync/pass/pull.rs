@@ -23,9 +23,10 @@ use crate::peer::{Frame, PeerConnection};
 use crate::sync::confine::Confined;
 use crate::sync::index::{Index, refresh};
 use crate::sync::index_store::IndexStore;
+use crate::sync::meta::{Keep, is_root};
 use crate::sync::names::RelName;
-use crate::sync::protocol::{self, HAVE_BATCH, PassMode, Since, SyncMsg};
-use crate::sync::scan::{Verdict, scan};
+use crate::sync::protocol::{self, PassMode, Since, SyncMsg, have_batches};
+use crate::sync::scan::{Verdict, scan_with};
 use crate::sync::signature::{Signature, block_len_for, signature};
 use crate::sync::tree_error::TreeError;
 
@@ -128,14 +129,18 @@ pub async fn pull_pass(
     how: PullMode,
 ) -> Result<PassStats, PassError> {
     let since = if how == PullMode::Full { None } else { state.since() };
-    let open = SyncMsg::Open { tree: tree.to_string(), since, wait: how == PullMode::Wait };
+    let root_here = is_root();
+    let open =
+        SyncMsg::Open { tree: tree.to_string(), since, wait: how == PullMode::Wait, privileged: root_here };
     conn.writer.write_frame(&protocol::encode(&open)?).await?;
     // A held long poll answers within LONG_POLL; anything much later is a dead connection.
     let answer = tokio::time::timeout(LONG_POLL + IDLE_LIMIT, recv(&mut conn.reader)).await;
-    let mode = match answer.map_err(|_| PassError::Silent(LONG_POLL + IDLE_LIMIT))?? {
-        SyncMsg::Mode(mode) => mode,
+    let (mode, meta) = match answer.map_err(|_| PassError::Silent(LONG_POLL + IDLE_LIMIT))?? {
+        SyncMsg::Mode { mode, meta } => (mode, meta),
         other => return Err(unexpected(&other, "the pass mode")),
     };
+    // What the primary's tree keeps, as far as this standby can apply it.
+    let keep = Keep::for_pass(meta, root_here);
     if mode == PassMode::Current {
         return Ok(PassStats::default());
     }
@@ -156,11 +161,11 @@ pub async fn pull_pass(
             let (st, top) = (state.clone(), root.to_path_buf());
             let (store, mine) = blocking(move || {
                 let (store, old) = st.take_index()?;
-                let scanned = scan(&top, &mut |batch| vec![Verdict::Keep; batch.len()])?;
+                let scanned = scan_with(&top, &keep, &mut |batch| vec![Verdict::Keep; batch.len()])?;
                 Ok::<_, TreeError>((store, refresh(&old, scanned.entries, &top)?.0))
             })
             .await??;
-            for batch in mine.chunks(HAVE_BATCH) {
+            for batch in have_batches(&mine) {
                 let msg = SyncMsg::Have { entries: batch.to_vec() };
                 conn.writer.write_frame(&protocol::encode(&msg)?).await?;
             }
@@ -172,13 +177,15 @@ pub async fn pull_pass(
 
     let (atx, arx) = mpsc::channel::<SyncMsg>(APPLY_QUEUE);
     let (top, shown) = (root.to_path_buf(), progress.clone());
-    let applying =
-        tokio::task::spawn_blocking(move || apply_loop::run(arx, &top, index, store, shown, applying_lock));
+    let applying = tokio::task::spawn_blocking(move || {
+        apply_loop::run(arx, &top, keep, index, store, shown, applying_lock)
+    });
     let (wtx, wrx) = mpsc::channel::<Frame>(16);
     let PeerConnection { reader, writer, .. } = conn;
     let read = async move {
         let sigs = Arc::new(Semaphore::new(SIGNATURES_AT_ONCE));
         let mut wire = 0u64;
+        let mut special = 0u64;
         let ended = loop {
             let msg = match tokio::time::timeout(IDLE_LIMIT, recv_counted(reader, &mut wire)).await {
                 Ok(Ok(msg)) => msg,
@@ -186,7 +193,8 @@ pub async fn pull_pass(
                 Err(_) => break Err(PassError::Silent(IDLE_LIMIT)),
             };
             match msg {
-                SyncMsg::Plan { files, bytes } => {
+                SyncMsg::Plan { files, bytes, special: skipped } => {
+                    special = skipped;
                     progress.plan_files.store(files, Ordering::Relaxed);
                     progress.plan_bytes.store(bytes, Ordering::Relaxed);
                 }
@@ -253,6 +261,7 @@ pub async fn pull_pass(
         stats.wire_bytes = wire;
         stats.failed = applied.failed.len() as u64;
         stats.full = mode == PassMode::Full;
+        stats.skipped_special = special;
         let done = SyncMsg::Done {
             files: stats.files_whole + stats.files_delta,
             bytes: stats.content_bytes,

@@ -1,7 +1,8 @@
 //! The primary's side of a pass, after the standby's `Open`: decide the mode (from the
 //! journal when it covers the standby's `since`, else a full comparison), then send
 //! deletions, folders and links in order, request every delta signature up front, and let the
-//! file workers stream the files while this task reads the signatures and the final `Done`.
+//! file workers stream the files while this task reads the signatures; hard-link members go
+//! last, as links to leaders that have landed by then; then the final `Done`.
 //!
 //! Must never: delete at the standby a path the scan did not cover (unreadable, special,
 //! excluded), or report a generation the standby has not fully reached.
@@ -15,12 +16,16 @@ use tracing::debug;
 use super::workers::{self, Job, Workers};
 use super::{PassError, PassStats, recv, unexpected, write_all};
 use crate::peer::{Frame, PeerConnection, PeerReader};
+use crate::sync::config::TreeMeta;
 use crate::sync::entry::{Entry, EntryKind};
+use crate::sync::hardlink::still_linked;
 use crate::sync::index::{Index, diff};
 use crate::sync::journal::{Journal, Plan};
+use crate::sync::meta::Keep;
 use crate::sync::names::RelName;
 use crate::sync::protocol::{self, DELTA_MIN_BYTES, HAVE_BATCH, PassMode, Since, SyncMsg};
-use crate::sync::scan::{Verdict, scan};
+use crate::sync::scan::{ScanResult, Verdict, scan_with};
+use crate::sync::tree_error::TreeError;
 
 /// How long a current standby's `Open { wait: true }` is held before the answer `Current`.
 pub const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(5);
@@ -42,6 +47,10 @@ pub struct ServeTree {
     /// Paths a full pass never deletes at the standby, present here or not: the roots of the
     /// trees nested in this one, which their own passes own.
     pub keep: Vec<RelName>,
+    /// The metadata this tree keeps (told to the standby in `Mode`).
+    pub meta: TreeMeta,
+    /// The standby runs as root (its `Open` says): owners and privileged attributes are kept.
+    pub standby_root: bool,
 }
 
 /// Serves one pass on `conn` for a standby that opened with `since`. Returns the filter for
@@ -52,7 +61,8 @@ pub async fn serve_pass(
     wait: bool,
     tree: ServeTree,
 ) -> Result<(PassStats, Filter), PassError> {
-    let ServeTree { root, filter, journal, workers, keep } = tree;
+    let ServeTree { root, filter, journal, workers, keep, meta, standby_root } = tree;
+    let kept = Keep::for_pass(meta, standby_root);
     let PeerConnection { reader, writer, peer, .. } = conn;
     let standby = peer.node.clone();
     let mut planned = match &journal {
@@ -64,11 +74,11 @@ pub async fn serve_pass(
         planned = j.plan(&standby, since).await;
     }
     if let Plan::Current = planned {
-        writer.write_frame(&protocol::encode(&SyncMsg::Mode(PassMode::Current))?).await?;
+        writer.write_frame(&protocol::encode(&SyncMsg::Mode { mode: PassMode::Current, meta })?).await?;
         return Ok((PassStats::default(), filter));
     }
     let (tx, rx) = mpsc::channel::<Frame>(FRAME_QUEUE);
-    let drive = drive(reader, tx, root, filter, planned, workers, keep);
+    let drive = drive(reader, tx, root, filter, planned, workers, keep, (meta, kept));
     let (wire, driven) = tokio::try_join!(write_all(writer, rx), drive)?;
     let (mut stats, filter, outcome) = driven;
     stats.wire_bytes = wire;
@@ -90,7 +100,9 @@ pub struct Outcome {
     pub holds: Index,
 }
 
-/// The pass itself: everything but the writing.
+/// The pass itself: everything but the writing. `metadata`: what the tree keeps, and what
+/// this pass keeps of it.
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     reader: &mut PeerReader,
     tx: mpsc::Sender<Frame>,
@@ -99,6 +111,7 @@ async fn drive(
     planned: Plan,
     workers: usize,
     keep: Vec<RelName>,
+    (meta, kept): (TreeMeta, Keep),
 ) -> Result<(PassStats, Filter, Option<Outcome>), PassError> {
     let mut stats = PassStats::default();
     // Something this pass could not cover: it must not count as complete.
@@ -107,34 +120,41 @@ async fn drive(
         Plan::Current => unreachable!("answered before"),
         Plan::Full { since } => {
             stats.full = true;
-            send(&tx, &SyncMsg::Mode(PassMode::Full)).await?;
-            let scan_root = root.clone();
-            let scanning = tokio::task::spawn_blocking(move || {
-                let mut filter = filter;
-                let scanned = scan(&scan_root, &mut filter);
-                (scanned, filter)
-            });
+            send(&tx, &SyncMsg::Mode { mode: PassMode::Full, meta }).await?;
+            let scanning = spawn_scan(root.clone(), filter, kept);
             let theirs = receive_index(reader).await?;
             let (scanned, filter) = scanning.await.map_err(|e| PassError::Worker(e.to_string()))?;
-            let scanned = scanned?;
-            let mut protected = scanned.protected();
-            protected.extend(keep);
-            let d = diff(&scanned.entries, &theirs, &protected);
-            (theirs, d.upserts, d.deletes, filter, since)
+            let (upserts, deletes, special) = diff_scanned(scanned?, &theirs, keep);
+            stats.skipped_special = special;
+            (theirs, upserts, deletes, filter, since)
         }
         Plan::Incremental { since, holds, dirty } => {
-            send(&tx, &SyncMsg::Mode(PassMode::Incremental)).await?;
+            send(&tx, &SyncMsg::Mode { mode: PassMode::Incremental, meta }).await?;
             let scan_root = root.clone();
             let held = holds.clone();
             let diffed = tokio::task::spawn_blocking(move || {
                 let mut filter = filter;
-                let d = crate::sync::journal::diff_dirty(&scan_root, &held, &dirty, &mut filter);
+                let d = crate::sync::journal::diff_dirty(&scan_root, &held, &dirty, &kept, &mut filter);
                 (d, filter)
             });
             let (d, filter) = diffed.await.map_err(|e| PassError::Worker(e.to_string()))?;
-            let (d, unlisted) = d?;
+            let (d, unlisted, special) = d?;
             incomplete |= !unlisted.is_empty();
-            (holds, d.upserts, d.deletes, filter, Some(since))
+            if d.upserts.iter().any(|e| e.hardlink().is_some()) {
+                // A changed file with several names: its group's other members and leader may
+                // lie anywhere in the tree, and the journal names only the path it was changed
+                // through. One scan of the primary's tree finds the group; the standby's index is
+                // still not needed (the journal knows what it holds).
+                debug!("a changed file has hard links: this pass scans the whole tree");
+                let scanning = spawn_scan(root.clone(), filter, kept);
+                let (scanned, filter) = scanning.await.map_err(|e| PassError::Worker(e.to_string()))?;
+                let (upserts, deletes, special) = diff_scanned(scanned?, &holds, keep);
+                stats.skipped_special = special;
+                (holds, upserts, deletes, filter, Some(since))
+            } else {
+                stats.skipped_special = special;
+                (holds, d.upserts, d.deletes, filter, Some(since))
+            }
         }
     };
     // Renames first: the standby takes its own files before any deletion could.
@@ -145,9 +165,11 @@ async fn drive(
         (paired, upserts, held, deletes)
     });
     let (paired, upserts, theirs, deletes) = paired.await.map_err(|e| PassError::Worker(e.to_string()))?;
-    let files: Vec<&Entry> = upserts.iter().filter(|e| e.kind == EntryKind::File).collect();
+    let files: Vec<&Entry> =
+        upserts.iter().filter(|e| e.kind == EntryKind::File && e.link_leader().is_none()).collect();
     let plan_bytes = files.iter().map(|e| e.size).sum();
-    send(&tx, &SyncMsg::Plan { files: files.len() as u64, bytes: plan_bytes }).await?;
+    let (plan_files, special) = (files.len() as u64, stats.skipped_special);
+    send(&tx, &SyncMsg::Plan { files: plan_files, bytes: plan_bytes, special }).await?;
     for (from, entry) in &paired.moves {
         send(&tx, &SyncMsg::Move { from: from.clone(), entry: entry.clone() }).await?;
     }
@@ -159,10 +181,16 @@ async fn drive(
     }
     let mut wanted: HashMap<u32, Entry> = HashMap::new();
     let mut whole = Vec::new();
+    let mut members = Vec::new();
     for entry in &upserts {
         match entry.kind {
             EntryKind::Dir => send(&tx, &SyncMsg::Dir(entry.clone())).await?,
             EntryKind::Symlink => send(&tx, &SyncMsg::Symlink(entry.clone())).await?,
+            // Content goes once, with the leader; members follow it once it has landed.
+            EntryKind::File if entry.link_leader().is_some() => {
+                members.push(entry);
+                continue;
+            }
             EntryKind::File => {
                 let base = theirs
                     .get(&entry.path)
@@ -201,6 +229,22 @@ async fn drive(
     stats.files_delta = done.delta;
     stats.content_bytes = done.content_bytes;
     incomplete |= !done.changed.is_empty();
+    let unsent: std::collections::HashSet<RelName> = done.changed.into_iter().collect();
+    let members: Vec<Entry> = members.into_iter().cloned().collect();
+    let checked_root = root.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        members.into_iter().map(|m| (still_linked(&checked_root, &m), m)).collect::<Vec<_>>()
+    });
+    for (linked, member) in checked.await.map_err(|e| PassError::Worker(e.to_string()))? {
+        if !linked || member.link_leader().is_some_and(|l| unsent.contains(l)) {
+            // Its leader did not go, or it changed since the scan: the next pass sends it.
+            debug!(path = %member.path, "hard-link member changed or its leader was not sent; left for the next pass");
+            incomplete = true;
+            continue;
+        }
+        stats.hard_links += 1;
+        send(&tx, &SyncMsg::HardLink(member)).await?;
+    }
     send(&tx, &SyncMsg::End { since: if incomplete { None } else { since } }).await?;
     drop(tx);
     let failed = match recv(reader).await? {
@@ -215,6 +259,32 @@ async fn drive(
         _ => None,
     };
     Ok((stats, filter, outcome))
+}
+
+/// Scans the whole tree at `root` on a blocking thread, keeping what `kept` says.
+fn spawn_scan(
+    root: PathBuf,
+    filter: Filter,
+    kept: Keep,
+) -> tokio::task::JoinHandle<(Result<ScanResult, TreeError>, Filter)> {
+    tokio::task::spawn_blocking(move || {
+        let mut filter = filter;
+        let scanned = scan_with(&root, &kept, &mut filter);
+        (scanned, filter)
+    })
+}
+
+/// A whole scan against what the standby holds: upserts, deletes (never of what the scan did
+/// not cover, nor of `nested` trees' roots) and the special files skipped.
+fn diff_scanned(
+    scanned: ScanResult,
+    theirs: &Index,
+    nested: Vec<RelName>,
+) -> (Vec<Entry>, Vec<RelName>, u64) {
+    let mut protected = scanned.protected();
+    protected.extend(nested);
+    let d = diff(&scanned.entries, theirs, &protected);
+    (d.upserts, d.deletes, scanned.skipped_special.len() as u64)
 }
 
 /// The standby's index, sent in batches.

@@ -1,7 +1,8 @@
 //! The primary's file workers: one thread per core takes files from a shared queue, reads
 //! them (never through a symlink at the file's own name), hashes and compresses them, and
 //! hands finished frames to the connection's writer. Small files are packed many to a frame;
-//! large ones go in chunks; files the standby has a signature for go as delta ops.
+//! large ones go in chunks (holes as `Hole`s, never as zeros); files the standby has a
+//! signature for go as delta ops, their holes announced first.
 //!
 //! Must never: send content under a stat it was not read under. A file whose size or mtime
 //! moves while it is read is dropped from this pass (`FileAbort`, or left out of its batch)
@@ -9,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{File, Metadata, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -21,18 +22,17 @@ use tracing::debug;
 
 use crate::peer::Frame;
 use crate::sync::delta::{DeltaOp, delta_each};
-use crate::sync::entry::{Entry, MODE_BITS, mtime_ns};
+use crate::sync::entry::{Entry, MODE_BITS, NO_ID, mtime_ns};
 use crate::sync::error::SyncError;
 use crate::sync::names::RelName;
 use crate::sync::protocol::{
-    self, CHUNK_BYTES, FILES_BATCH_BYTES, ProtocolError, SMALL_FILE_BYTES, SmallFile, SyncMsg,
+    self, CHUNK_BYTES, FILES_BATCH_BYTES, ProtocolError, SMALL_FILE_BYTES, SmallFile, SyncMsg, entry_bytes,
 };
 use crate::sync::signature::{Signature, read_full};
+use crate::sync::sparse::{hash_zeros, holes, looks_sparse};
 
 /// Delta ops per message.
 const OPS_BATCH: usize = 256;
-/// Encoded bytes of an entry besides its path, rounded up (kind, size, mtime, mode, hash).
-const ENTRY_OVERHEAD: usize = 64;
 /// Files per packed batch at most.
 const FILES_BATCH_COUNT: usize = 4_096;
 
@@ -116,6 +116,16 @@ impl Queue {
     }
 }
 
+/// What became of a small file.
+enum Small {
+    /// Read whole, to go packed with others.
+    Read(SmallFile),
+    /// It has holes: it goes on its own, in chunks and holes.
+    Sparse,
+    /// Gone, changed or unreadable: counted in `changed`, left for the next pass.
+    Skipped,
+}
+
 /// Why a worker stopped early: the writer is gone (the pass failed elsewhere).
 #[derive(Debug)]
 struct WriterGone;
@@ -182,10 +192,10 @@ impl Worker {
         while let Some(job) = queue.pop() {
             let done = match job {
                 Job::Whole(e) if e.size < SMALL_FILE_BYTES => match self.read_small(&e) {
-                    Some(file) => {
-                        // Content plus what an entry costs (path, stat, hash), so a batch of
-                        // many empty files stays far below what the standby accepts.
-                        batch_bytes += file.data.len() + ENTRY_OVERHEAD + file.entry.path.as_bytes().len();
+                    Small::Read(file) => {
+                        // Content plus what an entry costs (path, stat, hash, attributes), so a
+                        // batch of many empty files stays far below what the standby accepts.
+                        batch_bytes += file.data.len() + entry_bytes(&file.entry);
                         batch.push(file);
                         if batch_bytes >= FILES_BATCH_BYTES || batch.len() >= FILES_BATCH_COUNT {
                             batch_bytes = 0;
@@ -194,7 +204,9 @@ impl Worker {
                             Ok(())
                         }
                     }
-                    None => Ok(()),
+                    Small::Skipped => Ok(()),
+                    // Its holes go as holes, which only the chunked form carries.
+                    Small::Sparse => self.send_large(&e),
                 },
                 Job::Whole(e) => self.send_large(&e),
                 Job::Delta { entry, sig } => self.send_delta(&entry, &sig),
@@ -236,9 +248,18 @@ impl Worker {
         }
     }
 
-    /// `e` with the stat the file was opened under.
+    /// `e` with the stat the file was opened under (owner ids only where the scan kept them).
     fn stamped(e: &Entry, meta: &Metadata) -> Entry {
-        Entry { size: meta.len(), mtime_ns: mtime_ns(meta), mode: meta.mode() & MODE_BITS, ..e.clone() }
+        let uid = if e.uid == NO_ID { NO_ID } else { meta.uid() };
+        let gid = if e.gid == NO_ID { NO_ID } else { meta.gid() };
+        Entry {
+            size: meta.len(),
+            mtime_ns: mtime_ns(meta),
+            mode: meta.mode() & MODE_BITS,
+            uid,
+            gid,
+            ..e.clone()
+        }
     }
 
     /// True (and noted) when the file moved while it was read.
@@ -253,33 +274,70 @@ impl Worker {
         !stable
     }
 
-    fn read_small(&mut self, e: &Entry) -> Option<SmallFile> {
-        let (mut file, before) = self.open(e)?;
+    fn read_small(&mut self, e: &Entry) -> Small {
+        let Some((mut file, before)) = self.open(e) else { return Small::Skipped };
+        // Few blocks for its length: a file with inline data, or one with holes.
+        if looks_sparse(&before) {
+            match holes(&file, before.len()) {
+                Ok(found) if !found.is_empty() => return Small::Sparse,
+                _ => {}
+            }
+            if file.seek(SeekFrom::Start(0)).is_err() {
+                self.stats.changed.push(e.path.clone());
+                return Small::Skipped;
+            }
+        }
         // The file may have grown since the scan: never trust its size for an allocation.
         let mut data = Vec::with_capacity(before.len().min(SMALL_FILE_BYTES) as usize);
         if file.by_ref().take(SMALL_FILE_BYTES * 4).read_to_end(&mut data).is_err() {
             self.stats.changed.push(e.path.clone());
-            return None;
+            return Small::Skipped;
         }
         if self.moved(e, &file, &before, data.len() as u64) {
-            return None;
+            return Small::Skipped;
         }
         let mut entry = Self::stamped(e, &before);
         entry.hash = Some(*blake3::hash(&data).as_bytes());
         self.stats.content_bytes += data.len() as u64;
-        Some(SmallFile { entry, data })
+        Small::Read(SmallFile { entry, data })
     }
 
     fn send_large(&mut self, e: &Entry) -> Result<(), WriterGone> {
         let Some((mut file, before)) = self.open(e) else { return Ok(()) };
         advise_sequential(&file);
+        // Holes (asked only of a file with fewer blocks than its length needs) go as their
+        // length; a file whose holes cannot be listed goes as data.
+        let gaps =
+            if looks_sparse(&before) { holes(&file, before.len()).unwrap_or_default() } else { Vec::new() };
+        // Finding the holes moved the offset: reading starts at the start again.
+        if file.seek(SeekFrom::Start(0)).is_err() {
+            self.stats.changed.push(e.path.clone());
+            return Ok(());
+        }
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
         self.emit(&SyncMsg::FileStart { id, entry: Self::stamped(e, &before) })?;
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; CHUNK_BYTES];
         let mut read = 0u64;
+        let mut gaps = gaps.into_iter().peekable();
         let ok = loop {
-            match read_full(&mut file, &mut buf) {
+            if let Some(&(start, end)) = gaps.peek()
+                && start <= read
+            {
+                gaps.next();
+                let len = end - read;
+                hash_zeros(&mut hasher, len);
+                read = end;
+                self.emit(&SyncMsg::Hole { id, len })?;
+                if file.seek(SeekFrom::Start(read)).is_err() {
+                    break false;
+                }
+                continue;
+            }
+            // Up to the next hole at most.
+            let room =
+                gaps.peek().map_or(buf.len() as u64, |&(start, _)| (start - read).min(buf.len() as u64));
+            match read_full(&mut file, &mut buf[..room as usize]) {
                 Ok(0) => break true,
                 Ok(n) => {
                     hasher.update(&buf[..n]);
@@ -304,9 +362,20 @@ impl Worker {
     }
 
     fn send_delta(&mut self, e: &Entry, sig: &Signature) -> Result<(), WriterGone> {
-        let Some((file, before)) = self.open(e) else { return Ok(()) };
+        let Some((mut file, before)) = self.open(e) else { return Ok(()) };
         advise_sequential(&file);
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        if looks_sparse(&before) {
+            // The delta reads holes as zeros; the standby leaves zeros inside them unwritten.
+            let gaps = holes(&file, before.len()).unwrap_or_default();
+            if file.seek(SeekFrom::Start(0)).is_err() {
+                self.stats.changed.push(e.path.clone());
+                return Ok(());
+            }
+            if !gaps.is_empty() {
+                self.emit(&SyncMsg::Holes { id, holes: gaps })?;
+            }
+        }
         self.emit(&SyncMsg::DeltaStart { id, entry: Self::stamped(e, &before), block_len: sig.block_len })?;
         let mut batch = Vec::with_capacity(OPS_BATCH);
         let mut literal = 0u64;

@@ -172,7 +172,7 @@ fn sync_once_pulls_a_tree_from_the_primary_daemon_through_the_path_filter() {
     );
     assert!(!copy.join("docs/draft.tmp").exists(), "the path filter skips temporaries");
     let out = standby.ok(&["sync", "once", "--tree", "vault", "--primary", &primary.peer]);
-    assert!(out.contains("vault: 0 whole, 0 by delta, 0 deleted"), "{out}");
+    assert!(out.contains("vault: 0 whole, 0 by delta, 0 renamed, 0 deleted"), "{out}");
     let out = standby.cli(&["sync", "once", "--tree", "nope", "--primary", &primary.peer]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no tree `nope`"));
 }

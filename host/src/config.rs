@@ -13,6 +13,7 @@ use crate::peer::PeerConfig;
 use crate::plugin::PluginConfig;
 use crate::standby::config::StandbyConfig;
 use crate::sync::config::SyncConfig;
+use crate::tunnel::TunnelConfig;
 use crate::wal::config::WalConfig;
 
 /// Where state lives unless configured.
@@ -46,6 +47,7 @@ pub struct Config {
     pub sync: SyncConfig,
     pub wal: WalConfig,
     pub standby: StandbyConfig,
+    pub tunnel: TunnelConfig,
 }
 
 impl Default for Config {
@@ -61,6 +63,7 @@ impl Default for Config {
             sync: SyncConfig::default(),
             wal: WalConfig::default(),
             standby: StandbyConfig::default(),
+            tunnel: TunnelConfig::default(),
         }
     }
 }
@@ -96,6 +99,13 @@ impl Config {
         self.sync.validate().map_err(ConfigError::Invalid)?;
         self.wal.validate().map_err(ConfigError::Invalid)?;
         self.standby.validate().map_err(ConfigError::Invalid)?;
+        self.tunnel.validate().map_err(ConfigError::Invalid)?;
+        if self.tunnel.socket_port == self.standby.pg_port {
+            return Err(ConfigError::Invalid(format!(
+                "tunnel.socket_port = {}: the local PostgreSQL's own socket has that number (standby.pg_port)",
+                self.tunnel.socket_port
+            )));
+        }
         if self.node_name.is_empty() {
             self.node_name = host_name();
         }

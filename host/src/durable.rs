@@ -25,6 +25,12 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     replace(path, bytes, 0o600, None)
 }
 
+/// Replaces `path` with `bytes`, readable by all (mode 0644): a file other programs poll, such
+/// as the listeners' addresses, which a reader must never see empty or half written.
+pub fn write_readable(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace(path, bytes, 0o644, None)
+}
+
 /// Creates `path` with `bytes` (mode 0600) unless it exists already, and never replaces it:
 /// writers racing to create it all end up reading the first one's content. Returns whether
 /// this call created it.

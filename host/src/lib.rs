@@ -11,6 +11,8 @@
 //! - [`sync`]: file-tree sync: scan, index, journal, delta passes, safe apply, follow mode.
 //! - [`wal`]: WAL streaming: the receiver on tandem's slot at the primary, the durable segment
 //!   archive, the walsender serving it to the standby PostgreSQL, base backups, status.
+//! - [`tunnel`]: the pair's PostgreSQL connections carried inside the peer link (encrypted,
+//!   compressed), so no database byte crosses hosts in clear.
 //! - [`standby`]: the warm-standby pair: configure, status, convert-to-primary, rejoin, off;
 //!   it prepares the local PostgreSQL and starts the WAL and tree-sync jobs a role needs.
 //! - [`api`]: the REST API every member serves.
@@ -40,4 +42,5 @@ pub mod peer;
 pub mod plugin;
 pub mod standby;
 pub mod sync;
+pub mod tunnel;
 pub mod wal;

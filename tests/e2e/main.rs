@@ -2,11 +2,17 @@
 //! processes. One harness, a module per theme.
 
 mod api;
+mod api_tls;
 mod cli;
 mod cluster;
 #[path = "../common.rs"]
 mod common;
 mod daemon;
+/// The network lab (hosts as network namespaces), shared with the benchmarks.
+#[path = "../lab/mod.rs"]
+mod lab;
+mod lab_self;
+mod links;
 mod peer;
 /// PostgreSQL test clusters: the library's own helper, shared (it names `ConnConfig` from here).
 #[path = "../../host/src/wal/client/tests/pg.rs"]

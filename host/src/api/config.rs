@@ -24,6 +24,18 @@ const MAX_CONNECTIONS: usize = 65_536;
 /// The accepted range of the header timeout.
 const HEADER_TIMEOUT_RANGE_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
 
+/// When the API speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApiTls {
+    /// When it listens beyond loopback (bearer tokens must not cross a network in clear).
+    #[default]
+    Auto,
+    On,
+    /// Plain HTTP; beyond loopback only with `allow_plain_http = true`.
+    Off,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
@@ -43,6 +55,18 @@ pub struct ApiConfig {
     /// Milliseconds a connection has to deliver a request's headers after it opens or after
     /// its previous answer; idle and slow connections are closed after it.
     pub header_timeout_ms: u64,
+    pub tls: ApiTls,
+    /// The site's own certificate chain and key (PEM). Unset: a certificate tandem makes on
+    /// first start (`<data_dir>/api.crt`, `api.key`).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Serve plain HTTP beyond loopback anyway (`tls = "off"`): tokens then cross the network
+    /// in clear. Never assumed.
+    pub allow_plain_http: bool,
+    /// For the CLI: the fingerprint the API's certificate must have (`sha256:...`, as the
+    /// daemon logs it). Unset: the one this host's daemon wrote, remembered at first use;
+    /// a certificate whose fingerprint changed is refused either way.
+    pub pin: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -55,6 +79,11 @@ impl Default for ApiConfig {
             token_file: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_timeout_ms: DEFAULT_HEADER_TIMEOUT_MS,
+            tls: ApiTls::Auto,
+            cert_file: None,
+            key_file: None,
+            allow_plain_http: false,
+            pin: None,
         }
     }
 }
@@ -91,10 +120,54 @@ impl ApiConfig {
                 HEADER_TIMEOUT_RANGE_MS.end()
             ));
         }
+        if self.tls == ApiTls::Off && !self.listen.ip().is_loopback() && !self.allow_plain_http {
+            return Err(format!(
+                "api.listen = {} is beyond loopback with api.tls = \"off\": bearer tokens would cross the network in clear; \
+                 use api.tls = \"auto\" (a certificate tandem makes) or your own cert_file/key_file, \
+                 or set api.allow_plain_http = true to accept that",
+                self.listen
+            ));
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err("api.cert_file and api.key_file go together".into());
+        }
+        if self.pin.as_ref().is_some_and(|p| !p.starts_with("sha256:")) {
+            return Err("api.pin: expected sha256:AB:CD:... as the daemon prints it".into());
+        }
         Ok(())
     }
 
     pub fn header_timeout(&self) -> Duration {
         Duration::from_millis(self.header_timeout_ms)
+    }
+
+    /// Whether the API speaks TLS.
+    pub fn uses_tls(&self) -> bool {
+        match self.tls {
+            ApiTls::On => true,
+            ApiTls::Off => false,
+            ApiTls::Auto => !self.listen.ip().is_loopback() || self.cert_file.is_some(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_beyond_loopback_only_when_asked_for() {
+        let local = ApiConfig::default();
+        local.validate().unwrap();
+        assert!(!local.uses_tls(), "loopback: plain by default");
+        let open = ApiConfig { listen: "0.0.0.0:7421".parse().unwrap(), ..ApiConfig::default() };
+        open.validate().unwrap();
+        assert!(open.uses_tls(), "beyond loopback: TLS by default");
+        let plain = ApiConfig { tls: ApiTls::Off, ..open.clone() };
+        let e = plain.validate().unwrap_err();
+        assert!(e.contains("beyond loopback") && e.contains("allow_plain_http"), "{e}");
+        ApiConfig { allow_plain_http: true, ..plain }.validate().unwrap();
+        let half = ApiConfig { cert_file: Some("/x.pem".into()), ..ApiConfig::default() };
+        assert!(half.validate().is_err());
     }
 }

@@ -152,6 +152,26 @@ pub fn render(s: &StandbyStatus, now_ms: u64) -> String {
             w.last_error_at_ms.map(secs),
         );
     }
+    if !s.link.streams.is_empty() {
+        let name = "tandem_link_bytes_total";
+        f.head(
+            name,
+            "counter",
+            "Bytes the database tunnel carried, per stream and direction: raw (before compression) and link (on the wire, inside the encrypted peer link).",
+        );
+        for b in &s.link.streams {
+            let stream = b.kind.map_or("other", |k| k.name());
+            for (direction, stage, v) in [
+                ("sent", "raw", b.sent_raw_bytes),
+                ("sent", "link", b.sent_link_bytes),
+                ("received", "raw", b.received_raw_bytes),
+                ("received", "link", b.received_link_bytes),
+            ] {
+                f.sample(name, &[("stream", stream), ("direction", direction), ("stage", stage)], v as f64);
+            }
+        }
+    }
+    f.gauge("tandem_link_tunnels_open", "Database tunnels open now.", Some(s.link.open as f64));
     if !s.trees.trees.is_empty() {
         type Value = fn(&TreeStatus, u64) -> Option<f64>;
         let families: [(&str, &str, &str, Value); 7] = [

@@ -17,6 +17,7 @@ mod error;
 mod metrics;
 mod server;
 mod standby;
+pub mod tls;
 mod wal;
 
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use auth::{Role, TokenError, Tokens, client_token};
 pub use conf::parse_scope;
-pub use config::{ApiConfig, REDACTED};
+pub use config::{ApiConfig, ApiTls, REDACTED};
 pub use error::ApiError;
 pub use server::ServeLimits;
 
@@ -78,7 +79,14 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API until `shutdown`, within `limits`; see `server`.
-pub async fn serve(listener: TcpListener, state: AppState, limits: ServeLimits, shutdown: CancellationToken) {
-    server::serve(listener, router(state), limits, shutdown).await
+/// Serves the API until `shutdown`, within `limits`, over TLS with `tls` (see [`tls`]), else
+/// plain HTTP; see `server`.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    limits: ServeLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
+) {
+    server::serve(listener, router(state), limits, tls.map(tokio_rustls::TlsAcceptor::from), shutdown).await
 }

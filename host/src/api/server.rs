@@ -25,11 +25,13 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span};
 
+use super::tls::HANDSHAKE_TIMEOUT;
 use crate::admission::{Admission, FRESH, PINNED, Slot};
 use crate::listen::Accepter;
 
@@ -41,8 +43,15 @@ pub struct ServeLimits {
 }
 
 /// Serves `router` on `listener` until `shutdown`, then lets the open connections finish the
-/// request they are serving.
-pub async fn serve(listener: TcpListener, router: Router, limits: ServeLimits, shutdown: CancellationToken) {
+/// request they are serving. With `tls`, each connection's handshake runs in its admitted slot
+/// (a stalled one is evictable like an idle one) within [`HANDSHAKE_TIMEOUT`].
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ServeLimits,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+) {
     let slots = Admission::new(limits.max_connections);
     let mut connections = JoinSet::new();
     let mut accepter = Accepter::new(listener, "api");
@@ -52,9 +61,21 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ServeLimits, s
             continue;
         };
         let span = info_span!("api", %remote);
-        connections.spawn(
-            connection(stream, remote, slot, router.clone(), limits, shutdown.clone()).instrument(span),
-        );
+        let (router, tls, shutdown) = (router.clone(), tls.clone(), shutdown.clone());
+        let served = async move {
+            let Some(acceptor) = tls else {
+                return connection(stream, remote, slot, router, limits, shutdown).await;
+            };
+            tokio::select! {
+                shook = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => match shook {
+                    Ok(Ok(stream)) => connection(stream, remote, slot, router, limits, shutdown).await,
+                    Ok(Err(e)) => debug!(%remote, error = %e, "API TLS handshake failed"),
+                    Err(_) => debug!(%remote, "API TLS handshake timed out"),
+                },
+                _ = slot.evicted().cancelled() => debug!(%remote, "API TLS handshake cut to make room"),
+            }
+        };
+        connections.spawn(served.instrument(span));
         while connections.try_join_next().is_some() {}
     }
     while connections.join_next().await.is_some() {}
@@ -62,14 +83,16 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ServeLimits, s
 
 /// One connection, until the client leaves, its header timeout, its eviction or `shutdown`
 /// (the last two let a request in progress finish).
-async fn connection(
-    stream: TcpStream,
+async fn connection<S>(
+    stream: S,
     remote: SocketAddr,
     slot: Slot,
     router: Router,
     limits: ServeLimits,
     shutdown: CancellationToken,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let slot = Arc::new(slot);
     let hyper_router = TowerToHyperService::new(router);
     let in_service = slot.clone();

@@ -1,11 +1,13 @@
 //! The CLI's way to a running member: its REST API on the address the daemon wrote (or the
-//! configured one), with the admin token from the configuration or the token file.
+//! configured one), with the admin token from the configuration or the token file; over TLS,
+//! accepting only the pinned certificate ([`super::pin`]), when the daemon speaks TLS.
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
 
+use super::pin::Pin;
 use crate::api::client_token;
 use crate::config::Config;
 use crate::daemon::API_ADDR_FILE;
@@ -19,6 +21,7 @@ pub struct ApiClient {
     base: String,
     token: String,
     http: reqwest::Client,
+    pin: Option<Pin>,
 }
 
 impl ApiClient {
@@ -33,14 +36,16 @@ impl ApiClient {
                 token_file.display()
             )
         })?;
-        let http = client(DEFAULT_TIMEOUT)?;
-        Ok(Self { base: format!("http://{addr}"), token, http })
+        let pin = Pin::find(config.api.pin.as_deref(), &config.data_dir);
+        let http = client(DEFAULT_TIMEOUT, pin.as_ref())?;
+        let scheme = if pin.is_some() { "https" } else { "http" };
+        Ok(Self { base: format!("{scheme}://{addr}"), token, http, pin })
     }
 
     /// The same client with another time limit per request (longer for base backups and
     /// failovers, shorter for a status).
     pub fn with_timeout(mut self, timeout: Duration) -> anyhow::Result<Self> {
-        self.http = client(timeout)?;
+        self.http = client(timeout, self.pin.as_ref())?;
         Ok(self)
     }
 
@@ -50,7 +55,13 @@ impl ApiClient {
     pub async fn check_answers(&self, within: Duration) -> anyhow::Result<()> {
         let req = self.http.get(format!("{}/v1/health", self.base)).timeout(within);
         match req.send().await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                if let Some(pin) = &self.pin {
+                    pin.confirmed();
+                }
+                Ok(())
+            }
+            Err(_) if self.refused_by_pin().is_some() => bail!(self.refused_by_pin().unwrap_or_default()),
             Err(e) if e.is_timeout() => bail!(
                 "the tandem daemon at {} accepted the connection but did not answer within {} s \
                  (is it stopped or hung?)",
@@ -75,7 +86,13 @@ impl ApiClient {
 
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         let resp = match req.bearer_auth(&self.token).send().await {
-            Ok(resp) => resp,
+            Ok(resp) => {
+                if let Some(pin) = &self.pin {
+                    pin.confirmed();
+                }
+                resp
+            }
+            Err(_) if self.refused_by_pin().is_some() => bail!(self.refused_by_pin().unwrap_or_default()),
             Err(e) if e.is_timeout() && !e.is_connect() => bail!(
                 "the tandem daemon at {} did not answer in time (is it stopped or hung? a command it \
                  started goes on)",
@@ -92,12 +109,25 @@ impl ApiClient {
         Ok(body)
     }
 
+    /// Why the last connection was refused, when it was the certificate pin.
+    fn refused_by_pin(&self) -> Option<String> {
+        self.pin.as_ref().and_then(Pin::refusal)
+    }
+
     fn unreachable(&self) -> String {
         format!("cannot reach the tandem daemon at {} (is it running?)", self.base)
     }
 }
 
-/// An HTTP client with `timeout` per request and the short [`CONNECT_TIMEOUT`].
-fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder().timeout(timeout).connect_timeout(CONNECT_TIMEOUT).build()?)
+/// An HTTP client with `timeout` per request and the short [`CONNECT_TIMEOUT`]; with `pin`,
+/// TLS accepting only the pinned certificate.
+fn client(timeout: Duration, pin: Option<&Pin>) -> anyhow::Result<reqwest::Client> {
+    // reqwest builds a TLS configuration even for plain HTTP, from the process's default
+    // provider: ring, as everywhere in tandem (an error means one is installed already).
+    let _ = rustls::crypto::CryptoProvider::install_default((*crate::api::tls::provider()).clone());
+    let mut builder = reqwest::Client::builder().timeout(timeout).connect_timeout(CONNECT_TIMEOUT);
+    if let Some(pin) = pin {
+        builder = builder.use_preconfigured_tls(pin.client_config()?);
+    }
+    Ok(builder.build()?)
 }

@@ -6,6 +6,7 @@ mod cluster;
 mod conf;
 mod eval;
 mod http;
+mod pin;
 mod plugins;
 mod sandbox;
 mod standby;

@@ -201,6 +201,23 @@ pub fn render(s: &StandbyStatus, now: u64) -> String {
         if let Some(e) = &d.last_error {
             let _ = writeln!(o, "    DB last error: {e}");
         }
+        if d.configured {
+            let _ = writeln!(
+                o,
+                "    DB traffic between the hosts: inside tandem's encrypted link ({} tunnel(s) open)",
+                s.link.open
+            );
+            for b in &s.link.streams {
+                let (raw, link) =
+                    (b.sent_raw_bytes + b.received_raw_bytes, b.sent_link_bytes + b.received_link_bytes);
+                let ratio = if link > 0 { format!("{:.1}x", raw as f64 / link as f64) } else { "-".into() };
+                let _ = writeln!(
+                    o,
+                    "      {:<12} {raw} bytes, {link} on the link ({ratio})",
+                    b.kind.map_or("other", |k| k.name())
+                );
+            }
+        }
     }
     let t = &s.trees;
     let names: Vec<&str> = t.trees.iter().map(|t| t.tree.as_str()).collect();

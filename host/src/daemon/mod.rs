@@ -25,6 +25,7 @@ use crate::standby::jobs::JobContext;
 use crate::standby::protocol::{self, STANDBY_FRAME};
 use crate::sync::protocol::SYNC_FRAME;
 use crate::sync::server::SyncServer;
+use crate::tunnel;
 
 /// The file in the data folder that holds the address the peer listener is bound to (useful
 /// when the configuration asks for port 0).
@@ -74,7 +75,7 @@ pub async fn run(config: Config, _claimed: &DataDir, shutdown: CancellationToken
     let listener = listen::bind(config.peer.listen)
         .with_context(|| format!("binding the peer listener on {}", config.peer.listen))?;
     let addr = listener.local_addr()?;
-    std::fs::write(config.data_dir.join(PEER_ADDR_FILE), format!("{addr}\n"))?;
+    crate::durable::write_readable(&config.data_dir.join(PEER_ADDR_FILE), format!("{addr}\n").as_bytes())?;
     info!(node = %config.node_name, %addr, plugins = %config.plugins.dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default(), "tandem is up");
 
     // The token first: a CLI that finds the API's address finds its token too.
@@ -84,7 +85,8 @@ pub async fn run(config: Config, _claimed: &DataDir, shutdown: CancellationToken
     let api_listener = listen::bind(config.api.listen)
         .with_context(|| format!("binding the REST API on {}", config.api.listen))?;
     let api_addr = api_listener.local_addr()?;
-    std::fs::write(config.data_dir.join(API_ADDR_FILE), format!("{api_addr}\n"))?;
+    let api_tls = api_tls(&config, api_addr)?;
+    crate::durable::write_readable(&config.data_dir.join(API_ADDR_FILE), format!("{api_addr}\n").as_bytes())?;
 
     let conf_root = config.cluster.conf_root.clone().expect("resolved config has a conf root");
     let tree = ConfTree::open(&conf_root)
@@ -143,7 +145,7 @@ pub async fn run(config: Config, _claimed: &DataDir, shutdown: CancellationToken
         tasks.spawn(async move { n.run_checkpoints(stop).await });
         let state = AppState { node: node.clone(), tokens, standby: standby.clone() };
         let limits = ServeLimits { max_connections: caps.api, header_timeout: config.api.header_timeout() };
-        tasks.spawn(api::serve(api_listener, state, limits, shutdown.clone()));
+        tasks.spawn(api::serve(api_listener, state, limits, api_tls, shutdown.clone()));
     }
 
     let acceptor = Acceptor {
@@ -170,7 +172,7 @@ pub async fn run(config: Config, _claimed: &DataDir, shutdown: CancellationToken
 }
 
 /// Hands a peer connection to the subsystem its first frame belongs to: tree sync, the
-/// warm-standby pair, or the cluster (which also answers pings).
+/// warm-standby pair, the database tunnel, or the cluster (which also answers pings).
 async fn dispatch(
     node: Arc<ClusterNode>,
     sync: SyncServer,
@@ -185,6 +187,7 @@ async fn dispatch(
     match first {
         None => Ok(()),
         Some(f) if f.kind == SYNC_FRAME => sync.serve(conn, f, stop).await,
+        Some(f) if tunnel::codec::is_open(&f) => standby.tunnel_exit().serve(conn, f, stop).await,
         Some(f) if f.kind == STANDBY_FRAME => {
             let request = protocol::decode(&f)?;
             let answer = standby.answer(request).await;
@@ -192,6 +195,33 @@ async fn dispatch(
         }
         Some(f) => cluster::serve_connection(node, conn, Some(f), stop).await,
     }
+}
+
+/// The API's TLS settings when it speaks TLS (the certificate made on first start when the
+/// site gave none); its fingerprint is logged and written for the CLI to pin. Without TLS the
+/// fingerprint file goes.
+fn api_tls(
+    config: &Config,
+    bound: std::net::SocketAddr,
+) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    let print_file = config.data_dir.join(api::tls::FINGERPRINT_FILE);
+    if !config.api.uses_tls() {
+        let _ = std::fs::remove_file(&print_file);
+        return Ok(None);
+    }
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    if !bound.ip().is_unspecified() {
+        names.push(bound.ip().to_string());
+    }
+    if let Some((host, _)) = config.api.advertise.as_deref().and_then(crate::standby::plan::split_host_port) {
+        names.push(host);
+    }
+    let files = config.api.cert_file.as_deref().zip(config.api.key_file.as_deref());
+    let (tls, print) = api::tls::server_config(files, &config.data_dir, &names)
+        .context("setting up TLS for the REST API")?;
+    std::fs::write(&print_file, format!("{print}\n"))?;
+    info!(fingerprint = %print, "REST API over TLS; the CLI pins this certificate fingerprint");
+    Ok(Some(tls))
 }
 
 /// The address other members are told to use: the configured one, else the bound one (which

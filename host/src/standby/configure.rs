@@ -148,12 +148,11 @@ impl Standby {
                 let setup = PrimarySetup {
                     user: self.config.standby.replication_user.clone(),
                     password,
-                    peers: vec![ip],
                     max_slot_wal_keep_size_mib: self.config.standby.max_slot_wal_keep_size_mib,
                 };
                 let report = pg.prepare_primary(&setup).await?;
                 steps.push(format!(
-                    "PostgreSQL prepared: replication role {}, pg_hba for {ip} only{}",
+                    "PostgreSQL prepared: replication role {}, pg_hba over the local socket only (the standby at {ip} comes through tandem's encrypted tunnel){}",
                     setup.user,
                     if report.changed.is_empty() {
                         String::new()

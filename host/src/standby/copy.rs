@@ -10,7 +10,6 @@ use super::configure::blocking;
 use super::error::StandbyError;
 use super::jobs::WalState;
 use super::pairing::{Options, Pairing, Role};
-use super::plan::split_host_port;
 use super::service::Standby;
 use crate::plugin::now_ms;
 use crate::wal::base_backup::{BaseBackup, Endpoint};
@@ -82,20 +81,6 @@ impl Standby {
         }
     }
 
-    /// The primary's PostgreSQL, as the replication role this pair uses.
-    pub(super) fn primary_endpoint(&self, pairing: &Pairing) -> Result<Endpoint, StandbyError> {
-        let pg = pairing.peer.pg.as_deref().unwrap_or_default();
-        let (host, port) = split_host_port(pg).ok_or_else(|| {
-            StandbyError::State(format!("the primary's database address `{pg}` is not host:port"))
-        })?;
-        Ok(Endpoint {
-            host,
-            port,
-            user: self.config.standby.replication_user.clone(),
-            password: pairing.replication_password.clone(),
-        })
-    }
-
     /// This host's walsender, which the standby database follows.
     pub(super) fn walsender_endpoint(&self) -> Result<Endpoint, StandbyError> {
         self.config.wal.walsender_endpoint().map_err(StandbyError::Wal)
@@ -139,7 +124,7 @@ impl Standby {
         pairing: &Pairing,
         data_dir: &std::path::Path,
     ) -> Result<BaseBackup, StandbyError> {
-        let (primary, walsender) = (self.primary_endpoint(pairing)?, self.walsender_endpoint()?);
+        let (primary, walsender) = (self.primary_endpoint(pairing), self.walsender_endpoint()?);
         let pg = self.pg.as_ref().expect("checked by the caller");
         Ok(BaseBackup {
             bin_dir: pg.bin_dir.clone(),

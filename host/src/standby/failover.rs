@@ -125,18 +125,24 @@ impl Standby {
     }
 
     /// Refuses while the old primary answers as a primary: its tandem says so (or says its
-    /// database accepts writes), or its PostgreSQL answers at all as a primary or with an error
-    /// (a server that refuses us is still up). Both are asked at once, each for at most
+    /// database accepts writes), or its PostgreSQL answers at all at its advertised address
+    /// (asked without logging in: see [`probe`]). Both are asked at once, each for at most
     /// [`FENCE_WAIT`]: a dead host does not refuse connections, it just never answers, and that
-    /// silence must not eat the failover's time.
+    /// silence must not eat the failover's time. A database that listens on no network address
+    /// (only its socket, reached through tandem) cannot be seen once its tandem is down: the
+    /// step says so.
     async fn fence(&self, p: &Pairing, database: bool, steps: &mut Vec<String>) -> Result<(), StandbyError> {
         let hint = "not converting (pass --force to convert anyway, after making sure it is down)";
         let announce = Request::Announce { me: self.presence().await };
-        let endpoint = if database { Some(self.primary_endpoint(p)?) } else { None };
+        // Its database, where it listens on the network (for its applications): a standby that
+        // takes over while it still answers makes a split brain.
+        let endpoint = if database { p.peer.pg.clone() } else { None };
         let (tandem, db) =
             tokio::join!(tokio::time::timeout(FENCE_WAIT, self.ask(&p.peer.addr, &announce)), async {
                 match &endpoint {
-                    Some(e) => tokio::time::timeout(FENCE_WAIT, probe(e)).await.unwrap_or(Probe::Silent),
+                    Some(addr) => {
+                        tokio::time::timeout(FENCE_WAIT, probe(addr)).await.unwrap_or(Probe::Silent)
+                    }
                     None => Probe::Silent,
                 }
             });
@@ -156,22 +162,16 @@ impl Standby {
             )),
             _ => steps.push(format!("old primary's tandem at {} does not answer", p.peer.addr)),
         }
-        if let Some(e) = &endpoint {
+        if let Some(addr) = &endpoint {
             match db {
-                Probe::Primary => {
+                Probe::Answers => {
                     return Err(StandbyError::Fenced(format!(
-                        "the old primary's PostgreSQL at {}:{} still accepts writes: {hint}",
-                        e.host, e.port
+                        "the old primary's PostgreSQL at {addr} still answers: {hint}"
                     )));
                 }
-                Probe::Refused(why) => {
-                    return Err(StandbyError::Fenced(format!(
-                        "the old primary's PostgreSQL at {}:{} still answers ({why}): {hint}",
-                        e.host, e.port
-                    )));
-                }
-                Probe::Standby => steps.push("old primary's database answers as a standby".into()),
-                Probe::Silent => steps.push("old primary's database does not answer".into()),
+                Probe::Silent => steps.push(format!(
+                    "old primary's database does not answer at {addr} (one that listens on its socket only cannot be seen once its tandem is down)"
+                )),
             }
         }
         Ok(())
@@ -290,7 +290,7 @@ impl Standby {
         if pg.running().await {
             blocking(move || pg2.stop(StopMode::Fast)).await??;
         }
-        let source = self.primary_endpoint(&pairing)?;
+        let source = self.primary_endpoint(&pairing);
         // pg_rewind discards what this host wrote after the fork: keep that WAL first, and do
         // not rewind when it could not be kept.
         let (pg2, src) = (pg.clone(), source.clone());
@@ -324,35 +324,30 @@ impl Standby {
     }
 }
 
-/// What the old primary's PostgreSQL said.
+/// What the old primary's PostgreSQL address said.
 enum Probe {
-    Primary,
-    Standby,
-    /// It answered with an error (authentication, pg_hba, too many clients, starting up): it
-    /// is up.
-    Refused(String),
+    /// A PostgreSQL answered there: it is up.
+    Answers,
     /// No answer: connection refused, unreachable, or silent.
     Silent,
 }
 
-async fn probe(e: &crate::wal::base_backup::Endpoint) -> Probe {
-    let mut config = tokio_postgres::Config::new();
-    config.host(&e.host).port(e.port).user(&e.user).dbname("postgres").connect_timeout(FENCE_WAIT);
-    if let Some(pw) = &e.password {
-        config.password(pw);
-    }
-    let answered = |err: tokio_postgres::Error| match err.as_db_error() {
-        Some(db) => Probe::Refused(db.message().to_string()),
-        None => Probe::Silent,
+/// Whether a PostgreSQL answers at `addr` (`host:port`), without logging in: an `SSLRequest`,
+/// which every PostgreSQL answers with one byte (`S` or `N`) before any authentication. No
+/// credential and no database byte crosses the network (the pair's own connections go through
+/// tandem's tunnel); the probe only tells whether the server is up.
+async fn probe(addr: &str) -> Probe {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = 8u32.to_be_bytes().to_vec();
+    request.extend_from_slice(&crate::tunnel::startup::SSL_REQUEST.to_be_bytes());
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else { return Probe::Silent };
+    let mut answer = [0u8; 1];
+    let asked = async {
+        stream.write_all(&request).await?;
+        stream.read_exact(&mut answer).await
     };
-    let (client, connection) = match config.connect(tokio_postgres::NoTls).await {
-        Ok(c) => c,
-        Err(err) => return answered(err),
-    };
-    tokio::spawn(connection);
-    match client.query_one("SELECT pg_is_in_recovery()", &[]).await {
-        Ok(row) if row.get::<_, bool>(0) => Probe::Standby,
-        Ok(_) => Probe::Primary,
-        Err(err) => answered(err),
+    match asked.await {
+        Ok(_) if matches!(answer[0], b'S' | b'N' | b'E') => Probe::Answers,
+        _ => Probe::Silent,
     }
 }

@@ -8,6 +8,7 @@
 //! - `protocol` / `service`: what the two hosts say to each other; the running pair.
 //! - `configure`, `failover` (convert-to-primary, rejoin), `off`: the operator's commands;
 //!   `join` and `copy` are the steps configure and rejoin share.
+//! - `tunnel`: the pair's side of the database tunnel (entry socket, exit gate).
 //! - `keeper`: a standby's PostgreSQL whose postmaster died is restarted, with backoff.
 //! - `status`: the facts, for the CLI, REST, the health check and the metrics.
 //! - `postgres`: the local PostgreSQL's administration.
@@ -31,6 +32,7 @@ pub mod postgres;
 pub mod protocol;
 pub mod service;
 pub mod status;
+pub mod tunnel;
 
 pub use configure::{ConfigureRequest, Report};
 pub use error::StandbyError;

@@ -107,7 +107,7 @@ impl Standby {
 
     /// A primary's database: pg_hba, the slot, the fence, the role (see the module doc).
     async fn primary_off(&self, pg: &LocalPg, p: &Pairing, user: &str, steps: &mut Vec<String>) {
-        match pg.set_hba(user, &[]).await {
+        match pg.set_hba(user, false).await {
             Ok(()) => steps.push("pg_hba: the standby's entries removed".into()),
             Err(e) => steps.push(format!("WARNING: pg_hba not cleaned ({e}): remove tandem's block by hand")),
         }
@@ -162,7 +162,7 @@ impl Standby {
 /// A standby's database: pg_hba, and off tandem's walsender (see the module doc). Returns
 /// whether tandem's archive must be kept: the database had not replayed all it holds.
 async fn standby_off(pg: &LocalPg, user: &str, archived: Option<Lsn>, steps: &mut Vec<String>) -> bool {
-    match pg.set_hba(user, &[]).await {
+    match pg.set_hba(user, false).await {
         Ok(()) => steps.push("pg_hba: the primary's entries removed".into()),
         Err(e) => steps.push(format!("WARNING: pg_hba not cleaned ({e}): remove tandem's block by hand")),
     }

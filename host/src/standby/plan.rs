@@ -28,7 +28,8 @@ pub struct Plan {
 
 impl Plan {
     /// The plan for `config` with `pairing`; `password_file` is where the replication
-    /// password is kept for the WAL receiver.
+    /// password is kept for the WAL receiver. A paired standby streams through the database
+    /// tunnel's entry socket (`[tunnel]`), never straight from the primary's address.
     pub fn of(config: &Config, pairing: Option<&Pairing>, password_file: PathBuf) -> Plan {
         let Some(p) = pairing else {
             return Plan {
@@ -54,11 +55,11 @@ impl Plan {
             return Plan { sync, follow: None, wal: None };
         }
         let wal = (!p.options.ignore_database && config.standby.has_database())
-            .then(|| p.peer.pg.as_deref().and_then(split_host_port))
-            .flatten()
-            .map(|(host, port)| WalConfig {
-                primary_host: Some(host),
-                primary_port: port,
+            .then_some(())
+            .filter(|()| p.peer.pg.is_some())
+            .map(|()| WalConfig {
+                primary_host: Some(config.standby.pg_socket_dir.display().to_string()),
+                primary_port: config.tunnel.socket_port,
                 primary_user: config.standby.replication_user.clone(),
                 primary_password_file: p.replication_password.as_ref().map(|_| password_file),
                 ..config.wal.clone()
@@ -95,7 +96,11 @@ mod tests {
         let plan = Plan::of(&c, Some(&p), "/x/pw".into());
         assert_eq!(plan.follow.as_deref(), Some("10.0.0.1:7420"));
         let wal = plan.wal.unwrap();
-        assert_eq!((wal.primary_host.as_deref(), wal.primary_port), (Some("10.0.0.1"), 5432));
+        // Through the tunnel's entry socket, never the primary's address.
+        assert_eq!(
+            (wal.primary_host.as_deref(), wal.primary_port),
+            (Some("/var/run/postgresql"), crate::tunnel::config::DEFAULT_SOCKET_PORT)
+        );
         assert_eq!(wal.primary_user, "tandem_replicator");
         assert_eq!(wal.primary_password_file, Some("/x/pw".into()));
         assert!(plan.sync.trees.contains_key("vault"));

@@ -27,6 +27,7 @@ use super::protocol::{Answer, Presence, Request, ask};
 use crate::config::Config;
 use crate::peer::{ClusterSecret, PeerConnection, PeerIdentity};
 use crate::plugin::now_ms;
+use crate::tunnel::LinkStats;
 
 /// What failed, in [`LastError::what`], for the steps that resolve their own errors.
 const PEER_ADDRESS: &str = "recording the peer's new address";
@@ -79,12 +80,14 @@ pub struct Standby {
     pub(super) keeper: Keeper,
     /// Wakes the announcer at once (a new pairing should be heard of now, not in 3 s).
     announce_now: tokio::sync::Notify,
-    secret: ClusterSecret,
-    me: PeerIdentity,
-    shutdown: CancellationToken,
+    pub(super) secret: ClusterSecret,
+    pub(super) me: PeerIdentity,
+    pub(super) shutdown: CancellationToken,
+    /// What the database tunnel carried, both ends.
+    pub tunnel_stats: Arc<LinkStats>,
     /// The announcer and the work a peer's message starts (a re-plan, an unpairing): waited
     /// for at shutdown, so none of it re-starts jobs after [`Standby::stop`] stopped them.
-    tasks: TaskTracker,
+    pub(super) tasks: TaskTracker,
 }
 
 impl Standby {
@@ -114,6 +117,7 @@ impl Standby {
             me: ctx.me,
             config,
             shutdown,
+            tunnel_stats: Arc::default(),
             tasks: TaskTracker::new(),
         }))
     }
@@ -125,6 +129,7 @@ impl Standby {
             self.fence_if_superseded(&p).await;
             self.refresh_standby_config(&p).await;
         }
+        self.start_tunnel_entry();
         self.replan().await;
         let me = self.clone();
         self.tasks.spawn(async move { me.announce_loop().await });
@@ -373,9 +378,10 @@ impl Standby {
         }
     }
 
-    /// Our PostgreSQL lets the peer's current address in (the primary: its standby; the
-    /// standby: its primary, for the day roles swap). Idempotent: an unchanged pg_hba is not
-    /// rewritten, so it is safe to call on every change and after a failed attempt.
+    /// Our PostgreSQL lets the pair's replication role in over its socket, where the peer's
+    /// tunnel arrives (the primary: for its standby; the standby: for its primary, the day
+    /// roles swap). Idempotent: an unchanged pg_hba is not rewritten, so it is safe to call on
+    /// every change and after a failed attempt.
     pub(super) async fn let_peer_in(&self, p: &Pairing) {
         match self.try_let_peer_in(p).await {
             Ok(()) => self.resolve_error(LETTING_PEER_IN),
@@ -386,8 +392,7 @@ impl Standby {
     /// [`Standby::let_peer_in`], saying what went wrong instead of recording it.
     pub(super) async fn try_let_peer_in(&self, p: &Pairing) -> Result<(), String> {
         let Ok(pg) = self.paired_pg(&p.options) else { return Ok(()) };
-        let ip = host_ip(&p.peer.addr).await.ok_or_else(|| format!("cannot resolve {}", p.peer.addr))?;
-        pg.set_hba(&self.config.standby.replication_user, &[ip]).await.map_err(|e| e.to_string())
+        pg.set_hba(&self.config.standby.replication_user, true).await.map_err(|e| e.to_string())
     }
 
     /// Answers the peer.

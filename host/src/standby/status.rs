@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::tunnel::stats::LinkSnapshot;
+
 use super::jobs::WalState;
 use super::keeper::KeeperView;
 use super::pairing::{Failover, Options, Role};
@@ -36,6 +38,10 @@ pub struct StandbyStatus {
     /// WAL streaming on the standby side (tandem's receiver, archive and walsender).
     pub wal: Option<WalStatus>,
     pub trees: TreesStatus,
+    /// What the database tunnel carried (this host's ends): bytes per kind of stream, before
+    /// compression and on the link.
+    #[serde(default)]
+    pub link: LinkSnapshot,
     pub last_failover: Option<Failover>,
     /// The last failed command or set-up step.
     pub last_error: Option<LastError>,
@@ -114,6 +120,7 @@ impl Standby {
             options: pairing.as_ref().map(|p| p.options.clone()),
             last_failover: pairing.as_ref().and_then(|p| p.last_failover.clone()),
             last_error: self.last_error.read().expect("not poisoned").clone(),
+            link: self.tunnel_stats.snapshot(),
             ..StandbyStatus::default()
         };
         s.peer = pairing.as_ref().map(|p| {

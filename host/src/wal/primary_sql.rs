@@ -17,6 +17,8 @@ use super::lsn::Lsn;
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
 /// Database to connect to for the queries.
 const DBNAME: &str = "postgres";
+/// The poll's `application_name` (the tunnel counts its bytes by it).
+pub const STATUS_APPLICATION_NAME: &str = "tandem-status";
 
 /// The parts of a `pg_replication_slots` row tandem watches.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -73,7 +75,7 @@ pub async fn poll(
         Some(dir) => config.host_path(dir),
         None => config.host(&conn.host),
     };
-    config.port(conn.port).user(&conn.user).dbname(DBNAME).application_name("tandem-status");
+    config.port(conn.port).user(&conn.user).dbname(DBNAME).application_name(STATUS_APPLICATION_NAME);
     config.connect_timeout(conn.connect_timeout);
     if let Some(pw) = &conn.password {
         config.password(pw);

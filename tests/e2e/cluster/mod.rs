@@ -31,29 +31,48 @@ pub struct Node {
     child: Option<Child>,
     /// The open-file limit (soft and hard) the daemon runs with, if not the test's own.
     nofile: Option<u64>,
+    /// The network-lab host (namespace) it runs in, if any.
+    ns: Option<String>,
 }
 
 impl Node {
     pub fn new(name: &str, extra: &str) -> Self {
-        Self::build(name, extra, "", None)
+        Self::make(name, extra, "", None, None, "127.0.0.1")
     }
 
     /// A member whose config ends with `extra` (whole tables), whose `[api]` table ends with
     /// `api_extra` (keys), and which runs with at most `nofile` open files.
     pub fn build(name: &str, extra: &str, api_extra: &str, nofile: Option<u64>) -> Self {
+        Self::make(name, extra, api_extra, nofile, None, "127.0.0.1")
+    }
+
+    /// A member inside network namespace `ns` (a network-lab host), its peer listener on that
+    /// host's address `ip` (the REST API stays on the namespace's loopback). Its CLI runs there
+    /// too.
+    pub fn in_netns(name: &str, extra: &str, ns: Option<&str>, ip: &str) -> Self {
+        Self::make(name, extra, "", None, ns, ip)
+    }
+
+    fn make(name: &str, extra: &str, api_extra: &str, nofile: Option<u64>, ns: Option<&str>, ip: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         crate::common::write_secret(&dir.path().join("secret"), SECRET);
         let (peer_port, api_port) = (free_port(), free_port());
         let config = format!(
             "node_name = \"{name}\"\ndata_dir = \"{0}/data\"\n\
-             [peer]\nlisten = \"127.0.0.1:{peer_port}\"\nsecret_file = \"{0}/secret\"\n\
+             [peer]\nlisten = \"{ip}:{peer_port}\"\nsecret_file = \"{0}/secret\"\n\
              [api]\nlisten = \"127.0.0.1:{api_port}\"\n{api_extra}\
              [cluster]\nheartbeat_ms = 50\nelection_timeout_ms = 300\nretry_ms = 100\ncommit_timeout_ms = 1500\n{extra}",
             dir.path().display()
         );
         std::fs::write(dir.path().join("tandem.toml"), config).unwrap();
-        let mut node =
-            Self { name: name.into(), dir, peer: format!("127.0.0.1:{peer_port}"), child: None, nofile };
+        let mut node = Self {
+            name: name.into(),
+            dir,
+            peer: format!("{ip}:{peer_port}"),
+            child: None,
+            nofile,
+            ns: ns.map(str::to_owned),
+        };
         node.start();
         node
     }
@@ -62,7 +81,7 @@ impl Node {
         let _ = std::fs::remove_file(self.data().join("api.addr"));
         let log =
             std::fs::File::create(self.dir.path().join(format!("stderr-{}", std::process::id()))).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
+        let mut cmd = self.tandem();
         cmd.env_remove("TANDEM_CONFIG")
             .env("RUST_LOG", "info")
             .arg("--config")
@@ -86,8 +105,17 @@ impl Node {
         }
         let child = cmd.spawn().unwrap();
         self.child = Some(child);
-        wait_for(Duration::from_secs(60), || std::fs::read_to_string(self.data().join("api.addr")).ok())
-            .unwrap_or_else(|| panic!("{} never came up", self.name));
+        let stderr = self.dir.path().join(format!("stderr-{}", std::process::id()));
+        wait_for(Duration::from_secs(60), || {
+            std::fs::read_to_string(self.data().join("api.addr")).ok().filter(|a| a.ends_with('\n'))
+        })
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} never came up: {}",
+                    self.name,
+                    std::fs::read_to_string(&stderr).unwrap_or_default()
+                )
+            });
     }
 
     pub fn kill9(&mut self) {
@@ -114,10 +142,18 @@ impl Node {
     pub fn http_get(&self, path: &str) -> (u16, String) {
         use std::io::{Read, Write};
         let addr = std::fs::read_to_string(self.data().join("api.addr")).unwrap();
-        let mut s = std::net::TcpStream::connect(addr.trim()).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
+        let path = path.to_owned();
+        let get = move || {
+            let mut s = std::net::TcpStream::connect(addr.trim()).unwrap();
+            write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            let mut text = String::new();
+            s.read_to_string(&mut text).unwrap();
+            text
+        };
+        let text = match &self.ns {
+            Some(ns) => crate::lab::in_netns(ns, get),
+            None => get(),
+        };
         let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
         let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
         (code, body)
@@ -154,8 +190,21 @@ impl Node {
         std::fs::read_to_string(self.data().join("logs/tandem.log")).unwrap_or_default()
     }
 
+    /// The `tandem` program, inside the member's namespace when it has one.
+    fn tandem(&self) -> Command {
+        let exe = env!("CARGO_BIN_EXE_tandem");
+        match &self.ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, exe]);
+                c
+            }
+            None => Command::new(exe),
+        }
+    }
+
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_tandem"))
+        self.tandem()
             .env_remove("TANDEM_CONFIG")
             .env_remove("RUST_LOG")
             .arg("--config")

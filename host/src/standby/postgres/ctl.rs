@@ -23,7 +23,7 @@ const LOG_TAIL_BYTES: u64 = 2048;
 /// `connect_timeout` of pg_rewind's connection to the source, seconds.
 const REWIND_CONNECT_TIMEOUT_SECS: u32 = 10;
 /// `application_name` of pg_rewind's connection (as the source's `pg_stat_activity` shows it).
-const REWIND_APPLICATION_NAME: &str = "tandem-rewind";
+pub const REWIND_APPLICATION_NAME: &str = "tandem-rewind";
 
 /// How `pg_ctl stop` shuts the server down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

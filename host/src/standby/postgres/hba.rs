@@ -1,12 +1,13 @@
-//! tandem's block in `pg_hba.conf`: the lines that let the peer host's replication role in
-//! (replication, and the `postgres` database that `pg_rewind` reads through), between two
-//! marker lines at the top of the file (`pg_hba.conf` is first-match, so a broader `reject` or
-//! `trust` line below cannot shadow them). [`with_hba_block`] is the pure rewrite;
-//! [`LocalPg::set_hba`] applies it to the server's file and reloads.
+//! tandem's block in `pg_hba.conf`: the lines that let the pair's replication role in
+//! (replication, and the `postgres` database that `pg_rewind` and the status SQL read
+//! through), with its SCRAM password, over the Unix socket only: the peer's connections arrive
+//! through tandem's database tunnel, which connects the local socket, so no network line is
+//! needed. Between two marker lines at the top of the file (`pg_hba.conf` is first-match, so a
+//! broader `trust` or `peer` line below cannot shadow them). [`with_hba_block`] is the pure
+//! rewrite; [`LocalPg::set_hba`] applies it to the server's file and reloads.
 //!
 //! Must never: touch a line outside the markers, or change the file's owner or mode.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 
 use super::{LocalPg, PgError};
@@ -17,11 +18,12 @@ pub const HBA_BEGIN: &str = "# tandem warm standby: begin";
 pub const HBA_END: &str = "# tandem warm standby: end";
 const HBA_NOTE: &str = "# (written by tandem standby configure; edit outside this block)";
 
-/// `text` (a `pg_hba.conf`) with tandem's block for `user` and `peers` at the top, replacing
-/// any earlier block wherever it was; without a block when `peers` is empty. Idempotent. A
-/// begin marker without an end marker is dropped alone (never the lines after it).
-pub fn with_hba_block(text: &str, user: &str, peers: &[IpAddr]) -> String {
-    if peers.is_empty() && !text.lines().any(|l| l.trim_end() == HBA_BEGIN) {
+/// `text` (a `pg_hba.conf`) with tandem's block for `user` at the top when `on`, replacing any
+/// earlier block wherever it was (an older tandem's network lines too); without a block when
+/// not `on`. Idempotent. A begin marker without an end marker is dropped alone (never the
+/// lines after it).
+pub fn with_hba_block(text: &str, user: &str, on: bool) -> String {
+    if !on && !text.lines().any(|l| l.trim_end() == HBA_BEGIN) {
         return text.to_owned();
     }
     let lines: Vec<&str> = text.lines().collect();
@@ -39,22 +41,14 @@ pub fn with_hba_block(text: &str, user: &str, peers: &[IpAddr]) -> String {
         i += 1;
     }
     let mut out = String::with_capacity(text.len() + 256);
-    if !peers.is_empty() {
+    if on {
         out.push_str(HBA_BEGIN);
         out.push('\n');
         out.push_str(HBA_NOTE);
         out.push('\n');
-        let mut seen = Vec::new();
-        for ip in peers.iter().map(|ip| ip.to_canonical()) {
-            if seen.contains(&ip) {
-                continue;
-            }
-            seen.push(ip);
-            let mask = if ip.is_ipv4() { 32 } else { 128 };
-            // Quoted: a role named like a keyword (`all`) must match only itself.
-            for database in ["replication", "postgres"] {
-                out.push_str(&format!("host {database} \"{user}\" {ip}/{mask} scram-sha-256\n"));
-            }
+        // Quoted: a role named like a keyword (`all`) must match only itself.
+        for database in ["replication", "postgres"] {
+            out.push_str(&format!("local {database} \"{user}\" scram-sha-256\n"));
         }
         out.push_str(HBA_END);
         out.push('\n');
@@ -67,15 +61,15 @@ pub fn with_hba_block(text: &str, user: &str, peers: &[IpAddr]) -> String {
 }
 
 impl LocalPg {
-    /// Rewrites tandem's block in the server's `pg_hba.conf` (`SHOW hba_file`; the data
-    /// folder's `pg_hba.conf` when the server is down) for `user` from `peers`, then reloads
-    /// the server. Empty `peers` removes the block. An unchanged file is not rewritten.
-    pub async fn set_hba(&self, user: &str, peers: &[IpAddr]) -> Result<(), PgError> {
-        self.apply_hba(user, peers).await.map(drop)
+    /// Writes (`on`) or removes tandem's block for `user` in the server's `pg_hba.conf` (`SHOW
+    /// hba_file`; the data folder's `pg_hba.conf` when the server is down), then reloads the
+    /// server. An unchanged file is not rewritten.
+    pub async fn set_hba(&self, user: &str, on: bool) -> Result<(), PgError> {
+        self.apply_hba(user, on).await.map(drop)
     }
 
     /// [`LocalPg::set_hba`], telling whether the file changed.
-    pub(super) async fn apply_hba(&self, user: &str, peers: &[IpAddr]) -> Result<bool, PgError> {
+    pub(super) async fn apply_hba(&self, user: &str, on: bool) -> Result<bool, PgError> {
         let client = match self.client().await {
             Ok(c) => Some(c),
             Err(e) => {
@@ -99,13 +93,13 @@ impl LocalPg {
             move |source| PgError::Io { what, path, source }
         };
         let old = std::fs::read_to_string(&path).map_err(io("reading"))?;
-        let new = with_hba_block(&old, user, peers);
+        let new = with_hba_block(&old, user, on);
         if new == old {
             tracing::debug!(path = %path.display(), "pg_hba.conf already as wanted");
             return Ok(false);
         }
         crate::durable::replace_keeping_owner(&path, new.as_bytes()).map_err(io("rewriting"))?;
-        tracing::info!(path = %path.display(), peers = ?peers, user, "rewrote tandem's block in pg_hba.conf");
+        tracing::info!(path = %path.display(), on, user, "rewrote tandem's block in pg_hba.conf");
         let Some(client) = client else {
             return Ok(true);
         };
@@ -138,46 +132,39 @@ mod tests {
     const FOREIGN: &str =
         "# TYPE DATABASE USER ADDRESS METHOD\nlocal all postgres peer\nhost all all 0.0.0.0/0 reject\n";
 
-    fn ips(list: &[&str]) -> Vec<IpAddr> {
-        list.iter().map(|s| s.parse().unwrap()).collect()
-    }
-
     #[test]
-    fn the_block_goes_to_the_top_and_foreign_lines_stay() {
-        let out = with_hba_block(FOREIGN, "rep", &ips(&["10.0.0.2", "fd00::2"]));
+    fn the_block_goes_to_the_top_local_only_and_foreign_lines_stay() {
+        let out = with_hba_block(FOREIGN, "rep", true);
         let expected = format!(
             "{HBA_BEGIN}\n{HBA_NOTE}\n\
-             host replication \"rep\" 10.0.0.2/32 scram-sha-256\n\
-             host postgres \"rep\" 10.0.0.2/32 scram-sha-256\n\
-             host replication \"rep\" fd00::2/128 scram-sha-256\n\
-             host postgres \"rep\" fd00::2/128 scram-sha-256\n\
+             local replication \"rep\" scram-sha-256\n\
+             local postgres \"rep\" scram-sha-256\n\
              {HBA_END}\n{FOREIGN}"
         );
         assert_eq!(out, expected);
-        assert_eq!(with_hba_block(&out, "rep", &ips(&["10.0.0.2", "fd00::2"])), out, "idempotent");
+        assert_eq!(with_hba_block(&out, "rep", true), out, "idempotent");
+        assert!(!out.contains("host replication"), "no network line: the peer comes through the tunnel");
     }
 
     #[test]
-    fn a_block_anywhere_is_replaced_and_an_empty_peer_list_removes_it() {
-        let old = with_hba_block("", "rep", &ips(&["10.0.0.2"]));
-        // An operator moved it below their lines; the new one goes back to the top, once.
+    fn a_block_anywhere_is_replaced_and_off_removes_it() {
+        // An older tandem's block, with network lines, moved below the operator's lines.
+        let old = format!("{HBA_BEGIN}\nhost replication \"rep\" 10.0.0.2/32 scram-sha-256\n{HBA_END}\n");
         let moved = format!("{FOREIGN}{old}local all all trust\n");
-        let out = with_hba_block(&moved, "rep", &ips(&["10.0.0.3"]));
+        let out = with_hba_block(&moved, "rep", true);
         assert!(out.starts_with(HBA_BEGIN), "{out}");
         assert_eq!(out.matches(HBA_BEGIN).count(), 1, "{out}");
-        assert!(!out.contains("10.0.0.2") && out.contains("10.0.0.3/32"), "{out}");
+        assert!(!out.contains("10.0.0.2"), "{out}");
         assert!(out.ends_with(&format!("{FOREIGN}local all all trust\n")), "{out}");
-        assert_eq!(with_hba_block(&out, "rep", &[]), format!("{FOREIGN}local all all trust\n"));
-        assert_eq!(with_hba_block(FOREIGN, "rep", &[]), FOREIGN, "no block, nothing to do");
+        assert_eq!(with_hba_block(&out, "rep", false), format!("{FOREIGN}local all all trust\n"));
+        assert_eq!(with_hba_block(FOREIGN, "rep", false), FOREIGN, "no block, nothing to do");
     }
 
     #[test]
-    fn a_begin_without_end_drops_only_the_marker_and_peers_are_deduplicated() {
+    fn a_begin_without_end_drops_only_the_marker() {
         let damaged = format!("{HBA_BEGIN}\n{FOREIGN}");
-        assert_eq!(with_hba_block(&damaged, "rep", &[]), FOREIGN);
-        let out = with_hba_block("", "rep", &ips(&["10.0.0.2", "::ffff:10.0.0.2", "10.0.0.2"]));
-        assert_eq!(out.matches("host replication").count(), 1, "{out}");
+        assert_eq!(with_hba_block(&damaged, "rep", false), FOREIGN);
         // Nothing to remove: not even a missing final newline is added.
-        assert_eq!(with_hba_block("local all all trust", "rep", &[]), "local all all trust");
+        assert_eq!(with_hba_block("local all all trust", "rep", false), "local all all trust");
     }
 }

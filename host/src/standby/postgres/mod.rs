@@ -27,7 +27,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 pub use crate::wal::primary_sql::SlotRow;
-pub use ctl::StopMode;
+pub use ctl::{REWIND_APPLICATION_NAME, StopMode};
 pub use diverged::{Divergence, KeptWal};
 pub use error::PgError;
 pub use hba::{HBA_BEGIN, HBA_END, with_hba_block};

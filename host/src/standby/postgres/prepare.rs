@@ -7,7 +7,6 @@
 //! leak into a statement log), or lower a setting an operator raised.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -45,8 +44,6 @@ pub struct PrimarySetup {
     /// The role the standby side replicates and rewinds as.
     pub user: String,
     pub password: String,
-    /// The peer hosts' addresses (allowed in `pg_hba.conf`).
-    pub peers: Vec<IpAddr>,
     pub max_slot_wal_keep_size_mib: u64,
 }
 
@@ -153,7 +150,7 @@ impl LocalPg {
         }
         drop(client);
 
-        if self.apply_hba(&setup.user, &setup.peers).await? {
+        if self.apply_hba(&setup.user, true).await? {
             report.changed.push("pg_hba.conf".into());
         }
         if needs_restart {

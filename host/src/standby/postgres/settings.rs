@@ -1,6 +1,7 @@
 //! What `prepare_primary` asks of the server's settings, as a pure function of what
 //! `pg_settings` shows: replication on, enough senders and slots, hint bits WAL-logged and
-//! WAL kept for `pg_rewind`, the slot WAL cap, and `listen_addresses` opened for a remote peer.
+//! WAL kept for `pg_rewind`, and the slot WAL cap (never `listen_addresses`: the peer comes
+//! through tandem's tunnel to the Unix socket).
 //! Must never: lower a value an operator set higher.
 
 use std::collections::HashMap;
@@ -12,7 +13,7 @@ pub const MIN_WAL_SENDERS: u32 = 10;
 pub const MIN_REPLICATION_SLOTS: u32 = 10;
 
 /// The settings [`wanted_settings`] looks at.
-pub(super) const SETTINGS: [&str; 10] = [
+pub(super) const SETTINGS: [&str; 9] = [
     "wal_level",
     "max_wal_senders",
     "max_replication_slots",
@@ -20,7 +21,6 @@ pub(super) const SETTINGS: [&str; 10] = [
     "data_checksums",
     "hot_standby",
     "max_slot_wal_keep_size",
-    "listen_addresses",
     "wal_keep_size",
     "max_wal_size",
 ];
@@ -74,13 +74,8 @@ pub fn wanted_settings(
     if number("wal_keep_size") < number("max_wal_size") {
         out.push(("wal_keep_size", format!("{}MB", number("max_wal_size"))));
     }
-    let local_only = get("listen_addresses")
-        .split(',')
-        .map(str::trim)
-        .all(|a| matches!(a, "" | "localhost" | "127.0.0.1" | "::1"));
-    if local_only && setup.peers.iter().any(|p| !p.to_canonical().is_loopback()) {
-        out.push(("listen_addresses", "*".to_owned()));
-    }
+    // listen_addresses is left as it is: the peer's connections come through tandem's
+    // tunnel to the Unix socket, so the server need not listen on the network for the pair.
     out
 }
 
@@ -98,17 +93,12 @@ mod tests {
             .collect()
     }
 
-    fn setup(peers: &[&str]) -> PrimarySetup {
-        PrimarySetup {
-            user: "rep".into(),
-            password: "pw".into(),
-            peers: peers.iter().map(|p| p.parse().unwrap()).collect(),
-            max_slot_wal_keep_size_mib: 1024,
-        }
+    fn setup() -> PrimarySetup {
+        PrimarySetup { user: "rep".into(), password: "pw".into(), max_slot_wal_keep_size_mib: 1024 }
     }
 
     #[test]
-    fn settings_are_only_raised_and_listen_addresses_only_for_a_remote_peer() {
+    fn settings_are_only_raised_and_listen_addresses_never() {
         let fresh = settings(&[
             ("wal_level", "minimal"),
             ("max_wal_senders", "5"),
@@ -124,7 +114,7 @@ mod tests {
         let names =
             |w: Vec<(&str, String)>| w.into_iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>();
         assert_eq!(
-            names(wanted_settings(&fresh, &setup(&["127.0.0.1"]))),
+            names(wanted_settings(&fresh, &setup())),
             [
                 "wal_level=replica",
                 "max_wal_senders=10",
@@ -132,9 +122,6 @@ mod tests {
                 "max_slot_wal_keep_size=1024MB",
                 "wal_keep_size=1024MB"
             ]
-        );
-        assert!(
-            names(wanted_settings(&fresh, &setup(&["10.0.0.2"]))).contains(&"listen_addresses=*".to_owned())
         );
         let mut prepared = settings(&[
             ("wal_level", "logical"),
@@ -148,8 +135,10 @@ mod tests {
             ("wal_keep_size", "2048"),
             ("max_wal_size", "1024"),
         ]);
-        assert!(wanted_settings(&prepared, &setup(&["10.0.0.2"])).is_empty());
+        assert!(wanted_settings(&prepared, &setup()).is_empty());
+        // Regression guard: the primary was opened to the network (listen_addresses = '*') for
+        // a remote standby; the tunnel makes that unnecessary.
         prepared.insert("listen_addresses".into(), settings(&[("x", "127.0.0.1, ::1")])["x"].clone());
-        assert_eq!(names(wanted_settings(&prepared, &setup(&["fd00::2"]))), ["listen_addresses=*"]);
+        assert!(wanted_settings(&prepared, &setup()).is_empty());
     }
 }

@@ -2,15 +2,13 @@
 //! preparing a primary, and a failover followed by a rewind of the old primary. Without
 //! PostgreSQL the tests skip, loudly; with `CI=true` they fail.
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::wal::base_backup::{BaseBackup, BaseBackupError, Endpoint};
 use crate::wal::client::tests::pg::{self, PgServer, wait_until};
 
 const REPLICATION_USER: &str = "tandem_replicator";
-const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// A fresh cluster, stopped and started again by [`LocalPg`] (so no setting comes from the
 /// command line), stopped when the guard drops; `None` when PostgreSQL is missing (not CI).
@@ -47,15 +45,16 @@ fn setup() -> PrimarySetup {
     PrimarySetup {
         user: REPLICATION_USER.into(),
         password: random_password(),
-        peers: vec![LOCALHOST],
         max_slot_wal_keep_size_mib: 1024,
     }
 }
 
-/// The replication role over TCP on 127.0.0.1 (what `pg_hba.conf`'s block lets in).
-fn endpoint(port: u16, setup: &PrimarySetup) -> Endpoint {
+/// The replication role over the server's Unix socket (what `pg_hba.conf`'s block lets in:
+/// the peer's connections arrive there through tandem's tunnel).
+fn endpoint(server: &PgServer, setup: &PrimarySetup) -> Endpoint {
+    let (sock, port): (&Path, u16) = (&server.sock, server.port);
     Endpoint {
-        host: "127.0.0.1".into(),
+        host: sock.display().to_string(),
         port,
         user: setup.user.clone(),
         password: Some(setup.password.clone()),
@@ -91,7 +90,7 @@ async fn prepare_primary_lets_the_role_replicate_with_its_password_and_is_idempo
     ] {
         assert!(report.changed.iter().any(|c| c == change), "{change} missing from {:?}", report.changed);
     }
-    assert!(!report.changed.iter().any(|c| c.starts_with("listen_addresses")), "loopback peer: {report:?}");
+    assert!(!report.changed.iter().any(|c| c.starts_with("listen_addresses")), "never opened: {report:?}");
     assert_eq!(a.psql("SHOW wal_log_hints"), "on");
     assert_eq!(a.psql("SHOW max_slot_wal_keep_size"), "1GB");
     assert_eq!(
@@ -105,9 +104,10 @@ async fn prepare_primary_lets_the_role_replicate_with_its_password_and_is_idempo
     let hba = std::fs::read_to_string(a.data.join("pg_hba.conf")).unwrap();
     assert!(hba.starts_with(HBA_BEGIN), "{hba}");
 
-    // The role replicates over TCP with its password, and only with it.
+    // The role replicates over the socket with its password, and only with it (the test
+    // cluster's own `local replication all trust` line comes after tandem's block).
     let b = a.unstarted();
-    let good = endpoint(la.port, &setup);
+    let good = endpoint(&a, &setup);
     base_backup(la, &good, b.data.clone()).run().expect("pg_basebackup as the replication role");
     assert!(b.data.join("PG_VERSION").exists());
     let wrong = Endpoint { password: Some("wrong".into()), ..good };
@@ -143,7 +143,7 @@ async fn after_a_failover_the_old_primary_rewinds_and_follows_the_new_one() {
 
     // B: a base backup of A, streaming from A.
     let mut b = a.unstarted();
-    base_backup(la, &endpoint(la.port, &setup), b.data.clone()).run().expect("base backup of A");
+    base_backup(la, &endpoint(&a, &setup), b.data.clone()).run().expect("base backup of A");
     b.boot_existing(&[]).expect("start B");
     let lb = local(&b);
     wait_until("B replays A's rows", || b.try_psql("SELECT count(*) FROM t").as_deref() == Ok("3"));
@@ -158,7 +158,7 @@ async fn after_a_failover_the_old_primary_rewinds_and_follows_the_new_one() {
     assert!(oa.replication.iter().any(|r| r.application_name == "standby_b"), "{oa:?}");
     let senders = la.replication().await.unwrap();
     assert!(
-        senders.iter().any(|r| r.application_name == "standby_b" && r.client_addr == Some(LOCALHOST)),
+        senders.iter().any(|r| r.application_name == "standby_b" && r.client_addr.is_none()),
         "{senders:?}"
     );
 
@@ -179,7 +179,7 @@ async fn after_a_failover_the_old_primary_rewinds_and_follows_the_new_one() {
     // set wal_keep_size.
     // First, what only A wrote is kept aside: A crashed, so its crash recovery runs in
     // single-user mode, then pg_rewind's dry run says where the histories forked.
-    let fork = la.divergence(&endpoint(lb.port, &setup)).expect("dry run").expect("A wrote past the fork");
+    let fork = la.divergence(&endpoint(&b, &setup)).expect("dry run").expect("A wrote past the fork");
     assert_eq!(fork.timeline, 1, "{fork:?}");
     assert!(!la.is_running(), "crash recovery left no server running");
     let aside = tempfile::tempdir().unwrap();
@@ -191,9 +191,9 @@ async fn after_a_failover_the_old_primary_rewinds_and_follows_the_new_one() {
     });
     assert!(holds_rows, "the kept WAL holds the rows only A had: {kept:?}");
 
-    let took = la.rewind(&endpoint(lb.port, &setup)).expect("pg_rewind");
+    let took = la.rewind(&endpoint(&b, &setup)).expect("pg_rewind");
     tracing::info!(?took, "rewound");
-    la.write_standby_config(&endpoint(lb.port, &setup), "old_primary_a").expect("standby config");
+    la.write_standby_config(&endpoint(&b, &setup), "old_primary_a").expect("standby config");
     let auto = std::fs::read_to_string(a.data.join("postgresql.auto.conf")).unwrap();
     assert_eq!(auto.matches("primary_conninfo").count(), 1, "{auto}");
     la.start().expect("start A as a standby");

@@ -59,12 +59,21 @@ pub struct PgServer {
     running: bool,
     /// The server options of the last start, for `restart`.
     opts: String,
+    /// The network namespace its programs run in (a network-lab host), if any.
+    netns: Option<String>,
 }
 
 impl PgServer {
     /// A fresh primary with `extra` server settings (`name=value`), or `None` (after saying
     /// why) where PostgreSQL is not installed and this is not CI.
     pub fn start(extra: &[&str]) -> Option<PgServer> {
+        Self::start_in(None, extra)
+    }
+
+    /// [`PgServer::start`] with every program run inside network namespace `netns` (`ip netns
+    /// exec`): the server listens on that namespace's loopback. Its Unix socket, a file, is
+    /// reachable from anywhere.
+    pub fn start_in(netns: Option<&str>, extra: &[&str]) -> Option<PgServer> {
         let bin = match bin_dir() {
             Some(bin) => bin,
             None => {
@@ -83,6 +92,7 @@ impl PgServer {
             bin,
             running: false,
             opts: String::new(),
+            netns: netns.map(str::to_owned),
         };
         std::fs::create_dir(&server.sock).expect("socket dir");
         give_to_postgres(&server.root);
@@ -149,6 +159,7 @@ impl PgServer {
             bin: self.bin.clone(),
             running: false,
             opts: String::new(),
+            netns: self.netns.clone(),
         };
         std::fs::create_dir(&server.sock).expect("socket dir");
         give_to_postgres(&server.root);
@@ -267,7 +278,7 @@ impl PgServer {
     }
 
     fn run(&self, program: &str, args: &[&str]) -> Result<Output, String> {
-        run_in(&self.bin, &self.root, program, args)
+        run_in(&self.bin, &self.root, self.netns.as_deref(), program, args)
     }
 }
 
@@ -299,19 +310,34 @@ fn psql_in(bin: &Path, root: &Path, sock: &Path, port: u16, sql: &str) -> Result
         "-c",
         sql,
     ];
-    run_in(bin, root, "psql", &args).map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    run_in(bin, root, None, "psql", &args).map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// Runs a PostgreSQL program from `bin` (as the PostgreSQL user when we are root) in `root`.
-fn run_in(bin: &Path, root: &Path, program: &str, args: &[&str]) -> Result<Output, String> {
+/// Runs a PostgreSQL program from `bin` (as the PostgreSQL user when we are root) in `root`,
+/// inside network namespace `netns` when given.
+fn run_in(
+    bin: &Path,
+    root: &Path,
+    netns: Option<&str>,
+    program: &str,
+    args: &[&str],
+) -> Result<Output, String> {
     let exe = bin.join(program);
-    let mut cmd = if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", OS_USER, "--"]).arg(&exe);
-        c
-    } else {
-        Command::new(&exe)
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]);
+            c
+        }
+        None => Command::new(if is_root() { "runuser" } else { "env" }),
     };
+    if netns.is_some() {
+        cmd.arg(if is_root() { "runuser" } else { "env" });
+    }
+    if is_root() {
+        cmd.args(["-u", OS_USER, "--"]);
+    }
+    cmd.arg(&exe);
     // The test's own folder as working directory: postgres may not enter the caller's.
     let out = cmd.args(args).current_dir(root).output().map_err(|e| format!("{program}: {e}"))?;
     if out.status.success() {

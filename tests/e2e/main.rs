@@ -25,6 +25,7 @@ mod sync;
 mod sync_e2e;
 mod sync_follow;
 mod sync_meta;
+mod sync_unreadable;
 /// A small tmpfs that fills up: the library's own helper, shared (it names `free_bytes`).
 #[path = "../../host/src/wal/archive/tests/tmpfs.rs"]
 mod tmpfs;

@@ -174,7 +174,7 @@ pub fn render(s: &StandbyStatus, now_ms: u64) -> String {
     f.gauge("tandem_link_tunnels_open", "Database tunnels open now.", Some(s.link.open as f64));
     if !s.trees.trees.is_empty() {
         type Value = fn(&TreeStatus, u64) -> Option<f64>;
-        let families: [(&str, &str, &str, Value); 7] = [
+        let families: [(&str, &str, &str, Value); 8] = [
             ("tandem_sync_bytes_total", "counter", "File bytes brought up to date per tree.", |t, _| {
                 Some(t.bytes_total as f64)
             }),
@@ -204,6 +204,12 @@ pub fn render(s: &StandbyStatus, now_ms: u64) -> String {
                 "gauge",
                 "Sockets, FIFOs and devices in the primary's tree, never replicated (last full pass).",
                 |t, _| Some(t.special_skipped as f64),
+            ),
+            (
+                "tandem_sync_unreadable",
+                "gauge",
+                "Paths of the primary's tree its last pass could not read (the standby keeps its copies).",
+                |t, _| Some(t.unreadable as f64),
             ),
             (
                 "tandem_sync_last_error_timestamp_seconds",

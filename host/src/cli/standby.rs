@@ -241,6 +241,9 @@ pub fn render(s: &StandbyStatus, now: u64) -> String {
                     "      {:<14} {state}{last}, {} files / {} bytes sent ({} on the wire)",
                     tree.tree, tree.files_total, tree.bytes_total, tree.wire_total
                 );
+                if let Some(line) = tree.unreadable_line() {
+                    let _ = writeln!(o, "        {line}");
+                }
             }
         }
         _ if s.configured => {

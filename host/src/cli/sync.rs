@@ -77,13 +77,21 @@ fn once(
         println!("{v}");
     } else {
         println!("{tree}: {} in {seconds:.2} s", summary(&stats));
+        for p in &stats.unreadable_paths {
+            println!("  unreadable on the primary: {} ({})", p.path, p.reason);
+        }
+        let unlisted = stats.unreadable.saturating_sub(stats.unreadable_paths.len() as u64);
+        if unlisted > 0 {
+            println!("  and {unlisted} more unreadable paths");
+        }
     }
-    Ok(if stats.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    // As rsync's exit code 23: some of the tree did not arrive.
+    Ok(if stats.failed == 0 && stats.unreadable == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn summary(s: &PassStats) -> String {
     format!(
-        "{} whole, {} by delta, {} renamed, {} deleted, {} folders/links, {} hard links, {} special skipped, {} content bytes, {} bytes on the wire, {} failed ({})",
+        "{} whole, {} by delta, {} renamed, {} deleted, {} folders/links, {} hard links, {} special skipped, {} content bytes, {} bytes on the wire, {} failed, {} unreadable ({})",
         s.files_whole,
         s.files_delta,
         s.moved,
@@ -94,6 +102,7 @@ fn summary(s: &PassStats) -> String {
         s.content_bytes,
         s.wire_bytes,
         s.failed,
+        s.unreadable,
         if s.full { "full comparison" } else { "from the primary's journal" }
     )
 }
@@ -147,6 +156,9 @@ fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
             "{:<14} {:<10} {:<20} {:<12} {:>10} {:>14} {:>8}  {error}",
             t.tree, mode, last, lag, t.files_total, t.bytes_total, t.special_skipped
         );
+        if let Some(line) = t.unreadable_line() {
+            println!("{:<14} {line}", "");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -35,7 +35,8 @@ pub enum Plan {
     Current,
     /// Compare whole trees; on success the standby stands at `since`.
     Full { since: Option<Since> },
-    /// Only `dirty` changed since what the standby `holds`.
+    /// Only `dirty` changed since what the standby `holds` (with the paths the standby's last
+    /// pass could not read, tried again).
     Incremental { since: Since, holds: Index, dirty: Vec<RelName> },
 }
 
@@ -44,8 +45,16 @@ struct State {
     /// Every change after this generation is recorded.
     complete_from: u64,
     changed: HashMap<RelName, u64>,
-    /// Per standby (by node name): where it stands and what it holds.
-    holds: HashMap<String, (Since, Index)>,
+    /// Per standby (by node name): where it stands, what it holds, and the paths its last
+    /// pass could not read (which it holds as they were).
+    holds: HashMap<String, Held>,
+}
+
+/// What one standby holds.
+struct Held {
+    since: Since,
+    index: Index,
+    unread: Vec<RelName>,
 }
 
 /// One tree's journal.
@@ -122,18 +131,17 @@ impl Journal {
             s == held_at && s.epoch == self.epoch && s.generation >= st.complete_from
         };
         match (since, st.holds.get(standby)) {
-            (Some(s), Some((held_at, _))) if usable(s, *held_at) && s.generation == st.generation => {
-                Plan::Current
-            }
-            (Some(s), Some((held_at, _))) if usable(s, *held_at) => {
-                let dirty: Vec<RelName> =
+            (Some(s), Some(held)) if usable(s, held.since) && s.generation == st.generation => Plan::Current,
+            (Some(s), Some(held)) if usable(s, held.since) => {
+                let mut dirty: Vec<RelName> =
                     st.changed.iter().filter(|(_, g)| **g > s.generation).map(|(p, _)| p.clone()).collect();
-                debug!(standby, dirty = dirty.len(), "incremental pass");
+                debug!(standby, dirty = dirty.len(), unread = held.unread.len(), "incremental pass");
                 // Taken, not copied: a pass that breaks midway leaves the standby somewhere
                 // between old and new, which only a full comparison can tell; `confirm` puts
                 // the new state back when the pass completes.
-                let (_, holds) = st.holds.remove(standby).expect("matched above");
-                Plan::Incremental { since: now, holds, dirty }
+                let held = st.holds.remove(standby).expect("matched above");
+                dirty.extend(held.unread);
+                Plan::Incremental { since: now, holds: held.index, dirty }
             }
             _ => {
                 st.holds.remove(standby);
@@ -146,29 +154,39 @@ impl Journal {
     /// outcome older than what is recorded (two passes of one standby crossing) is ignored.
     pub fn confirm(&self, standby: &str, outcome: Outcome) {
         let mut st = self.lock();
-        if st.holds.get(standby).is_some_and(|(held, _)| held.generation > outcome.since.generation) {
+        if st.holds.get(standby).is_some_and(|held| held.since.generation > outcome.since.generation) {
             return;
         }
-        st.holds.insert(standby.to_string(), (outcome.since, outcome.holds));
+        let held = Held { since: outcome.since, index: outcome.holds, unread: outcome.unread };
+        st.holds.insert(standby.to_string(), held);
         // Changes every standby has are of no more use.
-        let oldest = st.holds.values().map(|(s, _)| s.generation).min().unwrap_or(0);
+        let oldest = st.holds.values().map(|h| h.since.generation).min().unwrap_or(0);
         st.changed.retain(|_, g| *g > oldest);
     }
+}
+
+/// What an incremental pass found.
+#[derive(Debug, Default)]
+pub struct DirtyDiff {
+    pub diff: Diff,
+    /// Paths that could not be read or listed, and why: left as the standby has them.
+    pub unreadable: Vec<(RelName, String)>,
+    /// Sockets, FIFOs and devices met and skipped.
+    pub special: u64,
 }
 
 /// The diff of an incremental pass: `dirty` paths (a folder: its subtree) and their parent
 /// folders (their own entries: adding or removing a child moves a folder's mtime) compared
 /// with what the standby `holds`. The filter decides as in a full scan: a path below a pruned
-/// folder is left alone, an excluded path is neither sent nor deleted. Also returns the dirty
-/// folders that could not be listed (left alone: the pass must not count as complete), and
-/// how many sockets, FIFOs and devices it met and skipped. Entries carry what `keep` asks for.
+/// folder is left alone, an excluded path is neither sent nor deleted. Entries carry what
+/// `keep` asks for.
 pub fn diff_dirty(
     root: &Path,
     holds: &Index,
     dirty: &[RelName],
     keep: &Keep,
     filter: &mut dyn FnMut(&[Entry]) -> Vec<Verdict>,
-) -> Result<(Diff, Vec<RelName>, u64), TreeError> {
+) -> Result<DirtyDiff, TreeError> {
     let targets: BTreeSet<RelName> = dirty.iter().cloned().collect();
     // A path below another dirty path is covered by that one's subtree.
     let targets: Vec<RelName> =
@@ -200,7 +218,7 @@ pub fn diff_dirty(
 
     let mut upserts: Vec<Entry> = Vec::new();
     let mut deletes: Vec<RelName> = Vec::new();
-    let mut unlisted: Vec<RelName> = Vec::new();
+    let mut unreadable: Vec<(RelName, String)> = Vec::new();
     let mut special = 0u64;
     let own = |e: &Entry, upserts: &mut Vec<Entry>| {
         if verdict.get(&e.path) == Some(&Verdict::Keep) && holds.get(&e.path).is_none_or(|h| !unchanged(h, e))
@@ -219,6 +237,7 @@ pub fn diff_dirty(
                 }
             }
             Found::Protected => {}
+            Found::Unreadable(reason) => unreadable.push((t.clone(), reason.clone())),
             Found::Special => special += 1,
             Found::Entry(e) => {
                 own(e, &mut upserts);
@@ -230,10 +249,11 @@ pub fn diff_dirty(
                             let d = diff(&below.entries, &held, &below.protected());
                             upserts.extend(d.upserts);
                             deletes.extend(d.deletes);
+                            unreadable.extend(below.unreadable);
                         }
-                        // Unlistable (or gone) since it was examined: leave its subtree alone
-                        // and let the caller ask for a full comparison next.
-                        Err(TreeError::Root { .. }) => unlisted.push(t.clone()),
+                        // Unlistable (or gone) since it was examined: leave its subtree alone;
+                        // the next pass tries it again.
+                        Err(TreeError::Root { reason, .. }) => unreadable.push((t.clone(), reason)),
                         Err(e) => return Err(e),
                     }
                 }
@@ -259,5 +279,5 @@ pub fn diff_dirty(
             kept.push(d);
         }
     }
-    Ok((Diff { upserts, deletes: kept }, unlisted, special))
+    Ok(DirtyDiff { diff: Diff { upserts, deletes: kept }, unreadable, special })
 }

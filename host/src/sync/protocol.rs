@@ -12,6 +12,7 @@ use super::delta::DeltaOp;
 use super::entry::Entry;
 use super::names::RelName;
 use super::signature::Signature;
+use crate::clip::clip_message;
 use crate::peer::Frame;
 
 /// Frame kind of sync messages (cluster RPCs use 16/17, pings 1/2).
@@ -171,9 +172,11 @@ pub enum SyncMsg {
     /// Primary: `entry` is a hard-link member: make it a link to its leader (sent after every
     /// file's content).
     HardLink(Entry),
-    /// Primary: the pass is complete; on success the standby stands at `since`.
+    /// Primary: the pass is complete; on success the standby stands at `since`. `unreadable`:
+    /// what the primary could not read (left as the standby has it, tried again next pass).
     End {
         since: Option<Since>,
+        unreadable: Unreadable,
     },
     /// Standby: everything is applied and durable; `failed` paths did not land.
     Done {
@@ -185,6 +188,52 @@ pub enum SyncMsg {
     Error {
         message: String,
     },
+}
+
+/// Paths the primary could not read in a pass: how many, and the first
+/// [`UNREADABLE_LISTED`] with the reason (each as [`clip_message`] shows a text).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Unreadable {
+    pub count: u64,
+    pub listed: Vec<UnreadablePath>,
+}
+
+/// One path the primary could not read, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnreadablePath {
+    pub path: String,
+    pub reason: String,
+}
+
+/// Unreadable paths named one by one in a pass's result and in the status; beyond, counted.
+pub const UNREADABLE_LISTED: usize = 100;
+
+impl Unreadable {
+    /// Counts `path` and names it while there is room.
+    pub fn add(&mut self, path: &RelName, reason: &str) {
+        self.count += 1;
+        if self.listed.len() < UNREADABLE_LISTED {
+            self.listed.push(UnreadablePath::new(&path.display(), reason));
+        }
+    }
+
+    /// The same within this side's bounds, whatever the other side sent.
+    pub fn bounded(mut self) -> Unreadable {
+        self.listed.truncate(UNREADABLE_LISTED);
+        // Room for what this side's own clipping adds: a text it clipped stays as it is.
+        let room = crate::clip::MAX_MESSAGE + 32;
+        for p in self.listed.iter_mut().filter(|p| p.path.len() > room || p.reason.len() > room) {
+            *p = UnreadablePath::new(&p.path, &p.reason);
+        }
+        self
+    }
+}
+
+impl UnreadablePath {
+    fn new(path: &str, reason: &str) -> UnreadablePath {
+        UnreadablePath { path: clip_message(path).to_string(), reason: clip_message(reason).to_string() }
+    }
 }
 
 impl SyncMsg {

@@ -219,9 +219,10 @@ pub enum Found {
     Entry(Entry),
     /// Not there (or below something that is not a folder).
     Absent,
-    /// There but not coverable (unreadable, or below a symlinked folder): keep the
-    /// destination's copy.
+    /// Below a symlinked folder: not this tree's to cover; keep the destination's copy.
     Protected,
+    /// There but unreadable (why): keep the destination's copy, and say so.
+    Unreadable(String),
     /// A socket, FIFO or device node: never replicated, the destination's copy kept.
     Special,
 }
@@ -239,15 +240,17 @@ pub fn entry_at(root: &Path, rel: &RelName, keep: &Keep) -> Found {
             Ok(m) if m.file_type().is_symlink() => return Found::Protected,
             Ok(_) => return Found::Absent,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Found::Absent,
-            Err(_) => return Found::Protected,
+            Err(e) => return Found::Unreadable(e.to_string()),
         }
     }
     let mut out = ScanResult::default();
     match examine(&dir.join(std::ffi::OsStr::from_bytes(rel.file_name())), rel.clone(), keep, &mut out) {
         Some(entry) => Found::Entry(entry),
         None if !out.skipped_special.is_empty() => Found::Special,
-        None if out.unreadable.is_empty() => Found::Absent,
-        None => Found::Protected,
+        None => match out.unreadable.pop() {
+            Some((_, reason)) => Found::Unreadable(reason),
+            None => Found::Absent,
+        },
     }
 }
 

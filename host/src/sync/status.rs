@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use super::pass::PassStats;
+use super::protocol::UnreadablePath;
 use crate::plugin::now_ms;
 
 /// One tree's sync status on a standby.
@@ -41,8 +42,38 @@ pub struct TreeStatus {
     /// Sockets, FIFOs and device nodes in the primary's tree, never replicated: as the last
     /// full comparison counted them.
     pub special_skipped: u64,
+    /// Paths the primary could not read in the last pass (the standby keeps its copies), and
+    /// the first of them with the reason.
+    pub unreadable: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreadable_paths: Vec<UnreadablePath>,
     pub last_error: Option<String>,
     pub last_error_ms: Option<u64>,
+}
+
+/// Unreadable paths a status line names; the JSON status has the first hundred.
+const UNREADABLE_SHOWN: usize = 3;
+
+impl TreeStatus {
+    /// What the primary could not read, for a status text: `None` when everything was read.
+    pub fn unreadable_line(&self) -> Option<String> {
+        if self.unreadable == 0 {
+            return None;
+        }
+        let named: Vec<String> = self
+            .unreadable_paths
+            .iter()
+            .take(UNREADABLE_SHOWN)
+            .map(|p| format!("{} ({})", p.path, p.reason))
+            .collect();
+        let more = self.unreadable.saturating_sub(named.len() as u64);
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        Some(format!(
+            "{} path(s) unreadable on the primary, the standby keeps its copies: {}{more}",
+            self.unreadable,
+            named.join(", ")
+        ))
+    }
 }
 
 /// Where one tree's status and log live.
@@ -104,20 +135,25 @@ impl StatusFiles {
             st.last_full_ms = Some(now);
             st.special_skipped = stats.skipped_special;
         }
+        // Every pass that ran looked at what was unreadable before (the primary tries it again).
+        if !stats.current {
+            st.unreadable = stats.unreadable;
+            st.unreadable_paths = stats.unreadable_paths.clone();
+        }
         let moved = stats.files_whole
             + stats.files_delta
             + stats.moved
             + stats.hard_links
             + stats.deleted
             + stats.dirs_links;
-        if moved > 0 || stats.failed > 0 {
+        if moved > 0 || stats.failed > 0 || stats.unreadable > 0 {
             st.last_change = Some(stats.clone());
             st.last_change_seconds = seconds;
             st.files_total += stats.files_whole + stats.files_delta + stats.moved;
             st.bytes_total += stats.content_bytes;
             st.wire_total += stats.wire_bytes;
             self.log_line(&format!(
-                "{} pass: {} whole, {} by delta, {} renamed, {} hard links, {} deleted, {} folders/links, {} special skipped, {} content bytes, {} on the wire, {} failed, {seconds:.3} s",
+                "{} pass: {} whole, {} by delta, {} renamed, {} hard links, {} deleted, {} folders/links, {} special skipped, {} content bytes, {} on the wire, {} failed, {} unreadable{}, {seconds:.3} s",
                 if stats.full { "full" } else { "incremental" },
                 stats.files_whole,
                 stats.files_delta,
@@ -128,7 +164,9 @@ impl StatusFiles {
                 stats.skipped_special,
                 stats.content_bytes,
                 stats.wire_bytes,
-                stats.failed
+                stats.failed,
+                stats.unreadable,
+                stats.unreadable_paths.first().map_or(String::new(), |p| format!(" ({}: {})", p.path, p.reason)),
             ));
         }
         self.save(&st);
@@ -170,6 +208,25 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unreadable_paths_are_kept_through_a_pass_that_did_not_run_and_replaced_by_one_that_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = StatusFiles::new(dir.path(), None, "vault");
+        let path = UnreadablePath { path: "a/b".into(), reason: "Permission denied (os error 13)".into() };
+        let unreadable = PassStats { unreadable: 3, unreadable_paths: vec![path], ..PassStats::default() };
+        files.passed("vault", "p:1", &unreadable, 0.1, true);
+        let line = files.load("vault").unreadable_line().unwrap();
+        assert_eq!(
+            line,
+            "3 path(s) unreadable on the primary, the standby keeps its copies: a/b (Permission denied (os error 13)) and 2 more"
+        );
+        files.passed("vault", "p:1", &PassStats { current: true, ..PassStats::default() }, 0.1, true);
+        assert_eq!(files.load("vault").unreadable, 3, "nothing changed: no pass looked");
+        files.passed("vault", "p:1", &PassStats::default(), 0.1, true);
+        let st = files.load("vault");
+        assert_eq!((st.unreadable, st.unreadable_paths.len(), st.unreadable_line()), (0, 0, None));
+    }
 
     #[test]
     fn timestamps_and_a_pass_round_trip() {

@@ -33,6 +33,9 @@ pub struct Node {
     nofile: Option<u64>,
     /// The network-lab host (namespace) it runs in, if any.
     ns: Option<String>,
+    /// Runs as root without the capabilities that override file permissions: a file root
+    /// cannot read is then one tandem cannot read (an unreadable file, as root).
+    no_dac_override: bool,
 }
 
 impl Node {
@@ -53,7 +56,14 @@ impl Node {
         Self::make(name, extra, "", None, ns, ip)
     }
 
-    fn make(name: &str, extra: &str, api_extra: &str, nofile: Option<u64>, ns: Option<&str>, ip: &str) -> Self {
+    fn make(
+        name: &str,
+        extra: &str,
+        api_extra: &str,
+        nofile: Option<u64>,
+        ns: Option<&str>,
+        ip: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         crate::common::write_secret(&dir.path().join("secret"), SECRET);
         let (peer_port, api_port) = (free_port(), free_port());
@@ -72,6 +82,7 @@ impl Node {
             child: None,
             nofile,
             ns: ns.map(str::to_owned),
+            no_dac_override: false,
         };
         node.start();
         node
@@ -103,19 +114,30 @@ impl Node {
                 });
             }
         }
+        if self.no_dac_override {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    // Out of the bounding set, root's exec cannot gain them.
+                    for cap in [1 /* CAP_DAC_OVERRIDE */, 2 /* CAP_DAC_READ_SEARCH */] {
+                        if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
         let child = cmd.spawn().unwrap();
         self.child = Some(child);
         let stderr = self.dir.path().join(format!("stderr-{}", std::process::id()));
         wait_for(Duration::from_secs(60), || {
             std::fs::read_to_string(self.data().join("api.addr")).ok().filter(|a| a.ends_with('\n'))
         })
-            .unwrap_or_else(|| {
-                panic!(
-                    "{} never came up: {}",
-                    self.name,
-                    std::fs::read_to_string(&stderr).unwrap_or_default()
-                )
-            });
+        .unwrap_or_else(|| {
+            panic!("{} never came up: {}", self.name, std::fs::read_to_string(&stderr).unwrap_or_default())
+        });
     }
 
     pub fn kill9(&mut self) {
@@ -123,6 +145,14 @@ impl Node {
             c.kill().unwrap();
             c.wait().unwrap();
         }
+    }
+
+    /// Stops the member and starts it again unable to read what its permissions deny to
+    /// root (see `no_dac_override`).
+    pub fn restart_without_dac_override(&mut self) {
+        self.kill9();
+        self.no_dac_override = true;
+        self.start();
     }
 
     /// Stops the member, gives it a new peer port, starts it again: an address change.

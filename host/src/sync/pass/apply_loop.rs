@@ -97,7 +97,7 @@ pub(super) fn run(
     let mut end = None;
     let mut broken = None;
     while let Some(msg) = rx.blocking_recv() {
-        if let SyncMsg::End { since } = msg {
+        if let SyncMsg::End { since, .. } = msg {
             end = Some(since);
             break;
         }

@@ -25,7 +25,7 @@ pub use pull::{PullMode, PullState, pull_pass};
 pub use serve::{Filter, Outcome, ServeTree, serve_pass};
 
 use super::error::SyncError;
-use super::protocol::{self, ProtocolError, SyncMsg};
+use super::protocol::{self, ProtocolError, SyncMsg, UnreadablePath};
 use super::tree_error::TreeError;
 use tokio::sync::mpsc;
 
@@ -68,6 +68,14 @@ pub struct PassStats {
     pub hard_links: u64,
     /// Sockets, FIFOs and device nodes the primary's scan met and skipped (never replicated).
     pub skipped_special: u64,
+    /// Paths the primary could not read (left as the standby has them), and the first of them
+    /// with the reason.
+    pub unreadable: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreadable_paths: Vec<UnreadablePath>,
+    /// The primary said nothing changed: no pass ran.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub current: bool,
     /// True when the pass compared whole trees (no usable journal), false when it took the
     /// changed paths from the primary's journal.
     pub full: bool,

@@ -25,7 +25,7 @@ use crate::sync::index::{Index, refresh};
 use crate::sync::index_store::IndexStore;
 use crate::sync::meta::{Keep, is_root};
 use crate::sync::names::RelName;
-use crate::sync::protocol::{self, PassMode, Since, SyncMsg, have_batches};
+use crate::sync::protocol::{self, PassMode, Since, SyncMsg, Unreadable, have_batches};
 use crate::sync::scan::{Verdict, scan_with};
 use crate::sync::signature::{Signature, block_len_for, signature};
 use crate::sync::tree_error::TreeError;
@@ -142,7 +142,7 @@ pub async fn pull_pass(
     // What the primary's tree keeps, as far as this standby can apply it.
     let keep = Keep::for_pass(meta, root_here);
     if mode == PassMode::Current {
-        return Ok(PassStats::default());
+        return Ok(PassStats { current: true, ..PassStats::default() });
     }
     // One pass at a time applies on this host (trees may nest: etc holds etc/ssl). The apply
     // thread holds the lock until its last commit, even if this future is dropped.
@@ -186,6 +186,7 @@ pub async fn pull_pass(
         let sigs = Arc::new(Semaphore::new(SIGNATURES_AT_ONCE));
         let mut wire = 0u64;
         let mut special = 0u64;
+        let mut unread = Unreadable::default();
         let ended = loop {
             let msg = match tokio::time::timeout(IDLE_LIMIT, recv_counted(reader, &mut wire)).await {
                 Ok(Ok(msg)) => msg,
@@ -208,8 +209,9 @@ pub async fn pull_pass(
                         }
                     });
                 }
-                SyncMsg::End { since } => {
-                    let _ = atx.send(SyncMsg::End { since }).await;
+                SyncMsg::End { since, unreadable } => {
+                    unread = unreadable;
+                    let _ = atx.send(SyncMsg::End { since, unreadable: Unreadable::default() }).await;
                     break Ok(since);
                 }
                 other => {
@@ -262,6 +264,9 @@ pub async fn pull_pass(
         stats.failed = applied.failed.len() as u64;
         stats.full = mode == PassMode::Full;
         stats.skipped_special = special;
+        let unread = unread.bounded();
+        stats.unreadable = unread.count;
+        stats.unreadable_paths = unread.listed;
         let done = SyncMsg::Done {
             files: stats.files_whole + stats.files_delta,
             bytes: stats.content_bytes,

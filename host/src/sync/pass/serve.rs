@@ -7,11 +7,11 @@
 //! Must never: delete at the standby a path the scan did not cover (unreadable, special,
 //! excluded), or report a generation the standby has not fully reached.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use tokio::sync::mpsc;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::workers::{self, Job, Workers};
 use super::{PassError, PassStats, recv, unexpected, write_all};
@@ -23,12 +23,16 @@ use crate::sync::index::{Index, diff};
 use crate::sync::journal::{Journal, Plan};
 use crate::sync::meta::Keep;
 use crate::sync::names::RelName;
-use crate::sync::protocol::{self, DELTA_MIN_BYTES, HAVE_BATCH, PassMode, Since, SyncMsg};
+use crate::sync::protocol::{self, DELTA_MIN_BYTES, HAVE_BATCH, PassMode, Since, SyncMsg, Unreadable};
 use crate::sync::scan::{ScanResult, Verdict, scan_with};
 use crate::sync::tree_error::TreeError;
 
 /// How long a current standby's `Open { wait: true }` is held before the answer `Current`.
 pub const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Unreadable paths a journal keeps to try again in the next incremental pass; past this, the
+/// next pass is a full comparison.
+const UNREAD_RETRIED: usize = 10_000;
 
 /// Frames queued between the workers and the connection's writer.
 const FRAME_QUEUE: usize = 32;
@@ -98,6 +102,8 @@ async fn send(tx: &mpsc::Sender<Frame>, msg: &SyncMsg) -> Result<(), PassError> 
 pub struct Outcome {
     pub since: Since,
     pub holds: Index,
+    /// Paths this pass could not read (held as they were): the next pass tries them again.
+    pub unread: Vec<RelName>,
 }
 
 /// The pass itself: everything but the writing. `metadata`: what the tree keeps, and what
@@ -116,6 +122,8 @@ async fn drive(
     let mut stats = PassStats::default();
     // Something this pass could not cover: it must not count as complete.
     let mut incomplete = false;
+    // What could not be read: said, left as the standby has it, tried again next pass.
+    let mut unread: Vec<(RelName, String)> = Vec::new();
     let (theirs, upserts, deletes, filter, since) = match planned {
         Plan::Current => unreachable!("answered before"),
         Plan::Full { since } => {
@@ -124,7 +132,7 @@ async fn drive(
             let scanning = spawn_scan(root.clone(), filter, kept);
             let theirs = receive_index(reader).await?;
             let (scanned, filter) = scanning.await.map_err(|e| PassError::Worker(e.to_string()))?;
-            let (upserts, deletes, special) = diff_scanned(scanned?, &theirs, keep);
+            let (upserts, deletes, special) = diff_scanned(scanned?, &theirs, keep, &mut unread);
             stats.skipped_special = special;
             (theirs, upserts, deletes, filter, since)
         }
@@ -138,8 +146,7 @@ async fn drive(
                 (d, filter)
             });
             let (d, filter) = diffed.await.map_err(|e| PassError::Worker(e.to_string()))?;
-            let (d, unlisted, special) = d?;
-            incomplete |= !unlisted.is_empty();
+            let crate::sync::journal::DirtyDiff { diff: d, unreadable, special } = d?;
             if d.upserts.iter().any(|e| e.hardlink().is_some()) {
                 // A changed file with several names: its group's other members and leader may
                 // lie anywhere in the tree, and the journal names only the path it was changed
@@ -148,10 +155,11 @@ async fn drive(
                 debug!("a changed file has hard links: this pass scans the whole tree");
                 let scanning = spawn_scan(root.clone(), filter, kept);
                 let (scanned, filter) = scanning.await.map_err(|e| PassError::Worker(e.to_string()))?;
-                let (upserts, deletes, special) = diff_scanned(scanned?, &holds, keep);
+                let (upserts, deletes, special) = diff_scanned(scanned?, &holds, keep, &mut unread);
                 stats.skipped_special = special;
                 (holds, upserts, deletes, filter, Some(since))
             } else {
+                unread = unreadable;
                 stats.skipped_special = special;
                 (holds, d.upserts, d.deletes, filter, Some(since))
             }
@@ -229,7 +237,10 @@ async fn drive(
     stats.files_delta = done.delta;
     stats.content_bytes = done.content_bytes;
     incomplete |= !done.changed.is_empty();
-    let unsent: std::collections::HashSet<RelName> = done.changed.into_iter().collect();
+    // A file the workers could not read stays as the standby has it: never recorded as held.
+    let unread_files: HashSet<RelName> = done.unreadable.iter().map(|(p, _)| p.clone()).collect();
+    unread.extend(done.unreadable);
+    let unsent: HashSet<RelName> = done.changed.into_iter().chain(unread_files.iter().cloned()).collect();
     let members: Vec<Entry> = members.into_iter().cloned().collect();
     let checked_root = root.clone();
     let checked = tokio::task::spawn_blocking(move || {
@@ -245,7 +256,21 @@ async fn drive(
         stats.hard_links += 1;
         send(&tx, &SyncMsg::HardLink(member)).await?;
     }
-    send(&tx, &SyncMsg::End { since: if incomplete { None } else { since } }).await?;
+    // Past this many, the next pass compares whole trees rather than keep a list to try again.
+    incomplete |= unread.len() > UNREAD_RETRIED;
+    let mut unreadable = Unreadable::default();
+    unread.iter().for_each(|(p, reason)| unreadable.add(p, reason));
+    if let Some(first) = unreadable.listed.first() {
+        warn!(
+            count = unreadable.count,
+            first = %first.path,
+            reason = %first.reason,
+            "paths of the tree cannot be read; the standby keeps its copies"
+        );
+    }
+    stats.unreadable = unreadable.count;
+    stats.unreadable_paths = unreadable.listed.clone();
+    send(&tx, &SyncMsg::End { since: if incomplete { None } else { since }, unreadable }).await?;
     drop(tx);
     let failed = match recv(reader).await? {
         SyncMsg::Done { failed, .. } => failed,
@@ -254,7 +279,9 @@ async fn drive(
     stats.failed = failed.len() as u64;
     let outcome = match since {
         Some(since) if !incomplete && failed.is_empty() => {
-            Some(Outcome { since, holds: holds_after(theirs, upserts.into_iter().chain(moved), &deletes) })
+            let upserts = upserts.into_iter().filter(|e| !unread_files.contains(&e.path));
+            let holds = holds_after(theirs, upserts.chain(moved), &deletes);
+            Some(Outcome { since, holds, unread: unread.into_iter().map(|(p, _)| p).collect() })
         }
         _ => None,
     };
@@ -275,15 +302,18 @@ fn spawn_scan(
 }
 
 /// A whole scan against what the standby holds: upserts, deletes (never of what the scan did
-/// not cover, nor of `nested` trees' roots) and the special files skipped.
+/// not cover, nor of `nested` trees' roots) and the special files skipped; what the scan
+/// could not read goes to `unread`.
 fn diff_scanned(
     scanned: ScanResult,
     theirs: &Index,
     nested: Vec<RelName>,
+    unread: &mut Vec<(RelName, String)>,
 ) -> (Vec<Entry>, Vec<RelName>, u64) {
     let mut protected = scanned.protected();
     protected.extend(nested);
     let d = diff(&scanned.entries, theirs, &protected);
+    unread.extend(scanned.unreadable);
     (d.upserts, d.deletes, scanned.skipped_special.len() as u64)
 }
 

@@ -63,8 +63,11 @@ pub(super) struct WorkerStats {
     pub whole: u64,
     pub delta: u64,
     pub content_bytes: u64,
-    /// Files that changed while being read or could not be read: left for the next pass.
+    /// Files that changed or went while being read: left for the next pass.
     pub changed: Vec<RelName>,
+    /// Files that could not be opened or read (permission, I/O error), and why: reported,
+    /// left as the standby has them, tried again next pass.
+    pub unreadable: Vec<(RelName, String)>,
 }
 
 /// The pool: jobs in, frames out.
@@ -122,7 +125,7 @@ enum Small {
     Read(SmallFile),
     /// It has holes: it goes on its own, in chunks and holes.
     Sparse,
-    /// Gone, changed or unreadable: counted in `changed`, left for the next pass.
+    /// Gone, changed or unreadable: counted in `changed` or `unreadable`, left for the next pass.
     Skipped,
 }
 
@@ -163,6 +166,7 @@ impl Workers {
                 sum.delta += s.delta;
                 sum.content_bytes += s.content_bytes;
                 sum.changed.extend(s.changed);
+                sum.unreadable.extend(s.unreadable);
             }
             Ok(sum)
         });
@@ -240,11 +244,30 @@ impl Worker {
             OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(&path);
         match opened.and_then(|f| f.metadata().map(|m| (f, m))) {
             Ok((f, m)) if m.is_file() => Some((f, m)),
+            Err(err) if unreadable(&err) => {
+                self.unreadable(e, &err);
+                None
+            }
             Ok(_) | Err(_) => {
                 debug!(path = %e.path, "not a readable regular file any more; left for the next pass");
                 self.stats.changed.push(e.path.clone());
                 None
             }
+        }
+    }
+
+    /// `e` could not be read: said in the pass's result, tried again next pass.
+    fn unreadable(&mut self, e: &Entry, err: &io::Error) {
+        debug!(path = %e.path, error = %err, "a file cannot be read; the standby keeps its copy");
+        self.stats.unreadable.push((e.path.clone(), err.to_string()));
+    }
+
+    /// A read of `e` failed: unreadable, or changed under the reader.
+    fn read_failed(&mut self, e: &Entry, err: &io::Error) {
+        if unreadable(err) {
+            self.unreadable(e, err);
+        } else {
+            self.stats.changed.push(e.path.clone());
         }
     }
 
@@ -289,8 +312,8 @@ impl Worker {
         }
         // The file may have grown since the scan: never trust its size for an allocation.
         let mut data = Vec::with_capacity(before.len().min(SMALL_FILE_BYTES) as usize);
-        if file.by_ref().take(SMALL_FILE_BYTES * 4).read_to_end(&mut data).is_err() {
-            self.stats.changed.push(e.path.clone());
+        if let Err(err) = file.by_ref().take(SMALL_FILE_BYTES * 4).read_to_end(&mut data) {
+            self.read_failed(e, &err);
             return Small::Skipped;
         }
         if self.moved(e, &file, &before, data.len() as u64) {
@@ -320,6 +343,7 @@ impl Worker {
         let mut buf = vec![0u8; CHUNK_BYTES];
         let mut read = 0u64;
         let mut gaps = gaps.into_iter().peekable();
+        let mut failed = None;
         let ok = loop {
             if let Some(&(start, end)) = gaps.peek()
                 && start <= read
@@ -344,13 +368,19 @@ impl Worker {
                     read += n as u64;
                     self.emit(&protocol::chunk(id, &buf[..n]))?;
                 }
-                Err(_) => break false,
+                Err(err) => {
+                    failed = Some(err);
+                    break false;
+                }
             }
         };
         let dropped = if ok {
             self.moved(e, &file, &before, read)
         } else {
-            self.stats.changed.push(e.path.clone());
+            match failed {
+                Some(err) => self.read_failed(e, &err),
+                None => self.stats.changed.push(e.path.clone()),
+            }
             true
         };
         if dropped {
@@ -407,6 +437,10 @@ impl Worker {
                 self.emit(&SyncMsg::DeltaEnd { id, new_len, new_hash })
             }
             Ok(_) => self.emit(&SyncMsg::FileAbort { id }),
+            Err(SyncError::Io(err)) if unreadable(&err) => {
+                self.unreadable(e, &err);
+                self.emit(&SyncMsg::FileAbort { id })
+            }
             Err(err) => {
                 debug!(path = %e.path, error = %err, "delta failed; left for the next pass");
                 self.stats.changed.push(e.path.clone());
@@ -414,6 +448,12 @@ impl Worker {
             }
         }
     }
+}
+
+/// A failure that says the file cannot be read (as opposed to one that says it changed or
+/// went): no permission, or the disk failed to read it.
+fn unreadable(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::PermissionDenied || err.raw_os_error() == Some(libc::EIO)
 }
 
 /// Asks the kernel for aggressive read-ahead: large files are read start to end.

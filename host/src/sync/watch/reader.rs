@@ -249,6 +249,9 @@ impl Reader {
                 }
             } else if mask.contains(EventMask::CREATE) {
                 self.watch_new(wd, name);
+            } else if mask.contains(EventMask::ATTRIB) && self.dirs.child(wd, name).is_none() {
+                // A folder that could not be watched (unreadable) may be readable now.
+                self.watch_new(wd, name);
             }
         }
         paths.push(path);
@@ -280,6 +283,12 @@ impl Reader {
         match self.inotify.watches().add(&full, folder_mask()) {
             Ok(wd) => self.dirs.add(parent, name, wd.clone()).then_some(wd),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)) => None,
+            // The pass cannot read it either, and says so; its parent's watch sees its mode
+            // change, and it is watched then.
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+                debug!(folder = %full.display(), "unreadable folder not watched until its permissions change");
+                None
+            }
             Err(e) => {
                 let why = if e.raw_os_error() == Some(libc::ENOSPC) {
                     "inotify watch limit reached (fs.inotify.max_user_watches)".to_string()

@@ -91,10 +91,11 @@ fn once(
 
 fn summary(s: &PassStats) -> String {
     format!(
-        "{} whole, {} by delta, {} renamed, {} deleted, {} folders/links, {} hard links, {} special skipped, {} content bytes, {} bytes on the wire, {} failed, {} unreadable ({})",
+        "{} whole, {} by delta, {} renamed, {} metadata only, {} deleted, {} folders/links, {} hard links, {} special skipped, {} content bytes, {} bytes on the wire, {} failed, {} unreadable ({})",
         s.files_whole,
         s.files_delta,
         s.moved,
+        s.meta_only,
         s.deleted,
         s.dirs_links,
         s.hard_links,

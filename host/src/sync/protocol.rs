@@ -93,8 +93,9 @@ pub enum SyncMsg {
         bytes: u64,
         special: u64,
     },
-    /// Primary: your file `from` (a path this pass deletes) holds `entry`'s content: take it
-    /// as `entry` instead of receiving the bytes (a rename). Sent before any `Delete`.
+    /// Primary: your file `from` (a path this pass deletes, or `entry`'s own path when only
+    /// its metadata changed) holds `entry`'s content: take it as `entry` instead of receiving
+    /// the bytes (a rename). Sent before any `Delete`.
     Move {
         from: RelName,
         entry: Entry,

@@ -143,21 +143,23 @@ impl StatusFiles {
         let moved = stats.files_whole
             + stats.files_delta
             + stats.moved
+            + stats.meta_only
             + stats.hard_links
             + stats.deleted
             + stats.dirs_links;
         if moved > 0 || stats.failed > 0 || stats.unreadable > 0 {
             st.last_change = Some(stats.clone());
             st.last_change_seconds = seconds;
-            st.files_total += stats.files_whole + stats.files_delta + stats.moved;
+            st.files_total += stats.files_whole + stats.files_delta + stats.moved + stats.meta_only;
             st.bytes_total += stats.content_bytes;
             st.wire_total += stats.wire_bytes;
             self.log_line(&format!(
-                "{} pass: {} whole, {} by delta, {} renamed, {} hard links, {} deleted, {} folders/links, {} special skipped, {} content bytes, {} on the wire, {} failed, {} unreadable{}, {seconds:.3} s",
+                "{} pass: {} whole, {} by delta, {} renamed, {} metadata only, {} hard links, {} deleted, {} folders/links, {} special skipped, {} content bytes, {} on the wire, {} failed, {} unreadable{}, {seconds:.3} s",
                 if stats.full { "full" } else { "incremental" },
                 stats.files_whole,
                 stats.files_delta,
                 stats.moved,
+                stats.meta_only,
                 stats.hard_links,
                 stats.deleted,
                 stats.dirs_links,

@@ -265,8 +265,10 @@ impl Bench {
             .unwrap_or_else(|e| panic!("sync once --json printed {:?}: {e}", done.stdout));
         let field = |k: &str| json[k].as_u64().unwrap_or_else(|| panic!("no `{k}` in {json}"));
         assert_eq!(field("failed"), 0, "{json}");
-        let moved: u64 =
-            ["files_whole", "files_delta", "moved", "deleted", "dirs_links"].into_iter().map(field).sum();
+        let moved: u64 = ["files_whole", "files_delta", "moved", "meta_only", "deleted", "dirs_links"]
+            .into_iter()
+            .map(field)
+            .sum();
         // A CLI that counts the wire bytes on the primary's side only prints 0 for them; the
         // primary logs its own count of the same bytes.
         let (bytes, source) = match field("wire_bytes") {
@@ -277,7 +279,8 @@ impl Bench {
             b => (Some(b), ""),
         };
         let journal_resets = self.daemon.log_since(log_offset).matches("tree journal reset").count();
-        let renamed = json["moved"].as_u64().map(|r| format!(", {r} renamed")).unwrap_or_default();
+        let renamed = json["moved"].as_u64().map(|r| format!(", {r} renamed")).unwrap_or_default()
+            + &json["meta_only"].as_u64().map(|r| format!(", {r} metadata only")).unwrap_or_default();
         Sample {
             wall: done.wall,
             cpu: done.cpu + daemon_cpu,

@@ -234,6 +234,11 @@ impl Loop<'_> {
                     None => Err(TreeError::MoveSource { name: from.display(), reason: "not in the index" }),
                 };
                 match moved {
+                    Ok(()) if from == entry.path => {
+                        self.stats.meta_only += 1;
+                        self.since_commit.0 += 1;
+                        self.landed.push(entry);
+                    }
                     Ok(()) => {
                         self.stats.moved += 1;
                         self.since_commit.0 += 1;

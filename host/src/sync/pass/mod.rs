@@ -61,6 +61,9 @@ pub struct PassStats {
     /// Files that arrived as renames of the standby's own files (no content sent).
     #[serde(default)]
     pub moved: u64,
+    /// Files whose metadata alone changed (mode, owner, attributes, a new hard link): the
+    /// standby kept its copy and took the new metadata (no content sent).
+    pub meta_only: u64,
     pub dirs_links: u64,
     /// Files the standby could not apply (reported, the rest of the pass went on).
     pub failed: u64,

@@ -172,7 +172,32 @@ async fn drive(
         let paired = super::moves::pair(&scan_root, &held, &mut upserts, &deletes);
         (paired, upserts, held, deletes)
     });
-    let (paired, upserts, theirs, deletes) = paired.await.map_err(|e| PassError::Worker(e.to_string()))?;
+    let (paired, mut upserts, theirs, deletes) =
+        paired.await.map_err(|e| PassError::Worker(e.to_string()))?;
+    // Only the metadata changed (a chmod, a new owner, a new hard link to it): the standby
+    // keeps its file and takes the new metadata, as a rename onto its own path.
+    let mut meta_only: Vec<Entry> = Vec::new();
+    upserts.retain(|e| match same_content(e, &e.path, &theirs) {
+        Some(hash) => {
+            meta_only.push(Entry { hash: Some(hash), ..e.clone() });
+            false
+        }
+        None => true,
+    });
+    // A new name that leads a hard-link group whose other name the standby holds unchanged:
+    // that file becomes the leader (a rename), and its old name is linked to it again.
+    let mut relinked: Vec<(RelName, Entry)> = Vec::new();
+    let member_of: HashMap<&RelName, &RelName> =
+        upserts.iter().filter_map(|m| Some((m.link_leader()?, &m.path))).collect();
+    for e in upserts.iter().filter(|e| e.hardlink().is_some() && theirs.get(&e.path).is_none()) {
+        if let Some(hash) = member_of.get(&e.path).and_then(|m| same_content(e, m, &theirs)) {
+            relinked.push((member_of[&e.path].clone(), Entry { hash: Some(hash), ..e.clone() }));
+        }
+    }
+    let taken: HashSet<&RelName> = relinked.iter().map(|(_, e)| &e.path).collect();
+    upserts.retain(|e| !taken.contains(&e.path));
+    let mut paired = paired;
+    paired.moves.extend(relinked);
     let files: Vec<&Entry> =
         upserts.iter().filter(|e| e.kind == EntryKind::File && e.link_leader().is_none()).collect();
     let plan_bytes = files.iter().map(|e| e.size).sum();
@@ -181,8 +206,12 @@ async fn drive(
     for (from, entry) in &paired.moves {
         send(&tx, &SyncMsg::Move { from: from.clone(), entry: entry.clone() }).await?;
     }
+    for entry in &meta_only {
+        send(&tx, &SyncMsg::Move { from: entry.path.clone(), entry: entry.clone() }).await?;
+    }
     stats.moved = paired.moves.len() as u64;
-    let moved: Vec<Entry> = paired.moves.into_iter().map(|(_, e)| e).collect();
+    stats.meta_only = meta_only.len() as u64;
+    let moved: Vec<Entry> = paired.moves.into_iter().map(|(_, e)| e).chain(meta_only).collect();
     for paths in deletes.chunks(HAVE_BATCH) {
         stats.deleted += paths.len() as u64;
         send(&tx, &SyncMsg::Delete { paths: paths.to_vec() }).await?;
@@ -286,6 +315,18 @@ async fn drive(
         _ => None,
     };
     Ok((stats, filter, outcome))
+}
+
+/// The content hash the standby holds at `at` (`e`'s path, or another name of `e`'s inode)
+/// when only `e`'s metadata differs from that file:
+/// a file both sides have with the same size and mtime (the test a pass with no change
+/// trusts), and whose hash the standby's index knows.
+fn same_content(e: &Entry, at: &RelName, theirs: &Index) -> Option<[u8; 32]> {
+    if e.kind != EntryKind::File || e.link_leader().is_some() {
+        return None;
+    }
+    let held = theirs.get(at)?;
+    (held.kind == EntryKind::File && held.size == e.size && held.mtime_ns == e.mtime_ns).then_some(held.hash?)
 }
 
 /// Scans the whole tree at `root` on a blocking thread, keeping what `kept` says.

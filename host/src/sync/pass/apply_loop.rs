@@ -63,7 +63,6 @@ struct Loop<'a> {
     holes: HashMap<u32, Vec<(u64, u64)>>,
     /// Finished files waiting for the commit, to be indexed when they land.
     landed: Vec<Entry>,
-    folders: Vec<Entry>,
     since_commit: (u64, u64),
     progress: &'a Progress,
 }
@@ -90,7 +89,6 @@ pub(super) fn run(
         deltas: HashMap::new(),
         holes: HashMap::new(),
         landed: Vec::new(),
-        folders: Vec::new(),
         since_commit: (0, 0),
         progress: &progress,
     };
@@ -112,13 +110,9 @@ pub(super) fn run(
             break;
         }
     }
-    // A folder committed in an earlier batch may have received files since, which moved its
-    // mtime: set the folders' times once more with the last batch.
-    for folder in std::mem::take(&mut l.folders) {
-        if let Err(e) = l.applier.dir(&folder) {
-            l.refuse(&folder.path, &e);
-        }
-    }
+    // A folder committed in an earlier batch that receives files in a later one has its mode
+    // and mtime restored by that batch's commit (the applier queues the restore when it first
+    // writes there): no second pass over the folders.
     if let Err(e) = l.commit() {
         broken.get_or_insert(e);
     }
@@ -249,7 +243,6 @@ impl Loop<'_> {
             }
             SyncMsg::Dir(e) => match self.applier.dir(&e) {
                 Ok(()) => {
-                    self.folders.push(e.clone());
                     self.index.insert(e);
                     self.stats.dirs_links += 1;
                 }

@@ -11,15 +11,19 @@ use crate::support::{http_within, wait_for};
 const LIMIT: &str = "over the 16777216 byte limit of one replicated change";
 const LOOKUP: &str = "apps/search/lookups/big.csv";
 
-/// A change request putting `len` bytes as `big.csv`, as the API takes it.
-fn put_file_body(len: usize) -> Vec<u8> {
-    let change = tandem::conf::ConfChange {
+/// A change putting `len` bytes as `big.csv`.
+fn put_file(len: usize) -> tandem::conf::ConfChange {
+    tandem::conf::ConfChange {
         conf_type: "lookups".into(),
         scope: tandem::conf::Scope::App("search".into()),
         target: tandem::conf::Target::File { name: "big.csv".into() },
         op: tandem::conf::Op::PutFile { content: vec![b'a'; len] },
-    };
-    serde_json::to_vec(&serde_json::json!({ "changes": [change] })).unwrap()
+    }
+}
+
+/// A change request putting `len` bytes as `big.csv`, as the API takes it.
+fn put_file_body(len: usize) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "changes": [put_file(len)] })).unwrap()
 }
 
 fn post(node: &Node, body: &[u8]) -> (u16, String) {
@@ -104,6 +108,43 @@ fn a_change_over_the_log_limit_is_refused_with_413_and_the_cluster_keeps_electin
     assert_ne!(new, cap);
     nodes[cap].start();
     converge(&[&nodes[cap]], MACROS, "definition = yes");
+
+    // An outbox that an older version filled with a change the log cannot hold, and a small
+    // change queued behind it: the big one is dropped loudly (never offered to a captain), the
+    // small one commits.
+    let k = (new + 1) % 3;
+    nodes[k].kill9();
+    let queued = tandem::conf::ConfChange {
+        conf_type: "macros".into(),
+        scope: tandem::conf::Scope::App("search".into()),
+        target: tandem::conf::Target::Conf,
+        op: tandem::conf::Op::SetKey {
+            stanza: "queued".into(),
+            key: "definition".into(),
+            value: "queued".into(),
+        },
+    };
+    let outbox = serde_json::json!({ "next_id": 2, "pending": [
+        { "id": 0, "batch": 11, "at_ms": 1, "changes": [put_file(17_000_000)] },
+        { "id": 1, "batch": 12, "at_ms": 2, "changes": [queued] },
+    ]});
+    std::fs::write(nodes[k].data().join("cluster/outbox.json"), serde_json::to_vec(&outbox).unwrap())
+        .unwrap();
+    nodes[k].start();
+    let all: Vec<&Node> = nodes.iter().collect();
+    converge(&all, MACROS, "definition = queued");
+    let (me, _) = wait_for(Duration::from_secs(60), || {
+        let me = nodes[k].me();
+        (me["outbox"] == 0).then_some(me)
+    })
+    .expect("the outbox never drained");
+    let error = me["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("dropped from the outbox") && error.contains(LIMIT), "{me}");
+    assert!(nodes[k].log().contains("a pending change no captain can take was dropped"));
+    for n in &nodes {
+        let out = n.set("macros", "app:search", "last", "definition", &n.name);
+        assert!(out.starts_with("committed"), "{}: {out}", n.name);
+    }
     for n in &nodes {
         assert!(!n.log().contains("above the limit of"), "{}: {}", n.name, n.log());
     }

@@ -118,13 +118,13 @@ impl ClusterNode {
         // All or nothing: the outbox is cleared only once the captain's configuration is
         // installed; a failed install leaves the pending changes (and the tree) as they were.
         let sm = j.sm.clone();
-        let installed = tokio::task::spawn_blocking(move || sm.resync(snapshot))
+        let installed = tokio::task::spawn_blocking(move || sm.resync(snapshot).map_err(|e| e.to_string()))
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
         if let Err(e) = installed {
             let pending = self.shared.outbox.len();
             warn!(error = %e, pending, "destructive resync failed; nothing was discarded");
-            return Err(ClusterError::ResyncFailed { pending, cause: e.to_string() });
+            return Err(ClusterError::ResyncFailed { pending, cause: e });
         }
         let discarded = self.shared.outbox.clear()?;
         warn!(discarded, "destructive resync: pending local changes discarded");

@@ -32,9 +32,9 @@ fn a_full_disk_stops_applies_loudly_and_every_committed_change_arrives_once_spac
         std::fs::read_to_string(&files[i]).unwrap_or_default().lines().any(|l| l.trim() == line)
     };
     let arrives = |line: &str| {
-        for i in 0..3 {
+        for (i, name) in names.iter().enumerate() {
             wait_for(CONVERGE, || holds(i, line).then_some(()))
-                .unwrap_or_else(|| panic!("`{line}` never reached {}", names[i]));
+                .unwrap_or_else(|| panic!("`{line}` never reached {name}"));
         }
     };
     nodes[0].set("macros", "app:search", "base", "definition", "0");

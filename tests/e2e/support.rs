@@ -105,7 +105,18 @@ fn relay_down(from: TcpStream, to: TcpStream, cut_after: Option<u64>, counter: &
 /// 10 s, or status 0 and the error. `token` goes in `Authorization: Bearer`; `body` is sent
 /// as JSON.
 pub fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> (u16, String) {
-    let limit = Duration::from_secs(10);
+    http_within(addr, method, path, token, body, Duration::from_secs(10))
+}
+
+/// [`http`] with a time limit of its own (bodies of tens of MB on a debug build).
+pub fn http_within(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+    limit: Duration,
+) -> (u16, String) {
     let addr: std::net::SocketAddr = addr.trim().parse().unwrap();
     let mut s = match TcpStream::connect_timeout(&addr, limit) {
         Ok(s) => s,

@@ -22,6 +22,16 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(value)) => Ok(JsonBody(value)),
+            Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::Body {
+                    status: rejection.status(),
+                    message: format!(
+                        "the request body is over the API's {} byte limit (one replicated change holds at most {} bytes)",
+                        super::MAX_BODY_BYTES,
+                        crate::cluster::limits::MAX_ENTRY_BYTES
+                    ),
+                })
+            }
             Err(rejection) => {
                 Err(ApiError::Body { status: rejection.status(), message: rejection.body_text() })
             }

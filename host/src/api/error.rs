@@ -52,6 +52,7 @@ impl IntoResponse for ApiError {
                 StatusCode::CONFLICT
             }
             ApiError::Cluster(ClusterError::Refused(_)) => StatusCode::CONFLICT,
+            ApiError::Cluster(ClusterError::TooLarge(_)) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Cluster(ClusterError::NoCaptain) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Cluster(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Standby(StandbyError::BadRequest(_)) => StatusCode::BAD_REQUEST,

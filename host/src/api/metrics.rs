@@ -1,7 +1,8 @@
 //! `GET /metrics`: Prometheus text exposition of the warm standby (no token, like a node
 //! exporter: numbers only, no secrets): role and health, WAL lag in bytes and seconds, the last
 //! WAL, archive segments, and per tree the bytes and files moved, the last success and the last
-//! error. Rendering is a pure function of [`StandbyStatus`].
+//! error; and the conf commit log's applied index and apply stall. Rendering is a pure function
+//! of [`StandbyStatus`] (and the apply state).
 
 use std::fmt::Write;
 
@@ -14,8 +15,37 @@ use crate::standby::{Role, StandbyStatus};
 use crate::sync::status::TreeStatus;
 
 pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    let text = render(&s.standby.status().await, crate::plugin::now_ms());
+    let now = crate::plugin::now_ms();
+    let mut text = render(&s.standby.status().await, now);
+    let shared = s.node.shared();
+    render_cluster(&mut text, shared.applied_index(), shared.apply_stall().as_ref(), now);
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+/// The commit log's apply state: the applied index, and whether (and for how long) committed
+/// changes cannot be applied here.
+pub fn render_cluster(
+    out: &mut String,
+    applied: u64,
+    stall: Option<&crate::cluster::ApplyStall>,
+    now_ms: u64,
+) {
+    let mut f = Family { out };
+    f.gauge(
+        "tandem_cluster_applied_index",
+        "Index of the last commit-log entry applied here.",
+        Some(applied as f64),
+    );
+    f.gauge(
+        "tandem_cluster_cannot_apply",
+        "1 while committed conf changes fail to apply on this member (disk full, out of descriptors).",
+        Some(if stall.is_some() { 1.0 } else { 0.0 }),
+    );
+    f.gauge(
+        "tandem_cluster_cannot_apply_seconds",
+        "How long committed conf changes have failed to apply here (0 when they apply).",
+        Some(stall.map_or(0.0, |s| secs(now_ms.saturating_sub(s.since_ms)))),
+    );
 }
 
 /// One metric family: help, type, and its samples.

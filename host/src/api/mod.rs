@@ -36,8 +36,9 @@ pub use server::ServeLimits;
 
 use crate::cluster::ClusterNode;
 
-/// Largest request body: a change request may carry whole lookup files (as JSON byte arrays).
-pub const MAX_BODY_BYTES: usize = 64 << 20;
+/// Largest request body: a change request may carry whole lookup files (as JSON byte arrays),
+/// derived from the commit log's entry limit (see [`crate::cluster::limits`]).
+pub const MAX_BODY_BYTES: usize = crate::cluster::limits::MAX_BODY_BYTES;
 
 /// What handlers share.
 #[derive(Clone)]

@@ -78,5 +78,9 @@ pub async fn health(State(s): State<AppState>) -> (StatusCode, String) {
     let code = if st.healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let disk_full = st.wal.as_ref().is_some_and(|w| w.archive_disk_full);
     let note = if disk_full { "; WAL archive disk full: tandem takes no WAL" } else { "" };
-    (code, format!("{what}{note}\n"))
+    let stall = match s.node.shared().apply_stall() {
+        Some(stall) => format!("; conf changes cannot be applied here: {}", stall.error),
+        None => String::new(),
+    };
+    (code, format!("{what}{note}{stall}\n"))
 }

@@ -73,6 +73,9 @@ fn print_status(s: &ClusterStatus) {
         println!("  applied commit:        {}", m.applied);
         println!("  last_conf_replication: {last}");
         println!("  pending outbox:        {}", m.outbox);
+        if let Some(stall) = &m.cannot_apply {
+            println!("  CANNOT APPLY since {}: {}", super::ago(stall.since_ms), stall.error);
+        }
         if let Some(e) = &m.last_error {
             println!("  last error:            {e}");
         }

@@ -30,7 +30,11 @@ pub fn run(config: Config, cmd: ConfCommand) -> anyhow::Result<ExitCode> {
             }
             ConfCommand::PutFile { target, file } => {
                 let content = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-                submit(&api, vec![target.change(Op::PutFile { content })?]).await
+                let changes = vec![target.change(Op::PutFile { content })?];
+                // Measured before sending, as the member will: no 16 MiB upload to be refused.
+                crate::cluster::limits::check_changes(&changes)
+                    .with_context(|| format!("{} cannot be replicated", file.display()))?;
+                submit(&api, changes).await
             }
             ConfCommand::DeleteFile { target } => submit(&api, vec![target.change(Op::DeleteFile)?]).await,
             ConfCommand::Get { conf_type, scope, stanza, json } => {

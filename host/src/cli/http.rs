@@ -101,9 +101,15 @@ impl ApiClient {
             Err(e) => return Err(e).with_context(|| self.unreachable()),
         };
         let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let text = resp.text().await.unwrap_or_default();
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if !status.is_success() {
-            let msg = body.get("error").and_then(Value::as_str).unwrap_or("no details");
+            // The member's own words: its JSON error, else whatever text it sent.
+            let msg = match body.get("error").and_then(Value::as_str) {
+                Some(m) => m.to_string(),
+                None if !text.trim().is_empty() => crate::clip::clip_message(text.trim()).to_string(),
+                None => "no details".to_string(),
+            };
             bail!("{msg} (HTTP {status})");
         }
         Ok(body)

@@ -46,6 +46,12 @@ pub enum ClusterError {
     Unexpected(String),
     #[error("{0}")]
     Invalid(String),
+    /// `cluster resync --destructive` did not complete; nothing was discarded.
+    #[error("destructive resync failed; this member is unchanged ({pending} pending changes kept): {cause}")]
+    ResyncFailed { pending: usize, cause: String },
+    /// A change batch the commit log cannot hold (refused before raft sees it).
+    #[error(transparent)]
+    TooLarge(#[from] super::limits::TooLarge),
 }
 
 impl ClusterError {

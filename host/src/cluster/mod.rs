@@ -9,6 +9,7 @@
 mod client;
 mod config;
 mod error;
+pub mod limits;
 pub mod log_store;
 mod members;
 mod network;
@@ -32,6 +33,6 @@ pub use error::ClusterError;
 pub use node::{ClusterNode, Identity, Joined};
 pub use propose::{ChangeReport, Disposition};
 pub use server::serve_connection;
-pub use shared::RESYNC_MESSAGE;
+pub use shared::{ApplyStall, RESYNC_MESSAGE};
 pub use status::{ClusterStatus, MemberReport, MemberState};
 pub use types::{Member, NodeId, Request, Response, TypeConfig};

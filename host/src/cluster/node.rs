@@ -254,6 +254,7 @@ impl ClusterNode {
         }
         drop(guard);
         if let Some(j) = self.joined.write().await.take() {
+            j.sm.stop();
             let _ = j.raft.shutdown().await;
         }
         info!(node_id, "removed from the cluster; run `tandem cluster clean` before adding this host again");
@@ -277,6 +278,7 @@ impl ClusterNode {
             )));
         }
         if let Some(j) = self.joined.write().await.take() {
+            j.sm.stop();
             let _ = j.raft.shutdown().await;
         }
         // The identity goes first: a crash midway leaves an unjoined host with leftovers,
@@ -368,6 +370,7 @@ impl ClusterNode {
     /// Stops raft and records a last checkpoint (daemon shutdown).
     pub async fn shutdown(&self) {
         if let Some(j) = self.joined.write().await.take() {
+            j.sm.stop();
             let _ = j.raft.shutdown().await;
             let sm = j.sm.clone();
             if let Ok(Err(e)) =

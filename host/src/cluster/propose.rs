@@ -13,6 +13,7 @@ use serde::Serialize;
 use tracing::{debug, warn};
 
 use super::error::ClusterError;
+use super::limits;
 use super::node::{ClusterNode, Joined};
 use super::rpc::{Refusal, RpcRequest, RpcResponse};
 use super::shared::now_ms;
@@ -99,6 +100,10 @@ impl ClusterNode {
                 "this host is not in a cluster: applied here only",
             ));
         };
+        let req = Request::Changes { origin: j.identity.node_id, at_ms, batch, changes: changes.clone() };
+        // Refused where it enters: the commit log could never hold it, and the outbox must
+        // not keep what no captain can take.
+        limits::check(&req)?;
         let reason = if self.shared.needs_resync() {
             "this member needs a destructive resync".to_string()
         } else if !self.shared.outbox.is_empty() {
@@ -106,7 +111,6 @@ impl ClusterNode {
             // captain commits them in the order they were made.
             "earlier changes from this member are still waiting".to_string()
         } else {
-            let req = Request::Changes { origin: j.identity.node_id, at_ms, batch, changes: changes.clone() };
             match self.propose(req).await {
                 Ok((log_id, resp)) => return Ok(self.committed(&changes, log_id, &resp).await),
                 Err(ClusterError::Refused(Refusal::Refused(why))) => return Err(ClusterError::Invalid(why)),
@@ -149,6 +153,13 @@ impl ClusterNode {
     /// Reports for a committed batch, once it is applied here (or the wait ran out).
     async fn committed(&self, changes: &[ConfChange], log_id: LogId, resp: &Response) -> Vec<ChangeReport> {
         let here = self.shared.wait_applied(log_id.index, self.config.commit_timeout()).await;
+        let not_here = match self.shared.apply_stall() {
+            Some(stall) => format!(
+                "committed on a majority; NOT applied here: this member cannot apply ({})",
+                stall.error
+            ),
+            None => "committed on a majority; not yet applied here".into(),
+        };
         changes
             .iter()
             .enumerate()
@@ -162,7 +173,7 @@ impl ClusterNode {
                     message: match refused {
                         Some((_, why)) => format!("committed, but not applicable: {why}"),
                         None if here => "committed on a majority and applied here".into(),
-                        None => "committed on a majority; not yet applied here".into(),
+                        None => not_here.clone(),
                     },
                 }
             })
@@ -184,6 +195,7 @@ impl ClusterNode {
 
     /// Commits `req` through the captain, wherever it is.
     pub(super) async fn propose(&self, req: Request) -> Result<(LogId, Response), ClusterError> {
+        limits::check(&req)?;
         let j = self.require_joined().await?;
         let deadline = tokio::time::Instant::now() + self.config.commit_timeout();
         loop {
@@ -222,6 +234,9 @@ impl ClusterNode {
         j: &Joined,
         req: Request,
     ) -> Result<(LogId, Response), Refusal> {
+        // A proposal forwarded by a member of an older version is measured here too: the log
+        // store refusing an entry would stop raft on this member.
+        limits::check(&req).map_err(|e| Refusal::Refused(e.to_string()))?;
         let write = tokio::time::timeout(self.config.commit_timeout(), j.raft.client_write(req)).await;
         match write {
             Err(_) => Err(Refusal::Failed(format!(

@@ -8,9 +8,10 @@
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::error::ClusterError;
+use super::limits;
 use super::node::{ClusterNode, Joined};
 use super::rpc::{RpcRequest, RpcResponse};
 use super::types::{LogId, Request};
@@ -57,6 +58,7 @@ impl ClusterNode {
             return Ok(0);
         }
         let mut pushed = 0;
+        let mut dropped = None;
         for pending in self.shared.outbox.pending() {
             let req = Request::Changes {
                 origin: j.identity.node_id,
@@ -64,11 +66,25 @@ impl ClusterNode {
                 batch: pending.batch,
                 changes: pending.changes,
             };
+            if let Err(too_large) = limits::check(&req) {
+                // Kept by an older version, which accepted changes the log cannot hold:
+                // offering it would fail on every captain, forever. It goes, loudly; it
+                // stays applied here only, until a resync or a new change of that file.
+                self.shared.outbox.remove(pending.id)?;
+                error!(outbox_id = pending.id, %too_large, "a pending change no captain can take was dropped from the outbox");
+                dropped = Some(format!(
+                    "a pending change was dropped from the outbox and applies on this member only: {too_large}"
+                ));
+                continue;
+            }
             self.propose(req).await?;
             self.shared.outbox.remove(pending.id)?;
             pushed += 1;
         }
         self.shared.clear_error();
+        if let Some(message) = dropped {
+            self.shared.set_error(message);
+        }
         Ok(pushed)
     }
 
@@ -99,11 +115,18 @@ impl ClusterNode {
                 other => return Err(ClusterError::Unexpected(format!("{other:?}"))),
             }
         };
-        let discarded = self.shared.outbox.clear()?;
+        // All or nothing: the outbox is cleared only once the captain's configuration is
+        // installed; a failed install leaves the pending changes (and the tree) as they were.
         let sm = j.sm.clone();
-        tokio::task::spawn_blocking(move || sm.resync(snapshot).map_err(ClusterError::from))
+        let installed = tokio::task::spawn_blocking(move || sm.resync(snapshot).map_err(|e| e.to_string()))
             .await
-            .map_err(|e| ClusterError::Raft(e.to_string()))??;
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        if let Err(e) = installed {
+            let pending = self.shared.outbox.len();
+            warn!(error = %e, pending, "destructive resync failed; nothing was discarded");
+            return Err(ClusterError::ResyncFailed { pending, cause: e });
+        }
+        let discarded = self.shared.outbox.clear()?;
         warn!(discarded, "destructive resync: pending local changes discarded");
         Ok(discarded)
     }

@@ -1,13 +1,14 @@
 //! State the member's parts share: the outbox, the lock that serialises writes to the live
 //! conf tree (commit-log applies and local-only changes), the resync flag and the facts the
 //! status reports (last successful replication, last error), and the applied index as a
-//! watch so a writer can wait for its change to land here.
+//! watch so a writer can wait for its change to land here; and whether committed changes
+//! cannot be applied here (an apply stall).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::watch;
-use tracing::error;
+use tracing::{error, info};
 
 use super::outbox::Outbox;
 
@@ -20,6 +21,16 @@ pub struct LocalFacts {
     /// Unix ms of the last time committed changes from the captain were applied here.
     pub last_conf_replication_ms: Option<u64>,
     pub last_error: Option<String>,
+    /// Set while committed changes cannot be applied here (this member's disk failed them):
+    /// the error and since when (Unix ms). The applied index waits meanwhile.
+    pub cannot_apply: Option<ApplyStall>,
+}
+
+/// Why, and since when, this member cannot apply committed changes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ApplyStall {
+    pub error: String,
+    pub since_ms: u64,
 }
 
 pub struct Shared {
@@ -68,6 +79,32 @@ impl Shared {
         if !self.needs_resync() {
             self.facts.lock().expect("facts lock").last_error = None;
         }
+    }
+
+    /// An apply failed on this member's disk and waits to be tried again; logged once per
+    /// stall (each attempt is logged by the state machine).
+    pub fn cannot_apply(&self, message: &str) {
+        let mut facts = self.facts.lock().expect("facts lock");
+        match &mut facts.cannot_apply {
+            Some(stall) => stall.error = message.to_string(),
+            None => {
+                error!(error = %message, "committed changes cannot be applied here; retrying until they can");
+                facts.cannot_apply = Some(ApplyStall { error: message.to_string(), since_ms: now_ms() });
+            }
+        }
+    }
+
+    /// Applies go through again.
+    pub fn apply_resumed(&self) {
+        let mut facts = self.facts.lock().expect("facts lock");
+        if let Some(stall) = facts.cannot_apply.take() {
+            info!(since_ms = stall.since_ms, "committed changes apply here again");
+        }
+    }
+
+    /// The current apply stall, if any.
+    pub fn apply_stall(&self) -> Option<ApplyStall> {
+        self.facts.lock().expect("facts lock").cannot_apply.clone()
     }
 
     pub fn replicated_at(&self, ms: u64) {

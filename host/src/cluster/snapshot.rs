@@ -72,8 +72,28 @@ impl StateMachine {
             }
             bytes
         };
-        conf::snapshot::install(&inner.live, &bytes, |p, k| (inner.replicated)(p, k))
-            .map_err(|e| io_err("installing the snapshot", e))?;
+        // All or nothing: the live replicated files are kept aside first, and put back if the
+        // install stops halfway (a full disk), so a failed resync leaves the member as it was.
+        let live_files: Vec<RelPath> = inner
+            .live
+            .replicable_files()
+            .map_err(|e| io_err("listing the live tree", e))?
+            .into_iter()
+            .filter(|(p, k)| (inner.replicated)(p, k))
+            .map(|(p, _)| p)
+            .collect();
+        let before = conf::snapshot::pack(&inner.live, &live_files, b"{}")
+            .map_err(|e| io_err("keeping the live tree aside", e))?;
+        if let Err(e) = conf::snapshot::install(&inner.live, &bytes, |p, k| (inner.replicated)(p, k)) {
+            if let Err(back) = conf::snapshot::install(&inner.live, &before, |p, k| (inner.replicated)(p, k))
+            {
+                return Err(io_err(
+                    "installing the snapshot",
+                    format!("{e}; putting the live tree back also failed ({back}): run the resync again"),
+                ));
+            }
+            return Err(io_err("installing the snapshot", e));
+        }
         if st.shadow {
             st.shadow = false;
             self.save(&st)?;

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, Snapshot, StorageIOError};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::shared::{Shared, now_ms};
@@ -35,6 +36,12 @@ use crate::durable;
 
 /// Which files of the tree replicate (the whitelist plugin's verdict per file).
 pub type ReplicatedFiles = Arc<dyn Fn(&RelPath, &ConfChangeKey) -> bool + Send + Sync>;
+
+/// First wait before a failed apply is tried again; doubled up to [`APPLY_RETRY_MAX`].
+const APPLY_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+const APPLY_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often a waiting retry looks whether the member is stopping.
+const APPLY_STOP_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// How many recent batch ids every member remembers to apply a re-proposed batch once.
 pub const DEDUP_WINDOW: usize = 4_096;
@@ -101,6 +108,8 @@ pub(super) struct Inner {
     /// Serialises writers of state.json (checkpoints, installs, resync) and holds the applied
     /// id it records. Lock order: this, then `state`, then the tree lock.
     pub(super) checkpointing: Mutex<Option<LogId>>,
+    /// Set when raft stops here: an apply retrying a failed write gives up (recording nothing).
+    pub(super) stop: CancellationToken,
 }
 
 /// Cheap to clone; clones share everything (openraft takes one as the snapshot builder).
@@ -144,8 +153,14 @@ impl StateMachine {
             shadow: std::sync::atomic::AtomicBool::new(saved.shadow),
             state: Mutex::new(saved),
             dirty: Mutex::new(BTreeSet::new()),
+            stop: CancellationToken::new(),
         };
         Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// Tells an apply that is retrying a failed write to give up: raft is stopping.
+    pub fn stop(&self) {
+        self.inner.stop.cancel();
     }
 
     pub fn data(&self) -> SmData {
@@ -299,25 +314,59 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 }
 
 impl StateMachine {
+    /// Applies `entries`, all or none: a failure of this member's disk (full, out of
+    /// descriptors, a hand-broken file) applies nothing and records nothing; the same entries
+    /// are tried again with backoff until they apply (the member says meanwhile, in status,
+    /// metrics and health, that it cannot apply) or the member stops. The applied index never
+    /// moves past an entry whose changes are not in the tree.
     fn apply_blocking(&self, entries: Vec<Entry>) -> Result<Vec<Response>, StorageError> {
+        let shared = &self.inner.shared;
+        let mut wait = APPLY_RETRY_FIRST;
+        // Changes an earlier attempt did make (a retry finds them done: `changed` stays true).
+        let mut changed_before = Vec::new();
+        loop {
+            match self.try_apply(&entries, &mut changed_before) {
+                Ok(responses) => {
+                    shared.apply_resumed();
+                    return Ok(responses);
+                }
+                Err(message) => {
+                    shared.cannot_apply(&message);
+                    if self.inner.stop.is_cancelled() {
+                        // Nothing was recorded: after a restart these entries apply again.
+                        return Err(io_err("applying committed changes", message));
+                    }
+                    let deadline = std::time::Instant::now() + wait;
+                    while std::time::Instant::now() < deadline && !self.inner.stop.is_cancelled() {
+                        std::thread::sleep(APPLY_STOP_POLL.min(wait));
+                    }
+                    wait = (wait * 2).min(APPLY_RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// One attempt: `Err` (a message for status) when this member's disk failed a change;
+    /// then neither the state nor the applied id changed.
+    fn try_apply(&self, entries: &[Entry], changed_before: &mut Vec<bool>) -> Result<Vec<Response>, String> {
         let inner = &self.inner;
         let mut st = inner.state.lock().expect("sm lock");
+        // Worked on a copy: it replaces the state only once the whole batch applied.
+        let mut next = st.clone();
         let mut responses = Vec::with_capacity(entries.len());
         // All conf changes of the batch go to the tree in one pass (each file once, one
         // round of fsyncs); the other entries answer at once.
         let mut changes = Vec::new();
         let mut spans = Vec::with_capacity(entries.len());
-        let mut applied_changes = false;
         let mut own_batches = Vec::new();
-        for entry in &entries {
+        for entry in entries {
             let start = changes.len();
             let mut resp = Response::default();
             match &entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(Request::Changes { origin, batch, changes: c, .. }) => {
-                    if st.data.first_time(*batch) {
+                    if next.data.first_time(*batch) {
                         changes.extend(c.iter().cloned());
-                        applied_changes = true;
                     }
                     if *origin == inner.me {
                         own_batches.push(*batch);
@@ -329,51 +378,64 @@ impl StateMachine {
                     resp.node_id = Some(entry.log_id.index);
                 }
                 EntryPayload::Membership(m) => {
-                    st.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                    next.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                 }
             }
             spans.push((start, changes.len()));
             responses.push(resp);
-            st.applied = Some(entry.log_id);
+            next.applied = Some(entry.log_id);
         }
         if !changes.is_empty() {
-            let tree = self.tree_for(&st)?;
+            let tree = self.tree_for(&next).map_err(|e| e.to_string())?;
             let results = {
-                let _lock = (!st.shadow).then(|| inner.shared.tree_lock.lock().expect("tree lock"));
+                let _lock = (!next.shadow).then(|| inner.shared.tree_lock.lock().expect("tree lock"));
                 tree.apply_batch(&changes, false)
             };
-            let mut dirty = inner.dirty.lock().expect("dirty lock");
-            for change in &changes {
-                if let Ok(rel) = change.rel_path() {
-                    let path = tree.root().join(rel.as_path());
-                    dirty.extend(path.parent().map(Path::to_path_buf));
-                    dirty.insert(path);
+            {
+                let mut dirty = inner.dirty.lock().expect("dirty lock");
+                for change in &changes {
+                    if let Ok(rel) = change.rel_path() {
+                        let path = tree.root().join(rel.as_path());
+                        dirty.extend(path.parent().map(Path::to_path_buf));
+                        dirty.insert(path);
+                    }
                 }
+            }
+            changed_before.resize(changes.len(), false);
+            for (i, result) in results.iter().enumerate() {
+                if matches!(result, Ok(true)) {
+                    changed_before[i] = true;
+                }
+            }
+            if let Some((i, e)) = results
+                .iter()
+                .enumerate()
+                .find_map(|(i, r)| r.as_ref().err().filter(|e| is_local_failure(e)).map(|e| (i, e)))
+            {
+                // Not the change's fault: this member's disk. Nothing is recorded; the
+                // caller tries these entries again.
+                let message = format!("committed change `{}` cannot be applied here: {e}", changes[i]);
+                warn!(error = %e, change = %changes[i], "a committed change cannot be applied here; retrying");
+                return Err(message);
             }
             for ((start, end), resp) in spans.iter().zip(responses.iter_mut()) {
                 for (i, result) in results[*start..*end].iter().enumerate() {
                     match result {
-                        Ok(true) => resp.changed += 1,
-                        Ok(false) => {}
+                        Ok(_) if changed_before[start + i] => resp.changed += 1,
+                        Ok(_) => {}
                         Err(e) => {
-                            warn!(change = %changes[start + i], error = %e, "a committed change could not be applied here");
-                            if is_local_failure(e) {
-                                // Not the change's fault (a disk error, a hand-broken file):
-                                // this member now differs from the others; say so.
-                                inner.shared.set_error(format!(
-                                    "committed change `{}` could not be applied here: {e}",
-                                    changes[start + i]
-                                ));
-                            }
+                            // Every member refuses it alike (the change itself is invalid).
+                            warn!(change = %changes[start + i], error = %e, "a committed change is not applicable");
                             resp.refused.push((i as u32, e.to_string()));
                         }
                     }
                 }
             }
-            if applied_changes && !st.shadow {
+            if !next.shadow {
                 inner.shared.replicated_at(now_ms());
             }
         }
+        *st = next;
         // Our own batches that were waiting in the outbox are committed now.
         for batch in own_batches {
             if let Err(e) = inner.shared.outbox.remove_batch(batch) {

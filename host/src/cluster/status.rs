@@ -1,6 +1,6 @@
 //! Cluster status, as `tandem cluster status` and `GET /v1/cluster/status` show it: the
 //! captain, and per member its id, addresses, state (up / down / out of sync / needs
-//! resync), `last_conf_replication`, applied commit, pending outbox size and last error.
+//! resync / cannot apply), `last_conf_replication`, applied commit, pending outbox size and last error.
 //! Each member reports on itself; a member that does not answer is down.
 
 use std::time::Duration;
@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::node::ClusterNode;
 use super::rpc::{RpcRequest, RpcResponse};
+use super::shared::ApplyStall;
 use super::types::NodeId;
 
 /// How long status waits for a member's own report.
@@ -23,6 +24,9 @@ pub enum MemberState {
     OutOfSync,
     /// Its pending changes can no longer be replayed: `tandem cluster resync --destructive`.
     NeedsResync,
+    /// Committed changes fail to apply on this member's disk (full, out of descriptors): it
+    /// retries them and its applied index waits; see `cannot_apply`.
+    CannotApply,
     Removed,
     /// Not in a cluster.
     Unjoined,
@@ -47,6 +51,9 @@ pub struct MemberReport {
     pub last_conf_replication_ms: Option<u64>,
     pub outbox: usize,
     pub last_error: Option<String>,
+    /// Why and since when committed changes cannot be applied here, while they cannot.
+    #[serde(default)]
+    pub cannot_apply: Option<ApplyStall>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,6 +81,7 @@ impl ClusterNode {
         let state = match (&id, &joined) {
             (Some(i), _) if i.removed => MemberState::Removed,
             (None, _) | (_, None) => MemberState::Unjoined,
+            _ if facts.cannot_apply.is_some() => MemberState::CannotApply,
             _ if self.shared.needs_resync() => MemberState::NeedsResync,
             _ if outbox > 0 || captain.is_none() => MemberState::OutOfSync,
             _ => MemberState::Up,
@@ -93,6 +101,7 @@ impl ClusterNode {
             last_conf_replication_ms: facts.last_conf_replication_ms,
             outbox,
             last_error: facts.last_error,
+            cannot_apply: facts.cannot_apply,
         }
     }
 
@@ -133,6 +142,7 @@ impl ClusterNode {
                         last_conf_replication_ms: None,
                         outbox: 0,
                         last_error: Some("did not answer".into()),
+                        cannot_apply: None,
                     },
                 }
             }

@@ -30,11 +30,28 @@ pub enum Target {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Op {
-    SetKey { stanza: String, key: String, value: String },
-    DeleteKey { stanza: String, key: String },
-    AddStanza { stanza: String },
-    RemoveStanza { stanza: String },
-    PutFile { content: Vec<u8> },
+    SetKey {
+        stanza: String,
+        key: String,
+        value: String,
+    },
+    DeleteKey {
+        stanza: String,
+        key: String,
+    },
+    AddStanza {
+        stanza: String,
+    },
+    RemoveStanza {
+        stanza: String,
+    },
+    /// The content is a byte string: in postcard the same bytes as a sequence of u8 (the log
+    /// and peers of older versions read it alike), copied at once rather than byte by byte;
+    /// in JSON still an array of numbers.
+    PutFile {
+        #[serde(with = "serde_bytes")]
+        content: Vec<u8>,
+    },
     DeleteFile,
 }
 
@@ -198,6 +215,31 @@ impl fmt::Display for ConfChange {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_content_keeps_its_wire_formats() {
+        #[derive(Serialize)]
+        enum Old {
+            #[allow(dead_code)]
+            A,
+            #[allow(dead_code)]
+            B,
+            #[allow(dead_code)]
+            C,
+            #[allow(dead_code)]
+            D,
+            PutFile {
+                content: Vec<u8>,
+            },
+        }
+        let content = vec![0u8, 1, 200, 255];
+        let new = Op::PutFile { content: content.clone() };
+        let old = Old::PutFile { content };
+        assert_eq!(postcard::to_allocvec(&new).unwrap(), postcard::to_allocvec(&old).unwrap());
+        let json = serde_json::to_string(&new).unwrap();
+        assert_eq!(json, r#"{"put_file":{"content":[0,1,200,255]}}"#);
+        assert_eq!(serde_json::from_str::<Op>(&json).unwrap(), new);
+    }
 
     fn app() -> Scope {
         Scope::App("search".into())

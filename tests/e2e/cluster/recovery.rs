@@ -130,6 +130,23 @@ fn purged_history_means_snapshot_install_or_the_seeds_destructive_resync() {
     assert!(has(&nodes[2], MACROS, "definition = c-only"));
     let out = nodes[2].cli(&["cluster", "resync"]);
     assert!(!out.status.success(), "resync without --destructive must be refused");
+    // A resync whose install fails is all or nothing (issue 14 item 5: the outbox used to be
+    // cleared first, so the member kept its own change with nothing pending and diverged).
+    // The fault: the file the captain's configuration replaces is a symlink here.
+    let live = nodes[2].data().join("etc").join(MACROS);
+    let aside = live.with_extension("conf.real");
+    std::fs::rename(&live, &aside).unwrap();
+    std::os::unix::fs::symlink(&aside, &live).unwrap();
+    let out = nodes[2].cli(&["cluster", "resync", "--destructive"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a failed resync exited 0: {stderr}");
+    assert!(stderr.contains("this member is unchanged (1 pending changes kept)"), "{stderr}");
+    let me = nodes[2].me();
+    assert_eq!(me["outbox"], 1, "a failed resync discarded the pending change: {me}");
+    assert_eq!(me["state"], "needs_resync", "{me}");
+    assert!(has(&nodes[2], MACROS, "definition = c-only"));
+    std::fs::remove_file(&live).unwrap();
+    std::fs::rename(&aside, &live).unwrap();
     nodes[2].ok(&["cluster", "resync", "--destructive"]);
     assert!(!has(&nodes[2], MACROS, "definition = c-only"), "the pending change was discarded");
     converge(&[&nodes[2]], MACROS, "definition = v19");

@@ -7,9 +7,10 @@ use super::error::LogStoreError;
 /// Default size at which the active segment is closed and a new one started.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Default upper bound on one encoded entry. Configuration ops are small; a bound lets recovery
-/// reject an absurd length field instead of trusting it.
-pub const DEFAULT_MAX_ENTRY_BYTES: u32 = 16 * 1024 * 1024;
+/// Default upper bound on one encoded entry: the cluster's one limit of a replicated change
+/// (the propose path refuses larger changes before they reach the store). A bound also lets
+/// recovery reject an absurd length field instead of trusting it.
+pub const DEFAULT_MAX_ENTRY_BYTES: u32 = crate::cluster::limits::MAX_ENTRY_BYTES;
 
 /// Segment size used by `for_test`: small enough that a few dozen entries roll segments.
 pub const TEST_SEGMENT_BYTES: u64 = 4 * 1024;

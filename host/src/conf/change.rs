@@ -30,11 +30,27 @@ pub enum Target {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Op {
-    SetKey { stanza: String, key: String, value: String },
-    DeleteKey { stanza: String, key: String },
-    AddStanza { stanza: String },
-    RemoveStanza { stanza: String },
-    PutFile { content: Vec<u8> },
+    SetKey {
+        stanza: String,
+        key: String,
+        value: String,
+    },
+    DeleteKey {
+        stanza: String,
+        key: String,
+    },
+    AddStanza {
+        stanza: String,
+    },
+    RemoveStanza {
+        stanza: String,
+    },
+    // Bytes, not a sequence of numbers: a 4 MiB file is one copy, not 4 Mi calls (the
+    // encoding is the same in postcard and JSON).
+    PutFile {
+        #[serde(with = "serde_bytes")]
+        content: Vec<u8>,
+    },
     DeleteFile,
 }
 

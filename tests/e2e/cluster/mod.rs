@@ -4,6 +4,7 @@
 
 mod recovery;
 mod replication;
+mod scale;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -53,7 +54,32 @@ impl Node {
         Self::make(name, extra, "", None, ns, ip)
     }
 
-    fn make(name: &str, extra: &str, api_extra: &str, nofile: Option<u64>, ns: Option<&str>, ip: &str) -> Self {
+    /// A member whose `[cluster]` settings in `cluster` replace the harness's (e.g.
+    /// `&[("heartbeat_ms", "100")]`).
+    pub fn tuned(name: &str, cluster: &[(&str, &str)], extra: &str) -> Self {
+        let mut node = Self::make(name, extra, "", None, None, "127.0.0.1");
+        node.kill9();
+        let mut config = std::fs::read_to_string(node.config()).unwrap();
+        for (key, value) in cluster {
+            let line = config.lines().find(|l| l.starts_with(&format!("{key} = "))).map(str::to_owned);
+            config = match line {
+                Some(old) => config.replacen(&old, &format!("{key} = {value}"), 1),
+                None => config.replacen("[cluster]\n", &format!("[cluster]\n{key} = {value}\n"), 1),
+            };
+        }
+        std::fs::write(node.config(), config).unwrap();
+        node.start();
+        node
+    }
+
+    fn make(
+        name: &str,
+        extra: &str,
+        api_extra: &str,
+        nofile: Option<u64>,
+        ns: Option<&str>,
+        ip: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         crate::common::write_secret(&dir.path().join("secret"), SECRET);
         let (peer_port, api_port) = (free_port(), free_port());
@@ -109,13 +135,9 @@ impl Node {
         wait_for(Duration::from_secs(60), || {
             std::fs::read_to_string(self.data().join("api.addr")).ok().filter(|a| a.ends_with('\n'))
         })
-            .unwrap_or_else(|| {
-                panic!(
-                    "{} never came up: {}",
-                    self.name,
-                    std::fs::read_to_string(&stderr).unwrap_or_default()
-                )
-            });
+        .unwrap_or_else(|| {
+            panic!("{} never came up: {}", self.name, std::fs::read_to_string(&stderr).unwrap_or_default())
+        });
     }
 
     pub fn kill9(&mut self) {
@@ -167,6 +189,10 @@ impl Node {
     /// The admin token the member generated.
     pub fn admin_token(&self) -> String {
         std::fs::read_to_string(self.data().join("api.token")).unwrap().trim().to_string()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     pub fn pid(&self) -> u32 {
@@ -285,9 +311,14 @@ pub(super) fn converge(nodes: &[&Node], rel: &str, line: &str) {
 
 /// Three members: a initialises, b and c are added through different members.
 pub fn three(extra: &str) -> Vec<Node> {
-    let a = Node::new("a", extra);
-    let b = Node::new("b", extra);
-    let c = Node::new("c", extra);
+    three_tuned(&[], extra)
+}
+
+/// [`three`] with `[cluster]` settings replaced (see [`Node::tuned`]).
+pub fn three_tuned(cluster: &[(&str, &str)], extra: &str) -> Vec<Node> {
+    let a = Node::tuned("a", cluster, extra);
+    let b = Node::tuned("b", cluster, extra);
+    let c = Node::tuned("c", cluster, extra);
     a.ok(&["cluster", "init"]);
     a.ok(&["cluster", "add-member", &b.peer]);
     b.ok(&["cluster", "add-member", &c.peer]);

@@ -71,6 +71,9 @@ fn print_status(s: &ClusterStatus) {
         println!("  role:                  {}", m.role);
         println!("  peer / api:            {} / {}", m.peer, m.api);
         println!("  applied commit:        {}", m.applied);
+        if m.lag > 0 {
+            println!("  behind by:             {} entries", m.lag);
+        }
         println!("  last_conf_replication: {last}");
         println!("  pending outbox:        {}", m.outbox);
         if let Some(stall) = &m.cannot_apply {

@@ -39,6 +39,8 @@ pub enum CallError {
     Codec { addr: String, source: rpc::CodecError },
     #[error("{addr}: unexpected frame kind {kind}")]
     Unexpected { addr: String, kind: u16 },
+    #[error("{addr}: the call ended without an answer ({reason})")]
+    Lost { addr: String, reason: String },
 }
 
 pub struct PeerClient {

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 /// The captain sends a heartbeat this often, ms.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
-/// A follower that hears nothing for this long (randomised up to twice it) calls an
-/// election, ms. Far above a log append (an fsync: ~1-10 ms here).
+/// A follower that hears nothing from the captain for this long (randomised up to a third
+/// more) calls an election, ms. Far above a log append (an fsync: ~1-10 ms here).
 pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 800;
 /// A change forwarded to the captain that is not committed within this time is kept in the
 /// outbox and applied locally, ms.
@@ -20,6 +20,14 @@ pub const DEFAULT_PURGE_PERIOD_MS: u64 = 3_600_000;
 pub const DEFAULT_CHECKPOINT_MS: u64 = 1_000;
 /// Entries per append RPC.
 pub const DEFAULT_MAX_PAYLOAD_ENTRIES: u64 = 300;
+/// Entry bytes per append RPC (an entry larger than this still goes, alone). A send is not
+/// bounded by the heartbeat (see `append_timeout_ms`); the budget bounds memory per send and
+/// how much is sent again when a send fails.
+pub const DEFAULT_MAX_APPEND_BYTES: u64 = 4 * 1024 * 1024;
+/// Time allowed for one append RPC that carries entries, ms. openraft gives each send one
+/// heartbeat; a send that takes longer goes on in the background and openraft's next attempt
+/// waits for it, up to this long.
+pub const DEFAULT_APPEND_TIMEOUT_MS: u64 = 30_000;
 /// Time allowed to move and install a snapshot (a chunk, or a joining member's download), ms.
 pub const DEFAULT_SNAPSHOT_TIMEOUT_MS: u64 = 60_000;
 
@@ -36,6 +44,8 @@ pub struct ClusterConfig {
     pub purge_period_ms: u64,
     pub checkpoint_ms: u64,
     pub max_payload_entries: u64,
+    pub max_append_bytes: u64,
+    pub append_timeout_ms: u64,
     pub snapshot_timeout_ms: u64,
 }
 
@@ -50,6 +60,8 @@ impl Default for ClusterConfig {
             purge_period_ms: DEFAULT_PURGE_PERIOD_MS,
             checkpoint_ms: DEFAULT_CHECKPOINT_MS,
             max_payload_entries: DEFAULT_MAX_PAYLOAD_ENTRIES,
+            max_append_bytes: DEFAULT_MAX_APPEND_BYTES,
+            append_timeout_ms: DEFAULT_APPEND_TIMEOUT_MS,
             snapshot_timeout_ms: DEFAULT_SNAPSHOT_TIMEOUT_MS,
         }
     }
@@ -57,9 +69,9 @@ impl Default for ClusterConfig {
 
 impl ClusterConfig {
     pub fn validate(&self) -> Result<(), String> {
-        if self.heartbeat_ms == 0 || self.election_timeout_ms < 3 * self.heartbeat_ms {
+        if self.heartbeat_ms == 0 || self.election_timeout_ms <= 3 * self.heartbeat_ms {
             return Err(format!(
-                "cluster.election_timeout_ms ({}) must be at least 3 heartbeats (cluster.heartbeat_ms = {})",
+                "cluster.election_timeout_ms ({}) must be more than 3 heartbeats (cluster.heartbeat_ms = {})",
                 self.election_timeout_ms, self.heartbeat_ms
             ));
         }
@@ -69,6 +81,8 @@ impl ClusterConfig {
             ("purge_period_ms", self.purge_period_ms),
             ("checkpoint_ms", self.checkpoint_ms),
             ("max_payload_entries", self.max_payload_entries),
+            ("max_append_bytes", self.max_append_bytes),
+            ("append_timeout_ms", self.append_timeout_ms),
             ("snapshot_timeout_ms", self.snapshot_timeout_ms),
         ] {
             if v == 0 {
@@ -82,18 +96,32 @@ impl ClusterConfig {
         Duration::from_millis(self.commit_timeout_ms)
     }
 
+    pub fn append_timeout(&self) -> Duration {
+        Duration::from_millis(self.append_timeout_ms)
+    }
+
     pub fn snapshot_timeout(&self) -> Duration {
         Duration::from_millis(self.snapshot_timeout_ms)
     }
 
     /// openraft's configuration: no automatic snapshots and no automatic purge; both happen
     /// when the purge plugin says so (the host snapshots first, then purges).
+    ///
+    /// Election timing: an openraft follower that has heard a captain waits its leader lease
+    /// (`election_timeout_max`) plus its own election timeout (drawn once in
+    /// `[election_timeout_min, election_timeout_max)`) before it calls an election, and
+    /// refuses to vote for anyone until its lease is over. Passing `election_timeout_ms` as
+    /// the minimum and twice it as the maximum made that 2.4-3.2 s for the documented 800 ms.
+    /// With a maximum of two thirds and a minimum of one third, a follower calls an election
+    /// `election_timeout_ms` to 4/3 of it after the last heartbeat, and the others' leases are
+    /// over by then.
     pub fn raft(&self, cluster_name: &str) -> Result<openraft::Config, String> {
+        let (min, max) = election_bounds(self.election_timeout_ms);
         openraft::Config {
             cluster_name: cluster_name.to_string(),
             heartbeat_interval: self.heartbeat_ms,
-            election_timeout_min: self.election_timeout_ms,
-            election_timeout_max: self.election_timeout_ms * 2,
+            election_timeout_min: min,
+            election_timeout_max: max,
             max_payload_entries: self.max_payload_entries,
             install_snapshot_timeout: self.snapshot_timeout_ms,
             snapshot_policy: openraft::SnapshotPolicy::Never,
@@ -107,5 +135,31 @@ impl ClusterConfig {
 
     pub fn for_test() -> Self {
         Self { heartbeat_ms: 50, election_timeout_ms: 300, retry_ms: 100, ..Self::default() }
+    }
+}
+
+/// openraft's `(election_timeout_min, election_timeout_max)` for a first election between
+/// `timeout` and 4/3 of it after the captain went silent (lease `max` + draw in `[min, max)`).
+fn election_bounds(timeout: u64) -> (u64, u64) {
+    let min = timeout / 3;
+    (min, timeout - min)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_follower_elects_between_the_timeout_and_a_third_more() {
+        let c = ClusterConfig::default();
+        let raft = c.raft("x").unwrap();
+        // openraft waits lease (= max) + a draw in [min, max).
+        let (first, last) =
+            (raft.election_timeout_max + raft.election_timeout_min, 2 * raft.election_timeout_max);
+        assert!(first >= c.election_timeout_ms && first <= c.election_timeout_ms + 1, "{first}");
+        assert!(last <= c.election_timeout_ms * 4 / 3 + 2, "{last}");
+        assert!(raft.election_timeout_min > raft.heartbeat_interval);
+        let tight = ClusterConfig { election_timeout_ms: 300, ..c };
+        assert!(tight.validate().is_err());
     }
 }

@@ -11,7 +11,11 @@ use super::error::ClusterError;
 use super::node::{ClusterNode, Joined};
 use super::rpc::{Refusal, RpcRequest, RpcResponse};
 use super::shared::now_ms;
+use super::status::UP_LAG_ENTRIES;
 use super::types::{Member, NodeId, Request};
+
+/// How often a joining member's progress is checked.
+const CATCH_UP_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl ClusterNode {
     /// Adds the host listening at `peer`; returns its new node id.
@@ -59,13 +63,48 @@ impl ClusterNode {
             Ok(other) => return Err(Refusal::Failed(format!("unexpected answer {other:?}"))),
             Err(e) => return Err(Refusal::Failed(format!("the new member did not join: {e}"))),
         }
-        j.raft.add_learner(node_id, member, true).await.map_err(|e| Refusal::Failed(e.to_string()))?;
+        // openraft's blocking add_learner gives up after its default wait and says nothing, so
+        // a member still far behind would become a voter (and a 4-member cluster could then
+        // not lose one): wait here until it has applied what the captain has.
+        j.raft
+            .add_learner(node_id, member.clone(), false)
+            .await
+            .map_err(|e| Refusal::Failed(e.to_string()))?;
+        self.wait_caught_up(&member, node_id).await?;
         j.raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false)
             .await
             .map_err(|e| Refusal::Failed(e.to_string()))?;
         info!(node_id, %peer, name = %probe.name, "member added");
         Ok(node_id)
+    }
+
+    /// Waits until learner `node_id` has applied within [`UP_LAG_ENTRIES`] of this member
+    /// (the captain), as long as it keeps making progress.
+    async fn wait_caught_up(&self, member: &Member, node_id: NodeId) -> Result<(), Refusal> {
+        let stall = self.config.snapshot_timeout();
+        let mut best = 0;
+        let mut progress_at = tokio::time::Instant::now();
+        loop {
+            let theirs = match self.call(&member.peer, &RpcRequest::Report).await {
+                Ok(RpcResponse::Report(r)) if r.node_id == Some(node_id) => r.applied,
+                _ => best,
+            };
+            let ours = self.shared.applied_index();
+            if theirs + UP_LAG_ENTRIES >= ours {
+                return Ok(());
+            }
+            if theirs > best {
+                best = theirs;
+                progress_at = tokio::time::Instant::now();
+            } else if progress_at.elapsed() > stall {
+                return Err(Refusal::Failed(format!(
+                    "node {node_id} joined but stopped catching up (applied {theirs} of {ours} for {} s); it stays a learner (it receives changes but does not vote): remove it, clean it and add it again",
+                    stall.as_secs()
+                )));
+            }
+            tokio::time::sleep(CATCH_UP_POLL).await;
+        }
     }
 
     /// Removes member `node_id`; it must be cleaned before it can be added again.

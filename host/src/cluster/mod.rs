@@ -6,6 +6,7 @@
 //! acknowledge a change as committed before a majority has it durably, let an out-of-sync
 //! member lead (raft's up-to-date vote check), reuse a node id, or dial itself.
 
+mod append;
 mod client;
 mod config;
 mod error;

@@ -164,7 +164,11 @@ impl ClusterNode {
             identity.node_id,
         )?;
         let raft_config = self.config.raft(&identity.cluster_id).map_err(ClusterError::Config)?;
-        let network = Network { dialer: self.dialer.clone() };
+        let network = Network {
+            dialer: self.dialer.clone(),
+            max_append_bytes: self.config.max_append_bytes,
+            append_timeout: self.config.append_timeout(),
+        };
         let raft = Raft::new(identity.node_id, Arc::new(raft_config), network, log.clone(), sm.clone())
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;

@@ -15,10 +15,16 @@ use super::types::NodeId;
 /// How long status waits for a member's own report.
 const REPORT_TIMEOUT: Duration = Duration::from_millis(1_000);
 
+/// A member further than this many entries behind the most advanced member is not up: it
+/// is catching up (a member applying at line rate trails by an entry or two).
+pub const UP_LAG_ENTRIES: u64 = 2;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MemberState {
     Up,
+    /// Up, but more than [`UP_LAG_ENTRIES`] entries behind the most advanced member.
+    CatchingUp,
     Down,
     /// Up, but holding changes the captain has not committed, or not hearing a captain.
     OutOfSync,
@@ -45,6 +51,10 @@ pub struct MemberReport {
     pub term: u64,
     /// Index of the last entry applied here.
     pub applied: u64,
+    /// Entries this member has still to apply to reach the most advanced member (filled in
+    /// by the cluster status; 0 in a member's own report).
+    #[serde(default)]
+    pub lag: u64,
     /// First entry still in this member's log (older ones are purged).
     pub log_first: Option<u64>,
     pub log_last: Option<u64>,
@@ -96,6 +106,7 @@ impl ClusterNode {
             captain,
             term,
             applied: self.shared.applied_index(),
+            lag: 0,
             log_first: joined.as_ref().and_then(|j| j.log.first_index()),
             log_last: joined.as_ref().and_then(|j| j.log.last_log_id()).map(|l| l.index),
             last_conf_replication_ms: facts.last_conf_replication_ms,
@@ -137,6 +148,7 @@ impl ClusterNode {
                         captain: None,
                         term: 0,
                         applied: 0,
+                        lag: 0,
                         log_first: None,
                         log_last: None,
                         last_conf_replication_ms: None,
@@ -147,12 +159,75 @@ impl ClusterNode {
                 }
             }
         });
-        let members = futures::future::join_all(asks).await;
+        let mut members = futures::future::join_all(asks).await;
+        mark_lag(&mut members);
         ClusterStatus {
             cluster_id: Some(j.identity.cluster_id.clone()),
             captain: metrics.current_leader,
             reporter: Some(j.identity.node_id),
             members,
         }
+    }
+}
+
+/// Fills in each member's lag behind the most advanced member that answered, and calls a
+/// member that is up but too far behind catching up.
+fn mark_lag(members: &mut [MemberReport]) {
+    let answered = |m: &MemberReport| !matches!(m.state, MemberState::Down | MemberState::Unjoined);
+    let Some(head) = members.iter().filter(|m| answered(m)).map(|m| m.applied).max() else {
+        return;
+    };
+    for m in members.iter_mut().filter(|m| answered(m)) {
+        m.lag = head.saturating_sub(m.applied);
+        if m.state == MemberState::Up && m.lag > UP_LAG_ENTRIES {
+            m.state = MemberState::CatchingUp;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(state: MemberState, applied: u64) -> MemberReport {
+        MemberReport {
+            node_id: Some(applied),
+            name: String::new(),
+            peer: String::new(),
+            api: String::new(),
+            state,
+            role: String::new(),
+            captain: None,
+            term: 0,
+            applied,
+            lag: 0,
+            log_first: None,
+            log_last: None,
+            last_conf_replication_ms: None,
+            outbox: 0,
+            last_error: None,
+            cannot_apply: None,
+        }
+    }
+
+    #[test]
+    fn a_member_far_behind_is_catching_up_not_up() {
+        let mut members = vec![
+            member(MemberState::Up, 89),
+            member(MemberState::Up, 88),
+            member(MemberState::Up, 83),
+            member(MemberState::Down, 0),
+        ];
+        mark_lag(&mut members);
+        let seen: Vec<_> = members.iter().map(|m| (m.state, m.lag)).collect();
+        assert_eq!(
+            seen,
+            [
+                (MemberState::Up, 0),
+                (MemberState::Up, 1),
+                (MemberState::CatchingUp, 6),
+                (MemberState::Down, 0)
+            ]
+        );
     }
 }

@@ -6,6 +6,7 @@ mod faults;
 mod limits;
 mod recovery;
 mod replication;
+mod scale;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -67,6 +68,24 @@ impl Node {
     /// too.
     pub fn in_netns(name: &str, extra: &str, ns: Option<&str>, ip: &str) -> Self {
         Self::make(name, extra, "", None, ns, ip)
+    }
+
+    /// A member whose `[cluster]` settings in `cluster` replace the harness's (e.g.
+    /// `&[("heartbeat_ms", "100")]`).
+    pub fn tuned(name: &str, cluster: &[(&str, &str)], extra: &str) -> Self {
+        let mut node = Self::make(name, extra, "", None, None, "127.0.0.1");
+        node.kill9();
+        let mut config = std::fs::read_to_string(node.config()).unwrap();
+        for (key, value) in cluster {
+            let line = config.lines().find(|l| l.starts_with(&format!("{key} = "))).map(str::to_owned);
+            config = match line {
+                Some(old) => config.replacen(&old, &format!("{key} = {value}"), 1),
+                None => config.replacen("[cluster]\n", &format!("[cluster]\n{key} = {value}\n"), 1),
+            };
+        }
+        std::fs::write(node.config(), config).unwrap();
+        node.start();
+        node
     }
 
     fn make(
@@ -216,6 +235,10 @@ impl Node {
         std::fs::read_to_string(self.data().join("api.token")).unwrap().trim().to_string()
     }
 
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
@@ -332,9 +355,14 @@ pub(super) fn converge(nodes: &[&Node], rel: &str, line: &str) {
 
 /// Three members: a initialises, b and c are added through different members.
 pub fn three(extra: &str) -> Vec<Node> {
-    let a = Node::new("a", extra);
-    let b = Node::new("b", extra);
-    let c = Node::new("c", extra);
+    three_tuned(&[], extra)
+}
+
+/// [`three`] with `[cluster]` settings replaced (see [`Node::tuned`]).
+pub fn three_tuned(cluster: &[(&str, &str)], extra: &str) -> Vec<Node> {
+    let a = Node::tuned("a", cluster, extra);
+    let b = Node::tuned("b", cluster, extra);
+    let c = Node::tuned("c", cluster, extra);
     a.ok(&["cluster", "init"]);
     a.ok(&["cluster", "add-member", &b.peer]);
     b.ok(&["cluster", "add-member", &c.peer]);

@@ -53,7 +53,14 @@ impl Node {
         Self::make(name, extra, "", None, ns, ip)
     }
 
-    fn make(name: &str, extra: &str, api_extra: &str, nofile: Option<u64>, ns: Option<&str>, ip: &str) -> Self {
+    fn make(
+        name: &str,
+        extra: &str,
+        api_extra: &str,
+        nofile: Option<u64>,
+        ns: Option<&str>,
+        ip: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         crate::common::write_secret(&dir.path().join("secret"), SECRET);
         let (peer_port, api_port) = (free_port(), free_port());
@@ -109,13 +116,9 @@ impl Node {
         wait_for(Duration::from_secs(60), || {
             std::fs::read_to_string(self.data().join("api.addr")).ok().filter(|a| a.ends_with('\n'))
         })
-            .unwrap_or_else(|| {
-                panic!(
-                    "{} never came up: {}",
-                    self.name,
-                    std::fs::read_to_string(&stderr).unwrap_or_default()
-                )
-            });
+        .unwrap_or_else(|| {
+            panic!("{} never came up: {}", self.name, std::fs::read_to_string(&stderr).unwrap_or_default())
+        });
     }
 
     pub fn kill9(&mut self) {

@@ -110,8 +110,16 @@ pub fn run(seed: u64, lab: Option<&Lab>, window: Duration, faults_per: usize) ->
     claims(seed, &samples, &played, &mut out);
     settle(seed, &members, &writes, &mut out);
     if !out.violations.is_empty() {
+        // The clients' record beside the members' folders: which member answered what.
+        let record: String = writes
+            .iter()
+            .map(|w| {
+                format!("{} [{}] definition = {} -> {:?}\n", NAMES[w.member], w.stanza, w.value, w.answer)
+            })
+            .collect();
         for m in members {
             let name = m.name.clone();
+            let _ = std::fs::write(m.data().join("../checker-writes.txt"), &record);
             out.kept.push(format!("{name}: {}", m.keep().display()));
         }
     }

@@ -89,10 +89,11 @@ pub fn run(seed: u64, lab: Option<&Lab>, window: Duration, faults_per: usize) ->
         let first =
             differ.first().map(|k| format!(" ({k}: primary {:?}, standby {:?})", want.get(*k), have.get(*k)));
         out.violations.push(format!(
-            "sync seed {seed:#x}: after heal and {} s the standby's copy differs from the primary's tree in {} entries, e.g. {differ:?}{}",
+            "sync seed {seed:#x}: after heal and {} s the standby's copy differs from the primary's tree in {} entries, e.g. {differ:?}{}; the standby's status: {}",
             CONVERGE_LIMIT.as_secs(),
             want.keys().chain(have.keys()).filter(|k| want.get(*k) != have.get(*k)).count(),
-            first.unwrap_or_default()
+            first.unwrap_or_default(),
+            claim(&members[1])
         ));
     }
     if !out.violations.is_empty() {
@@ -103,6 +104,19 @@ pub fn run(seed: u64, lab: Option<&Lab>, window: Duration, faults_per: usize) ->
         }
     }
     out
+}
+
+/// What the standby's status file says about the tree (following, in sync, last error).
+fn claim(standby: &Member) -> String {
+    let text = std::fs::read_to_string(standby.data().join("sync/vault.status.json")).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let in_sync = v["in_sync_ms"].as_u64().is_some() && v["last_error"].is_null();
+    format!(
+        "following {}, last error {}{}",
+        v["following"],
+        v["last_error"],
+        if in_sync { " (it claims to be in sync)" } else { "" }
+    )
 }
 
 /// The primary (its tree under `home`) and a standby following it.

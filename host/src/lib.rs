@@ -26,6 +26,7 @@
 //! - [`logging`]: tracing to the terminal and to per-job files.
 //! - [`daemon`]: the long-running host that wires the subsystems together.
 //! - [`cli`]: the `tandem` command line (the binary is a thin shell over it).
+//! - `fuzz` (feature `fuzz` only): the decoders' entry points for `cargo fuzz` (`fuzz/`).
 
 pub mod admission;
 pub mod api;
@@ -44,3 +45,6 @@ pub mod standby;
 pub mod sync;
 pub mod tunnel;
 pub mod wal;
+
+#[cfg(feature = "fuzz")]
+pub mod fuzz;

@@ -31,7 +31,7 @@ pub mod relpath;
 pub mod scope;
 pub mod snapshot;
 pub mod tree;
-mod unpack;
+pub(crate) mod unpack;
 
 #[cfg(test)]
 mod proptests;

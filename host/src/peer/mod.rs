@@ -5,7 +5,7 @@
 //! Owns: bytes between hosts. Must never: send a payload before the peer proved the secret,
 //! trust a length before checking it against the limit, or panic on anything a peer sends.
 
-mod codec;
+pub(crate) mod codec;
 mod config;
 mod connection;
 mod error;

@@ -68,6 +68,11 @@ impl WatchedDirs {
         true
     }
 
+    /// True when `wd` is filed as folder `name` of `parent`.
+    pub fn is_at(&self, wd: &WatchDescriptor, parent: &WatchDescriptor, name: &[u8]) -> bool {
+        self.nodes.get(wd).is_some_and(|n| n.parent.as_ref() == Some(parent) && *n.name == *name)
+    }
+
     /// The watched subfolder `name` of `parent`, if any.
     pub fn child(&self, parent: &WatchDescriptor, name: &[u8]) -> Option<&WatchDescriptor> {
         self.children.get(&(parent.get_watch_descriptor_id(), Box::from(name)))

@@ -245,13 +245,13 @@ impl Reader {
             } else if mask.contains(EventMask::MOVED_TO) {
                 match self.moved_away.take() {
                     Some((c, child)) if c == cookie => self.dirs.rename(&child, wd, name),
-                    _ => self.watch_new(wd, name),
+                    _ => self.watch_new(wd, name, rescan),
                 }
             } else if mask.contains(EventMask::CREATE) {
-                self.watch_new(wd, name);
+                self.watch_new(wd, name, rescan);
             } else if mask.contains(EventMask::ATTRIB) && self.dirs.child(wd, name).is_none() {
                 // A folder that could not be watched (unreadable) may be readable now.
-                self.watch_new(wd, name);
+                self.watch_new(wd, name, rescan);
             }
         }
         paths.push(path);
@@ -269,25 +269,45 @@ impl Reader {
     }
 
     /// A folder appeared (created or moved in from outside): watch it and walk what it holds.
-    fn watch_new(&mut self, parent: &WatchDescriptor, name: &[u8]) {
-        if let Some(wd) = self.add_watch(parent, name) {
-            self.to_walk.push(wd);
+    ///
+    /// Events are read after the fact, and this watches whatever folder holds the name *now*.
+    /// When the kernel answers with a descriptor the map files under another name, events
+    /// read late were filed by names that have since moved on (a folder renamed, replaced and
+    /// made again while the events queued, as when the process was stopped): the map is stale,
+    /// and only a fresh walk puts every folder back under its name.
+    fn watch_new(&mut self, parent: &WatchDescriptor, name: &[u8], rescan: &mut Option<String>) {
+        match self.add_watch(parent, name) {
+            Ok(wd) => self.to_walk.push(wd),
+            Err(Some(known)) if !self.dirs.is_at(&known, parent, name) => {
+                rescan.get_or_insert_with(|| {
+                    "folders were renamed and made again faster than events were read".into()
+                });
+            }
+            Err(_) => {}
         }
     }
 
-    /// Adds the watch of folder `name` in `parent`; `None` when it is gone, is not a folder
-    /// (the mask refuses symlinks), was already known, or could not be watched (noted).
-    fn add_watch(&mut self, parent: &WatchDescriptor, name: &[u8]) -> Option<WatchDescriptor> {
-        let rel = self.dirs.path(parent, name)?;
+    /// Adds the watch of folder `name` in `parent`; `Err(Some(wd))` when the kernel's answer
+    /// is a descriptor already known, `Err(None)` when the folder is gone, is not a folder (the
+    /// mask refuses symlinks), or could not be watched (noted).
+    fn add_watch(
+        &mut self,
+        parent: &WatchDescriptor,
+        name: &[u8],
+    ) -> Result<WatchDescriptor, Option<WatchDescriptor>> {
+        let rel = self.dirs.path(parent, name).ok_or(None)?;
         let full = self.shared.root.join(OsStr::from_bytes(&rel));
         match self.inotify.watches().add(&full, folder_mask()) {
-            Ok(wd) => self.dirs.add(parent, name, wd.clone()).then_some(wd),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)) => None,
+            Ok(wd) if self.dirs.add(parent, name, wd.clone()) => Ok(wd),
+            Ok(wd) => Err(Some(wd)),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)) => {
+                Err(None)
+            }
             // The pass cannot read it either, and says so; its parent's watch sees its mode
             // change, and it is watched then.
             Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
                 debug!(folder = %full.display(), "unreadable folder not watched until its permissions change");
-                None
+                Err(None)
             }
             Err(e) => {
                 let why = if e.raw_os_error() == Some(libc::ENOSPC) {
@@ -297,7 +317,7 @@ impl Reader {
                 };
                 debug!(folder = %full.display(), error = %e, "folder not watched");
                 self.walk_error.get_or_insert(why);
-                None
+                Err(None)
             }
         }
     }
@@ -320,7 +340,7 @@ impl Reader {
             for entry in entries.flatten() {
                 if entry.file_type().is_ok_and(|t| t.is_dir()) {
                     let name = entry.file_name();
-                    if let Some(child) = self.add_watch(&wd, name.as_bytes()) {
+                    if let Ok(child) = self.add_watch(&wd, name.as_bytes()) {
                         self.to_walk.push(child);
                     }
                 }

@@ -441,3 +441,83 @@ async fn after_a_barrier_every_earlier_write_is_recorded() {
     let plain = walked(TreeWatcher::start(&tree, DEBOUNCE).unwrap());
     assert!(!plain.barrier(Duration::from_millis(100)).await);
 }
+
+/// The fault checker's sync finding (seed 0xb64c684a5542b36d: the primary SIGSTOPped while a
+/// writer renamed folders over each other, removed and recreated them): once the queued events
+/// are read, a write in any folder of the tree is reported under its path (or a rescan is
+/// asked for). Reader held = the primary stopped: every event of the churn lands in one batch.
+#[tokio::test]
+async fn folder_churn_read_in_one_batch_leaves_every_folder_reported() {
+    for seed in 1..=40u64 {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        for d in 0..5 {
+            fs::create_dir_all(root.join(format!("d{d}"))).unwrap();
+            fs::write(root.join(format!("d{d}/f")), b"x").unwrap();
+        }
+        let mut w = walked(TreeWatcher::start(root, DEBOUNCE).unwrap());
+        w.shared.hold_reader(true);
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for i in 0..60 {
+            let (a, b) = (next(5), next(5));
+            let _ = match next(4) {
+                0 => fs::rename(root.join(format!("d{a}")), root.join(format!("d{b}x")))
+                    .and_then(|_| fs::rename(root.join(format!("d{b}x")), root.join(format!("d{b}")))),
+                1 => fs::remove_dir(root.join(format!("d{a}"))),
+                2 => fs::remove_file(root.join(format!("d{a}/f"))),
+                _ => fs::create_dir_all(root.join(format!("d{a}")))
+                    .and_then(|_| fs::write(root.join(format!("d{a}/f{i}")), b"y")),
+            };
+        }
+        w.shared.hold_reader(false);
+        // Drain what the churn queued.
+        while let Ok(Some(_)) = timeout(DEBOUNCE * 6, w.next()).await {}
+        let mut folders = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for e in fs::read_dir(&dir).unwrap().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                    folders.push(e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned());
+                }
+            }
+        }
+        // A rescan is a correct answer (the pass compares everything); after it, every folder
+        // must be watched under its name.
+        for round in 0..2 {
+            let markers: Vec<String> = folders.iter().map(|f| format!("{f}/marker{round}")).collect();
+            for m in &markers {
+                fs::write(root.join(m), b"m").unwrap();
+            }
+            let mut seen = HashSet::new();
+            let end = Instant::now() + WAIT;
+            let mut rescanned = false;
+            while !markers.iter().all(|m| covered(&seen, m)) {
+                match timeout(end.saturating_duration_since(Instant::now()), w.next()).await {
+                    Ok(Some(Changes::Paths(paths))) => {
+                        seen.extend(paths.into_iter().map(|p| String::from_utf8(p).unwrap()))
+                    }
+                    Ok(Some(Changes::Rescan { .. })) if round == 0 => {
+                        rescanned = true;
+                        break;
+                    }
+                    other => panic!(
+                        "seed {seed} round {round}: writes in {:?} never reported ({other:?}); saw {seen:?}",
+                        markers.iter().filter(|m| !covered(&seen, m)).collect::<Vec<_>>()
+                    ),
+                }
+            }
+            if !rescanned {
+                break;
+            }
+            w.ready().await.unwrap();
+            while let Ok(Some(_)) = timeout(DEBOUNCE * 6, w.next()).await {}
+        }
+    }
+}

@@ -19,7 +19,7 @@
 //! - `error`: [`WalClientError`] and [`ServerError`] (with SQLSTATE).
 
 mod auth;
-mod codec;
+pub(crate) mod codec;
 mod commands;
 mod config;
 mod conn;

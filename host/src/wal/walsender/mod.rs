@@ -38,8 +38,8 @@
 mod answer;
 mod auth;
 mod backend;
-mod codec;
-mod command;
+pub(crate) mod codec;
+pub(crate) mod command;
 mod config;
 mod conn;
 mod error;
@@ -47,7 +47,7 @@ mod session;
 mod startup;
 mod stream;
 mod timeline;
-mod xlog;
+pub(crate) mod xlog;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,4 @@
+//! Fuzz target: `tandem::fuzz::conf` (see host/src/fuzz.rs for what it decodes and asserts).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tandem::fuzz::conf(data));

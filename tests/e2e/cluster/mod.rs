@@ -21,8 +21,6 @@ pub(super) const CONVERGE: Duration = Duration::from_secs(20);
 /// The members' cluster timing: fast elections and commits for small changes.
 pub(super) const TIMING: &str =
     "heartbeat_ms = 50\nelection_timeout_ms = 300\nretry_ms = 100\ncommit_timeout_ms = 1500\n";
-/// Marks an `extra` that is a whole timing (see [`Node::timed`]).
-const MARK_TIMING: &str = "\u{0}timing\n";
 
 /// A port below the kernel's ephemeral range (where port-0 listeners and outgoing
 /// connections live), unique within this run, so a restarted member keeps its address and
@@ -49,12 +47,6 @@ pub struct Node {
 impl Node {
     pub fn new(name: &str, extra: &str) -> Self {
         Self::make(name, extra, "", None, None, "127.0.0.1")
-    }
-
-    /// A member with cluster timing `timing` (keys of `[cluster]`) instead of [`TIMING`]: slow
-    /// enough for entries of many MB on a debug build.
-    pub fn timed(name: &str, timing: &str) -> Self {
-        Self::make(name, &format!("{MARK_TIMING}{timing}"), "", None, None, "127.0.0.1")
     }
 
     /// A member whose config ends with `extra` (whole tables), whose `[api]` table ends with
@@ -99,15 +91,11 @@ impl Node {
         let dir = tempfile::tempdir().unwrap();
         crate::common::write_secret(&dir.path().join("secret"), SECRET);
         let (peer_port, api_port) = (free_port(), free_port());
-        let (timing, extra) = match extra.strip_prefix(MARK_TIMING) {
-            Some(timed) => (timed, ""),
-            None => (TIMING, extra),
-        };
         let config = format!(
             "node_name = \"{name}\"\ndata_dir = \"{0}/data\"\n\
              [peer]\nlisten = \"{ip}:{peer_port}\"\nsecret_file = \"{0}/secret\"\n\
              [api]\nlisten = \"127.0.0.1:{api_port}\"\n{api_extra}\
-             [cluster]\n{timing}{extra}",
+             [cluster]\n{TIMING}{extra}",
             dir.path().display()
         );
         std::fs::write(dir.path().join("tandem.toml"), config).unwrap();

@@ -84,7 +84,9 @@ fn a_change_over_the_log_limit_is_refused_with_413_and_the_cluster_keeps_electin
     assert_eq!(code, 413, "{text}");
     let (code, text) = post(&nodes[follower], &put_file_body(fits));
     assert_eq!(code, 200, "{text}");
-    assert!(text.contains("\"committed\""), "{text}");
+    // Committed within the API's wait (1.5 s in the harness), or pending in the member's
+    // outbox when a loaded debug build is slower: either way it must reach every member.
+    assert!(text.contains("\"committed\"") || text.contains("\"pending\""), "{text}");
     for n in &nodes {
         wait_for(Duration::from_secs(90), || (file_len(n, LOOKUP) == Some(fits as u64)).then_some(()))
             .unwrap_or_else(|| panic!("the {fits} byte file never reached {}", n.name));

@@ -616,6 +616,13 @@ impl Applier {
         self.forget(name);
         clear_dir(&path)?;
         fs::rename(&q.tmp, &path).map_err(TreeError::io("rename into place", &path))?;
+        // rename(2) does nothing when both names are links of one inode (a file taken aside,
+        // at the root, whose new name was already another of its links): the content is in
+        // place, the temporary name must go.
+        if fs::symlink_metadata(&q.tmp).is_ok() {
+            fs::remove_file(&q.tmp).map_err(TreeError::io("remove", &q.tmp))?;
+            self.touched.insert(None);
+        }
         self.touched.insert(name.parent());
         Ok(())
     }

@@ -231,6 +231,9 @@ impl Drop for FileWriter {
 #[derive(Debug)]
 struct Queued {
     tmp: PathBuf,
+    /// A file of the standby's own taken aside (a rename): its target may already be another
+    /// link of its inode.
+    taken: bool,
     /// Kept open only while the batch is small enough to be synced file by file.
     file: Option<File>,
     bytes: u64,
@@ -337,7 +340,7 @@ impl Applier {
             // SAFETY: the descriptor is valid for the call; the flags only start writeback.
             unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
         }
-        self.enqueue(w.entry.path.clone(), tmp, file, w.written);
+        self.enqueue(w.entry.path.clone(), tmp, file, w.written, false);
         Ok(())
     }
 
@@ -452,16 +455,16 @@ impl Applier {
                 return Err(e);
             }
         };
-        self.enqueue(entry.path.clone(), tmp, file, entry.size);
+        self.enqueue(entry.path.clone(), tmp, file, entry.size, true);
         Ok(())
     }
 
     /// Queues the settled temporary `tmp` to become `name` at commit.
-    fn enqueue(&mut self, name: RelName, tmp: PathBuf, file: File, bytes: u64) {
+    fn enqueue(&mut self, name: RelName, tmp: PathBuf, file: File, bytes: u64, taken: bool) {
         // Once the batch is past SMALL_BATCH it will use syncfs: no need to hold a descriptor
         // per file (dropped once when crossing, not looked at again per file).
         let small = self.queued.len() < SMALL_BATCH;
-        let queued = Queued { tmp, file: small.then_some(file), bytes };
+        let queued = Queued { tmp, taken, file: small.then_some(file), bytes };
         // A link queued under this name earlier in the batch is superseded.
         self.links.remove(&name);
         if let Some(earlier) = self.queued.insert(name, queued) {
@@ -618,8 +621,8 @@ impl Applier {
         fs::rename(&q.tmp, &path).map_err(TreeError::io("rename into place", &path))?;
         // rename(2) does nothing when both names are links of one inode (a file taken aside,
         // at the root, whose new name was already another of its links): the content is in
-        // place, the temporary name must go.
-        if fs::symlink_metadata(&q.tmp).is_ok() {
+        // place, the temporary name must go. A received file is a new inode: never so.
+        if q.taken && fs::symlink_metadata(&q.tmp).is_ok() {
             fs::remove_file(&q.tmp).map_err(TreeError::io("remove", &q.tmp))?;
             self.touched.insert(None);
         }

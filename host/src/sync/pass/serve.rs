@@ -172,7 +172,7 @@ async fn drive(
         let paired = super::moves::pair(&scan_root, &held, &mut upserts, &deletes);
         (paired, upserts, held, deletes)
     });
-    let (paired, mut upserts, theirs, deletes) =
+    let (mut paired, mut upserts, theirs, deletes) =
         paired.await.map_err(|e| PassError::Worker(e.to_string()))?;
     // Only the metadata changed (a chmod, a new owner, a new hard link to it): the standby
     // keeps its file and takes the new metadata, as a rename onto its own path.
@@ -190,13 +190,14 @@ async fn drive(
     let member_of: HashMap<&RelName, &RelName> =
         upserts.iter().filter_map(|m| Some((m.link_leader()?, &m.path))).collect();
     for e in upserts.iter().filter(|e| e.hardlink().is_some() && theirs.get(&e.path).is_none()) {
-        if let Some(hash) = member_of.get(&e.path).and_then(|m| same_content(e, m, &theirs)) {
-            relinked.push((member_of[&e.path].clone(), Entry { hash: Some(hash), ..e.clone() }));
+        if let Some(member) = member_of.get(&e.path)
+            && let Some(hash) = same_content(e, member, &theirs)
+        {
+            relinked.push(((*member).clone(), Entry { hash: Some(hash), ..e.clone() }));
         }
     }
     let taken: HashSet<&RelName> = relinked.iter().map(|(_, e)| &e.path).collect();
     upserts.retain(|e| !taken.contains(&e.path));
-    let mut paired = paired;
     paired.moves.extend(relinked);
     let files: Vec<&Entry> =
         upserts.iter().filter(|e| e.kind == EntryKind::File && e.link_leader().is_none()).collect();

@@ -183,8 +183,10 @@ fn a_reader_going_through_the_tree_never_resets_the_primarys_journal() {
     let reader = {
         let (stop, vault) = (stop.clone(), vault.clone());
         std::thread::spawn(move || {
+            // It reads until told to stop and past the kernel queue's 16,384 events, so a
+            // loaded machine writing fast cannot end the test before the queue could overflow.
             let mut opened = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || opened <= 20_000 {
                 for d in 0..20 {
                     for f in 0..20 {
                         let _ = fs::read(vault.join(format!("d{d}/f{f}.txt")));
@@ -203,6 +205,10 @@ fn a_reader_going_through_the_tree_never_resets_the_primarys_journal() {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let opened = reader.join().unwrap();
+    let name = "d19/after-the-reads.txt";
+    fs::write(vault.join(name), "written after the reader stopped\n").unwrap();
+    wait_for(Duration::from_secs(10), || copy.join(name).exists().then_some(()))
+        .unwrap_or_else(|| panic!("{name} never reached the standby after the tree was read"));
     converge(&vault, &copy, "the writes made while the tree was read");
     assert!(opened > 20_000, "the reader opened more files than the kernel queue holds events: {opened}");
     let resets = primary.log().matches("tree journal reset").count() - resets_before;

@@ -26,7 +26,7 @@ const GUESTS: &[(&str, &str)] = &[
 /// The hostile fixture is built once per misbehaviour (a cargo feature) into
 /// `fixture-hostile-<feature>.wasm`.
 const HOSTILE: &str = "tandem-fixture-hostile";
-const HOSTILE_FEATURES: &[&str] = &["loop", "alloc", "trap", "short", "snoop", "sleep", "chatty"];
+const HOSTILE_FEATURES: &[&str] = &["loop", "alloc", "trap", "short", "snoop", "sleep", "chatty", "busy"];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());

@@ -449,3 +449,78 @@ fn a_corrupt_cache_entry_is_recompiled() {
     assert!(World::ALL.iter().all(|w| plugins.origin(*w) == Origin::Compiled));
     assert!(plugins.replicates(&change("props")).unwrap());
 }
+
+/// Threads spinning on this thread's CPU, with this thread pinned there: while they live,
+/// everything this thread runs takes many times its CPU time in wall time.
+struct Hogs {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Hogs {
+    fn on_this_threads_cpu(n: usize) -> Hogs {
+        // SAFETY: sched_getcpu and sched_setaffinity on the calling thread with a valid set.
+        let cpu = unsafe { libc::sched_getcpu() }.max(0) as usize;
+        let pin = move || unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0);
+        };
+        pin();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    pin();
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        x = std::hint::black_box(x.wrapping_add(1));
+                    }
+                })
+            })
+            .collect();
+        Hogs { stop, threads }
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The time cap counts the call's own CPU time, not the wall time a loaded machine adds: a
+/// plugin doing a fixed piece of work per call, well inside its cap, loads and answers while
+/// sixteen busy threads share its core, though each call then takes longer than the cap on the
+/// clock. (The checker saw a daemon refuse to start, its own built-in plugins timing out,
+/// beside busy neighbours.)
+#[test]
+fn a_loaded_machine_does_not_trip_the_time_cap() {
+    const CAP_MS: u64 = 150;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = PluginConfig::for_test(Some(dir.path().to_path_buf()));
+    config.call_timeout_ms = CAP_MS;
+    let plugins = Plugins::new(config).unwrap();
+    let timed = |plugins: &Plugins| {
+        let started = std::time::Instant::now();
+        let verdict = bak_verdict(plugins);
+        (verdict, started.elapsed())
+    };
+
+    let hogs = Hogs::on_this_threads_cpu(24);
+    std::fs::copy(guest("fixture-hostile-busy.wasm"), dir.path().join("busy.wasm")).unwrap();
+    let report = plugins.rescan();
+    let (verdict, loaded) = timed(&plugins);
+    drop(hogs);
+    let (_, alone) = timed(&plugins);
+    assert!(report.refused.is_empty(), "refused under load: {report:?}");
+    assert_eq!(verdict, Verdict::Keep, "the busy plugin answers");
+    assert!(plugins.statuses().iter().all(|s| !s.state.starts_with("failed")), "{:?}", plugins.statuses());
+    // The premises: alone, the work is well inside the cap; loaded, the call outlasts it.
+    assert!(alone < Duration::from_millis(CAP_MS / 2), "the work alone took {alone:?}");
+    assert!(loaded > Duration::from_millis(CAP_MS), "loaded, a call took only {loaded:?} (alone {alone:?})");
+}

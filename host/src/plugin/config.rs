@@ -11,7 +11,7 @@ use super::world::World;
 
 /// Default memory cap of one plugin instance.
 pub const DEFAULT_MEMORY_LIMIT_MIB: u64 = 64;
-/// Default time cap of one call.
+/// Default time cap of one call, in CPU time of the calling thread.
 pub const DEFAULT_CALL_TIMEOUT_MS: u64 = 50;
 /// How often the plugin folder is checked for new, changed or removed files.
 pub const DEFAULT_RELOAD_INTERVAL_MS: u64 = 250;

@@ -50,7 +50,7 @@ pub enum FailureKind {
     Link { world: &'static str, detail: String },
     #[error("refused its settings: {0}")]
     Configure(String),
-    #[error("timed out: a call ran past the {limit_ms} ms cap")]
+    #[error("timed out: a call ran past the {limit_ms} ms cap on its CPU time")]
     Timeout { limit_ms: u64 },
     #[error("memory cap exceeded: it asked for {wanted_mib} MiB, the cap is {limit_mib} MiB")]
     MemoryLimit { wanted_mib: u64, limit_mib: u64 },

@@ -18,7 +18,7 @@ use super::bindings::{
 };
 use super::cache::{CompileCache, Origin};
 use super::config::PluginConfig;
-use super::engine::{Ticking, deadline_ticks, engine};
+use super::engine::{Ticking, engine};
 use super::error::{FailureKind, PluginError};
 use super::sandbox::{PluginState, new_store};
 use super::world::{Version, World, identify};
@@ -221,7 +221,7 @@ impl LoadedPlugin {
             *live = Some(self.instantiate()?);
         }
         let Live { store, bound } = live.as_mut().expect("instance was just created");
-        store.set_epoch_deadline(deadline_ticks(self.limits.call_timeout));
+        PluginState::start_call(store, self.limits.call_timeout);
         store.data().clear_stderr();
         let outcome = match f(store, bound) {
             Ok(Ok(value)) => return Ok(value),
@@ -235,7 +235,7 @@ impl LoadedPlugin {
     fn instantiate(&self) -> Result<Live, PluginError> {
         let name: Arc<str> = Arc::from(self.info.name.as_str());
         let mut store = new_store(name, self.limits.memory_bytes);
-        store.set_epoch_deadline(deadline_ticks(self.limits.call_timeout));
+        PluginState::start_call(&mut store, self.limits.call_timeout);
         let fail = |kind| PluginError::new(&self.info.name, kind);
         let settings = &self.settings;
         let bound = match &self.pre {

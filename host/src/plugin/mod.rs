@@ -9,6 +9,7 @@ mod bindings;
 mod builtin;
 mod cache;
 mod config;
+mod cpu;
 mod engine;
 mod error;
 mod loaded;

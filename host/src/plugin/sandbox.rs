@@ -7,14 +7,16 @@
 //! interrupts wasm code, so a guest blocked in a host call would escape the time cap).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tracing::{Level as TLevel, event};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{ResourceLimiter, Store};
+use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::host::{self, Level};
-use super::engine::engine;
+use super::cpu::CpuBudget;
+use super::engine::{deadline_ticks, engine};
 use super::tail::TailPipe;
 
 /// How much of a guest's latest stderr is kept for an error message (panics land there).
@@ -47,6 +49,8 @@ pub struct PluginState {
     last_grant: usize,
     /// Set when the guest asked for more memory than allowed: the total it asked for.
     pub(crate) memory_refused: Option<usize>,
+    /// The CPU budget of the call in progress.
+    budget: CpuBudget,
 }
 
 impl PluginState {
@@ -68,7 +72,15 @@ impl PluginState {
             memory_granted: 0,
             last_grant: 0,
             memory_refused: None,
+            budget: CpuBudget::default(),
         }
+    }
+
+    /// Starts the CPU budget of the next call into the instance (and sets the epoch deadline
+    /// that first checks it).
+    pub fn start_call(store: &mut Store<PluginState>, limit: Duration) {
+        store.data_mut().budget = CpuBudget::start(limit);
+        store.set_epoch_deadline(deadline_ticks(limit));
     }
 
     /// What the guest wrote to stderr since the last [`Self::clear_stderr`].
@@ -86,6 +98,15 @@ impl PluginState {
 pub fn new_store(plugin: Arc<str>, memory_limit: usize) -> Store<PluginState> {
     let mut store = Store::new(engine(), PluginState::new(plugin, memory_limit));
     store.limiter(|state| state as &mut dyn ResourceLimiter);
+    // The cap is CPU time: on a loaded machine the wall-clock deadline passes first, and the
+    // call goes on for what it has left (a daemon starting beside busy neighbours was refused
+    // its own built-in plugins when this was wall time).
+    store.epoch_deadline_callback(|cx| {
+        Ok(match cx.data().budget.extension() {
+            Some(ticks) => UpdateDeadline::Continue(ticks),
+            None => UpdateDeadline::Interrupt,
+        })
+    });
     store
 }
 

@@ -5,6 +5,7 @@
 
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
+use std::time::Duration;
 
 use tandem::peer::{ClusterSecret, PeerConnection, PeerIdentity};
 use tandem::sync::entry::Entry;
@@ -46,12 +47,13 @@ async fn pass(primary: &Path, standby: &Path, state: &Path) -> (PassStats, PassS
             keep: Vec::new(),
             meta: Default::default(),
             standby_root: tandem::sync::meta::is_root(),
+            idle: Duration::from_secs(300),
         };
         serve_pass(&mut conn, since, false, tree).await.unwrap().0
     });
     let me = PeerIdentity::new("standby");
     let mut conn = PeerConnection::connect(addr, &secret, &me, MAX_FRAME).await.unwrap();
-    let pull = PullState::new(state, "vault");
+    let pull = PullState::new(state, "vault", Duration::from_secs(300));
     let pulled =
         pull_pass(&mut conn, "vault", standby, &pull, Default::default(), Default::default()).await.unwrap();
     (server.await.unwrap(), pulled)

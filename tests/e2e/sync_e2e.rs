@@ -67,8 +67,13 @@ struct Pair {
 
 impl Pair {
     fn new() -> Pair {
+        Pair::with_primary("")
+    }
+
+    /// A pair whose primary has `extra` in its tandem.toml.
+    fn with_primary(extra: &str) -> Pair {
         // No sync.primary: the standby's daemon does not follow, each pass is a `sync once`.
-        let primary = Node::new("primary", "");
+        let primary = Node::new("primary", extra);
         let standby = Node::new("standby", "");
         let addr = primary.peer.clone();
         let pair = Pair { primary, standby, addr };
@@ -448,6 +453,65 @@ fn kill_9_of_the_standby_mid_file_shows_no_partial_file_and_the_next_pass_finish
     let f = pair.synced(&format!("the pass after kill -9 (temporaries then: {temps:?})"));
     assert_eq!(f.files_whole + f.files_delta, 1, "{f:?}");
     assert_eq!(temporaries(&copy), [], "temporaries left behind");
+}
+
+/// A standby's `sync once` caught in the middle of a 300 MiB file, then stopped (SIGSTOP): it
+/// neither reads nor closes, as a host that froze or vanished behind a half-open connection.
+fn a_standby_frozen_mid_pass(pair: &Pair) -> std::process::Child {
+    let copy = pair.copy();
+    write_random(&pair.vault().join("huge.bin"), 300 * MIB, 21);
+    let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .env_remove("TANDEM_CONFIG")
+        .env_remove("RUST_LOG")
+        .arg("--config")
+        .arg(pair.standby.config())
+        .args(Pair::sync_once_args(&pair.addr))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(60), || {
+        temporaries(&copy).iter().any(|(_, len)| *len >= 4 * MIB).then_some(())
+    })
+    .expect("the pass never reached the big file");
+    assert!(Command::new("kill").args(["-STOP", &child.id().to_string()]).status().unwrap().success());
+    child
+}
+
+/// SIGTERM stops a primary in the middle of serving a pass, even to a standby that stopped
+/// reading: the pass is dropped where it stands. (The checker found primaries that never
+/// exited: the pass was not told of the shutdown, and waited on the standby for ever.)
+#[test]
+fn sigterm_stops_a_primary_serving_a_standby_that_stopped_reading() {
+    let _serial = one_at_a_time();
+    let mut pair = Pair::new();
+    let mut standby = a_standby_frozen_mid_pass(&pair);
+    pair.primary.signal("-TERM");
+    let stopped = pair.primary.wait_exit(Duration::from_secs(15));
+    standby.kill().unwrap();
+    standby.wait().unwrap();
+    let status =
+        stopped.unwrap_or_else(|| panic!("the primary did not stop on SIGTERM:\n{}", pair.primary.log()));
+    assert!(status.success(), "{status:?}\n{}", pair.primary.log());
+    assert!(pair.primary.log().contains("the pass in progress is dropped"), "{}", pair.primary.log());
+}
+
+/// A standby that stops taking what the primary sends, mid-pass, costs the primary that pass
+/// only: after `sync.idle_timeout_ms` the pass is dropped as dead and said so in the log.
+#[test]
+fn a_standby_silent_mid_pass_is_dropped_after_the_idle_limit() {
+    let _serial = one_at_a_time();
+    let pair = Pair::with_primary("[sync]\nidle_timeout_ms = 2000\n");
+    let mut standby = a_standby_frozen_mid_pass(&pair);
+    let failed = wait_for(Duration::from_secs(30), || {
+        pair.primary.log().lines().find(|l| l.contains("sync pass failed")).map(str::to_string)
+    });
+    standby.kill().unwrap();
+    standby.wait().unwrap();
+    let (line, _) = failed.unwrap_or_else(|| panic!("the pass was never dropped:\n{}", pair.primary.log()));
+    assert!(line.contains("took nothing for 2s"), "{line}");
+    // The primary still serves: the next pass copies the tree.
+    pair.synced("the pass after the silent standby");
 }
 
 /// The relay drops the connection after 50 MiB of a 121 MiB tree; the next pass goes through.

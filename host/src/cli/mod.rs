@@ -28,6 +28,9 @@ use crate::config::{Config, DEFAULT_TOML};
 use crate::logging;
 use crate::peer::{ClusterSecret, PeerIdentity};
 
+/// How long the daemon's leftover blocking work may run after its tasks have stopped.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Parses the process arguments and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -51,7 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let claimed = crate::daemon::DataDir::claim(&config)?;
             let _guard = logging::init(&config.log, &config.log.level, true)?;
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(async {
+            let ran = runtime.block_on(async {
                 let shutdown = CancellationToken::new();
                 let stop = shutdown.clone();
                 tokio::spawn(async move {
@@ -60,7 +63,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     stop.cancel();
                 });
                 crate::daemon::run(config, &claimed, shutdown).await
-            })?;
+            });
+            // Work on blocking threads that no task waits for any more (the scan of a pass
+            // dropped at shutdown) gets a moment to end, then is abandoned: each such step is
+            // safe to cut, as kill -9 would.
+            runtime.shutdown_timeout(SHUTDOWN_GRACE);
+            ran?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugins(cmd) => {

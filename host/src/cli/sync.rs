@@ -50,7 +50,7 @@ fn once(
         let mut conn = PeerConnection::connect(addr, &secret, &me, config.peer.max_frame_bytes)
             .await
             .with_context(|| format!("connecting to the primary {primary}"))?;
-        let pull = PullState::new(&state, &tree);
+        let pull = PullState::new(&state, &tree, config.sync.idle());
         let progress = Arc::new(Progress::default());
         let shown = std::io::stderr().is_terminal().then(|| tokio::spawn(show(progress.clone())));
         let how = if full { PullMode::Full } else { PullMode::Since };

@@ -102,6 +102,7 @@ impl Jobs {
                     state_dir: self.ctx.sync_state.clone(),
                     log_dir: self.ctx.log_dir.clone(),
                     verify: Duration::from_secs(self.ctx.verify_minutes.max(1) * 60),
+                    idle: plan.sync.idle(),
                 };
                 let trees: Vec<_> = plan
                     .sync

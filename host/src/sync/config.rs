@@ -35,6 +35,9 @@ pub struct SyncConfig {
     pub debounce_ms: u64,
     /// On a standby: minutes between passes that compare whole trees.
     pub verify_minutes: u64,
+    /// Either side: how long the other may stay silent (or not take what is sent) in the
+    /// middle of a pass before the pass is dropped as dead, milliseconds.
+    pub idle_timeout_ms: u64,
     /// Per tree, by name: the metadata kept beyond what `rsync -a` keeps (a tree not listed
     /// keeps [`TreeMeta::default`]). Read on the primary, which tells the standby each pass.
     pub metadata: BTreeMap<String, TreeMeta>,
@@ -71,6 +74,7 @@ impl Default for SyncConfig {
             trees: DEFAULT_TREES.iter().map(|(n, p)| (n.to_string(), p.to_string())).collect(),
             debounce_ms: 50,
             verify_minutes: 10,
+            idle_timeout_ms: 300_000,
             metadata: BTreeMap::new(),
         }
     }
@@ -89,12 +93,23 @@ impl SyncConfig {
                 ));
             }
         }
+        if !(1_000..=86_400_000).contains(&self.idle_timeout_ms) {
+            return Err(format!(
+                "sync.idle_timeout_ms = {}: expected 1000 (a second) to 86400000 (a day)",
+                self.idle_timeout_ms
+            ));
+        }
         for name in self.metadata.keys() {
             if !self.trees.contains_key(name) {
                 return Err(format!("sync.metadata.{name}: no tree `{name}` in sync.trees"));
             }
         }
         Ok(())
+    }
+
+    /// How long a peer may stay silent in the middle of a pass.
+    pub fn idle(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.idle_timeout_ms)
     }
 
     /// The metadata tree `name` keeps.

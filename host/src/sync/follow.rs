@@ -29,6 +29,8 @@ pub struct Follower {
     pub state_dir: PathBuf,
     pub log_dir: Option<PathBuf>,
     pub verify: Duration,
+    /// How long the primary may stay silent in the middle of a pass.
+    pub idle: Duration,
 }
 
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -49,7 +51,7 @@ impl Follower {
     }
 
     async fn follow(&self, tree: String, root: PathBuf, shutdown: CancellationToken) {
-        let pull = PullState::new(&self.state_dir, &tree);
+        let pull = PullState::new(&self.state_dir, &tree, self.idle);
         let status = StatusFiles::new(&self.state_dir, self.log_dir.as_deref(), &tree);
         let mut next_verify = Instant::now() + self.verify;
         let mut backoff = Duration::from_millis(250);

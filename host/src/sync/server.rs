@@ -42,9 +42,17 @@ impl SyncServer {
         loop {
             let frame = match next.take() {
                 Some(f) => Some(f),
+                // The standby opens its next pass at once, or after a pause far shorter than
+                // the idle limit; a connection silent longer is dead (half-open) and goes.
                 None => tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
-                    f = conn.read_frame() => f?,
+                    f = tokio::time::timeout(self.config.idle(), conn.read_frame()) => match f {
+                        Ok(f) => f?,
+                        Err(_) => {
+                            debug!("the standby opened no pass within the idle limit: closing");
+                            return Ok(());
+                        }
+                    },
                 },
             };
             let Some(frame) = frame else { return Ok(()) };
@@ -78,8 +86,18 @@ impl SyncServer {
             let keep =
                 self.config.nested_in(&tree).iter().filter_map(|n| RelName::new(n.as_bytes()).ok()).collect();
             let meta = self.config.meta_of(&tree);
-            let served = ServeTree { root, filter, journal, workers, keep, meta, standby_root };
-            match serve_pass(&mut conn, since, wait, served).await {
+            let idle = self.config.idle();
+            let served = ServeTree { root, filter, journal, workers, keep, meta, standby_root, idle };
+            // A shutdown drops the pass where it stands (the standby keeps what landed and
+            // starts over from its last complete pass): stopping must not wait on a standby.
+            let pass = tokio::select! {
+                _ = shutdown.cancelled() => {
+                    info!(%tree, "shutting down: the pass in progress is dropped");
+                    return Ok(());
+                }
+                pass = serve_pass(&mut conn, since, wait, served) => pass,
+            };
+            match pass {
                 Ok((stats, _)) if stats == PassStats::default() => debug!(%tree, "standby is current"),
                 Ok((stats, _)) => info!(%tree, ?stats, "sync pass served"),
                 Err(e) => {

@@ -231,6 +231,14 @@ impl Node {
         self.child.as_ref().expect("running").id()
     }
 
+    /// Waits up to `limit` for the member's process to end by itself: its exit status.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut().expect("running");
+        let (status, _) = wait_for(limit, || child.try_wait().unwrap())?;
+        self.child = None;
+        Some(status)
+    }
+
     pub fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().expect("running").id().to_string();
         assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());

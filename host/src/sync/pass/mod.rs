@@ -27,6 +27,7 @@ pub use serve::{Filter, Outcome, ServeTree, serve_pass};
 use super::error::SyncError;
 use super::protocol::{self, ProtocolError, SyncMsg, UnreadablePath};
 use super::tree_error::TreeError;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::peer::{Frame, PeerError, PeerReader, PeerWriter};
@@ -43,7 +44,7 @@ pub enum PassError {
     Delta(#[from] SyncError),
     #[error("a sync worker stopped: {0}")]
     Worker(String),
-    #[error("the peer sent nothing for {0:?}")]
+    #[error("the peer sent or took nothing for {0:?}")]
     Silent(std::time::Duration),
 }
 
@@ -88,6 +89,12 @@ async fn recv(reader: &mut PeerReader) -> Result<SyncMsg, PassError> {
     Ok(protocol::decode(reader.read_frame().await?)?)
 }
 
+/// [`recv`], giving the peer `idle` to send its next message: a peer silent that long in the
+/// middle of a pass (stopped, or its host gone with the connection half-open) is taken for gone.
+async fn recv_within(reader: &mut PeerReader, idle: Duration) -> Result<SyncMsg, PassError> {
+    tokio::time::timeout(idle, recv(reader)).await.map_err(|_| PassError::Silent(idle))?
+}
+
 /// [`recv`], adding the frame's size to `wire`.
 async fn recv_counted(reader: &mut PeerReader, wire: &mut u64) -> Result<SyncMsg, PassError> {
     let frame = reader.read_frame().await?;
@@ -95,12 +102,19 @@ async fn recv_counted(reader: &mut PeerReader, wire: &mut u64) -> Result<SyncMsg
     Ok(protocol::decode(frame)?)
 }
 
-/// Sends every frame queued on `rx`, in order, until all senders are gone; the bytes sent.
-async fn write_all(writer: &mut PeerWriter, mut rx: mpsc::Receiver<Frame>) -> Result<u64, PassError> {
+/// Sends every frame queued on `rx`, in order, until all senders are gone; the bytes sent. A
+/// frame the peer does not take within `idle` (it stopped reading) fails the pass.
+async fn write_all(
+    writer: &mut PeerWriter,
+    mut rx: mpsc::Receiver<Frame>,
+    idle: Duration,
+) -> Result<u64, PassError> {
     let mut wire = 0;
     while let Some(frame) = rx.recv().await {
         wire += frame.body.len() as u64;
-        writer.write_frame(&frame).await?;
+        tokio::time::timeout(idle, writer.write_frame(&frame))
+            .await
+            .map_err(|_| PassError::Silent(idle))??;
     }
     Ok(wire)
 }

@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, warn};
 
 use super::serve::LONG_POLL;
-use super::{PassError, PassStats, apply_loop, recv, recv_counted, unexpected, write_all};
+use super::{PassError, PassStats, apply_loop, recv_counted, recv_within, unexpected, write_all};
 use crate::peer::{Frame, PeerConnection};
 use crate::sync::confine::Confined;
 use crate::sync::index::{Index, refresh};
@@ -34,8 +34,6 @@ use crate::sync::tree_error::TreeError;
 const SIGNATURES_AT_ONCE: usize = 4;
 /// Messages queued for the apply thread.
 const APPLY_QUEUE: usize = 64;
-/// A primary silent this long in the middle of a pass is taken for gone.
-const IDLE_LIMIT: Duration = Duration::from_secs(300);
 
 /// How far a pull got, for a progress display.
 #[derive(Debug, Default)]
@@ -54,14 +52,17 @@ pub struct PullState {
     pub since: PathBuf,
     /// Held while a pass applies: one at a time per standby.
     pub lock_path: PathBuf,
+    /// How long the primary may stay silent in the middle of a pass (`sync.idle_timeout_ms`).
+    pub idle: Duration,
     /// The index as the last pass left it (equal to what is on disk), so a follower's next
     /// pass does not read the whole index again.
     kept: Arc<std::sync::Mutex<Option<(IndexStore, Index)>>>,
 }
 
 impl PullState {
-    pub fn new(state_dir: &Path, tree: &str) -> PullState {
+    pub fn new(state_dir: &Path, tree: &str, idle: Duration) -> PullState {
         PullState {
+            idle,
             index: state_dir.join(format!("{tree}.standby.index")),
             since: state_dir.join(format!("{tree}.standby.since")),
             lock_path: state_dir.join("apply.lock"),
@@ -134,8 +135,7 @@ pub async fn pull_pass(
         SyncMsg::Open { tree: tree.to_string(), since, wait: how == PullMode::Wait, privileged: root_here };
     conn.writer.write_frame(&protocol::encode(&open)?).await?;
     // A held long poll answers within LONG_POLL; anything much later is a dead connection.
-    let answer = tokio::time::timeout(LONG_POLL + IDLE_LIMIT, recv(&mut conn.reader)).await;
-    let (mode, meta) = match answer.map_err(|_| PassError::Silent(LONG_POLL + IDLE_LIMIT))?? {
+    let (mode, meta) = match recv_within(&mut conn.reader, LONG_POLL + state.idle).await? {
         SyncMsg::Mode { mode, meta } => (mode, meta),
         other => return Err(unexpected(&other, "the pass mode")),
     };
@@ -182,16 +182,17 @@ pub async fn pull_pass(
     });
     let (wtx, wrx) = mpsc::channel::<Frame>(16);
     let PeerConnection { reader, writer, .. } = conn;
+    let idle = state.idle;
     let read = async move {
         let sigs = Arc::new(Semaphore::new(SIGNATURES_AT_ONCE));
         let mut wire = 0u64;
         let mut special = 0u64;
         let mut unread = Unreadable::default();
         let ended = loop {
-            let msg = match tokio::time::timeout(IDLE_LIMIT, recv_counted(reader, &mut wire)).await {
+            let msg = match tokio::time::timeout(idle, recv_counted(reader, &mut wire)).await {
                 Ok(Ok(msg)) => msg,
                 Ok(Err(e)) => break Err(e),
-                Err(_) => break Err(PassError::Silent(IDLE_LIMIT)),
+                Err(_) => break Err(PassError::Silent(idle)),
             };
             match msg {
                 SyncMsg::Plan { files, bytes, special: skipped } => {
@@ -277,7 +278,7 @@ pub async fn pull_pass(
         debug!(?stats, "sync pass pulled");
         Ok::<_, PassError>(stats)
     };
-    let (_, stats) = tokio::try_join!(write_all(writer, wrx), read)?;
+    let (_, stats) = tokio::try_join!(write_all(writer, wrx, idle), read)?;
     Ok(stats)
 }
 

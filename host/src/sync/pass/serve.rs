@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::workers::{self, Job, Workers};
-use super::{PassError, PassStats, recv, unexpected, write_all};
+use super::{PassError, PassStats, recv_within, unexpected, write_all};
 use crate::peer::{Frame, PeerConnection, PeerReader};
 use crate::sync::config::TreeMeta;
 use crate::sync::entry::{Entry, EntryKind};
@@ -55,6 +55,8 @@ pub struct ServeTree {
     pub meta: TreeMeta,
     /// The standby runs as root (its `Open` says): owners and privileged attributes are kept.
     pub standby_root: bool,
+    /// How long the standby may stay silent, or not take a frame, in the middle of the pass.
+    pub idle: std::time::Duration,
 }
 
 /// Serves one pass on `conn` for a standby that opened with `since`. Returns the filter for
@@ -65,7 +67,7 @@ pub async fn serve_pass(
     wait: bool,
     tree: ServeTree,
 ) -> Result<(PassStats, Filter), PassError> {
-    let ServeTree { root, filter, journal, workers, keep, meta, standby_root } = tree;
+    let ServeTree { root, filter, journal, workers, keep, meta, standby_root, idle } = tree;
     let kept = Keep::for_pass(meta, standby_root);
     let PeerConnection { reader, writer, peer, .. } = conn;
     let standby = peer.node.clone();
@@ -82,8 +84,8 @@ pub async fn serve_pass(
         return Ok((PassStats::default(), filter));
     }
     let (tx, rx) = mpsc::channel::<Frame>(FRAME_QUEUE);
-    let drive = drive(reader, tx, root, filter, planned, workers, keep, (meta, kept));
-    let (wire, driven) = tokio::try_join!(write_all(writer, rx), drive)?;
+    let drive = drive((reader, idle), tx, root, filter, planned, workers, keep, (meta, kept));
+    let (wire, driven) = tokio::try_join!(write_all(writer, rx, idle), drive)?;
     let (mut stats, filter, outcome) = driven;
     stats.wire_bytes = wire;
     if let (Some(j), Some(outcome)) = (&journal, outcome) {
@@ -110,7 +112,7 @@ pub struct Outcome {
 /// this pass keeps of it.
 #[allow(clippy::too_many_arguments)]
 async fn drive(
-    reader: &mut PeerReader,
+    (reader, idle): (&mut PeerReader, std::time::Duration),
     tx: mpsc::Sender<Frame>,
     root: PathBuf,
     filter: Filter,
@@ -130,7 +132,7 @@ async fn drive(
             stats.full = true;
             send(&tx, &SyncMsg::Mode { mode: PassMode::Full, meta }).await?;
             let scanning = spawn_scan(root.clone(), filter, kept);
-            let theirs = receive_index(reader).await?;
+            let theirs = receive_index(reader, idle).await?;
             let (scanned, filter) = scanning.await.map_err(|e| PassError::Worker(e.to_string()))?;
             let (upserts, deletes, special) = diff_scanned(scanned?, &theirs, keep, &mut unread);
             stats.skipped_special = special;
@@ -250,7 +252,7 @@ async fn drive(
     let pool = Workers::start(workers, &root, tx.clone());
     whole.into_iter().for_each(|e| pool.push(Job::Whole(e)));
     while !wanted.is_empty() {
-        match recv(reader).await? {
+        match recv_within(reader, idle).await? {
             SyncMsg::Signature { id, sig } => {
                 let entry =
                     wanted.remove(&id).ok_or_else(|| PassError::Worker(format!("unasked signature {id}")))?;
@@ -302,7 +304,7 @@ async fn drive(
     stats.unreadable_paths = unreadable.listed.clone();
     send(&tx, &SyncMsg::End { since: if incomplete { None } else { since }, unreadable }).await?;
     drop(tx);
-    let failed = match recv(reader).await? {
+    let failed = match recv_within(reader, idle).await? {
         SyncMsg::Done { failed, .. } => failed,
         other => return Err(unexpected(&other, "the standby's done")),
     };
@@ -360,10 +362,10 @@ fn diff_scanned(
 }
 
 /// The standby's index, sent in batches.
-async fn receive_index(reader: &mut PeerReader) -> Result<Index, PassError> {
+async fn receive_index(reader: &mut PeerReader, idle: std::time::Duration) -> Result<Index, PassError> {
     let mut theirs = Index::new();
     loop {
-        match recv(reader).await? {
+        match recv_within(reader, idle).await? {
             SyncMsg::Have { entries } => entries.into_iter().for_each(|e| theirs.insert(e)),
             SyncMsg::HaveEnd => return Ok(theirs),
             other => return Err(unexpected(&other, "the standby's index")),

@@ -16,6 +16,7 @@ mod members;
 mod network;
 mod node;
 mod outbox;
+mod pending_base;
 mod propose;
 mod purge;
 mod recovery;

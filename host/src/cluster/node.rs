@@ -21,6 +21,7 @@ use super::error::ClusterError;
 use super::log_store::{LogStore, LogStoreConfig};
 use super::network::Network;
 use super::outbox::Outbox;
+use super::pending_base::PendingBase;
 use super::rpc::{ProbeAnswer, RpcRequest, RpcResponse};
 use super::shared::Shared;
 use super::state_machine::{ReplicatedFiles, StateMachine};
@@ -78,7 +79,14 @@ impl ClusterNode {
     ) -> Result<Arc<Self>, ClusterError> {
         std::fs::create_dir_all(dir).map_err(|e| ClusterError::io(dir, e))?;
         let outbox = Outbox::open(dir.join("outbox.json"))?;
-        let shared = Arc::new(Shared::new(outbox, false));
+        let shared = Arc::new(Shared::new(outbox, PendingBase::open(dir), false));
+        if shared.outbox.is_empty() {
+            // Settling was cut short (a crash): finish it.
+            let _lock = shared.tree_lock.lock().expect("tree lock");
+            if let Err(e) = shared.base.settle(&tree) {
+                warn!(error = %e, "files with committed pending changes keep their order for now");
+            }
+        }
         let identity = read_identity(dir)?;
         let node = Arc::new(Self {
             config,
@@ -292,6 +300,7 @@ impl ClusterNode {
             let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
         }
         self.shared.outbox.clear()?;
+        self.shared.base.discard();
         self.shared.resynced();
         *guard = None;
         info!("cluster state cleaned; this host can be added to a cluster again");

@@ -128,6 +128,7 @@ impl ClusterNode {
         let applied = tokio::task::spawn_blocking(move || {
             sm.unless_applied(batch, || {
                 let _lock = shared.tree_lock.lock().expect("tree lock");
+                shared.base.cover(&tree, &local);
                 tree.apply_batch(&local, true)
             })
         })
@@ -186,6 +187,13 @@ impl ClusterNode {
         let shared = self.shared.clone();
         let results = tokio::task::spawn_blocking(move || {
             let _lock = shared.tree_lock.lock().expect("tree lock");
+            // A local-only change to a file whose committed copy is kept (metadata files hold
+            // replicated and local types alike) goes into the copy too, or settling would
+            // drop it.
+            if let Err(e) = shared.base.apply(&changes) {
+                warn!(error = %e, "a local change cannot go into a pending file's copy; the copies are dropped");
+                shared.base.discard();
+            }
             tree.apply_batch(&changes, true)
         })
         .await

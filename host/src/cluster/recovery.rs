@@ -127,6 +127,7 @@ impl ClusterNode {
             return Err(ClusterError::ResyncFailed { pending, cause: e });
         }
         let discarded = self.shared.outbox.clear()?;
+        self.shared.base.discard();
         warn!(discarded, "destructive resync: pending local changes discarded");
         Ok(discarded)
     }

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use super::outbox::Outbox;
+use super::pending_base::PendingBase;
 
 /// The seed's words, kept so operators recognise them.
 pub const RESYNC_MESSAGE: &str = "Error pulling configurations from the search head cluster captain; consider \
@@ -35,6 +36,8 @@ pub struct ApplyStall {
 
 pub struct Shared {
     pub outbox: Outbox,
+    /// The committed copies of the files pending changes touch.
+    pub base: PendingBase,
     /// Held while writing the live tree, so a commit-log apply and a local-only change never
     /// interleave their read-modify-write of one file.
     pub tree_lock: Mutex<()>,
@@ -44,9 +47,10 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(outbox: Outbox, needs_resync: bool) -> Self {
+    pub fn new(outbox: Outbox, base: PendingBase, needs_resync: bool) -> Self {
         Self {
             outbox,
+            base,
             tree_lock: Mutex::new(()),
             needs_resync: AtomicBool::new(needs_resync),
             facts: Mutex::new(LocalFacts::default()),

@@ -31,7 +31,7 @@ use super::snapshot::{SHADOW_DIR, SNAPSHOT_FILE, read_blob};
 use super::types::{
     Entry, LogId, NodeId, Request, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
-use crate::conf::{self, ConfChangeKey, ConfTree, RelPath};
+use crate::conf::{ConfChangeKey, ConfTree, RelPath};
 use crate::durable;
 
 /// Which files of the tree replicate (the whitelist plugin's verdict per file).
@@ -241,27 +241,6 @@ impl StateMachine {
     }
 }
 
-/// Errors that depend on this member's disk rather than on the change (which every member
-/// would refuse alike).
-fn is_local_failure(e: &conf::ConfError) -> bool {
-    use conf::ConfError as E;
-    !matches!(
-        e,
-        E::ConfType { .. }
-            | E::AppName { .. }
-            | E::UserName { .. }
-            | E::FileName { .. }
-            | E::Stanza { .. }
-            | E::Key { .. }
-            | E::Value { .. }
-            | E::MetaStanza { .. }
-            | E::TargetScope { .. }
-            | E::OpTarget { .. }
-            | E::ReservedFileType { .. }
-            | E::RelPath { .. }
-    )
-}
-
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = Self;
 
@@ -410,13 +389,33 @@ impl StateMachine {
             if let Some((i, e)) = results
                 .iter()
                 .enumerate()
-                .find_map(|(i, r)| r.as_ref().err().filter(|e| is_local_failure(e)).map(|e| (i, e)))
+                .find_map(|(i, r)| r.as_ref().err().filter(|e| e.is_local_failure()).map(|e| (i, e)))
             {
                 // Not the change's fault: this member's disk. Nothing is recorded; the
                 // caller tries these entries again.
                 let message = format!("committed change `{}` cannot be applied here: {e}", changes[i]);
                 warn!(error = %e, change = %changes[i], "a committed change cannot be applied here; retrying");
                 return Err(message);
+            }
+            if !next.shadow {
+                // The committed copies of files with pending changes take the change too.
+                let written = {
+                    let _lock = inner.shared.tree_lock.lock().expect("tree lock");
+                    inner.shared.base.apply(&changes)
+                };
+                match written {
+                    Ok(paths) => {
+                        let mut dirty = inner.dirty.lock().expect("dirty lock");
+                        for path in paths {
+                            dirty.extend(path.parent().map(Path::to_path_buf));
+                            dirty.insert(path);
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "a committed change cannot be applied to a pending file's copy; retrying");
+                        return Err(format!("committed changes cannot be applied here: {e}"));
+                    }
+                }
             }
             for ((start, end), resp) in spans.iter().zip(responses.iter_mut()) {
                 for (i, result) in results[*start..*end].iter().enumerate() {
@@ -440,6 +439,13 @@ impl StateMachine {
         for batch in own_batches {
             if let Err(e) = inner.shared.outbox.remove_batch(batch) {
                 warn!(error = %e, "a committed batch could not leave the outbox; it will be offered again and applied once");
+            }
+        }
+        // Nothing from here pending any more: files it touched take the log's order.
+        if !st.shadow && inner.shared.outbox.is_empty() {
+            let _lock = inner.shared.tree_lock.lock().expect("tree lock");
+            if let Err(e) = inner.shared.base.settle(&inner.live) {
+                warn!(error = %e, "files with committed pending changes keep their order for now; trying again at the next apply");
             }
         }
         self.published(&st);

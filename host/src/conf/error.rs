@@ -76,6 +76,26 @@ pub enum ConfError {
 }
 
 impl ConfError {
+    /// Whether the error depends on this member's disk rather than on the change (which every
+    /// member would refuse alike).
+    pub fn is_local_failure(&self) -> bool {
+        !matches!(
+            self,
+            ConfError::ConfType { .. }
+                | ConfError::AppName { .. }
+                | ConfError::UserName { .. }
+                | ConfError::FileName { .. }
+                | ConfError::Stanza { .. }
+                | ConfError::Key { .. }
+                | ConfError::Value { .. }
+                | ConfError::MetaStanza { .. }
+                | ConfError::TargetScope { .. }
+                | ConfError::OpTarget { .. }
+                | ConfError::ReservedFileType { .. }
+                | ConfError::RelPath { .. }
+        )
+    }
+
     /// Wraps an I/O error with the path it happened on.
     pub(crate) fn io(path: &Path, source: io::Error) -> Self {
         ConfError::Io { path: path.to_path_buf(), source: Arc::new(source) }

@@ -161,6 +161,18 @@ impl ConfTree {
         }
     }
 
+    /// Replaces a file's bytes durably (`None`: removes it), whatever it held.
+    pub fn replace_file(&self, rel: &RelPath, bytes: Option<&[u8]>) -> Result<(), ConfError> {
+        let mut sync = DirSync::new(true);
+        match bytes {
+            Some(bytes) => fsio::write_atomic(&self.root, rel, bytes, &mut sync)?,
+            None => {
+                fsio::remove(&self.root, rel, &mut sync)?;
+            }
+        }
+        sync.finish()
+    }
+
     /// A file's bytes (`None` if absent). Refuses symlinks like writes do.
     pub fn read_file(&self, rel: &RelPath) -> Result<Option<Vec<u8>>, ConfError> {
         fsio::read(&self.root, rel)

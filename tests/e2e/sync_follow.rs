@@ -226,3 +226,53 @@ fn a_reader_going_through_the_tree_never_resets_the_primarys_journal() {
         passes.join("\n")
     );
 }
+
+/// A file a pass from the journal sent is held with its content hash: a change of its mode
+/// alone afterwards goes as metadata only. (The journal recorded what it sent without a hash,
+/// so the same chmod sent the whole file again.)
+#[test]
+fn a_mode_change_after_a_pass_from_the_journal_sends_no_content() {
+    let _one = one_at_a_time();
+    let trees = "[sync.trees]\nvault = \"vault\"\n";
+    let home = tempfile::tempdir().unwrap();
+    let vault = home.path().join("vault");
+    fs::create_dir_all(&vault).unwrap();
+    let primary = Node::new("primary", &format!("[sync]\napp_home = \"{}\"\n{trees}", home.path().display()));
+    let standby = Node::new("standby", &format!("[sync]\nprimary = \"{}\"\n{trees}", primary.peer));
+    let copy = standby.data().join("app/vault");
+    watched(&primary);
+    until_from_journal(&standby, &vault, &copy);
+    // One large file and one small (they go by different paths), sent from the journal.
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    fs::write(vault.join("big.bin"), &big).unwrap();
+    fs::write(vault.join("small.txt"), b"small\n").unwrap();
+    converge(&vault, &copy, "the new files");
+    let st = vault_status(&standby);
+    assert_eq!(st["last_change"]["full"], false, "sent from the journal: {st}");
+
+    let now_ms =
+        || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    for name in ["big.bin", "small.txt"] {
+        let bytes_before = vault_status(&standby)["bytes_total"].as_u64();
+        let mut perms = fs::metadata(vault.join(name)).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+        fs::set_permissions(vault.join(name), perms).unwrap();
+        wait_for(Duration::from_secs(30), || {
+            (fs::metadata(copy.join(name)).unwrap().mode() & 0o777 == 0o600).then_some(())
+        })
+        .unwrap_or_else(|| panic!("the mode of {name} never arrived: {}", vault_status(&standby)));
+        // The pass that applied it has written its status once a pass ends after now.
+        let seen = now_ms();
+        let (st, _) = wait_for(Duration::from_secs(30), || {
+            Some(vault_status(&standby)).filter(|st| st["last_pass_ms"].as_u64() >= Some(seen))
+        })
+        .expect("no pass ended after the mode arrived");
+        let change = &st["last_change"];
+        assert_eq!(st["bytes_total"].as_u64(), bytes_before, "{name}: a mode change sends no content: {st}");
+        assert_eq!(
+            (change["full"].as_bool(), change["meta_only"].as_u64(), change["content_bytes"].as_u64()),
+            (Some(false), Some(1), Some(0)),
+            "{name}: {change}"
+        );
+    }
+}

@@ -267,6 +267,8 @@ pub struct Applier {
     unlocked: BTreeSet<RelName>,
     /// Hard-link members to link to their leaders at commit, after the files landed.
     links: BTreeMap<RelName, Entry>,
+    /// Files whose metadata alone changed in place in this batch, synced at commit.
+    settled: Vec<(File, PathBuf)>,
     /// What this tree keeps of owners and attributes.
     keep: Keep,
     next_tmp: u64,
@@ -294,6 +296,7 @@ impl Applier {
             touched: HashSet::new(),
             unlocked: BTreeSet::new(),
             links: BTreeMap::new(),
+            settled: Vec::new(),
             keep: Keep::rsync_a(),
             next_tmp: 0,
             cleaned,
@@ -415,7 +418,8 @@ impl Applier {
     /// mtime, the test a pass with no change trusts) with `entry`'s content hash. It moves at
     /// once to a temporary name at the root, so a deletion later in the batch cannot take it,
     /// gets `entry`'s owner, attributes, mode and mtime, and is put in place at commit like a
-    /// received file.
+    /// received file. Onto its own name (only its metadata changed) it stays where it is and
+    /// takes the metadata there: a reader never finds it missing.
     pub fn adopt(&mut self, from: &RelName, held: &Entry, entry: &Entry) -> Result<(), TreeError> {
         expect_kind(entry, EntryKind::File)?;
         let refuse = |reason| Err(TreeError::MoveSource { name: from.display(), reason });
@@ -431,6 +435,17 @@ impl Applier {
             Ok(_) => return refuse("it changed since it was indexed"),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return refuse("it is gone"),
             Err(e) => return Err(TreeError::io("stat", &path)(e)),
+        }
+        if from == &entry.path {
+            let file = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&path)
+                .map_err(TreeError::io("open", &path))?;
+            settle_meta(&file, entry, &self.keep, &path)?;
+            // Made durable at commit with the batch's files.
+            self.settled.push((file, path));
+            return Ok(());
         }
         // The target's folder is made now (its own entry may come later, or not at all).
         self.parent_dir(&entry.path)?;
@@ -530,6 +545,7 @@ impl Applier {
             queued.iter().for_each(|(_, q)| drop(fs::remove_file(&q.tmp)));
             return Err(e);
         }
+        self.sync_settled(&mut stats)?;
         for (name, q) in queued {
             match self.place(&name, &q) {
                 Ok(()) => {
@@ -597,6 +613,22 @@ impl Applier {
         }
         self.syncfs()?;
         stats.fs_syncs += 1;
+        Ok(())
+    }
+
+    /// Makes the metadata set in place durable: one fsync each for a few files, else one
+    /// `syncfs`.
+    fn sync_settled(&mut self, stats: &mut CommitStats) -> Result<(), TreeError> {
+        let settled = std::mem::take(&mut self.settled);
+        if settled.len() > SMALL_BATCH {
+            self.syncfs()?;
+            stats.fs_syncs += 1;
+            return Ok(());
+        }
+        for (file, path) in &settled {
+            file.sync_all().map_err(TreeError::io("fsync", path))?;
+            stats.file_syncs += 1;
+        }
         Ok(())
     }
 

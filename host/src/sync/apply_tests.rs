@@ -68,6 +68,26 @@ fn file_content_mode_and_mtime_land_exactly() {
     assert_eq!(listing(t.path()).len(), 3, "no temporaries left: d, d/f, empty");
 }
 
+/// A change of metadata alone (a move onto the file's own name) happens where the file is: a
+/// reader never finds it missing, not even before the commit; the commit makes it durable.
+#[test]
+fn a_metadata_change_alone_keeps_the_file_in_place() {
+    let t = tempfile::tempdir().unwrap();
+    let mut a = Applier::open(t.path()).unwrap();
+    let mtime = 1_600_000_000_000_000_000;
+    let held = file_entry("d/f", b"payload", 0o644, mtime);
+    put(&mut a, &held, b"payload").unwrap();
+    a.commit().unwrap();
+    let inode = fs::metadata(t.path().join("d/f")).unwrap().ino();
+    let wanted = file_entry("d/f", b"payload", 0o600, mtime);
+    a.adopt(&n("d/f"), &held, &wanted).unwrap();
+    let m = fs::symlink_metadata(t.path().join("d/f")).expect("still there before the commit");
+    assert_eq!((m.ino(), m.mode() & 0o7777), (inode, 0o600));
+    let stats = a.commit().unwrap();
+    assert_eq!((stats.files, stats.file_syncs), (0, 1), "nothing placed, the file synced");
+    assert_eq!(listing(t.path()).len(), 2, "no temporaries: d, d/f");
+}
+
 #[test]
 fn content_that_does_not_match_its_hash_is_refused() {
     let t = tempfile::tempdir().unwrap();

@@ -265,6 +265,7 @@ async fn drive(
         }
     }
     let done = pool.finish().await.map_err(PassError::Worker)?;
+    let sent_hashes: HashMap<RelName, [u8; 32]> = done.hashes.into_iter().collect();
     stats.files_whole = done.whole;
     stats.files_delta = done.delta;
     stats.content_bytes = done.content_bytes;
@@ -311,7 +312,13 @@ async fn drive(
     stats.failed = failed.len() as u64;
     let outcome = match since {
         Some(since) if !incomplete && failed.is_empty() => {
-            let upserts = upserts.into_iter().filter(|e| !unread_files.contains(&e.path));
+            // What was sent is held with its hash (the scan had none to give).
+            let upserts = upserts.into_iter().filter(|e| !unread_files.contains(&e.path)).map(|mut e| {
+                if let Some(hash) = sent_hashes.get(&e.path) {
+                    e.hash = Some(*hash);
+                }
+                e
+            });
             let holds = holds_after(theirs, upserts.chain(moved), &deletes);
             Some(Outcome { since, holds, unread: unread.into_iter().map(|(p, _)| p).collect() })
         }

@@ -68,6 +68,9 @@ pub(super) struct WorkerStats {
     /// Files that could not be opened or read (permission, I/O error), and why: reported,
     /// left as the standby has them, tried again next pass.
     pub unreadable: Vec<(RelName, String)>,
+    /// The content hash of every file sent (whole or as a delta), for the journal's record of
+    /// what the standby holds: a later change of its metadata alone then sends no content.
+    pub hashes: Vec<(RelName, [u8; 32])>,
 }
 
 /// The pool: jobs in, frames out.
@@ -167,6 +170,7 @@ impl Workers {
                 sum.content_bytes += s.content_bytes;
                 sum.changed.extend(s.changed);
                 sum.unreadable.extend(s.unreadable);
+                sum.hashes.extend(s.hashes);
             }
             Ok(sum)
         });
@@ -320,7 +324,9 @@ impl Worker {
             return Small::Skipped;
         }
         let mut entry = Self::stamped(e, &before);
-        entry.hash = Some(*blake3::hash(&data).as_bytes());
+        let hash = *blake3::hash(&data).as_bytes();
+        entry.hash = Some(hash);
+        self.stats.hashes.push((e.path.clone(), hash));
         self.stats.content_bytes += data.len() as u64;
         Small::Read(SmallFile { entry, data })
     }
@@ -388,7 +394,9 @@ impl Worker {
         }
         self.stats.whole += 1;
         self.stats.content_bytes += read;
-        self.emit(&SyncMsg::FileEnd { id, hash: *hasher.finalize().as_bytes() })
+        let hash = *hasher.finalize().as_bytes();
+        self.stats.hashes.push((e.path.clone(), hash));
+        self.emit(&SyncMsg::FileEnd { id, hash })
     }
 
     fn send_delta(&mut self, e: &Entry, sig: &Signature) -> Result<(), WriterGone> {
@@ -434,6 +442,7 @@ impl Worker {
             Ok((new_len, new_hash)) if !self.moved(e, &file, &before, new_len) => {
                 self.stats.delta += 1;
                 self.stats.content_bytes += literal;
+                self.stats.hashes.push((e.path.clone(), new_hash));
                 self.emit(&SyncMsg::DeltaEnd { id, new_len, new_hash })
             }
             Ok(_) => self.emit(&SyncMsg::FileAbort { id }),

@@ -135,6 +135,13 @@ fn a_pair_configured_from_scratch_fails_over_and_rejoins() {
         assert!(text.contains(line), "`{line}` missing:\n{text}");
     }
     assert_eq!(a.health(), 200);
+    // Patroni's checks with a real database: the standby is a replica within a generous lag,
+    // and not the primary.
+    assert_eq!(a.tandem.http_get("/primary").0, 200);
+    assert_eq!(b.tandem.http_get("/primary").0, 503);
+    assert_eq!(a.tandem.http_get("/replica").0, 503);
+    let (code, body) = b.tandem.http_get("/replica?lag=64MB");
+    assert_eq!(code, 200, "{body}");
 
     // Regression: tandem started the standby's PostgreSQL with its port and socket folder on
     // the command line only, so a plain `pg_ctl start` brought it up elsewhere (5432).
@@ -466,4 +473,52 @@ fn the_cli_names_a_stopped_daemon_at_once_instead_of_waiting_an_hour() {
     let (ok, err, took) = timed(&a.tandem, &["standby", "status"]);
     assert!(!ok && err.contains("cannot reach the tandem daemon"), "{err}");
     assert!(took < Duration::from_secs(3), "connection refused is immediate: {took:?}");
+}
+
+/// Patroni's role checks, so a load balancer configured for Patroni works unchanged: 200 where
+/// the host is what the path asks, 503 where not, a JSON body either way, for GET, HEAD and
+/// OPTIONS (HAProxy checks with OPTIONS), no token. Files only: the pair's roles decide.
+#[test]
+fn the_load_balancers_checks_answer_in_patronis_names() {
+    let a = host("a", false).unwrap();
+    let b = host("b", false).unwrap();
+    let check = |h: &Host, method: &str, path: &str| {
+        crate::support::http(&h.tandem.api_addr(), method, path, None, b"")
+    };
+    // Unpaired: it takes writes (as `/health` says), and is no replica.
+    for (path, want) in [("/primary", 200), ("/read-write", 200), ("/replica", 503), ("/read-only", 200)] {
+        assert_eq!(check(&a, "GET", path).0, want, "unpaired: {path}");
+    }
+    a.tandem.ok(&["standby", "configure", "--primary-mode", "--peer", &b.tandem.peer]);
+    b.tandem.ok(&["standby", "configure", "--standby-mode", "--peer", &a.tandem.peer]);
+    b.wait_status("following", |s| s["role"] == "standby");
+    for method in ["GET", "HEAD", "OPTIONS"] {
+        for (h, path, want) in [
+            (&a, "/primary", 200),
+            (&a, "/leader", 200),
+            (&a, "/master", 200),
+            (&a, "/replica", 503),
+            (&a, "/read-only", 200),
+            (&b, "/primary", 503),
+            (&b, "/read-write", 503),
+            (&b, "/replica", 200),
+            (&b, "/read-only", 200),
+            (&a, "/liveness", 200),
+            (&b, "/liveness", 200),
+            (&a, "/readiness", 200),
+            (&b, "/readiness", 200),
+        ] {
+            let (code, body) = check(h, method, path);
+            assert_eq!(code, want, "{method} {path} on {}: {body}", h.tandem.name);
+            if method != "HEAD" && path != "/liveness" {
+                let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {body}: {e}"));
+                assert_eq!(v["role"], if h.tandem.name == "a" { "primary" } else { "replica" }, "{body}");
+            }
+        }
+    }
+    // A lag limit needs a known lag (no database here: none), and a unit it knows.
+    assert_eq!(check(&b, "GET", "/replica?lag=16MB").0, 503);
+    let (code, body) = check(&b, "GET", "/replica?lag=10parsecs");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("unknown unit"), "{body}");
 }

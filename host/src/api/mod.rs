@@ -1,7 +1,8 @@
 //! The REST API every member serves (`/v1/...`, JSON): runtime conf changes and reads,
 //! cluster membership, resync and status, WAL and warm-standby status and commands. Every
 //! route but `/v1/health` (liveness), `/health` (the load balancers' check: 200 on a primary or
-//! an unpaired host, 503 on a standby) and `/metrics` (Prometheus) needs a bearer token: the
+//! an unpaired host, 503 on a standby), Patroni's role checks (`/primary`, `/replica`, ...: see
+//! `checks`) and `/metrics` (Prometheus) needs a bearer token: the
 //! admin role may change things, the read-only role may only read.
 //!
 //! Owns: HTTP in and out. Must never: change anything for a request without the admin role,
@@ -10,6 +11,7 @@
 
 mod auth;
 mod body;
+mod checks;
 mod cluster;
 mod conf;
 mod config;
@@ -73,6 +75,15 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/health", get(|| async { "ok\n" }))
         .route("/health", get(standby::health))
+        // Patroni's role checks (GET also answers HEAD).
+        .route("/primary", get(checks::primary).options(checks::primary))
+        .route("/read-write", get(checks::primary).options(checks::primary))
+        .route("/leader", get(checks::primary).options(checks::primary))
+        .route("/master", get(checks::primary).options(checks::primary))
+        .route("/replica", get(checks::replica).options(checks::replica))
+        .route("/read-only", get(checks::read_only).options(checks::read_only))
+        .route("/liveness", get(checks::liveness).options(checks::liveness))
+        .route("/readiness", get(checks::readiness).options(checks::readiness))
         .route("/metrics", get(metrics::metrics))
         .merge(guarded)
         // Whole files (lookup tables) travel in change requests.

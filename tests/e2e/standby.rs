@@ -473,6 +473,18 @@ fn the_cli_names_a_stopped_daemon_at_once_instead_of_waiting_an_hour() {
     let (ok, err, took) = timed(&a.tandem, &["standby", "status"]);
     assert!(!ok && err.contains("cannot reach the tandem daemon"), "{err}");
     assert!(took < Duration::from_secs(3), "connection refused is immediate: {took:?}");
+    assert_eq!(err.matches("Connection refused").count(), 1, "the cause is said once: {err}");
+    // No daemon ever ran here: the token file is missing, said once.
+    let empty = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .current_dir(empty.path())
+        .env_remove("TANDEM_CONFIG")
+        .args(["standby", "status"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "the cause is said once: {err}");
 }
 
 /// Patroni's role checks, so a load balancer configured for Patroni works unchanged: 200 where

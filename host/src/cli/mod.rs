@@ -8,6 +8,7 @@ mod eval;
 mod http;
 mod pin;
 mod plugins;
+mod report;
 mod sandbox;
 mod standby;
 mod sync;
@@ -40,7 +41,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("tandem: {e:#}");
+            eprintln!("tandem: {}", report::one_line(&e));
             ExitCode::FAILURE
         }
     }

@@ -64,7 +64,7 @@ fn once(
     let stats = match pulled {
         Ok(stats) => stats,
         Err(e) => {
-            status.failed(&tree, &primary, &format!("{e:#}"), false);
+            status.failed(&tree, &primary, &super::report::one_line(&e), false);
             return Err(e);
         }
     };

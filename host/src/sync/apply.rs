@@ -1,6 +1,6 @@
 //! The standby side of tree sync: applies received entries to a tree root so each file lands
-//! whole. A file is written to a `.tandem-tmp.` file in its target's folder (holes the primary
-//! named left unwritten), given its owner, attributes, mode and mtime, and queued; hard-link
+//! whole. A file is written to a `.tandem-tmp.` file in its target's folder by a
+//! [`FileWriter`] (see `file_writer`), given its owner, attributes, mode and mtime, and queued; hard-link
 //! members are queued as links to their leaders. [`Applier::commit`] makes the batch's data durable with one
 //! `syncfs(2)` (or an fsync per file for a batch of at most [`SMALL_BATCH`]), renames every
 //! file into place, links the members, then makes the renames durable: one more `syncfs` when more than
@@ -12,9 +12,9 @@
 //! whose target is absolute or leaves the tree, or show a half-written file under its real name.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::fs::{self, File, FileTimes, OpenOptions, Permissions};
-use std::io::{self, Seek, SeekFrom, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -28,18 +28,14 @@ use crate::sync::hardlink::link_into_place;
 use crate::sync::meta::{self, Keep};
 use crate::sync::names::{RelName, TEMP_PREFIX};
 use crate::sync::nofollow::{clear_dir, remove_leftovers, remove_tree, set_dir_meta, set_link_mtime};
-use crate::sync::sparse::{HoleMap, hash_zeros};
 use crate::sync::tree_error::TreeError;
+
+use crate::sync::file_writer::settle_meta;
+pub use crate::sync::file_writer::{FileWriter, Staged};
 
 /// Batches of at most this many files are made durable with one fsync per file; larger ones
 /// with a single `syncfs` of the tree's filesystem, which costs the same for 10 files or 10,000.
 pub const SMALL_BATCH: usize = 8;
-
-/// Finished files at least this large have their writeback started at once.
-const WRITEBACK_BYTES: u64 = 1 << 20;
-/// A file being written has its writeback started every this many bytes, so the disk works
-/// while the rest arrives and the commit's sync finds little left to do.
-const WRITEBACK_STEP: u64 = 8 << 20;
 
 /// What a commit did, including how many durability calls it cost.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -58,173 +54,6 @@ pub struct CommitStats {
     pub dir_syncs: u64,
     /// Files that could not be put in place, with the reason; the rest of the batch landed.
     pub failed: Vec<(RelName, String)>,
-}
-
-/// A file being received: write its content, then hand it to [`Applier::finish_file`].
-/// Dropping it unfinished removes the temporary file.
-#[derive(Debug)]
-pub struct FileWriter {
-    file: Option<File>,
-    tmp: PathBuf,
-    entry: Entry,
-    /// `None` when the caller proves the content itself (a patch checks its own output).
-    hasher: Option<blake3::Hasher>,
-    written: u64,
-    /// Where writeback was last started up to.
-    written_back: u64,
-    /// Hash checked, mode and mtime set.
-    settled: bool,
-    /// What the pass keeps of owner and attributes.
-    keep: Keep,
-    /// The primary's holes, for content that arrives whole (zeros in them are not written).
-    holes: Option<Box<HoleMap>>,
-    /// Some bytes were left unwritten: the length is set when the file is settled.
-    skipped: bool,
-}
-
-/// A file about to be received (see [`Applier::stage`]).
-#[derive(Debug)]
-pub struct Staged {
-    tmp: PathBuf,
-    entry: Entry,
-    keep: Keep,
-    holes: Option<Box<HoleMap>>,
-}
-
-impl Staged {
-    /// Creates the temporary file: a writer for content that arrives piece by piece, hashed as
-    /// it is written and checked against the entry's hash when settled.
-    pub fn open(self) -> Result<FileWriter, TreeError> {
-        self.create(Some(blake3::Hasher::new()))
-    }
-
-    /// Like [`Staged::open`] for content whose caller checks it itself (a [`Patcher`]
-    /// verifies its output's length and hash): the writer does not hash it a second time.
-    ///
-    /// [`Patcher`]: crate::sync::patch::Patcher
-    pub fn open_verified_by_caller(self) -> Result<FileWriter, TreeError> {
-        self.create(None)
-    }
-
-    /// Zeros of the content that fall in these holes of the primary's file are left
-    /// unwritten (see [`crate::sync::sparse`]); a map that is not in order is ignored.
-    pub fn with_holes(mut self, ranges: Vec<(u64, u64)>) -> Staged {
-        self.holes = HoleMap::new(ranges).map(Box::new);
-        self
-    }
-
-    fn create(self, hasher: Option<blake3::Hasher>) -> Result<FileWriter, TreeError> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&self.tmp)
-            .map_err(TreeError::io("create temporary", &self.tmp))?;
-        Ok(FileWriter {
-            file: Some(file),
-            tmp: self.tmp,
-            entry: self.entry,
-            hasher,
-            written: 0,
-            written_back: 0,
-            settled: false,
-            keep: self.keep,
-            holes: self.holes,
-            skipped: false,
-        })
-    }
-
-    /// Writes the whole content and settles the file (hash check, mode, mtime): ready for
-    /// [`Applier::finish_file`]. Needs no `&mut Applier`, so files can be written in parallel.
-    pub fn write_whole(self, data: &[u8]) -> Result<FileWriter, TreeError> {
-        let mut w = self.open()?;
-        w.write_all(data).map_err(TreeError::io("write", &w.tmp))?;
-        w.settle()?;
-        Ok(w)
-    }
-}
-
-impl FileWriter {
-    /// Checks the hash and sets mode and mtime; on failure the temporary is removed.
-    fn settle(&mut self) -> Result<(), TreeError> {
-        let Some(file) = self.file.as_ref() else { return Ok(()) };
-        if let Err(e) = settle_file(file, self, &self.tmp) {
-            self.file = None;
-            let _ = fs::remove_file(&self.tmp);
-            return Err(e);
-        }
-        self.settled = true;
-        Ok(())
-    }
-
-    /// The entry being received.
-    pub fn entry(&self) -> &Entry {
-        &self.entry
-    }
-
-    /// The content hash the finished file must have (known only once its content was sent).
-    pub fn expect_hash(&mut self, hash: [u8; 32]) {
-        self.entry.hash = Some(hash);
-    }
-
-    /// The next `len` bytes are a hole in the primary's file: hashed as the zeros they read
-    /// as, never written. Refused past the entry's size.
-    pub fn hole(&mut self, len: u64) -> io::Result<()> {
-        let file = self.file.as_mut().ok_or_else(|| io::Error::other("file writer already finished"))?;
-        if self.written.checked_add(len).is_none_or(|end| end > self.entry.size) {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "a hole past the file's size"));
-        }
-        file.seek(SeekFrom::Current(len as i64))?;
-        if let Some(h) = self.hasher.as_mut() {
-            hash_zeros(h, len);
-        }
-        self.written += len;
-        self.skipped = true;
-        Ok(())
-    }
-}
-
-impl Write for FileWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let file = self.file.as_mut().ok_or_else(|| io::Error::other("file writer already finished"))?;
-        let (take, skip) = match self.holes.as_mut() {
-            Some(holes) => holes.next_piece(self.written, buf),
-            None => (buf.len(), false),
-        };
-        let n = if skip {
-            file.seek(SeekFrom::Current(take as i64))?;
-            self.skipped = true;
-            take
-        } else {
-            file.write(&buf[..take])?
-        };
-        if let Some(h) = self.hasher.as_mut() {
-            h.update(&buf[..n]);
-        }
-        self.written += n as u64;
-        if self.written - self.written_back >= WRITEBACK_STEP {
-            let (from, len) = (self.written_back, self.written - self.written_back);
-            // SAFETY: the descriptor is valid for the call; the flag only starts writeback.
-            unsafe {
-                libc::sync_file_range(file.as_raw_fd(), from as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE)
-            };
-            self.written_back = self.written;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for FileWriter {
-    fn drop(&mut self) {
-        if self.file.take().is_some() {
-            let _ = fs::remove_file(&self.tmp);
-        }
-    }
 }
 
 /// A finished file waiting for the commit (its name is its key in [`Applier::queued`]).
@@ -327,23 +156,14 @@ impl Applier {
         self.check_meta(e)?;
         let parent = self.parent_dir(&e.path)?;
         let tmp = self.tmp_path(&parent);
-        Ok(Staged { tmp, entry: e.clone(), keep: self.keep, holes: None })
+        Ok(Staged::new(tmp, e.clone(), self.keep))
     }
 
     /// Finishes a received file: checks its hash (when the entry has one), sets mode and
     /// mtime, and queues it for [`Applier::commit`].
-    pub fn finish_file(&mut self, mut w: FileWriter) -> Result<(), TreeError> {
-        if !w.settled {
-            w.settle()?;
-        }
-        let Some(file) = w.file.take() else { return Ok(()) };
-        let tmp = std::mem::take(&mut w.tmp);
-        if w.written >= WRITEBACK_BYTES {
-            // Start writing it out now, so the commit's sync finds little left to do.
-            // SAFETY: the descriptor is valid for the call; the flags only start writeback.
-            unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
-        }
-        self.enqueue(w.entry.path.clone(), tmp, file, w.written, false);
+    pub fn finish_file(&mut self, w: FileWriter) -> Result<(), TreeError> {
+        let Some(done) = w.finished()? else { return Ok(()) };
+        self.enqueue(done.name, done.tmp, done.file, done.bytes, false);
         Ok(())
     }
 
@@ -828,32 +648,6 @@ fn expect_kind(e: &Entry, expected: EntryKind) -> Result<(), TreeError> {
         return Ok(());
     }
     Err(TreeError::WrongKind { name: e.path.display(), expected, got: e.kind })
-}
-
-/// Verifies a finished file's hash and gives it its length (when holes were left unwritten),
-/// owner, attributes, mode and mtime, in that order: chown clears setuid bits and file
-/// capabilities, so those come after it; mtime last, since writes move it.
-fn settle_file(file: &File, w: &FileWriter, tmp: &Path) -> Result<(), TreeError> {
-    if let (Some(expected), Some(hasher)) = (w.entry.hash, w.hasher.as_ref())
-        && *hasher.finalize().as_bytes() != expected
-    {
-        return Err(TreeError::HashMismatch { name: w.entry.path.display() });
-    }
-    if w.skipped {
-        file.set_len(w.written).map_err(TreeError::io("set length", tmp))?;
-    }
-    settle_meta(file, &w.entry, &w.keep, tmp)
-}
-
-/// Gives a file about to be put in place `entry`'s owner, attributes, mode and mtime, in that
-/// order (chown clears setuid bits, writes move the mtime).
-fn settle_meta(file: &File, entry: &Entry, keep: &Keep, tmp: &Path) -> Result<(), TreeError> {
-    meta::chown_fd(file.as_fd(), entry, keep).map_err(TreeError::io("chown", tmp))?;
-    meta::apply_xattrs_fd(file.as_fd(), entry.xattrs(), keep)
-        .map_err(TreeError::io("set extended attributes", tmp))?;
-    file.set_permissions(Permissions::from_mode(entry.mode & MODE_BITS))
-        .map_err(TreeError::io("chmod", tmp))?;
-    file.set_times(FileTimes::new().set_modified(entry.mtime())).map_err(TreeError::io("set mtime", tmp))
 }
 
 #[cfg(test)]

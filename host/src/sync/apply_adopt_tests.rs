@@ -1,7 +1,7 @@
 //! Tests of [`Applier::adopt`]: the standby takes its own file for a rename, and never one
 //! that is not what its index says.
 
-use std::fs;
+use std::fs::{self, FileTimes};
 
 use super::*;
 use crate::sync::entry::mtime_ns;

@@ -24,6 +24,7 @@ pub mod delta;
 pub mod diff;
 pub mod entry;
 pub mod error;
+mod file_writer;
 pub mod filter;
 pub mod follow;
 pub mod hardlink;

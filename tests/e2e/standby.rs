@@ -17,13 +17,13 @@ use crate::support::wait_for;
 const LONG: Duration = Duration::from_secs(60);
 
 /// A host of the pair: its tandem, its PostgreSQL (if any), its app home.
-struct Host {
-    tandem: Node,
+pub(crate) struct Host {
+    pub(crate) tandem: Node,
     pg: Option<PgServer>,
     app: tempfile::TempDir,
 }
 
-fn host(name: &str, with_pg: bool) -> Option<Host> {
+pub(crate) fn host(name: &str, with_pg: bool) -> Option<Host> {
     let app = tempfile::tempdir().unwrap();
     let pg = if with_pg { Some(PgServer::start(&[])?) } else { None };
     let pg_conf = pg.as_ref().map_or(String::new(), |pg| {
@@ -41,15 +41,15 @@ fn host(name: &str, with_pg: bool) -> Option<Host> {
 }
 
 impl Host {
-    fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> Value {
         serde_json::from_str(&self.tandem.ok(&["standby", "status", "--json"])).unwrap()
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         self.tandem.ok(&["standby", "status"])
     }
 
-    fn wait_status(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn wait_status(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
         wait_for(LONG, || Some(self.status()).filter(&check)).map(|(v, _)| v).unwrap_or_else(|| {
             panic!("{}: never {what}: {:#}\n{}", self.tandem.name, self.status(), self.text())
         })
@@ -70,11 +70,11 @@ impl Host {
             .unwrap_or_else(|| panic!("{}: {rel} never became {text:?}\n{}", self.tandem.name, self.text()));
     }
 
-    fn pg(&self) -> &PgServer {
+    pub(crate) fn pg(&self) -> &PgServer {
         self.pg.as_ref().unwrap()
     }
 
-    fn health(&self) -> u16 {
+    pub(crate) fn health(&self) -> u16 {
         self.tandem.http_get("/health").0
     }
 }

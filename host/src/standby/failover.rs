@@ -1,13 +1,18 @@
 //! Failover: `convert-to-primary` on the standby and `rejoin` on the old primary.
 //!
-//! Convert refuses while the old primary still answers as a primary (its tandem says so, or its
-//! PostgreSQL accepts writes) unless forced; refuses while replay is paused; lets the standby
+//! Convert first has the old primary fence its database when its tandem answers (see `fence`:
+//! forced or not, nothing commits there any more and its last WAL is in tandem's archive before
+//! the standby promotes); when it does not, convert refuses while the old primary still answers
+//! as a primary (its PostgreSQL accepts connections) unless forced; refuses while replay is
+//! paused; lets the standby
 //! PostgreSQL take everything tandem's archive holds before promoting, so nothing the standby
-//! side acknowledged to the primary is lost; stops pulling trees; promotes; checkpoints.
+//! side acknowledged to the primary is lost; stops pulling trees; promotes; makes tandem's slot
+//! (it keeps the WAL from before the promotion on for the old primary's rejoin); checkpoints.
 //! Rejoin brings the old primary back as the new standby with `pg_rewind` from the new
 //! primary (configure set `wal_log_hints`), not a new base backup; the WAL the old primary
 //! wrote after the fork is copied to `<data_dir>/standby/diverged/` first, and the rewind does
-//! not run when it could not be.
+//! not run when it could not be. An old primary fenced by a clean stop where the new primary's
+//! timeline begins wrote nothing after the fork: no rewind runs at all.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +21,7 @@ use tracing::{info, warn};
 
 use super::configure::{Report, blocking};
 use super::error::StandbyError;
+use super::fence::PeerFence;
 use super::jobs::WalState;
 use super::pairing::{Failover, Pairing, Role};
 use super::postgres::{PgError, StopMode};
@@ -69,12 +75,22 @@ impl Standby {
             return Err(StandbyError::State("this host is already the primary of its pair".into()));
         }
         let pg = self.followed_pg(&p);
-        if force {
-            warn!("convert-to-primary forced: the old primary was not checked");
-            steps.push("fencing check skipped (--force): make sure the old primary stays down".into());
-        } else {
-            self.fence(&p, pg.is_some(), steps).await?;
-        }
+        let epoch = p.epoch + 1;
+        let old_primary = match self.fence_peer(&p, epoch, force, steps).await? {
+            PeerFence::Fenced(how) => format!("fenced ({how}) at this host's request before the promotion"),
+            PeerFence::NotFenced(why) => {
+                steps.push(format!("the old primary's tandem did not fence it ({why})"));
+                if force {
+                    warn!("convert-to-primary forced: the old primary was not fenced");
+                    steps.push(format!(
+                        "fencing check skipped (--force): make sure the old primary stays down; it fences itself when it hears of epoch {epoch}"
+                    ));
+                } else {
+                    self.fence(&p, pg.is_some(), steps).await?;
+                }
+                format!("not fenced by this host ({why}); it fences itself when it hears of epoch {epoch}")
+            }
+        };
         if let Some(pg) = &pg {
             if !pg.running().await {
                 let pg2 = pg.clone();
@@ -99,9 +115,15 @@ impl Standby {
         let writable = started.elapsed().as_secs_f64();
         // The new role is recorded before anything else can fail: the database takes writes.
         p.role = Role::Primary;
-        p.epoch += 1;
+        p.epoch = epoch;
         p.superseded = None;
-        p.last_failover = Some(Failover { at_ms: now_ms(), seconds: writable, forced: force });
+        p.fenced = None;
+        p.last_failover = Some(Failover {
+            at_ms: now_ms(),
+            seconds: writable,
+            forced: force,
+            old_primary: Some(old_primary),
+        });
         self.save(Some(p.clone()))?;
         if pg.is_some() {
             steps.push(format!("PostgreSQL promoted: writable after {writable:.2} s"));
@@ -109,6 +131,16 @@ impl Standby {
         self.replan().await;
         steps.push("tree sync: no longer pulling, serving; WAL streaming stopped".into());
         if let Some(pg) = &pg {
+            let slot = &self.config.wal.slot;
+            match pg.create_slot(slot).await {
+                Ok(true) => steps.push(format!(
+                    "replication slot `{slot}` made: it keeps the WAL from before the promotion for the old primary's rejoin"
+                )),
+                Ok(false) => {}
+                Err(e) => steps.push(format!(
+                    "WARNING: replication slot `{slot}` not made ({e}): the old primary's rejoin may need the WAL it would have kept"
+                )),
+            }
             match pg.checkpoint().await {
                 Ok(()) => steps.push("checkpoint done".into()),
                 Err(e) => {
@@ -301,6 +333,7 @@ impl Standby {
             None => Ok::<_, PgError>(None),
         })
         .await??;
+        let rewind = kept.is_some();
         steps.push(match kept {
             Some(k) => format!(
                 "kept this host's WAL from the fork at {} (timeline {}) on, {} segment(s), {} MiB, in {} \
@@ -312,11 +345,13 @@ impl Standby {
                 k.dir.display(),
                 keeping.elapsed().as_secs_f64()
             ),
-            None => "nothing written here after the fork (no rewind needed)".into(),
+            None => "nothing written here after the fork: no rewind needed, none run".into(),
         });
-        let pg2 = pg.clone();
-        let took = blocking(move || pg2.rewind(&source)).await??;
-        steps.push(format!("pg_rewind from the new primary in {:.1} s", took.as_secs_f64()));
+        if rewind {
+            let pg2 = pg.clone();
+            let took = blocking(move || pg2.rewind(&source)).await??;
+            steps.push(format!("pg_rewind from the new primary in {:.1} s", took.as_secs_f64()));
+        }
         let walsender = self.walsender_endpoint()?;
         let (pg2, name) = (pg.clone(), self.config.node_name.clone());
         blocking(move || pg2.write_standby_config(&walsender, &name)).await??;

@@ -132,17 +132,11 @@ impl LocalPg {
 
     /// `pg_controldata` says "shut down" or "shut down in recovery".
     fn cleanly_shut_down(&self) -> Result<bool, PgError> {
-        let mut cmd = self.command("pg_controldata")?;
-        cmd.arg("-D").arg(&self.data_dir).env("LC_ALL", "C");
-        let out = self.run("pg_controldata", "read", cmd)?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let state = text
-            .lines()
-            .find_map(|l| l.strip_prefix("Database cluster state:"))
-            .map(str::trim)
-            .unwrap_or_default();
+        let text = self.controldata()?;
+        let state = super::fence::field(&text, "Database cluster state:");
         Ok(state == "shut down" || state == "shut down in recovery")
     }
+
 
     /// `postgres --single`: crash recovery to the end of the local WAL, then a clean shutdown,
     /// with no listener (nobody can connect meanwhile).

@@ -194,6 +194,22 @@ impl LocalPg {
         Ok(true)
     }
 
+    /// Makes the physical replication slot `name`, holding WAL from the last checkpoint's redo
+    /// point on, unless it exists; whether it was made. A just-promoted primary makes it for
+    /// its old primary: that one's rejoin then finds the WAL from the fork on.
+    pub async fn create_slot(&self, name: &str) -> Result<bool, PgError> {
+        let client = self.client().await?;
+        let made = client
+            .query(
+                "SELECT pg_create_physical_replication_slot($1, true) WHERE NOT EXISTS \
+                 (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+                &[&name],
+            )
+            .await
+            .map_err(|e| PgError::sql(format!("making replication slot {name}"), e))?;
+        Ok(!made.is_empty())
+    }
+
     /// `pg_stat_replication`: whom this server streams WAL to.
     pub async fn replication(&self) -> Result<Vec<ReplicationRow>, PgError> {
         replication_rows(&self.client().await?).await

@@ -312,10 +312,11 @@ fn a_pair_configured_from_scratch_fails_over_and_rejoins() {
     assert!(a.text().contains("(the local database is in recovery)"), "{}", a.text());
 }
 
-/// `convert-to-primary --force` while the old primary is up (the operator's choice): the old
-/// primary hears of the higher epoch, calls itself superseded, answers 503 to load balancers
-/// and makes its database read-only by default, so applications still pointed at it stop
-/// writing; rejoin (with its database still running) brings it back as the standby.
+/// `convert-to-primary --force` while the old primary's tandem is frozen (SIGSTOP): it cannot
+/// be asked to fence, so its database still takes writes; once its tandem runs again it hears
+/// of the higher epoch, calls itself superseded, answers 503 to load balancers and fences its
+/// database hard (demoted: no session commits there, however it asks); rejoin brings it back
+/// as the standby, keeping aside the WAL of what only it had.
 #[test]
 fn a_forced_convert_fences_the_old_primary_until_it_rejoins() {
     let Some(a) = host("a", true) else { return };
@@ -341,17 +342,26 @@ fn a_forced_convert_fences_the_old_primary_until_it_rejoins() {
     b.wait_status("streaming with the upgraded walsender", |s| s["database"]["streaming"] == true);
     assert!(passfile.exists());
 
+    a.tandem.signal("-STOP");
     let out = b.tandem.ok(&["standby", "convert-to-primary", "--force"]);
-    assert!(out.contains("fencing check skipped"), "{out}");
-    a.wait_status("superseded", |s| s["superseded"].is_string());
-    assert_eq!(a.health(), 503);
-    wait_until("the old primary refuses writes", || {
-        a.pg().try_psql("INSERT INTO marks VALUES ('split brain')").is_err_and(|e| e.contains("read-only"))
-    });
+    assert!(out.contains("did not fence it") && out.contains("fencing check skipped"), "{out}");
+    // Nobody fenced the old primary yet: a row only it has (the rewind removes it from the
+    // database; rejoin keeps its WAL aside first).
+    a.pg().psql("INSERT INTO marks VALUES ('written after the fork 7f3a')");
     b.pg().psql("INSERT INTO marks VALUES ('on the new primary')");
-    // The fence is soft: a session that insists still writes. That row exists only on the old
-    // primary; the rewind removes it from the database, and rejoin keeps its WAL aside first.
-    a.pg().psql("BEGIN READ WRITE; INSERT INTO marks VALUES ('written after the fork 7f3a'); COMMIT");
+    a.tandem.signal("-CONT");
+
+    let s = a.wait_status("fenced by a demotion", |s| s["fenced"]["how"] == "demote");
+    assert!(s["superseded"].is_string(), "{s:#}");
+    assert_eq!(a.health(), 503);
+    wait_until("the old primary in recovery", || a.pg().try_psql("SELECT pg_is_in_recovery()").is_ok_and(|r| r == "t"));
+    let insisting = "BEGIN READ WRITE; INSERT INTO marks VALUES ('split brain'); COMMIT";
+    let refused = a.pg().try_psql(insisting).expect_err("a session that asks for read-write still wrote");
+    assert!(refused.contains("cannot set transaction read-write mode during recovery"), "{refused}");
+    assert!(a.pg().try_psql("INSERT INTO marks VALUES ('split brain')").is_err());
+    let s = b.wait_status("the old primary's fence", |s| s["peer"]["fenced"] == "demote");
+    let old = s["last_failover"]["old_primary"].as_str().unwrap_or_default();
+    assert!(old.contains("not fenced by this host"), "{s:#}");
 
     let out = a.tandem.ok(&["standby", "rejoin"]);
     assert!(out.contains("pg_rewind"), "{out}");
@@ -368,7 +378,7 @@ fn a_forced_convert_fences_the_old_primary_until_it_rejoins() {
     assert!(holds_row, "the kept WAL holds the row only the old primary had: {:?}", kept[0]);
     assert!(std::fs::read_to_string(kept[0].join("README.txt")).unwrap().contains("pg_waldump"));
     a.wait_status("following the new primary", |s| {
-        s["role"] == "standby" && s["database"]["streaming"] == true
+        s["role"] == "standby" && s["database"]["streaming"] == true && s["fenced"].is_null()
     });
     wait_until("the new primary's row on the old one", || {
         a.pg().try_psql("SELECT count(*) FROM marks WHERE tag = 'on the new primary'").is_ok_and(|n| n == "1")

@@ -73,7 +73,7 @@ fn a_convert_that_reaches_the_old_primary_fences_it_first_and_loses_no_acknowled
     // answer; one that answers is fenced first all the same.
     let (acked, out) =
         write_during(&a, 1, || b.tandem.ok(&["standby", "convert-to-primary", "--force"]));
-    assert!(acked.len() > 20, "the writer barely ran: {acked:?}");
+    assert!(acked.len() >= 5, "the writer barely ran: {acked:?}");
     println!("forced convert, {} rows acknowledged on the old primary:\n{out}", acked.len());
     let wrong = check_fenced(&a, &b, &acked);
     assert!(wrong.is_empty(), "{}\nconvert said: {out}", wrong.join("\n"));

@@ -451,18 +451,27 @@ fn round(d: &Drill, p: &mut Host, s: &mut Host, next_id: &mut i64, r: usize) -> 
         ("lost, total", lost.len().to_string()),
         ("lost though tandem held them durably (goal 0)", bold(lost_held.len().to_string())),
         ("lost in the async window (not yet durable in tandem)", (lost.len() - lost_held.len()).to_string()),
-        ("tandem flushed_lsn / writer's last hi", match d.fence {
-            true => format!("(fenced: the convert waits for all) / {max_hi}"),
-            false => format!("{flushed} / {max_hi}"),
-        }),
-        ("async window (last hi - flushed_lsn)", match d.fence {
-            true => "none (fenced first)".into(),
-            false => format!("{} bytes", max_hi.0.saturating_sub(flushed.0)),
-        }),
-        ("standby database's replay backlog at convert", match d.fence {
-            true => "(drained by the convert)".into(),
-            false => format!("{} bytes", flushed.bytes_since(replayed)),
-        }),
+        (
+            "tandem flushed_lsn / writer's last hi",
+            match d.fence {
+                true => format!("(fenced: the convert waits for all) / {max_hi}"),
+                false => format!("{flushed} / {max_hi}"),
+            },
+        ),
+        (
+            "async window (last hi - flushed_lsn)",
+            match d.fence {
+                true => "none (fenced first)".into(),
+                false => format!("{} bytes", max_hi.0.saturating_sub(flushed.0)),
+            },
+        ),
+        (
+            "standby database's replay backlog at convert",
+            match d.fence {
+                true => "(drained by the convert)".into(),
+                false => format!("{} bytes", flushed.bytes_since(replayed)),
+            },
+        ),
         ("time to writable (goal < 5 s)", bold(format!("{writable:.2} s"))),
         ("convert-to-primary wall time", format!("{convert_wall:.2} s")),
         ("first INSERT accepted, since convert began", format!("{first_insert:.2} s")),

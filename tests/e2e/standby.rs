@@ -349,7 +349,9 @@ fn a_forced_convert_fences_the_old_primary_until_it_rejoins() {
     let s = a.wait_status("fenced by a demotion", |s| s["fenced"]["how"] == "demote");
     assert!(s["superseded"].is_string(), "{s:#}");
     assert_eq!(a.health(), 503);
-    wait_until("the old primary in recovery", || a.pg().try_psql("SELECT pg_is_in_recovery()").is_ok_and(|r| r == "t"));
+    wait_until("the old primary in recovery", || {
+        a.pg().try_psql("SELECT pg_is_in_recovery()").is_ok_and(|r| r == "t")
+    });
     let insisting = "BEGIN READ WRITE; INSERT INTO marks VALUES ('split brain'); COMMIT";
     let refused = a.pg().try_psql(insisting).expect_err("a session that asks for read-write still wrote");
     assert!(refused.contains("cannot set transaction read-write mode during recovery"), "{refused}");

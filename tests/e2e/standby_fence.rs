@@ -40,12 +40,8 @@ fn write_during(primary: &Host, first: u32, convert: impl FnOnce() -> String) ->
 /// when all is well.
 fn check_fenced(old: &Host, new_primary: &Host, acked: &[u32]) -> Vec<String> {
     let mut wrong = Vec::new();
-    let there: BTreeSet<u32> = new_primary
-        .pg()
-        .psql("SELECT id FROM marks")
-        .lines()
-        .map(|l| l.trim().parse().unwrap())
-        .collect();
+    let there: BTreeSet<u32> =
+        new_primary.pg().psql("SELECT id FROM marks").lines().map(|l| l.trim().parse().unwrap()).collect();
     let lost: Vec<_> = acked.iter().filter(|id| !there.contains(id)).collect();
     if !lost.is_empty() {
         wrong.push(format!("{} of {} acknowledged rows lost: {lost:?}", lost.len(), acked.len()));
@@ -71,8 +67,7 @@ fn a_convert_that_reaches_the_old_primary_fences_it_first_and_loses_no_acknowled
 
     // Forced, as in the issue: --force only skips the checks of an old primary that does not
     // answer; one that answers is fenced first all the same.
-    let (acked, out) =
-        write_during(&a, 1, || b.tandem.ok(&["standby", "convert-to-primary", "--force"]));
+    let (acked, out) = write_during(&a, 1, || b.tandem.ok(&["standby", "convert-to-primary", "--force"]));
     assert!(acked.len() >= 5, "the writer barely ran: {acked:?}");
     println!("forced convert, {} rows acknowledged on the old primary:\n{out}", acked.len());
     let wrong = check_fenced(&a, &b, &acked);
@@ -88,7 +83,9 @@ fn a_convert_that_reaches_the_old_primary_fences_it_first_and_loses_no_acknowled
     println!("rejoin:\n{out}");
     assert!(out.contains("no rewind needed"), "{out}");
     assert!(!a.tandem.data().join("standby/diverged").exists(), "{out}");
-    a.wait_status("following the new primary", |s| s["role"] == "standby" && s["database"]["streaming"] == true);
+    a.wait_status("following the new primary", |s| {
+        s["role"] == "standby" && s["database"]["streaming"] == true
+    });
     b.pg().psql("INSERT INTO marks VALUES (1000000)");
     wait_until("the new primary's row on the old one", || {
         a.pg().try_psql("SELECT count(*) FROM marks WHERE id = 1000000").is_ok_and(|n| n == "1")

@@ -113,3 +113,19 @@ impl StandbyConfig {
         self.pg_data.is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fence_is_a_demotion_unless_the_site_chooses_another() {
+        assert_eq!(StandbyConfig::default().fence, FenceMode::Demote);
+        let parse = |text: &str| toml::from_str::<StandbyConfig>(text);
+        assert_eq!(parse("fence = \"stop\"").unwrap().fence, FenceMode::Stop);
+        assert_eq!(parse("fence = \"read-only\"").unwrap().fence, FenceMode::ReadOnly);
+        let e = parse("fence = \"pause\"").unwrap_err().to_string();
+        assert!(e.contains("demote") && e.contains("read-only"), "{e}");
+        assert_eq!(FenceMode::ReadOnly.to_string(), "read-only");
+    }
+}

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::tunnel::stats::LinkSnapshot;
 
+use super::config::FenceMode;
 use super::jobs::WalState;
 use super::keeper::KeeperView;
-use super::config::FenceMode;
 use super::pairing::{Failover, Fenced, Options, Role};
 use super::service::{LastError, Standby};
 use crate::plugin::now_ms;

@@ -137,9 +137,9 @@ impl LocalPg {
         Ok(state == "shut down" || state == "shut down in recovery")
     }
 
-
     /// `postgres --single`: crash recovery to the end of the local WAL, then a clean shutdown,
     /// with no listener (nobody can connect meanwhile).
+    ///
     /// A fenced old primary's `standby.signal` (single-user mode refuses standby mode) is set
     /// aside for that run and put back after it, whatever it did: nobody can connect meanwhile.
     fn finish_crash_recovery(&self) -> Result<(), PgError> {

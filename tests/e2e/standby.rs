@@ -25,11 +25,16 @@ pub(crate) struct Host {
 }
 
 pub(crate) fn host(name: &str, with_pg: bool) -> Option<Host> {
+    host_with(name, with_pg, "")
+}
+
+/// [`host`] with more `[standby]` settings (lines).
+pub(crate) fn host_with(name: &str, with_pg: bool, standby: &str) -> Option<Host> {
     let app = tempfile::tempdir().unwrap();
     let pg = if with_pg { Some(PgServer::start(&[])?) } else { None };
     let pg_conf = pg.as_ref().map_or(String::new(), |pg| {
         format!(
-            "[standby]\npg_data = \"{}\"\npg_port = {}\npg_socket_dir = \"{}\"\n[wal]\nlisten = \"127.0.0.1:{}\"\n\
+            "[standby]\npg_data = \"{}\"\npg_port = {}\npg_socket_dir = \"{}\"\n{standby}\n[wal]\nlisten = \"127.0.0.1:{}\"\n\
              reserve_segments = 4\nstatus_interval_ms = 1000\nretry_max_ms = 500\n",
             pg.data.display(),
             pg.port,

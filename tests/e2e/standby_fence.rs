@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::pg::wait_until;
-use crate::standby::{Host, host};
+use crate::standby::{Host, host, host_with};
 
 /// Runs `convert` while a writer commits marker rows on `primary`, each in a fresh session;
 /// returns the ids whose commit was acknowledged, and what `convert` returned.
@@ -98,4 +98,56 @@ fn a_convert_that_reaches_the_old_primary_fences_it_first_and_loses_no_acknowled
     let wrong = check_fenced(&b, &a, &acked);
     assert!(wrong.is_empty(), "{}\nconvert said: {out}", wrong.join("\n"));
     assert_eq!(b.status()["fenced"]["how"], "demote");
+
+    // Off from the fenced state: the demoted database stays a read-only standby following
+    // nothing (the peer took over with all it wrote), not a second writable primary.
+    let out = b.tandem.ok(&["standby", "off"]);
+    assert!(out.contains("stays fenced"), "{out}");
+    assert_eq!(b.pg().psql("SELECT pg_is_in_recovery()"), "t");
+    let auto = std::fs::read_to_string(b.pg().data.join("postgresql.auto.conf")).unwrap();
+    assert!(!auto.contains("primary_conninfo"), "{auto}");
+    assert!(b.status()["fenced"].is_null());
+    a.pg().psql("INSERT INTO marks VALUES (3000000)");
+}
+
+/// `[standby] fence = "stop"`: the old primary's database is stopped cleanly instead (nothing
+/// reads from it either); the convert still has all its WAL, rejoin starts it as the standby
+/// without a rewind, and off after a fence by a stop leaves it stopped.
+#[test]
+fn a_fence_by_a_stop_keeps_the_old_primary_down_until_it_rejoins() {
+    let Some(a) = host_with("a", true, "fence = \"stop\"") else { return };
+    let Some(b) = host_with("b", true, "fence = \"stop\"") else { return };
+    a.pg().psql("CREATE TABLE marks (id int PRIMARY KEY)");
+    a.tandem.ok(&["standby", "configure", "--primary-mode", "--peer", &b.tandem.peer]);
+    b.tandem.ok(&["standby", "configure", "--standby-mode", "--peer", &a.tandem.peer]);
+    b.wait_status("streaming", |s| s["database"]["streaming"] == true);
+
+    let (acked, out) = write_during(&a, 1, || b.tandem.ok(&["standby", "convert-to-primary"]));
+    assert!(out.contains("old primary fenced (stop)"), "{out}");
+    let wrong = check_fenced(&a, &b, &acked);
+    assert!(wrong.is_empty(), "{}\nconvert said: {out}", wrong.join("\n"));
+    let s = a.status();
+    assert_eq!(
+        (s["fenced"]["how"].as_str(), s["database"]["running"].as_bool()),
+        (Some("stop"), Some(false)),
+        "{s:#}"
+    );
+    assert!(a.pg().try_psql("SELECT 1").is_err(), "the stopped old primary answers");
+
+    let out = a.tandem.ok(&["standby", "rejoin"]);
+    assert!(out.contains("no rewind needed"), "{out}");
+    a.wait_status("following the new primary", |s| {
+        s["role"] == "standby" && s["database"]["streaming"] == true
+    });
+    b.pg().psql("INSERT INTO marks VALUES (1000001)");
+    wait_until("the new primary's row on the old one", || {
+        a.pg().try_psql("SELECT count(*) FROM marks WHERE id = 1000001").is_ok_and(|n| n == "1")
+    });
+
+    // And back: b is stopped; off there leaves it stopped and says so.
+    a.tandem.ok(&["standby", "convert-to-primary"]);
+    b.wait_status("fenced by a stop", |s| s["fenced"]["how"] == "stop");
+    let out = b.tandem.ok(&["standby", "off"]);
+    assert!(out.contains("stays stopped"), "{out}");
+    assert!(b.pg().try_psql("SELECT 1").is_err());
 }

@@ -8,6 +8,9 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use tandem::peer::{ClusterSecret, PeerConnection, PeerIdentity};
+use tandem::standby::protocol::{Answer, Request, ask};
+
 use crate::pg::wait_until;
 use crate::standby::{Host, host, host_with};
 
@@ -33,6 +36,18 @@ fn write_during(primary: &Host, first: u32, convert: impl FnOnce() -> String) ->
         std::thread::sleep(Duration::from_millis(1500));
         stop.store(true, Ordering::Relaxed);
         (writer.join().unwrap(), out)
+    })
+}
+
+/// Asks `host`'s tandem one pair request over the peer transport, as a peer of the cluster.
+fn ask_raw(host: &Host, request: &Request) -> Answer {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let secret = ClusterSecret::from_text(crate::cluster::SECRET).unwrap();
+        let addr = host.tandem.peer.parse().unwrap();
+        let mut conn =
+            PeerConnection::connect(addr, &secret, &PeerIdentity::new("stranger"), 1 << 20).await.unwrap();
+        ask(&mut conn, request).await.unwrap()
     })
 }
 
@@ -64,6 +79,22 @@ fn a_convert_that_reaches_the_old_primary_fences_it_first_and_loses_no_acknowled
     a.tandem.ok(&["standby", "configure", "--primary-mode", "--peer", &b.tandem.peer]);
     b.tandem.ok(&["standby", "configure", "--standby-mode", "--peer", &a.tandem.peer]);
     b.wait_status("streaming", |s| s["database"]["streaming"] == true);
+
+    // A fence request for another pair, or one not above the primary's epoch, is refused and
+    // changes nothing.
+    let s = a.status();
+    let (pair_id, epoch) = (s["pair_id"].as_str().unwrap().to_owned(), s["epoch"].as_u64().unwrap());
+    for (request, why) in [
+        (Request::Fence { pair_id: "0123456789abcdef".into(), epoch: epoch + 1 }, "not paired with you"),
+        (Request::Fence { pair_id: pair_id.clone(), epoch }, "not above"),
+    ] {
+        match ask_raw(&a, &request) {
+            Answer::Refused { reason } => assert!(reason.contains(why), "{request:?}: {reason}"),
+            other => panic!("{request:?} answered {other:?}"),
+        }
+    }
+    assert!(a.status()["fenced"].is_null() && a.health() == 200);
+    a.pg().psql("INSERT INTO marks VALUES (0)");
 
     // Forced, as in the issue: --force only skips the checks of an old primary that does not
     // answer; one that answers is fenced first all the same.

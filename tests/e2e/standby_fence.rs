@@ -108,6 +108,11 @@ fn a_convert_that_reaches_the_old_primary_fences_it_first_and_loses_no_acknowled
     assert_eq!(s["fenced"]["how"], "demote", "{s:#}");
     assert!(a.text().contains("FENCED (demote)"), "{}", a.text());
     assert_eq!(a.health(), 503);
+    let health = a.tandem.http_get("/health").1;
+    assert!(health.contains("its database is fenced (demote)"), "{health}");
+    let s = b.wait_status("the old primary's fence", |s| s["peer"]["fenced"] == "demote");
+    let old = s["last_failover"]["old_primary"].as_str().unwrap_or_default();
+    assert!(old.contains("fenced (demote) at this host's request"), "{s:#}");
 
     // The old primary stopped cleanly where the new primary's timeline begins: no rewind.
     let out = a.tandem.ok(&["standby", "rejoin"]);

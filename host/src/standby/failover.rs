@@ -30,7 +30,8 @@ use super::service::Standby;
 use crate::plugin::now_ms;
 use crate::wal::Lsn;
 
-/// How long the fencing check waits for the old primary (its tandem and its database, at once).
+/// How long the check of an old primary that was not fenced waits for its tandem, and the
+/// probe for its database.
 const FENCE_WAIT: Duration = Duration::from_secs(2);
 /// How long the standby database may take to receive what tandem holds before promotion.
 const DRAIN_WAIT: Duration = Duration::from_secs(10);
@@ -76,9 +77,13 @@ impl Standby {
         }
         let pg = self.followed_pg(&p);
         let epoch = p.epoch + 1;
-        let old_primary = match self.fence_peer(&p, epoch, force, steps).await? {
+        // Its database, where it listens on the network (for its applications), is probed at
+        // the same time: a silent host costs one wait, not two.
+        let endpoint = if pg.is_some() { p.peer.pg.clone() } else { None };
+        let (fenced, db) = tokio::join!(self.fence_peer(&p, epoch, force, steps), probe_within(&endpoint));
+        let old_primary = match fenced? {
             PeerFence::Fenced(how) => format!("fenced ({how}) at this host's request before the promotion"),
-            PeerFence::NotFenced(why) => {
+            PeerFence::NotFenced { why, reached } => {
                 steps.push(format!("the old primary's tandem did not fence it ({why})"));
                 if force {
                     warn!("convert-to-primary forced: the old primary was not fenced");
@@ -86,7 +91,7 @@ impl Standby {
                         "fencing check skipped (--force): make sure the old primary stays down; it fences itself when it hears of epoch {epoch}"
                     ));
                 } else {
-                    self.fence(&p, pg.is_some(), steps).await?;
+                    self.refuse_if_primary(&p, reached, db, endpoint.as_deref(), steps).await?;
                 }
                 format!("not fenced by this host ({why}); it fences itself when it hears of epoch {epoch}")
             }
@@ -156,30 +161,32 @@ impl Standby {
         Ok(writable)
     }
 
-    /// Refuses while the old primary answers as a primary: its tandem says so (or says its
-    /// database accepts writes), or its PostgreSQL answers at all at its advertised address
-    /// (asked without logging in: see [`probe`]). Both are asked at once, each for at most
+    /// Refuses while an old primary its tandem did not fence answers as a primary: its tandem
+    /// (when `reached`: it refused the fence, or is a tandem that predates fencing) says so or
+    /// says its database accepts writes, or its PostgreSQL answered the probe at its advertised
+    /// address (asked without logging in: see [`probe`]). Each question waits at most
     /// [`FENCE_WAIT`]: a dead host does not refuse connections, it just never answers, and that
     /// silence must not eat the failover's time. A database that listens on no network address
     /// (only its socket, reached through tandem) cannot be seen once its tandem is down: the
     /// step says so.
-    async fn fence(&self, p: &Pairing, database: bool, steps: &mut Vec<String>) -> Result<(), StandbyError> {
+    async fn refuse_if_primary(
+        &self,
+        p: &Pairing,
+        reached: bool,
+        db: Probe,
+        endpoint: Option<&str>,
+        steps: &mut Vec<String>,
+    ) -> Result<(), StandbyError> {
         let hint = "not converting (pass --force to convert anyway, after making sure it is down)";
-        let announce = Request::Announce { me: self.presence().await };
-        // Its database, where it listens on the network (for its applications): a standby that
-        // takes over while it still answers makes a split brain.
-        let endpoint = if database { p.peer.pg.clone() } else { None };
-        let (tandem, db) =
-            tokio::join!(tokio::time::timeout(FENCE_WAIT, self.ask(&p.peer.addr, &announce)), async {
-                match &endpoint {
-                    Some(addr) => {
-                        tokio::time::timeout(FENCE_WAIT, probe(addr)).await.unwrap_or(Probe::Silent)
-                    }
-                    None => Probe::Silent,
-                }
-            });
+        let tandem = match reached {
+            true => {
+                let announce = Request::Announce { me: self.presence().await };
+                tokio::time::timeout(FENCE_WAIT, self.ask(&p.peer.addr, &announce)).await.ok()
+            }
+            false => None,
+        };
         match tandem {
-            Ok(Ok(Answer::Presence { me }))
+            Some(Ok(Answer::Presence { me }))
                 if me.pg_primary == Some(true)
                     || (me.role == Some(Role::Primary) && me.pg_primary.is_none()) =>
             {
@@ -188,13 +195,13 @@ impl Standby {
                     me.node, p.peer.addr
                 )));
             }
-            Ok(Ok(Answer::Presence { me })) => steps.push(format!(
+            Some(Ok(Answer::Presence { me })) => steps.push(format!(
                 "old primary's tandem answers ({}), its database does not accept writes",
                 me.role.map_or("unpaired".to_string(), |r| r.to_string())
             )),
             _ => steps.push(format!("old primary's tandem at {} does not answer", p.peer.addr)),
         }
-        if let Some(addr) = &endpoint {
+        if let Some(addr) = endpoint {
             match db {
                 Probe::Answers => {
                     return Err(StandbyError::Fenced(format!(
@@ -365,6 +372,14 @@ enum Probe {
     Answers,
     /// No answer: connection refused, unreachable, or silent.
     Silent,
+}
+
+/// [`probe`] of `endpoint` for at most [`FENCE_WAIT`]; no endpoint: silent.
+async fn probe_within(endpoint: &Option<String>) -> Probe {
+    match endpoint {
+        Some(addr) => tokio::time::timeout(FENCE_WAIT, probe(addr)).await.unwrap_or(Probe::Silent),
+        None => Probe::Silent,
+    }
 }
 
 /// Whether a PostgreSQL answers at `addr` (`host:port`), without logging in: an `SSLRequest`,

@@ -50,8 +50,9 @@ const FENCE_WAL_WAIT: Duration = Duration::from_secs(10);
 pub(super) enum PeerFence {
     /// The old primary's tandem fenced its database this way; its last WAL is here.
     Fenced(FenceMode),
-    /// Its tandem did not fence it (did not answer, or refused): why.
-    NotFenced(String),
+    /// Its tandem did not fence it: why, and whether it was reached at all (it refused, or
+    /// failed after the handshake) or not (no connection or no handshake in time).
+    NotFenced { why: String, reached: bool },
 }
 
 impl Standby {
@@ -68,9 +69,19 @@ impl Standby {
         let request = Request::Fence { pair_id: p.pair_id.clone(), epoch };
         let (how, wal_end) = match self.ask(&p.peer.addr, &request).await {
             Ok(Answer::Fenced { how, wal_end }) => (how, wal_end),
-            Ok(Answer::Refused { reason }) => return Ok(PeerFence::NotFenced(format!("refused: {reason}"))),
-            Ok(other) => return Ok(PeerFence::NotFenced(format!("unexpected answer {other:?}"))),
-            Err(e) => return Ok(PeerFence::NotFenced(e.to_string())),
+            Ok(Answer::Refused { reason }) => {
+                return Ok(PeerFence::NotFenced { why: format!("refused: {reason}"), reached: true });
+            }
+            Ok(other) => {
+                return Ok(PeerFence::NotFenced {
+                    why: format!("unexpected answer {other:?}"),
+                    reached: true,
+                });
+            }
+            Err(e) => {
+                let reached = !matches!(e, StandbyError::Unreachable(_));
+                return Ok(PeerFence::NotFenced { why: e.to_string(), reached });
+            }
         };
         steps.push(format!(
             "old primary fenced ({how}) by its tandem{}",

@@ -270,16 +270,16 @@ impl Standby {
         let connect = async {
             let target = lookup_host(addr)
                 .await
-                .map_err(|e| StandbyError::Peer(format!("cannot resolve {addr}: {e}")))?
+                .map_err(|e| StandbyError::Unreachable(format!("cannot resolve {addr}: {e}")))?
                 .next()
-                .ok_or_else(|| StandbyError::Peer(format!("cannot resolve {addr}")))?;
+                .ok_or_else(|| StandbyError::Unreachable(format!("cannot resolve {addr}")))?;
             PeerConnection::connect(target, &self.secret, &self.me, self.config.peer.max_frame_bytes)
                 .await
-                .map_err(|e| StandbyError::Peer(format!("{addr}: {e}")))
+                .map_err(|e| StandbyError::Unreachable(format!("{addr}: {e}")))
         };
-        let mut conn = tokio::time::timeout(ASK_TIMEOUT, connect)
-            .await
-            .map_err(|_| StandbyError::Peer(format!("{addr} did not answer within {ASK_TIMEOUT:?}")))??;
+        let mut conn = tokio::time::timeout(ASK_TIMEOUT, connect).await.map_err(|_| {
+            StandbyError::Unreachable(format!("{addr} did not answer within {ASK_TIMEOUT:?}"))
+        })??;
         tokio::time::timeout(limit, ask(&mut conn, request))
             .await
             .map_err(|_| StandbyError::Peer(format!("{addr} did not answer within {limit:?}")))?

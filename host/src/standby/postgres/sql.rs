@@ -153,8 +153,9 @@ impl LocalPg {
     }
 
     /// Makes new transactions read-only by default (`default_transaction_read_only`), or
-    /// undoes it: the fence of an old primary whose peer took over. A soft fence (a session
-    /// may still ask for read-write), enough to stop applications writing by accident.
+    /// undoes it: the `read-only` fence of an old primary whose peer took over, kept for sites
+    /// that choose it. A soft fence (a session may still ask for read-write): the default
+    /// fence is a demotion (see `fence`).
     pub async fn set_read_only(&self, on: bool) -> Result<(), PgError> {
         let client = self.client().await?;
         let sql = if on {

@@ -12,9 +12,14 @@
 //! - rejoin (`tandem standby rejoin`, pg_rewind) until streaming, beside a fresh base backup
 //!   (`configure --standby-mode --rebuild`) until streaming, page cache dropped before each.
 //!
+//! With DRILL_FENCE=1 the primary host stays up instead: `convert-to-primary --force` runs
+//! under the load, has the old primary's tandem fence its database first and waits for its last
+//! WAL, so every acknowledged marker row must be on the new primary (goal 0 lost); the old
+//! primary then rejoins without a rewind.
+//!
 //! Run: `cargo bench -p tandem --bench failover_drill` (as root: drops caches, runs PostgreSQL
 //! as `postgres`). Knobs: DRILL_SCALE (pgbench scale, 20), DRILL_LOAD_SECS (10),
-//! DRILL_ROUNDS (1; each further round swaps the roles).
+//! DRILL_ROUNDS (1; each further round swaps the roles), DRILL_FENCE (0).
 
 #[path = "../common.rs"]
 mod common;
@@ -271,6 +276,7 @@ fn main() {
     let scale = knob("DRILL_SCALE", 20);
     let load_secs = knob("DRILL_LOAD_SECS", 10);
     let rounds = knob("DRILL_ROUNDS", 1) as usize;
+    let fence = knob("DRILL_FENCE", 0) != 0;
     let bin = pg::bin_dir().expect("PostgreSQL 15 binaries");
     let target = Path::new(env!("CARGO_BIN_EXE_tandem")).parent().unwrap().parent().unwrap().to_path_buf();
     let work = target.join("failover-drill");
@@ -291,7 +297,7 @@ fn main() {
     b.wait("streaming after pairing", STEP_LIMIT, || b.streaming());
     eprintln!("paired: b streaming {:.1} s after configure", t0.elapsed().as_secs_f64());
 
-    let drill = Drill { bin, work, load_secs, db_bytes };
+    let drill = Drill { bin, work, load_secs, db_bytes, fence };
     let mut results = Vec::new();
     let mut next_id = 1i64;
     for r in 0..rounds {
@@ -303,8 +309,13 @@ fn main() {
     let mb = db_bytes as f64 / 1e6;
     let mut rep = format!(
         "# Failover drill\n\nDatabase {mb:.0} MB (pgbench -i -s {scale}); {load_secs} s of pgbench -c 4 plus one \
-         marker writer, then the primary host killed (postmaster, backends, tandem: SIGSTOP, then SIGKILL).\n\n\
+         marker writer, then {}.\n\n\
          | | {} |\n|---|{}\n",
+        if fence {
+            "convert-to-primary --force with the primary up (its tandem fences it first)"
+        } else {
+            "the primary host killed (postmaster, backends, tandem: SIGSTOP, then SIGKILL)"
+        },
         (1..=rounds).map(|i| format!("round {i}")).collect::<Vec<_>>().join(" | "),
         "---|".repeat(rounds)
     );
@@ -327,6 +338,8 @@ struct Drill {
     work: PathBuf,
     load_secs: u64,
     db_bytes: u64,
+    /// The primary stays up and is fenced by the convert (DRILL_FENCE).
+    fence: bool,
 }
 
 /// Report rows (name, value) and notes of one round.
@@ -346,9 +359,16 @@ fn round(d: &Drill, p: &mut Host, s: &mut Host, next_id: &mut i64, r: usize) -> 
     let writer = std::thread::spawn(move || writer(port, first, stop2));
     std::thread::sleep(Duration::from_secs(d.load_secs));
 
-    // 3. Host death.
-    p.die();
-    eprintln!("round {r}: {} died", p.name);
+    // 3. Host death, or (DRILL_FENCE) a convert while the primary runs on under the load.
+    let fenced = d.fence.then(|| {
+        let t0 = Instant::now();
+        let out = s.ok(&["standby", "convert-to-primary", "--force"]);
+        (t0, t0.elapsed().as_secs_f64(), out)
+    });
+    if fenced.is_none() {
+        p.die();
+        eprintln!("round {r}: {} died", p.name);
+    }
     let _ = bench.kill();
     let _ = bench.wait();
     stop.store(true, Ordering::Relaxed);
@@ -358,24 +378,30 @@ fn round(d: &Drill, p: &mut Host, s: &mut Host, next_id: &mut i64, r: usize) -> 
     let pgbench_tail =
         pg_log.lines().rfind(|l| l.starts_with("progress")).unwrap_or("no progress line").to_owned();
 
-    // 4. What tandem holds durably, once its receiver noticed the death and stopped moving.
+    // 4. What tandem holds durably, once its receiver noticed the death and stopped moving
+    // (fenced: what the convert waited for, the old primary's WAL to its end).
     let mut flushed = String::new();
-    s.wait("a stable flushed_lsn", Duration::from_secs(60), || {
-        let w = s.json(&["wal", "status", "--json"]);
-        let now = w["flushed_lsn"].as_str().unwrap_or_default().to_owned();
-        let settled = w["state"] != "streaming" && now == flushed && !now.is_empty();
-        flushed = now;
-        if !settled {
-            std::thread::sleep(Duration::from_millis(200));
+    let (flushed, replayed, t0, convert_wall, out) = match fenced {
+        Some((t0, wall, out)) => (Lsn(u64::MAX), Lsn(u64::MAX), t0, wall, out),
+        None => {
+            s.wait("a stable flushed_lsn", Duration::from_secs(60), || {
+                let w = s.json(&["wal", "status", "--json"]);
+                let now = w["flushed_lsn"].as_str().unwrap_or_default().to_owned();
+                let settled = w["state"] != "streaming" && now == flushed && !now.is_empty();
+                flushed = now;
+                if !settled {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                settled
+            });
+            let flushed: Lsn = flushed.parse().unwrap();
+            // Promotion replays what the standby database has received but not yet replayed first.
+            let replayed: Lsn = s.pg.psql("SELECT pg_last_wal_replay_lsn()").parse().unwrap();
+            let t0 = Instant::now();
+            let out = s.ok(&["standby", "convert-to-primary"]);
+            (flushed, replayed, t0, t0.elapsed().as_secs_f64(), out)
         }
-        settled
-    });
-    let flushed: Lsn = flushed.parse().unwrap();
-    // Promotion replays what the standby database has received but not yet replayed first.
-    let replayed: Lsn = s.pg.psql("SELECT pg_last_wal_replay_lsn()").parse().unwrap();
-    let t0 = Instant::now();
-    let out = s.ok(&["standby", "convert-to-primary"]);
-    let convert_wall = t0.elapsed().as_secs_f64();
+    };
     s.pg.psql("INSERT INTO drill(id, lo) VALUES (-1 - (SELECT count(*) FROM drill WHERE id < 0), pg_current_wal_insert_lsn())");
     let first_insert = t0.elapsed().as_secs_f64();
     let writable: f64 = out
@@ -398,7 +424,13 @@ fn round(d: &Drill, p: &mut Host, s: &mut Host, next_id: &mut i64, r: usize) -> 
     let max_hi = acks.iter().filter_map(|a| a.hi).max().unwrap_or(Lsn(0));
 
     // 6. The dead host comes back: rejoin (pg_rewind), then, for comparison, a base backup.
-    p.start();
+    if d.fence {
+        p.wait("fenced", Duration::from_secs(60), || {
+            p.json(&["standby", "status", "--json"])["fenced"].is_object()
+        });
+    } else {
+        p.start();
+    }
     p.wait("superseded", Duration::from_secs(60), || {
         p.json(&["standby", "status", "--json"])["superseded"].is_string()
     });
@@ -419,14 +451,32 @@ fn round(d: &Drill, p: &mut Host, s: &mut Host, next_id: &mut i64, r: usize) -> 
         ("lost, total", lost.len().to_string()),
         ("lost though tandem held them durably (goal 0)", bold(lost_held.len().to_string())),
         ("lost in the async window (not yet durable in tandem)", (lost.len() - lost_held.len()).to_string()),
-        ("tandem flushed_lsn / writer's last hi", format!("{flushed} / {max_hi}")),
-        ("async window (last hi - flushed_lsn)", format!("{} bytes", max_hi.0.saturating_sub(flushed.0))),
-        ("standby database's replay backlog at convert", format!("{} bytes", flushed.bytes_since(replayed))),
+        (
+            "tandem flushed_lsn / writer's last hi",
+            match d.fence {
+                true => format!("(fenced: the convert waits for all) / {max_hi}"),
+                false => format!("{flushed} / {max_hi}"),
+            },
+        ),
+        (
+            "async window (last hi - flushed_lsn)",
+            match d.fence {
+                true => "none (fenced first)".into(),
+                false => format!("{} bytes", max_hi.0.saturating_sub(flushed.0)),
+            },
+        ),
+        (
+            "standby database's replay backlog at convert",
+            match d.fence {
+                true => "(drained by the convert)".into(),
+                false => format!("{} bytes", flushed.bytes_since(replayed)),
+            },
+        ),
         ("time to writable (goal < 5 s)", bold(format!("{writable:.2} s"))),
         ("convert-to-primary wall time", format!("{convert_wall:.2} s")),
         ("first INSERT accepted, since convert began", format!("{first_insert:.2} s")),
         (
-            "rejoin (pg_rewind): command / until streaming",
+            "rejoin (pg_rewind unless fenced): command / until streaming",
             format!("{:.2} s / **{:.2} s**", rejoin.0, rejoin.1),
         ),
         (

@@ -20,6 +20,7 @@ mod peer;
 mod pg;
 mod plugins;
 mod standby;
+mod standby_fence;
 mod support;
 mod sync;
 mod sync_e2e;

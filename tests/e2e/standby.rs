@@ -2,8 +2,9 @@
 //! its own real PostgreSQL 15 and application trees, paired with `tandem standby configure`;
 //! rows and files written on the primary show on the standby; `tandem standby status` (text
 //! and JSON) and the health check tell the truth at each step (not configured, primary,
-//! standby, streaming, broken link); convert-to-primary is refused while the old primary is up
-//! and accepted once it is killed; the new primary takes writes; the old one rejoins with
+//! standby, streaming, broken link); convert-to-primary is refused while the old primary's
+//! database answers and its tandem (which would fence it) does not, and accepted once it is
+//! killed; the new primary takes writes; the old one rejoins with
 //! pg_rewind and follows again; off unpairs both; a changed address keeps the pair.
 
 use std::time::Duration;
@@ -17,18 +18,23 @@ use crate::support::wait_for;
 const LONG: Duration = Duration::from_secs(60);
 
 /// A host of the pair: its tandem, its PostgreSQL (if any), its app home.
-struct Host {
-    tandem: Node,
+pub(crate) struct Host {
+    pub(crate) tandem: Node,
     pg: Option<PgServer>,
     app: tempfile::TempDir,
 }
 
-fn host(name: &str, with_pg: bool) -> Option<Host> {
+pub(crate) fn host(name: &str, with_pg: bool) -> Option<Host> {
+    host_with(name, with_pg, "")
+}
+
+/// [`host`] with more `[standby]` settings (lines).
+pub(crate) fn host_with(name: &str, with_pg: bool, standby: &str) -> Option<Host> {
     let app = tempfile::tempdir().unwrap();
     let pg = if with_pg { Some(PgServer::start(&[])?) } else { None };
     let pg_conf = pg.as_ref().map_or(String::new(), |pg| {
         format!(
-            "[standby]\npg_data = \"{}\"\npg_port = {}\npg_socket_dir = \"{}\"\n[wal]\nlisten = \"127.0.0.1:{}\"\n\
+            "[standby]\npg_data = \"{}\"\npg_port = {}\npg_socket_dir = \"{}\"\n{standby}\n[wal]\nlisten = \"127.0.0.1:{}\"\n\
              reserve_segments = 4\nstatus_interval_ms = 1000\nretry_max_ms = 500\n",
             pg.data.display(),
             pg.port,
@@ -41,15 +47,15 @@ fn host(name: &str, with_pg: bool) -> Option<Host> {
 }
 
 impl Host {
-    fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> Value {
         serde_json::from_str(&self.tandem.ok(&["standby", "status", "--json"])).unwrap()
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         self.tandem.ok(&["standby", "status"])
     }
 
-    fn wait_status(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn wait_status(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
         wait_for(LONG, || Some(self.status()).filter(&check)).map(|(v, _)| v).unwrap_or_else(|| {
             panic!("{}: never {what}: {:#}\n{}", self.tandem.name, self.status(), self.text())
         })
@@ -70,11 +76,11 @@ impl Host {
             .unwrap_or_else(|| panic!("{}: {rel} never became {text:?}\n{}", self.tandem.name, self.text()));
     }
 
-    fn pg(&self) -> &PgServer {
+    pub(crate) fn pg(&self) -> &PgServer {
         self.pg.as_ref().unwrap()
     }
 
-    fn health(&self) -> u16 {
+    pub(crate) fn health(&self) -> u16 {
         self.tandem.http_get("/health").0
     }
 }
@@ -194,16 +200,10 @@ fn a_pair_configured_from_scratch_fails_over_and_rejoins() {
     let s = b.wait_status("the peer unreachable", |s| s["peer"]["reachable"] == false);
     assert!(b.text().contains("NOT answering"), "{s:#}");
 
-    // Convert is refused while the old primary answers as one.
-    a.tandem.start();
-    b.wait_status("the peer back", |s| s["peer"]["reachable"] == true);
-    let out = b.tandem.cli(&["standby", "convert-to-primary"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("still answers as a primary"), "{err}");
-    // Its database alone answering at its address is enough to refuse, too (asked without
-    // logging in: no credential crosses the network).
-    a.tandem.kill9();
+    // Convert is refused while the old primary answers as one and cannot be fenced (its
+    // tandem, which would fence it first, is gone): its database alone answering at its address
+    // is enough (asked without logging in: no credential crosses the network). An old primary
+    // whose tandem answers is fenced instead (see standby_fence).
     let out = b.tandem.cli(&["standby", "convert-to-primary"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -319,10 +319,11 @@ fn a_pair_configured_from_scratch_fails_over_and_rejoins() {
     assert!(a.text().contains("(the local database is in recovery)"), "{}", a.text());
 }
 
-/// `convert-to-primary --force` while the old primary is up (the operator's choice): the old
-/// primary hears of the higher epoch, calls itself superseded, answers 503 to load balancers
-/// and makes its database read-only by default, so applications still pointed at it stop
-/// writing; rejoin (with its database still running) brings it back as the standby.
+/// `convert-to-primary --force` while the old primary's tandem is frozen (SIGSTOP): it cannot
+/// be asked to fence, so its database still takes writes; once its tandem runs again it hears
+/// of the higher epoch, calls itself superseded, answers 503 to load balancers and fences its
+/// database hard (demoted: no session commits there, however it asks); rejoin brings it back
+/// as the standby, keeping aside the WAL of what only it had.
 #[test]
 fn a_forced_convert_fences_the_old_primary_until_it_rejoins() {
     let Some(a) = host("a", true) else { return };
@@ -348,17 +349,28 @@ fn a_forced_convert_fences_the_old_primary_until_it_rejoins() {
     b.wait_status("streaming with the upgraded walsender", |s| s["database"]["streaming"] == true);
     assert!(passfile.exists());
 
+    a.tandem.signal("-STOP");
     let out = b.tandem.ok(&["standby", "convert-to-primary", "--force"]);
-    assert!(out.contains("fencing check skipped"), "{out}");
-    a.wait_status("superseded", |s| s["superseded"].is_string());
-    assert_eq!(a.health(), 503);
-    wait_until("the old primary refuses writes", || {
-        a.pg().try_psql("INSERT INTO marks VALUES ('split brain')").is_err_and(|e| e.contains("read-only"))
-    });
+    assert!(out.contains("did not fence it") && out.contains("fencing check skipped"), "{out}");
+    // Nobody fenced the old primary yet: a row only it has (the rewind removes it from the
+    // database; rejoin keeps its WAL aside first).
+    a.pg().psql("INSERT INTO marks VALUES ('written after the fork 7f3a')");
     b.pg().psql("INSERT INTO marks VALUES ('on the new primary')");
-    // The fence is soft: a session that insists still writes. That row exists only on the old
-    // primary; the rewind removes it from the database, and rejoin keeps its WAL aside first.
-    a.pg().psql("BEGIN READ WRITE; INSERT INTO marks VALUES ('written after the fork 7f3a'); COMMIT");
+    a.tandem.signal("-CONT");
+
+    let s = a.wait_status("fenced by a demotion", |s| s["fenced"]["how"] == "demote");
+    assert!(s["superseded"].is_string(), "{s:#}");
+    assert_eq!(a.health(), 503);
+    wait_until("the old primary in recovery", || {
+        a.pg().try_psql("SELECT pg_is_in_recovery()").is_ok_and(|r| r == "t")
+    });
+    let insisting = "BEGIN READ WRITE; INSERT INTO marks VALUES ('split brain'); COMMIT";
+    let refused = a.pg().try_psql(insisting).expect_err("a session that asks for read-write still wrote");
+    assert!(refused.contains("cannot set transaction read-write mode during recovery"), "{refused}");
+    assert!(a.pg().try_psql("INSERT INTO marks VALUES ('split brain')").is_err());
+    let s = b.wait_status("the old primary's fence", |s| s["peer"]["fenced"] == "demote");
+    let old = s["last_failover"]["old_primary"].as_str().unwrap_or_default();
+    assert!(old.contains("not fenced by this host"), "{s:#}");
 
     let out = a.tandem.ok(&["standby", "rejoin"]);
     assert!(out.contains("pg_rewind"), "{out}");
@@ -375,7 +387,7 @@ fn a_forced_convert_fences_the_old_primary_until_it_rejoins() {
     assert!(holds_row, "the kept WAL holds the row only the old primary had: {:?}", kept[0]);
     assert!(std::fs::read_to_string(kept[0].join("README.txt")).unwrap().contains("pg_waldump"));
     a.wait_status("following the new primary", |s| {
-        s["role"] == "standby" && s["database"]["streaming"] == true
+        s["role"] == "standby" && s["database"]["streaming"] == true && s["fenced"].is_null()
     });
     wait_until("the new primary's row on the old one", || {
         a.pg().try_psql("SELECT count(*) FROM marks WHERE tag = 'on the new primary'").is_ok_and(|n| n == "1")

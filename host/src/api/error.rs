@@ -58,7 +58,9 @@ impl IntoResponse for ApiError {
             ApiError::Standby(StandbyError::BadRequest(_)) => StatusCode::BAD_REQUEST,
             ApiError::Standby(e) if e.is_refusal() => StatusCode::CONFLICT,
             ApiError::Standby(StandbyError::Shutdown) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Standby(StandbyError::Peer(_)) => StatusCode::BAD_GATEWAY,
+            ApiError::Standby(StandbyError::Peer(_) | StandbyError::Unreachable(_)) => {
+                StatusCode::BAD_GATEWAY
+            }
             ApiError::Standby(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response()

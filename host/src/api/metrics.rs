@@ -11,6 +11,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 
 use super::AppState;
+use crate::standby::config::FenceMode;
 use crate::standby::{Role, StandbyStatus};
 use crate::sync::status::TreeStatus;
 
@@ -96,6 +97,15 @@ pub fn render(s: &StandbyStatus, now_ms: u64) -> String {
             None => "unpaired",
         };
         f.sample("tandem_standby_role", &[("role", role)], f64::from(u8::from(role == current)));
+    }
+    f.head(
+        "tandem_standby_fenced",
+        "gauge",
+        "1 for how this old primary's database is fenced (its peer took over), 0 for the others.",
+    );
+    for how in [FenceMode::Demote, FenceMode::Stop, FenceMode::ReadOnly] {
+        let on = s.fenced.as_ref().is_some_and(|f| f.how == how);
+        f.sample("tandem_standby_fenced", &[("how", &how.to_string())], f64::from(u8::from(on)));
     }
     f.gauge(
         "tandem_standby_healthy",
@@ -287,6 +297,7 @@ mod tests {
             "tandem_standby_role{role=\"standby\"} 1",
             "tandem_standby_role{role=\"primary\"} 0",
             "tandem_standby_healthy 0",
+            "tandem_standby_fenced{how=\"demote\"} 0",
             "tandem_db_replication_streaming 1",
             "tandem_db_replay_lag_bytes 8192",
             "tandem_db_replay_lag_seconds 0.25",

@@ -77,7 +77,10 @@ pub async fn health(State(s): State<AppState>) -> (StatusCode, String) {
     };
     let code = if st.healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let disk_full = st.wal.as_ref().is_some_and(|w| w.archive_disk_full);
-    let note = if disk_full { "; WAL archive disk full: tandem takes no WAL" } else { "" };
+    let mut note = if disk_full { "; WAL archive disk full: tandem takes no WAL" } else { "" }.to_owned();
+    if let Some(f) = &st.fenced {
+        note.push_str(&format!("; its database is fenced ({})", f.how));
+    }
     let stall = match s.node.shared().apply_stall() {
         Some(stall) => format!("; conf changes cannot be applied here: {}", stall.error),
         None => String::new(),

@@ -10,6 +10,7 @@ use super::args::StandbyCommand;
 use super::http::ApiClient;
 use crate::config::Config;
 use crate::plugin::now_ms;
+use crate::standby::config::FenceMode;
 use crate::standby::plan::split_host_port;
 use crate::standby::{ConfigureRequest, Options, Report, Role, StandbyStatus};
 
@@ -102,6 +103,15 @@ pub fn render(s: &StandbyStatus, now: u64) -> String {
         let _ = writeln!(o, "   Instance looks like {}", s.looks_like);
         if let Some(why) = &s.superseded {
             let _ = writeln!(o, "    SUPERSEDED: {why}");
+        }
+        if let Some(f) = &s.fenced {
+            let end = f.wal_end.as_ref().map(|l| format!(", its WAL ends at {l}")).unwrap_or_default();
+            let what = match f.how {
+                FenceMode::Demote => "demoted: a read-only standby following nothing",
+                FenceMode::Stop => "stopped",
+                FenceMode::ReadOnly => "read-only by default only (a session may still ask for read-write)",
+            };
+            let _ = writeln!(o, "    FENCED ({}) {}: the database is {what}{end}", f.how, ago(f.at_ms));
         }
         database_state(&mut o, s, now);
         let peer = s.peer.clone().unwrap_or_default();
@@ -264,6 +274,9 @@ pub fn render(s: &StandbyStatus, now: u64) -> String {
             f.seconds,
             if f.forced { ", forced" } else { "" }
         );
+        if let Some(old) = &f.old_primary {
+            let _ = writeln!(o, "      the old primary: {old}");
+        }
     }
     if let Some(e) = &s.last_error {
         let resolved = e.resolved_at_ms.map(|r| format!(", since resolved {}", ago(r))).unwrap_or_default();

@@ -37,6 +37,33 @@ pub struct StandbyConfig {
     pub max_slot_wal_keep_size_mib: u64,
     /// Where `pg_ctl` writes the local PostgreSQL's server log. Unset: `<log dir>/postgresql.log`.
     pub pg_log: Option<PathBuf>,
+    /// How an old primary's database is fenced when its peer takes over (see `fence`).
+    pub fence: FenceMode,
+}
+
+/// How an old primary's database stops taking writes when its peer takes over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FenceMode {
+    /// A clean stop, then a start in recovery following nothing: every session is read-only,
+    /// reads are still served, and the WAL up to the stop stays streamable.
+    #[default]
+    Demote,
+    /// A clean stop; the database stays down until rejoin or off.
+    Stop,
+    /// `default_transaction_read_only` only (the seed's fence): a session that asks for a
+    /// read-write transaction still writes.
+    ReadOnly,
+}
+
+impl std::fmt::Display for FenceMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FenceMode::Demote => "demote",
+            FenceMode::Stop => "stop",
+            FenceMode::ReadOnly => "read-only",
+        })
+    }
 }
 
 impl Default for StandbyConfig {
@@ -52,6 +79,7 @@ impl Default for StandbyConfig {
             replication_user: DEFAULT_REPLICATION_USER.into(),
             max_slot_wal_keep_size_mib: 65536,
             pg_log: None,
+            fence: FenceMode::Demote,
         }
     }
 }
@@ -83,5 +111,21 @@ impl StandbyConfig {
     /// Whether this host pairs a database (else files only).
     pub fn has_database(&self) -> bool {
         self.pg_data.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fence_is_a_demotion_unless_the_site_chooses_another() {
+        assert_eq!(StandbyConfig::default().fence, FenceMode::Demote);
+        let parse = |text: &str| toml::from_str::<StandbyConfig>(text);
+        assert_eq!(parse("fence = \"stop\"").unwrap().fence, FenceMode::Stop);
+        assert_eq!(parse("fence = \"read-only\"").unwrap().fence, FenceMode::ReadOnly);
+        let e = parse("fence = \"pause\"").unwrap_err().to_string();
+        assert!(e.contains("demote") && e.contains("read-only"), "{e}");
+        assert_eq!(FenceMode::ReadOnly.to_string(), "read-only");
     }
 }

@@ -16,6 +16,10 @@ pub enum StandbyError {
     Fenced(String),
     #[error("the peer: {0}")]
     Peer(String),
+    /// The peer could not be reached: no connection, or no handshake, in time. Nothing was
+    /// asked of it.
+    #[error("the peer: {0}")]
+    Unreachable(String),
     #[error("PostgreSQL: {0}")]
     Pg(#[from] PgError),
     #[error(transparent)]

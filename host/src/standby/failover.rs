@@ -1,13 +1,18 @@
 //! Failover: `convert-to-primary` on the standby and `rejoin` on the old primary.
 //!
-//! Convert refuses while the old primary still answers as a primary (its tandem says so, or its
-//! PostgreSQL accepts writes) unless forced; refuses while replay is paused; lets the standby
+//! Convert first has the old primary fence its database when its tandem answers (see `fence`:
+//! forced or not, nothing commits there any more and its last WAL is in tandem's archive before
+//! the standby promotes); when it does not, convert refuses while the old primary still answers
+//! as a primary (its PostgreSQL accepts connections) unless forced; refuses while replay is
+//! paused; lets the standby
 //! PostgreSQL take everything tandem's archive holds before promoting, so nothing the standby
-//! side acknowledged to the primary is lost; stops pulling trees; promotes; checkpoints.
+//! side acknowledged to the primary is lost; stops pulling trees; promotes; makes tandem's slot
+//! (it keeps the WAL from before the promotion on for the old primary's rejoin); checkpoints.
 //! Rejoin brings the old primary back as the new standby with `pg_rewind` from the new
 //! primary (configure set `wal_log_hints`), not a new base backup; the WAL the old primary
 //! wrote after the fork is copied to `<data_dir>/standby/diverged/` first, and the rewind does
-//! not run when it could not be.
+//! not run when it could not be. An old primary fenced by a clean stop where the new primary's
+//! timeline begins wrote nothing after the fork: no rewind runs at all.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +21,7 @@ use tracing::{info, warn};
 
 use super::configure::{Report, blocking};
 use super::error::StandbyError;
+use super::fence::PeerFence;
 use super::jobs::WalState;
 use super::pairing::{Failover, Pairing, Role};
 use super::postgres::{PgError, StopMode};
@@ -24,7 +30,8 @@ use super::service::Standby;
 use crate::plugin::now_ms;
 use crate::wal::Lsn;
 
-/// How long the fencing check waits for the old primary (its tandem and its database, at once).
+/// How long the check of an old primary that was not fenced waits for its tandem, and the
+/// probe for its database.
 const FENCE_WAIT: Duration = Duration::from_secs(2);
 /// How long the standby database may take to receive what tandem holds before promotion.
 const DRAIN_WAIT: Duration = Duration::from_secs(10);
@@ -69,12 +76,26 @@ impl Standby {
             return Err(StandbyError::State("this host is already the primary of its pair".into()));
         }
         let pg = self.followed_pg(&p);
-        if force {
-            warn!("convert-to-primary forced: the old primary was not checked");
-            steps.push("fencing check skipped (--force): make sure the old primary stays down".into());
-        } else {
-            self.fence(&p, pg.is_some(), steps).await?;
-        }
+        let epoch = p.epoch + 1;
+        // Its database, where it listens on the network (for its applications), is probed at
+        // the same time: a silent host costs one wait, not two.
+        let endpoint = if pg.is_some() { p.peer.pg.clone() } else { None };
+        let (fenced, db) = tokio::join!(self.fence_peer(&p, epoch, force, steps), probe_within(&endpoint));
+        let old_primary = match fenced? {
+            PeerFence::Fenced(how) => format!("fenced ({how}) at this host's request before the promotion"),
+            PeerFence::NotFenced { why, reached } => {
+                steps.push(format!("the old primary's tandem did not fence it ({why})"));
+                if force {
+                    warn!("convert-to-primary forced: the old primary was not fenced");
+                    steps.push(format!(
+                        "fencing check skipped (--force): make sure the old primary stays down; it fences itself when it hears of epoch {epoch}"
+                    ));
+                } else {
+                    self.refuse_if_primary(&p, reached, db, endpoint.as_deref(), steps).await?;
+                }
+                format!("not fenced by this host ({why}); it fences itself when it hears of epoch {epoch}")
+            }
+        };
         if let Some(pg) = &pg {
             if !pg.running().await {
                 let pg2 = pg.clone();
@@ -99,9 +120,15 @@ impl Standby {
         let writable = started.elapsed().as_secs_f64();
         // The new role is recorded before anything else can fail: the database takes writes.
         p.role = Role::Primary;
-        p.epoch += 1;
+        p.epoch = epoch;
         p.superseded = None;
-        p.last_failover = Some(Failover { at_ms: now_ms(), seconds: writable, forced: force });
+        p.fenced = None;
+        p.last_failover = Some(Failover {
+            at_ms: now_ms(),
+            seconds: writable,
+            forced: force,
+            old_primary: Some(old_primary),
+        });
         self.save(Some(p.clone()))?;
         if pg.is_some() {
             steps.push(format!("PostgreSQL promoted: writable after {writable:.2} s"));
@@ -109,6 +136,16 @@ impl Standby {
         self.replan().await;
         steps.push("tree sync: no longer pulling, serving; WAL streaming stopped".into());
         if let Some(pg) = &pg {
+            let slot = &self.config.wal.slot;
+            match pg.create_slot(slot).await {
+                Ok(true) => steps.push(format!(
+                    "replication slot `{slot}` made: it keeps the WAL from before the promotion for the old primary's rejoin"
+                )),
+                Ok(false) => {}
+                Err(e) => steps.push(format!(
+                    "WARNING: replication slot `{slot}` not made ({e}): the old primary's rejoin may need the WAL it would have kept"
+                )),
+            }
             match pg.checkpoint().await {
                 Ok(()) => steps.push("checkpoint done".into()),
                 Err(e) => {
@@ -124,30 +161,32 @@ impl Standby {
         Ok(writable)
     }
 
-    /// Refuses while the old primary answers as a primary: its tandem says so (or says its
-    /// database accepts writes), or its PostgreSQL answers at all at its advertised address
-    /// (asked without logging in: see [`probe`]). Both are asked at once, each for at most
+    /// Refuses while an old primary its tandem did not fence answers as a primary: its tandem
+    /// (when `reached`: it refused the fence, or is a tandem that predates fencing) says so or
+    /// says its database accepts writes, or its PostgreSQL answered the probe at its advertised
+    /// address (asked without logging in: see [`probe`]). Each question waits at most
     /// [`FENCE_WAIT`]: a dead host does not refuse connections, it just never answers, and that
     /// silence must not eat the failover's time. A database that listens on no network address
     /// (only its socket, reached through tandem) cannot be seen once its tandem is down: the
     /// step says so.
-    async fn fence(&self, p: &Pairing, database: bool, steps: &mut Vec<String>) -> Result<(), StandbyError> {
+    async fn refuse_if_primary(
+        &self,
+        p: &Pairing,
+        reached: bool,
+        db: Probe,
+        endpoint: Option<&str>,
+        steps: &mut Vec<String>,
+    ) -> Result<(), StandbyError> {
         let hint = "not converting (pass --force to convert anyway, after making sure it is down)";
-        let announce = Request::Announce { me: self.presence().await };
-        // Its database, where it listens on the network (for its applications): a standby that
-        // takes over while it still answers makes a split brain.
-        let endpoint = if database { p.peer.pg.clone() } else { None };
-        let (tandem, db) =
-            tokio::join!(tokio::time::timeout(FENCE_WAIT, self.ask(&p.peer.addr, &announce)), async {
-                match &endpoint {
-                    Some(addr) => {
-                        tokio::time::timeout(FENCE_WAIT, probe(addr)).await.unwrap_or(Probe::Silent)
-                    }
-                    None => Probe::Silent,
-                }
-            });
+        let tandem = match reached {
+            true => {
+                let announce = Request::Announce { me: self.presence().await };
+                tokio::time::timeout(FENCE_WAIT, self.ask(&p.peer.addr, &announce)).await.ok()
+            }
+            false => None,
+        };
         match tandem {
-            Ok(Ok(Answer::Presence { me }))
+            Some(Ok(Answer::Presence { me }))
                 if me.pg_primary == Some(true)
                     || (me.role == Some(Role::Primary) && me.pg_primary.is_none()) =>
             {
@@ -156,13 +195,13 @@ impl Standby {
                     me.node, p.peer.addr
                 )));
             }
-            Ok(Ok(Answer::Presence { me })) => steps.push(format!(
+            Some(Ok(Answer::Presence { me })) => steps.push(format!(
                 "old primary's tandem answers ({}), its database does not accept writes",
                 me.role.map_or("unpaired".to_string(), |r| r.to_string())
             )),
             _ => steps.push(format!("old primary's tandem at {} does not answer", p.peer.addr)),
         }
-        if let Some(addr) = &endpoint {
+        if let Some(addr) = endpoint {
             match db {
                 Probe::Answers => {
                     return Err(StandbyError::Fenced(format!(
@@ -301,6 +340,7 @@ impl Standby {
             None => Ok::<_, PgError>(None),
         })
         .await??;
+        let rewind = kept.is_some();
         steps.push(match kept {
             Some(k) => format!(
                 "kept this host's WAL from the fork at {} (timeline {}) on, {} segment(s), {} MiB, in {} \
@@ -312,11 +352,13 @@ impl Standby {
                 k.dir.display(),
                 keeping.elapsed().as_secs_f64()
             ),
-            None => "nothing written here after the fork (no rewind needed)".into(),
+            None => "nothing written here after the fork: no rewind needed, none run".into(),
         });
-        let pg2 = pg.clone();
-        let took = blocking(move || pg2.rewind(&source)).await??;
-        steps.push(format!("pg_rewind from the new primary in {:.1} s", took.as_secs_f64()));
+        if rewind {
+            let pg2 = pg.clone();
+            let took = blocking(move || pg2.rewind(&source)).await??;
+            steps.push(format!("pg_rewind from the new primary in {:.1} s", took.as_secs_f64()));
+        }
         let walsender = self.walsender_endpoint()?;
         let (pg2, name) = (pg.clone(), self.config.node_name.clone());
         blocking(move || pg2.write_standby_config(&walsender, &name)).await??;
@@ -330,6 +372,14 @@ enum Probe {
     Answers,
     /// No answer: connection refused, unreachable, or silent.
     Silent,
+}
+
+/// [`probe`] of `endpoint` for at most [`FENCE_WAIT`]; no endpoint: silent.
+async fn probe_within(endpoint: &Option<String>) -> Probe {
+    match endpoint {
+        Some(addr) => tokio::time::timeout(FENCE_WAIT, probe(addr)).await.unwrap_or(Probe::Silent),
+        None => Probe::Silent,
+    }
 }
 
 /// Whether a PostgreSQL answers at `addr` (`host:port`), without logging in: an `SSLRequest`,

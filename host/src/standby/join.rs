@@ -101,6 +101,7 @@ impl Standby {
             superseded: None,
             last_failover: current.and_then(|c| c.last_failover.clone()),
             database_ready: false,
+            fenced: None,
         })
     }
 }

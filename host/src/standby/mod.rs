@@ -6,6 +6,7 @@
 //! - `pairing`: the durable record (role, peer by identity, options, failover epoch).
 //! - `plan` / `jobs`: which jobs a role runs, and the supervisor that swaps them.
 //! - `protocol` / `service`: what the two hosts say to each other; the running pair.
+//! - `fence`: the old primary's database stops taking writes before the standby promotes.
 //! - `configure`, `failover` (convert-to-primary, rejoin), `off`: the operator's commands;
 //!   `join` and `copy` are the steps configure and rejoin share.
 //! - `tunnel`: the pair's side of the database tunnel (entry socket, exit gate).
@@ -14,7 +15,8 @@
 //! - `postgres`: the local PostgreSQL's administration.
 //!
 //! Owns: the pairing record and the local PostgreSQL's role. Must never: promote while the old
-//! primary still answers as a primary (unless forced), or discard a database without moving it
+//! primary still answers as a primary (unless forced; and never before fencing one that can
+//! be reached), or discard a database without moving it
 //! to a recovery location first.
 
 pub mod config;
@@ -22,6 +24,7 @@ pub mod configure;
 pub mod copy;
 pub mod error;
 pub mod failover;
+pub mod fence;
 pub mod jobs;
 pub mod join;
 pub mod keeper;

@@ -4,7 +4,10 @@
 //!
 //! - a primary takes the standby out of pg_hba, drops tandem's slot (it no longer holds WAL
 //!   for nobody) and the replication role tandem made (its grants with it; a role of the
-//!   site's own is kept), and takes writes again if it was fenced;
+//!   site's own is kept), and takes writes again if it was fenced read-only; an old primary
+//!   fenced by a demotion stays a read-only standby following nothing, one fenced by a stop
+//!   stays stopped (the peer took over with what it wrote: promoting or starting it is the
+//!   operator's call);
 //! - a standby takes the old primary out of pg_hba and its database off tandem's walsender:
 //!   `primary_conninfo` and the passfile go, so it stops retrying a walsender that is gone,
 //!   but `standby.signal` stays: it remains a read-only copy of what it replayed, never a
@@ -21,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
-use super::config::DEFAULT_REPLICATION_USER;
+use super::config::{DEFAULT_REPLICATION_USER, FenceMode};
 use super::configure::Report;
 use super::error::StandbyError;
 use super::jobs::WalState;
@@ -112,6 +115,12 @@ impl Standby {
             Err(e) => steps.push(format!("WARNING: pg_hba not cleaned ({e}): remove tandem's block by hand")),
         }
         if !pg.running().await {
+            if p.fenced.as_ref().is_some_and(|f| f.how == FenceMode::Stop) {
+                steps.push(
+                    "the database stays stopped, as its fence left it: start it (pg_ctl start) only if this host is to be a primary of its own"
+                        .into(),
+                );
+            }
             steps.push(format!(
                 "WARNING: PostgreSQL is not running: drop the replication slot `{}` and the role `{user}` once it runs",
                 self.config.wal.slot
@@ -141,6 +150,15 @@ impl Standby {
                 Ok(()) => steps.push("the database takes writes again (no longer fenced)".into()),
                 Err(e) => steps.push(format!("WARNING: default_transaction_read_only not lifted ({e})")),
             }
+        }
+        if pg.in_recovery().await.unwrap_or(false) {
+            // Demoted by its fence: the peer took over with everything it wrote. It stays a
+            // read-only copy, never a second writable primary by surprise.
+            steps.push(format!(
+                "the database stays fenced: a read-only standby of its own WAL following nothing (standby.signal): \
+                 `pg_ctl promote` makes it a primary of its own; then drop the role `{user}`"
+            ));
+            return;
         }
         match pg.drop_replication_role(user, DEFAULT_REPLICATION_USER).await {
             Ok(RoleDrop::Dropped) => steps.push(format!("replication role `{user}` dropped")),

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::config::FenceMode;
 use crate::plugin::now_ms;
 
 /// This host's part in the pair.
@@ -65,6 +66,21 @@ pub struct Failover {
     /// From the command to a writable new primary.
     pub seconds: f64,
     pub forced: bool,
+    /// What became of the old primary: fenced at this host's request (and how), or not reached.
+    #[serde(default)]
+    pub old_primary: Option<String>,
+}
+
+/// How and when this host's database was fenced (an old primary whose peer took over).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fenced {
+    pub how: FenceMode,
+    pub at_ms: u64,
+    /// The epoch of the peer that took over.
+    pub epoch: u64,
+    /// Where this database's WAL ended when it was fenced: the shutdown checkpoint of a clean
+    /// stop (demote, stop), the flushed WAL (read-only); unknown when it was not running.
+    pub wal_end: Option<String>,
 }
 
 /// What `tandem standby configure` recorded.
@@ -92,6 +108,9 @@ pub struct Pairing {
     /// following. Until then a configure or rejoin that failed half-way may be run again.
     #[serde(default)]
     pub database_ready: bool,
+    /// Set on an old primary once its database is fenced (see `fence`).
+    #[serde(default)]
+    pub fenced: Option<Fenced>,
 }
 
 /// Errors reading or writing the record.
@@ -178,6 +197,7 @@ impl Pairing {
             superseded: None,
             last_failover: None,
             database_ready: false,
+            fenced: None,
         }
     }
 }

@@ -7,9 +7,12 @@
 //!   address change reaches the peer without re-pairing); the answer is the same facts back,
 //!   including whether its PostgreSQL runs as a primary (the fencing question).
 //! - `Unpair`: the peer is told that `off` ran on this side.
+//! - `Fence`: a converting standby asks the old primary to fence its database (see `fence`)
+//!   before it promotes; the answer says how, and where the fenced database's WAL ends.
 
 use serde::{Deserialize, Serialize};
 
+use super::config::FenceMode;
 use super::pairing::Role;
 use crate::peer::{Frame, PeerConnection, PeerError};
 
@@ -31,6 +34,9 @@ pub struct Presence {
     pub epoch: u64,
     /// Its PostgreSQL is up and not in recovery (accepts writes): `None` when unknown or none.
     pub pg_primary: Option<bool>,
+    /// Its database is fenced (an old primary whose peer took over), and how.
+    #[serde(default)]
+    pub fenced: Option<FenceMode>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +50,12 @@ pub enum Request {
     },
     /// `epoch`: the sender's; an old primary whose peer took over cannot unpair the new one.
     Unpair {
+        pair_id: String,
+        epoch: u64,
+    },
+    /// `epoch`: the one the sender takes as the new primary; refused for another pair or an
+    /// epoch not above the receiver's.
+    Fence {
         pair_id: String,
         epoch: u64,
     },
@@ -64,6 +76,11 @@ pub enum Answer {
         me: Presence,
     },
     Done,
+    /// The database takes no more writes; `wal_end`: where its WAL ended (see `Fenced`).
+    Fenced {
+        how: FenceMode,
+        wal_end: Option<String>,
+    },
     Refused {
         reason: String,
     },
@@ -103,9 +120,17 @@ mod tests {
             pair_id: Some("00ff".into()),
             epoch: 2,
             pg_primary: Some(true),
+            fenced: None,
         };
         let r = Request::Announce { me };
         assert_eq!(decode::<Request>(&encode(&r)).unwrap(), r);
+        let fence = Request::Fence { pair_id: "00ff".into(), epoch: 3 };
+        assert_eq!(decode::<Request>(&encode(&fence)).unwrap(), fence);
+        let fenced = Answer::Fenced { how: FenceMode::Demote, wal_end: Some("0/3000028".into()) };
+        assert_eq!(decode::<Answer>(&encode(&fenced)).unwrap(), fenced);
+        // A presence from a tandem that predates fencing still reads.
+        let old = br#"{"request":"announce","me":{"node":"a","peer_addr":"x:1","pg":null,"role":null,"pair_id":null,"epoch":0,"pg_primary":null}}"#;
+        assert!(decode::<Request>(&Frame::new(STANDBY_FRAME, old.to_vec())).is_ok());
         assert!(decode::<Request>(&Frame::new(STANDBY_FRAME, b"{\"request\":\"nope\"}".to_vec())).is_err());
         assert!(decode::<Request>(&Frame::new(7, serde_json::to_vec(&r).unwrap())).is_err());
         assert!(decode::<Answer>(&Frame::new(STANDBY_FRAME, vec![b' '; MAX_MESSAGE + 1])).is_err());

@@ -1,6 +1,6 @@
 //! The pair as one running service: the pairing record and the jobs it implies, the local
 //! PostgreSQL, what was last heard from the peer, and the peer-facing side (answers to `Join`,
-//! `Announce`, `Unpair`). An announcer tells the peer every few seconds who and where this
+//! `Announce`, `Unpair`, `Fence`). An announcer tells the peer every few seconds who and where this
 //! host is, so an address change on either side reaches the other without re-pairing.
 //!
 //! Owns: the in-memory copy of the pairing (always saved before it is used) and the one-at-a-
@@ -31,7 +31,6 @@ use crate::tunnel::LinkStats;
 
 /// What failed, in [`LastError::what`], for the steps that resolve their own errors.
 const PEER_ADDRESS: &str = "recording the peer's new address";
-const FENCING: &str = "making the superseded database read-only";
 const LETTING_PEER_IN: &str = "letting the peer into pg_hba";
 
 /// How often each side announces itself to the other.
@@ -40,6 +39,9 @@ pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(3);
 pub const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a join may wait for the primary.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a fence may take at the old primary, once its tandem answered the handshake (a
+/// fast stop under load, then a start: each may take pg_ctl's minute).
+pub const FENCE_TIMEOUT: Duration = Duration::from_secs(150);
 /// How long [`Standby::stop`] waits for tasks a peer's message started (an unpairing stops
 /// jobs and edits pg_hba) before stopping the jobs anyway.
 const TASKS_GRACE: Duration = Duration::from_secs(15);
@@ -239,6 +241,7 @@ impl Standby {
             pair_id: pairing.as_ref().map(|p| p.pair_id.clone()),
             epoch: pairing.as_ref().map_or(0, |p| p.epoch),
             pg_primary,
+            fenced: pairing.as_ref().and_then(|p| p.fenced.as_ref()).map(|f| f.how),
         }
     }
 
@@ -253,25 +256,34 @@ impl Standby {
         Some(format!("{host}:{}", self.config.standby.pg_port))
     }
 
-    /// Dials `addr` and asks one question, waiting at most [`ASK_TIMEOUT`] (a `Join` longer:
-    /// the primary may first finish a command of its own).
+    /// Dials `addr` and asks one question: the connection (with its handshake) within
+    /// [`ASK_TIMEOUT`], the answer within [`ASK_TIMEOUT`] too, or longer where the peer has work
+    /// to do first (a `Join` may wait for a command of its own, a `Fence` stops its database).
+    /// A peer that is frozen or gone fails the handshake, so it costs [`ASK_TIMEOUT`] whatever
+    /// the request.
     pub async fn ask(&self, addr: &str, request: &Request) -> Result<Answer, StandbyError> {
-        let limit = if matches!(request, Request::Join { .. }) { JOIN_TIMEOUT } else { ASK_TIMEOUT };
-        let work = async {
+        let limit = match request {
+            Request::Join { .. } => JOIN_TIMEOUT,
+            Request::Fence { .. } => FENCE_TIMEOUT,
+            _ => ASK_TIMEOUT,
+        };
+        let connect = async {
             let target = lookup_host(addr)
                 .await
-                .map_err(|e| StandbyError::Peer(format!("cannot resolve {addr}: {e}")))?
+                .map_err(|e| StandbyError::Unreachable(format!("cannot resolve {addr}: {e}")))?
                 .next()
-                .ok_or_else(|| StandbyError::Peer(format!("cannot resolve {addr}")))?;
-            let mut conn =
-                PeerConnection::connect(target, &self.secret, &self.me, self.config.peer.max_frame_bytes)
-                    .await
-                    .map_err(|e| StandbyError::Peer(format!("{addr}: {e}")))?;
-            ask(&mut conn, request).await.map_err(|e| StandbyError::Peer(format!("{addr}: {e}")))
+                .ok_or_else(|| StandbyError::Unreachable(format!("cannot resolve {addr}")))?;
+            PeerConnection::connect(target, &self.secret, &self.me, self.config.peer.max_frame_bytes)
+                .await
+                .map_err(|e| StandbyError::Unreachable(format!("{addr}: {e}")))
         };
-        tokio::time::timeout(limit, work)
+        let mut conn = tokio::time::timeout(ASK_TIMEOUT, connect).await.map_err(|_| {
+            StandbyError::Unreachable(format!("{addr} did not answer within {ASK_TIMEOUT:?}"))
+        })??;
+        tokio::time::timeout(limit, ask(&mut conn, request))
             .await
             .map_err(|_| StandbyError::Peer(format!("{addr} did not answer within {limit:?}")))?
+            .map_err(|e| StandbyError::Peer(format!("{addr}: {e}")))
     }
 
     async fn announce_loop(self: Arc<Self>) {
@@ -358,26 +370,6 @@ impl Standby {
         self.replan().await;
     }
 
-    /// An old primary whose peer took over makes its database read-only by default, so that
-    /// applications still pointed at it stop writing (their writes would be lost at rejoin).
-    /// `rejoin` (the rewind brings the new primary's settings) or `off` lifts it.
-    pub(super) async fn fence_if_superseded(&self, p: &Pairing) {
-        let Some(pg) = self.paired_pg(&p.options).ok().filter(|_| p.superseded.is_some()) else { return };
-        if !pg.running().await {
-            return;
-        }
-        if pg.in_recovery().await.unwrap_or(true) {
-            return;
-        }
-        match pg.set_read_only(true).await {
-            Ok(()) => {
-                self.resolve_error(FENCING);
-                warn!("the peer took over: this database is now read-only by default until rejoin or off")
-            }
-            Err(e) => self.record_error(FENCING, &e.to_string()),
-        }
-    }
-
     /// Our PostgreSQL lets the pair's replication role in over its socket, where the peer's
     /// tunnel arrives (the primary: for its standby; the standby: for its primary, the day
     /// roles swap). Idempotent: an unchanged pg_hba is not rewritten, so it is safe to call on
@@ -432,6 +424,10 @@ impl Standby {
                     ),
                 },
                 _ => Answer::Refused { reason: "not paired with you".into() },
+            },
+            Request::Fence { pair_id, epoch } => match self.fence_for_peer(&pair_id, epoch).await {
+                Ok(answer) => answer,
+                Err(e) => Answer::Refused { reason: e.to_string() },
             },
         }
     }

@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::tunnel::stats::LinkSnapshot;
 
+use super::config::FenceMode;
 use super::jobs::WalState;
 use super::keeper::KeeperView;
-use super::pairing::{Failover, Options, Role};
+use super::pairing::{Failover, Fenced, Options, Role};
 use super::service::{LastError, Standby};
 use crate::plugin::now_ms;
 use crate::sync::status::{StatusFiles, TreeStatus};
@@ -32,6 +33,9 @@ pub struct StandbyStatus {
     pub epoch: u64,
     /// On an old primary whose peer took over.
     pub superseded: Option<String>,
+    /// On an old primary: its database is fenced, how (demote, stop, read-only) and since when.
+    #[serde(default)]
+    pub fenced: Option<Fenced>,
     pub options: Option<Options>,
     pub peer: Option<PeerStatus>,
     pub database: DatabaseStatus,
@@ -57,6 +61,9 @@ pub struct PeerStatus {
     pub answered_ms: Option<u64>,
     pub reachable: bool,
     pub last_error: Option<String>,
+    /// Its database is fenced (an old primary whose peer took over), as it last said.
+    #[serde(default)]
+    pub fenced: Option<FenceMode>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -117,6 +124,7 @@ impl Standby {
             pair_id: pairing.as_ref().map(|p| p.pair_id.clone()),
             epoch: pairing.as_ref().map_or(0, |p| p.epoch),
             superseded: pairing.as_ref().and_then(|p| p.superseded.clone()),
+            fenced: pairing.as_ref().and_then(|p| p.fenced.clone()),
             options: pairing.as_ref().map(|p| p.options.clone()),
             last_failover: pairing.as_ref().and_then(|p| p.last_failover.clone()),
             last_error: self.last_error.read().expect("not poisoned").clone(),
@@ -133,6 +141,7 @@ impl Standby {
                 answered_ms: view.answered_ms,
                 reachable: fresh && view.error.is_none(),
                 last_error: view.error.clone(),
+                fenced: view.presence.as_ref().and_then(|pr| pr.fenced),
             }
         });
         s.wal = match self.wal().read().expect("not poisoned").clone() {

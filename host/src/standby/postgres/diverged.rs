@@ -132,25 +132,39 @@ impl LocalPg {
 
     /// `pg_controldata` says "shut down" or "shut down in recovery".
     fn cleanly_shut_down(&self) -> Result<bool, PgError> {
-        let mut cmd = self.command("pg_controldata")?;
-        cmd.arg("-D").arg(&self.data_dir).env("LC_ALL", "C");
-        let out = self.run("pg_controldata", "read", cmd)?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let state = text
-            .lines()
-            .find_map(|l| l.strip_prefix("Database cluster state:"))
-            .map(str::trim)
-            .unwrap_or_default();
+        let text = self.controldata()?;
+        let state = super::fence::field(&text, "Database cluster state:");
         Ok(state == "shut down" || state == "shut down in recovery")
     }
 
     /// `postgres --single`: crash recovery to the end of the local WAL, then a clean shutdown,
     /// with no listener (nobody can connect meanwhile).
+    ///
+    /// A fenced old primary's `standby.signal` (single-user mode refuses standby mode) is set
+    /// aside for that run and put back after it, whatever it did: nobody can connect meanwhile.
     fn finish_crash_recovery(&self) -> Result<(), PgError> {
+        let signal = self.data_dir.join("standby.signal");
+        let aside = self.data_dir.join("standby.signal.tandem-crash-recovery");
+        let moved = signal.exists();
+        if moved {
+            fs::rename(&signal, &aside).map_err(|source| PgError::Io {
+                what: "setting aside for single-user crash recovery",
+                path: signal.clone(),
+                source,
+            })?;
+        }
         let mut cmd = self.command("postgres")?;
         cmd.arg("--single").arg("-D").arg(&self.data_dir).arg("template1").stdin(Stdio::null());
         tracing::info!(data = %self.data_dir.display(), "crash recovery in single-user mode before pg_rewind");
-        self.run("postgres", "single-user crash recovery", cmd).map(drop)
+        let ran = self.run("postgres", "single-user crash recovery", cmd).map(drop);
+        if moved {
+            fs::rename(&aside, &signal).map_err(|source| PgError::Io {
+                what: "putting back after single-user crash recovery",
+                path: signal,
+                source,
+            })?;
+        }
+        ran
     }
 }
 

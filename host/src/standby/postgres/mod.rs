@@ -10,6 +10,7 @@
 //!   server settings it wants, as a pure function.
 //! - [`hba`]: tandem's block in `pg_hba.conf`.
 //! - [`diverged`]: before a rewind, the WAL the old primary wrote after the fork, kept aside.
+//! - [`fence`]: an old primary's hard fences (a clean stop, a demotion) and where its WAL ended.
 //!
 //! Must never: run a PostgreSQL program as root (PostgreSQL refuses; tandem runs them as
 //! `os_user`), put a password on a command line, or delete a data folder (it is moved aside).
@@ -17,6 +18,7 @@
 mod ctl;
 mod diverged;
 mod error;
+mod fence;
 mod hba;
 mod prepare;
 mod settings;

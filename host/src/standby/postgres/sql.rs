@@ -153,8 +153,9 @@ impl LocalPg {
     }
 
     /// Makes new transactions read-only by default (`default_transaction_read_only`), or
-    /// undoes it: the fence of an old primary whose peer took over. A soft fence (a session
-    /// may still ask for read-write), enough to stop applications writing by accident.
+    /// undoes it: the `read-only` fence of an old primary whose peer took over, kept for sites
+    /// that choose it. A soft fence (a session may still ask for read-write): the default
+    /// fence is a demotion (see `fence`).
     pub async fn set_read_only(&self, on: bool) -> Result<(), PgError> {
         let client = self.client().await?;
         let sql = if on {
@@ -192,6 +193,22 @@ impl LocalPg {
             .map_err(|e| PgError::sql(format!("dropping replication slot {name}"), e))?;
         tracing::info!(slot = name, "dropped replication slot");
         Ok(true)
+    }
+
+    /// Makes the physical replication slot `name`, holding WAL from the last checkpoint's redo
+    /// point on, unless it exists; whether it was made. A just-promoted primary makes it for
+    /// its old primary: that one's rejoin then finds the WAL from the fork on.
+    pub async fn create_slot(&self, name: &str) -> Result<bool, PgError> {
+        let client = self.client().await?;
+        let made = client
+            .query(
+                "SELECT pg_create_physical_replication_slot($1, true) WHERE NOT EXISTS \
+                 (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+                &[&name],
+            )
+            .await
+            .map_err(|e| PgError::sql(format!("making replication slot {name}"), e))?;
+        Ok(!made.is_empty())
     }
 
     /// `pg_stat_replication`: whom this server streams WAL to.

@@ -39,6 +39,7 @@ pub mod daemon;
 pub mod durable;
 pub mod listen;
 pub mod logging;
+pub mod nagios;
 pub mod peer;
 pub mod plugin;
 pub mod standby;

@@ -546,3 +546,33 @@ fn the_load_balancers_checks_answer_in_patronis_names() {
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("unknown unit"), "{body}");
 }
+
+/// `tandem standby check` in the Nagios convention: one line, exit 0 unpaired or with the pair
+/// well, 1 once the peer stops answering (naming it), 2 when the daemon asked does not answer.
+#[test]
+fn standby_check_speaks_the_nagios_convention() {
+    let mut a = host("a", false).unwrap();
+    let mut b = host("b", false).unwrap();
+    let check = |h: &Host| {
+        let out = h.tandem.cli(&["standby", "check"]);
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    assert_eq!(check(&a), (Some(0), "OK: warm standby not configured on this host".to_string()));
+    a.tandem.ok(&["standby", "configure", "--primary-mode", "--peer", &b.tandem.peer]);
+    b.tandem.ok(&["standby", "configure", "--standby-mode", "--peer", &a.tandem.peer]);
+    let (ok, _) =
+        wait_for(LONG, || Some(check(&b)).filter(|(c, _)| *c == Some(0))).expect("the standby never OK");
+    assert_eq!(ok.1, "OK: standby of a files-only pair, following");
+    b.tandem.kill9();
+    let (warned, _) = wait_for(LONG, || Some(check(&a)).filter(|(c, _)| *c == Some(1)))
+        .expect("never warned about the peer");
+    assert!(
+        warned.1.starts_with("WARNING: the peer at ") && warned.1.ends_with("does not answer"),
+        "{}",
+        warned.1
+    );
+    a.tandem.kill9();
+    let (code, line) = check(&a);
+    assert_eq!(code, Some(2), "{line}");
+    assert!(line.starts_with("CRITICAL: cannot ask the tandem daemon"), "{line}");
+}

@@ -105,6 +105,16 @@ pub enum StandbyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Judge the pair for monitoring, in the Nagios convention: one line; exit 0 OK,
+    /// 1 WARNING, 2 CRITICAL (a daemon that does not answer is CRITICAL).
+    Check {
+        /// WAL lag in bytes past which the check warns.
+        #[arg(long, value_name = "BYTES", default_value_t = crate::standby::check::LagLimits::default().warning)]
+        warn_lag: u64,
+        /// WAL lag in bytes past which the check is critical.
+        #[arg(long, value_name = "BYTES", default_value_t = crate::standby::check::LagLimits::default().critical)]
+        crit_lag: u64,
+    },
     /// Fail over: make this standby the primary.
     ///
     /// Refuses while the old primary still answers
@@ -315,6 +325,10 @@ pub enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Judge the cluster for monitoring, in the Nagios convention: one line; exit 0 OK,
+    /// 1 WARNING, 2 CRITICAL (no captain, or this member cannot apply; a daemon that does not
+    /// answer is CRITICAL).
+    Check,
     /// Replace this member's replicated configuration with the captain's, discarding its
     /// pending local changes (needed when its history was purged meanwhile).
     Resync {

@@ -7,10 +7,19 @@ use serde_json::{Value, json};
 use super::args::ClusterCommand;
 use super::http::ApiClient;
 use crate::cluster::ClusterStatus;
+use crate::cluster::check::check;
 use crate::config::Config;
 
 pub fn run(config: Config, cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
+    if let ClusterCommand::Check = cmd {
+        let judged = runtime.block_on(async {
+            let api = ApiClient::new(&config)?;
+            let status: ClusterStatus = serde_json::from_value(api.get("/v1/cluster/status").await?)?;
+            anyhow::Ok(check(&status))
+        });
+        return Ok(super::report::nagios(judged));
+    }
     runtime.block_on(async move {
         let api = ApiClient::new(&config)?;
         match cmd {
@@ -32,6 +41,7 @@ pub fn run(config: Config, cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
                     "removed node {node_id}; clean it (`tandem cluster clean` there) before adding it again"
                 );
             }
+            ClusterCommand::Check => unreachable!("a check is answered before anything else"),
             ClusterCommand::Status { json } => {
                 let r = api.get("/v1/cluster/status").await?;
                 if json {

@@ -1,8 +1,24 @@
-//! An error and its causes on one line, each said once. anyhow's `{:#}` joins every cause in
+//! An error and its causes on one line, each said once, and a check's verdict as monitoring
+//! reads it. anyhow's `{:#}` joins every cause in
 //! the chain, and most of our error types already print their source in their own message
 //! (`API token: {0}`), so a cause came out two or three times over.
 //!
 //! Must never: drop a cause whose words are not already on the line.
+
+use std::process::ExitCode;
+
+use crate::nagios::{Level, Verdict};
+
+/// A check's one line on stdout and its level as the exit status; a check that could not be
+/// made (the daemon does not answer) is CRITICAL.
+pub fn nagios(judged: anyhow::Result<Verdict>) -> ExitCode {
+    let (level, line) = match judged {
+        Ok(v) => (v.level(), v.line()),
+        Err(e) => (Level::Critical, format!("CRITICAL: cannot ask the tandem daemon: {}", one_line(&e))),
+    };
+    println!("{line}");
+    ExitCode::from(level as u8)
+}
 
 /// `outer: cause: cause`, skipping a cause whose text the line already holds.
 pub fn one_line(e: &anyhow::Error) -> String {

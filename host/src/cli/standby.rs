@@ -10,6 +10,7 @@ use super::args::StandbyCommand;
 use super::http::ApiClient;
 use crate::config::Config;
 use crate::plugin::now_ms;
+use crate::standby::check::{LagLimits, check};
 use crate::standby::config::FenceMode;
 use crate::standby::plan::split_host_port;
 use crate::standby::{ConfigureRequest, Options, Report, Role, StandbyStatus};
@@ -24,6 +25,15 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn run(config: Config, cmd: StandbyCommand) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
+    if let StandbyCommand::Check { warn_lag, crit_lag } = cmd {
+        let limits = LagLimits { warning: warn_lag, critical: crit_lag };
+        let judged = runtime.block_on(async {
+            let api = ApiClient::new(&config)?.with_timeout(STATUS_TIMEOUT)?;
+            let status: StandbyStatus = serde_json::from_value(api.get("/v1/standby/status").await?)?;
+            anyhow::Ok(check(&status, limits))
+        });
+        return Ok(super::report::nagios(judged));
+    }
     runtime.block_on(async {
         let api = ApiClient::new(&config)?;
         api.check_answers(ANSWER_TIMEOUT).await?;
@@ -31,6 +41,7 @@ pub fn run(config: Config, cmd: StandbyCommand) -> anyhow::Result<ExitCode> {
             if matches!(cmd, StandbyCommand::Status { .. }) { STATUS_TIMEOUT } else { COMMAND_TIMEOUT };
         let api = api.with_timeout(limit)?;
         match cmd {
+            StandbyCommand::Check { .. } => unreachable!("a check is answered before anything else"),
             StandbyCommand::Status { json } => {
                 let v = api.get("/v1/standby/status").await?;
                 if json {

@@ -7,6 +7,7 @@
 //! member lead (raft's up-to-date vote check), reuse a node id, or dial itself.
 
 mod append;
+pub mod check;
 mod client;
 mod config;
 mod error;

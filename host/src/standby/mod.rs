@@ -19,6 +19,7 @@
 //! be reached), or discard a database without moving it
 //! to a recovery location first.
 
+pub mod check;
 pub mod config;
 pub mod configure;
 pub mod copy;

@@ -164,3 +164,29 @@ fn reads_show_layers_and_push_replicates_a_files_current_content() {
     let listed = nodes[1].ok(&["conf", "list"]);
     assert!(listed.contains("apps/search/lookups/users.csv") && listed.contains(MACROS), "{listed}");
 }
+
+/// `tandem cluster check` in the Nagios convention: one line, exit 0 with every member up, 1
+/// once a member is down (naming it), 2 when the daemon asked does not answer.
+#[test]
+fn cluster_check_speaks_the_nagios_convention() {
+    let check = |n: &Node| {
+        let out = n.cli(&["cluster", "check"]);
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let alone = Node::new("alone", "");
+    assert_eq!(check(&alone), (Some(0), "OK: not in a cluster".to_string()));
+    let mut nodes = three("");
+    let (code, line) = check(&nodes[0]);
+    assert_eq!(code, Some(0), "{line}");
+    assert!(line.starts_with("OK: captain ") && line.ends_with("3 of 3 members up"), "{line}");
+    nodes[2].kill9();
+    let (warned, _) =
+        wait_for(Duration::from_secs(30), || Some(check(&nodes[0])).filter(|(c, _)| *c == Some(1)))
+            .expect("never warned about the member down");
+    assert!(warned.1.starts_with("WARNING: ") && warned.1.contains("c is down"), "{}", warned.1);
+    assert_eq!(warned.1.lines().count(), 1, "{}", warned.1);
+    nodes[0].kill9();
+    let (code, line) = check(&nodes[0]);
+    assert_eq!(code, Some(2), "{line}");
+    assert!(line.starts_with("CRITICAL: cannot ask the tandem daemon"), "{line}");
+}

@@ -46,6 +46,7 @@ pub mod standby;
 pub mod sync;
 pub mod tunnel;
 pub mod wal;
+pub mod when;
 
 #[cfg(feature = "fuzz")]
 pub mod fuzz;

@@ -135,7 +135,7 @@ fn a_pair_configured_from_scratch_fails_over_and_rejoins() {
     let text = a.text();
     for line in [
         "Instance looks like Primary",
-        "DB replication configured with Standby set to: 127.0.0.1",
+        "DB replication configured with Standby set to:  127.0.0.1/32",
         "DB replication currently streaming",
     ] {
         assert!(text.contains(line), "`{line}` missing:\n{text}");

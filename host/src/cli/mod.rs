@@ -153,10 +153,5 @@ async fn wait_for_signal() {
 
 /// How long ago a time in ms since the epoch was, for status output.
 fn ago(ms: u64) -> String {
-    ago_at(ms, crate::plugin::now_ms())
-}
-
-/// [`ago`] as seen at `now` (ms since the epoch).
-fn ago_at(ms: u64, now: u64) -> String {
-    format!("{:.1} s ago", now.saturating_sub(ms) as f64 / 1000.0)
+    crate::when::ago_at(ms, crate::plugin::now_ms())
 }

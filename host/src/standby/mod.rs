@@ -36,6 +36,7 @@ pub mod postgres;
 pub mod protocol;
 pub mod service;
 pub mod status;
+pub mod status_text;
 pub mod tunnel;
 
 pub use configure::{ConfigureRequest, Report};

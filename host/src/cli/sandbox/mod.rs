@@ -163,7 +163,7 @@ async fn show(s: &mut Sandbox, started: Instant) -> anyhow::Result<()> {
         let status: crate::standby::StandbyStatus =
             serde_json::from_value(api.get("/v1/standby/status").await?)?;
         println!("\n`tandem standby status` on {name}:");
-        print!("{}", super::standby::render(&status, crate::plugin::now_ms()));
+        print!("{}", crate::standby::status_text::render(&status, crate::plugin::now_ms()));
     }
     let cluster = a.get("/v1/cluster/status").await?;
     let members = cluster["members"].as_array().map_or(0, Vec::len);

@@ -1,5 +1,5 @@
 //! How a time reads to a person in status text: a date as the seed prints it
-//! ("Wednesday 2026-11-25 02:02:03 UTC") and an age ("3.0 s ago").
+//! ("Wednesday 2026-11-25 02:02:03 UTC"), a log line's timestamp and an age ("3.0 s ago").
 //!
 //! Must never: fail on a time out of range (it reads as the epoch).
 
@@ -7,6 +7,12 @@
 pub fn date(ms: u64) -> String {
     let at = chrono::DateTime::from_timestamp_millis(ms.min(i64::MAX as u64) as i64).unwrap_or_default();
     at.format("%A %Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// A UTC timestamp for log lines, e.g. `2026-11-24T19:02:39.123Z`.
+pub fn timestamp(ms: u64) -> String {
+    let at = chrono::DateTime::from_timestamp_millis(ms.min(i64::MAX as u64) as i64).unwrap_or_default();
+    at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
 /// How long before `now` the time `ms` was (both Unix ms).
@@ -24,5 +30,6 @@ mod tests {
         // 2026-11-25 was a Wednesday.
         assert_eq!(date(1_795_572_123_000), "Wednesday 2026-11-25 02:02:03 UTC");
         assert_eq!(ago_at(500, 3500), "3.0 s ago");
+        assert_eq!(timestamp(1_795_572_123_045), "2026-11-25T02:02:03.045Z");
     }
 }

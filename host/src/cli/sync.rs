@@ -16,7 +16,8 @@ use super::args::SyncCommand;
 use crate::config::Config;
 use crate::peer::{ClusterSecret, PeerConnection, PeerIdentity};
 use crate::sync::pass::{PassStats, Progress, PullMode, PullState, pull_pass};
-use crate::sync::status::{StatusFiles, TreeStatus, humantime_ms};
+use crate::sync::status::{StatusFiles, TreeStatus};
+use crate::when::timestamp;
 
 pub fn run(config: Config, cmd: SyncCommand) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -143,7 +144,7 @@ fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         } else {
             "-"
         };
-        let last = t.last_pass_ms.map_or("never".into(), humantime_ms);
+        let last = t.last_pass_ms.map_or("never".into(), timestamp);
         let lag = t.in_sync_ms.map_or("never".to_string(), ago);
         let error = match (&t.last_error, t.last_error_ms) {
             (Some(e), Some(at)) if t.last_pass_ms.is_none_or(|p| at > p) => {

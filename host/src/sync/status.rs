@@ -115,7 +115,7 @@ impl StatusFiles {
             .create(true)
             .append(true)
             .open(path)
-            .and_then(|mut f| writeln!(f, "{} {line}", humantime_ms(now_ms())));
+            .and_then(|mut f| writeln!(f, "{} {line}", crate::when::timestamp(now_ms())));
         if let Err(e) = written {
             warn!(path = %path.display(), error = %e, "sync log line not written");
         }
@@ -186,27 +186,6 @@ impl StatusFiles {
     }
 }
 
-/// A UTC timestamp for log lines, e.g. `2026-11-24T19:02:39.123Z`.
-pub fn humantime_ms(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem / 60 % 60, rem % 60, ms % 1000)
-}
-
-/// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,8 +211,8 @@ mod tests {
 
     #[test]
     fn timestamps_and_a_pass_round_trip() {
-        assert_eq!(humantime_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(humantime_ms(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
+        assert_eq!(crate::when::timestamp(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(crate::when::timestamp(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
         let dir = tempfile::tempdir().unwrap();
         let files = StatusFiles::new(dir.path(), Some(dir.path()), "vault");
         let stats = PassStats {

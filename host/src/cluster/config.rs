@@ -31,6 +31,11 @@ pub const DEFAULT_APPEND_TIMEOUT_MS: u64 = 30_000;
 /// Time allowed for one step of a snapshot transfer, ms: building it and sending its first
 /// chunk, one chunk, or installing it once the last chunk arrived.
 pub const DEFAULT_SNAPSHOT_TIMEOUT_MS: u64 = 60_000;
+/// Time a joining member (or a destructive resync) has to download and install the captain's
+/// whole snapshot, ms. It grows with the conf tree (1 GiB at 20 MB/s: under a minute; a debug
+/// build or a slow link: several), so it is separate from the per-chunk `snapshot_timeout_ms`,
+/// which still stops a download that makes no progress.
+pub const DEFAULT_JOIN_TIMEOUT_MS: u64 = 1_800_000;
 /// Bytes of a snapshot per message (openraft's install chunks, a joining member's download).
 /// A chunk is the unit of resume after a cut and of memory per transfer on both ends.
 pub const DEFAULT_SNAPSHOT_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
@@ -59,6 +64,7 @@ pub struct ClusterConfig {
     pub snapshot_timeout_ms: u64,
     pub snapshot_chunk_bytes: u64,
     pub max_snapshot_bytes: u64,
+    pub join_timeout_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -77,6 +83,7 @@ impl Default for ClusterConfig {
             snapshot_timeout_ms: DEFAULT_SNAPSHOT_TIMEOUT_MS,
             snapshot_chunk_bytes: DEFAULT_SNAPSHOT_CHUNK_BYTES,
             max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT_BYTES,
+            join_timeout_ms: DEFAULT_JOIN_TIMEOUT_MS,
         }
     }
 }
@@ -98,6 +105,7 @@ impl ClusterConfig {
             ("max_append_bytes", self.max_append_bytes),
             ("append_timeout_ms", self.append_timeout_ms),
             ("snapshot_timeout_ms", self.snapshot_timeout_ms),
+            ("join_timeout_ms", self.join_timeout_ms),
         ] {
             if v == 0 {
                 return Err(format!("cluster.{name} must be above 0"));
@@ -125,6 +133,10 @@ impl ClusterConfig {
 
     pub fn snapshot_timeout(&self) -> Duration {
         Duration::from_millis(self.snapshot_timeout_ms)
+    }
+
+    pub fn join_timeout(&self) -> Duration {
+        Duration::from_millis(self.join_timeout_ms)
     }
 
     /// openraft's configuration: no automatic snapshots and no automatic purge; both happen

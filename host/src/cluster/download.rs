@@ -16,6 +16,7 @@ use openraft::storage::RaftStateMachine;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tracing::{info, warn};
 
+use super::client::{CallError, PeerClient};
 use super::error::ClusterError;
 use super::node::{ClusterNode, Joined};
 use super::rpc::{Refusal, RpcRequest, RpcResponse, SnapshotChunk};
@@ -71,9 +72,15 @@ impl ClusterNode {
         let (mut id, mut offset) = (None::<String>, 0u64);
         let (mut failures, mut restarts) = (0u32, 0u32);
         let mut wait = RETRY_FIRST;
+        if peer == self.me.peer {
+            return Err(CallError::Ourselves(peer.to_string()).into());
+        }
+        // A connection of its own (not the pool's, which retries a failed call once out of
+        // sight): every failed chunk is seen, logged and asked for again here.
+        let mut client = PeerClient::new(peer, self.dialer.clone());
         loop {
             let req = RpcRequest::FetchSnapshot { snapshot_id: id.clone(), offset };
-            let chunk = match self.call(peer, &req).await {
+            let chunk = match client.call(&req, self.config.snapshot_timeout()).await {
                 Ok(RpcResponse::SnapshotChunk(Ok(chunk))) => chunk,
                 Ok(RpcResponse::SnapshotChunk(Err(Refusal::Gone(old)))) if restarts < MAX_RESTARTS => {
                     restarts += 1;

@@ -157,7 +157,9 @@ impl ClusterNode {
     }
 
     async fn start_raft(&self, identity: Identity) -> Result<Joined, ClusterError> {
-        let log = LogStore::open(&self.dir.join("log"), LogStoreConfig::default())?;
+        // A replication read clones no more entries than one append message carries.
+        let log_config = LogStoreConfig { max_read_bytes: self.config.max_append_bytes, ..LogStoreConfig::default() };
+        let log = LogStore::open(&self.dir.join("log"), log_config)?;
         let sm = StateMachine::open(
             &self.dir.join("sm"),
             self.tree.clone(),
@@ -322,10 +324,10 @@ impl ClusterNode {
     /// One request to the member at `addr`, on a pooled connection.
     pub(super) async fn call(&self, addr: &str, req: &RpcRequest) -> Result<RpcResponse, CallError> {
         let timeout = match req {
-            // Joining downloads and installs the whole tarball; so does fetching it.
-            RpcRequest::Join { .. } | RpcRequest::FetchSnapshot { .. } | RpcRequest::AddMember { .. } => {
-                self.config.snapshot_timeout()
-            }
+            // Joining downloads and installs the whole snapshot, chunk by chunk.
+            RpcRequest::Join { .. } | RpcRequest::AddMember { .. } => self.config.join_timeout(),
+            // A chunk; the first one of a download waits for the snapshot to be built.
+            RpcRequest::FetchSnapshot { .. } => self.config.snapshot_timeout(),
             _ => self.config.commit_timeout(),
         };
         if addr == self.me.peer {

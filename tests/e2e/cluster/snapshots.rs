@@ -1,0 +1,141 @@
+//! Snapshots larger than one peer message (issue 14 item 9: once the packed conf state passed
+//! 64 MiB no member could be added or resynced, `frame of ... bytes is over the 67108864 byte
+//! limit`). A snapshot moves in chunks from a file to a file: a member joins through cuts of
+//! its download (resumed at the chunk that failed), ends byte-equal to the captain, and
+//! neither daemon's memory grows with the snapshot.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::Node;
+use crate::support::wait_for;
+
+const MIB: u64 = 1024 * 1024;
+/// Under the 16 MiB limit of one replicated change.
+const LOOKUP_BYTES: usize = 15_000_000;
+
+/// `size` bytes that do not compress (a xorshift stream), distinct per `seed`.
+fn noise(seed: u64, size: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(size + 8);
+    while out.len() < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(size);
+    out
+}
+
+fn lookup(i: usize) -> String {
+    format!("apps/search/lookups/noise{i}.csv")
+}
+
+/// Puts `count` incompressible lookups of [`LOOKUP_BYTES`] through `node`.
+fn put_noise(node: &Node, count: usize) {
+    for i in 0..count {
+        let file = node.data().join(format!("noise{i}.csv"));
+        std::fs::write(&file, noise(i as u64, LOOKUP_BYTES)).unwrap();
+        let name = format!("noise{i}.csv");
+        let args = ["conf", "put-file", "--type", "lookups", "--scope", "app:search", "--name", &name];
+        let out = node.ok(&[&args[..], &[file.to_str().unwrap()]].concat());
+        assert!(out.starts_with("committed"), "{out}");
+        std::fs::remove_file(&file).unwrap();
+    }
+}
+
+/// A memory figure of the process from `/proc/<pid>/status` (`VmHWM`: peak resident,
+/// `VmRSS`: resident now), bytes.
+fn memory(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+/// Starts the peak anew at the current resident size (Linux: `5` to `clear_refs`).
+fn reset_peak_memory(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+}
+
+/// Aborts every TCP connection to `addr` (`ss -K`): a cut link, both ends see it at once.
+fn cut_connections_to(addr: &str) {
+    let (ip, port) = addr.rsplit_once(':').unwrap();
+    let out = Command::new("ss").args(["-K", "dst", ip, "dport", "=", port]).output().unwrap();
+    assert!(out.status.success(), "ss -K: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_member_joins_over_a_snapshot_larger_than_a_frame_through_cuts_with_bounded_memory() {
+    let count = 6;
+    let mut a = Node::new("a", "");
+    a.ok(&["cluster", "init"]);
+    put_noise(&a, count);
+    let state = count as u64 * LOOKUP_BYTES as u64;
+    assert!(state > 64 * MIB, "the state must not fit one 64 MiB frame");
+    // The puts' request parsing grew the captain (memory the allocator keeps): what counts
+    // is what the join adds, from a fresh process.
+    a.kill9();
+    a.start();
+    let b = Node::new("b", "");
+    std::thread::sleep(Duration::from_secs(3));
+    let mut before = Vec::new();
+    for n in [&a, &b] {
+        reset_peak_memory(n.pid());
+        before.push(memory(n.pid(), "VmRSS:"));
+    }
+    // Cut b's download twice, at a third and at two thirds.
+    let download = b.data().join("cluster/download.tar.zst");
+    let captain_peer = a.peer.clone();
+    let cutter = std::thread::spawn(move || {
+        let mut cuts = Vec::new();
+        let start = Instant::now();
+        while cuts.len() < 2 && start.elapsed() < Duration::from_secs(300) {
+            let got = std::fs::metadata(&download).map_or(0, |m| m.len());
+            if got > state * (cuts.len() as u64 + 1) / 3 {
+                cut_connections_to(&captain_peer);
+                cuts.push(got);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        cuts
+    });
+    let started = Instant::now();
+    let apid = a.pid();
+    let sampler = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        for _ in 0..60 {
+            v.push(memory(apid, "VmRSS:") / MIB);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        v
+    });
+    a.ok(&["cluster", "add-member", &b.peer]);
+    eprintln!("DIAG rss a: {:?}", sampler.join().unwrap());
+    let took = started.elapsed();
+    let cuts = cutter.join().unwrap();
+    eprintln!("joined over {} MiB in {took:?}; download cut at {cuts:?}", state / MIB);
+    assert_eq!(cuts.len(), 2, "the download was not seen in progress to cut it");
+    wait_for(Duration::from_secs(60), || {
+        (0..count).all(|i| b.conf_file_bytes(&lookup(i)).len() == LOOKUP_BYTES).then_some(())
+    })
+    .expect("b never held every lookup");
+    for i in 0..count {
+        assert!(b.conf_file_bytes(&lookup(i)) == a.conf_file_bytes(&lookup(i)), "{} differs", lookup(i));
+    }
+    let log = b.log();
+    assert!(log.contains("snapshot download resumed"), "{log}");
+    assert!(log.contains("installed the captain's snapshot"), "{log}");
+    assert!(!b.data().join("cluster/download.tar.zst").exists(), "the download is not left behind");
+    // Memory: a chunk at a time on both ends, not the snapshot.
+    for (i, (who, n)) in [("captain", &a), ("new member", &b)].into_iter().enumerate() {
+        let peak = memory(n.pid(), "VmHWM:");
+        let grew = peak.saturating_sub(before[i]);
+        eprintln!("{who}: resident {} MiB before the join, peak {} MiB", before[i] / MIB, peak / MIB);
+        assert!(grew < state / 2, "{who} grew by {grew} bytes for a {state} byte snapshot");
+    }
+    // The new member follows the log after the snapshot.
+    let out = a.set("macros", "app:search", "after", "definition", "1");
+    assert!(out.starts_with("committed"), "{out}");
+    super::converge(&[&b], super::MACROS, "definition = 1");
+}

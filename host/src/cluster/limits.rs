@@ -6,7 +6,6 @@
 //! Must never: let an entry reach the log store that the store would refuse (the store's
 //! refusal stops raft on that member).
 
-
 use super::log_store::encoded_len;
 use super::types::{Entry, LogId, Request};
 use crate::conf::ConfChange;

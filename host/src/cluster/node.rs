@@ -158,7 +158,8 @@ impl ClusterNode {
 
     async fn start_raft(&self, identity: Identity) -> Result<Joined, ClusterError> {
         // A replication read clones no more entries than one append message carries.
-        let log_config = LogStoreConfig { max_read_bytes: self.config.max_append_bytes, ..LogStoreConfig::default() };
+        let log_config =
+            LogStoreConfig { max_read_bytes: self.config.max_append_bytes, ..LogStoreConfig::default() };
         let log = LogStore::open(&self.dir.join("log"), log_config)?;
         let sm = StateMachine::open(
             &self.dir.join("sm"),

@@ -87,7 +87,8 @@ impl StateMachine {
                 .map_err(|e| io_err("packing the shadow tree", e))?;
             shadow_file.clone()
         } else {
-            let path = captain_snapshot.ok_or_else(|| io_err("resync", "no snapshot from the captain yet"))?;
+            let path =
+                captain_snapshot.ok_or_else(|| io_err("resync", "no snapshot from the captain yet"))?;
             if read_blob(open(path)?, cap)?.meta.last_log_id < st.applied {
                 return Err(io_err(
                     "resync",
@@ -112,8 +113,10 @@ impl StateMachine {
             .map_err(|e| io_err("keeping the live tree aside", e))?;
         let staging = inner.dir.join(STAGING_DIR);
         let replicated = |p: &RelPath, k: &conf::ConfChangeKey| (inner.replicated)(p, k);
-        let installed = open(&source)
-            .and_then(|src| conf::snapshot::install(&inner.live, src, &staging, replicated, cap).map_err(|e| io_err("installing the snapshot", e)));
+        let installed = open(&source).and_then(|src| {
+            conf::snapshot::install(&inner.live, src, &staging, replicated, cap)
+                .map_err(|e| io_err("installing the snapshot", e))
+        });
         if let Err(e) = installed {
             let back = open(&before).and_then(|src| {
                 conf::snapshot::install(&inner.live, src, &staging, replicated, cap)

@@ -33,7 +33,14 @@ impl SnapshotFile {
         use std::io::Seek;
         let len = file.metadata()?.len();
         let pos = file.stream_position()?;
-        Ok(Self { file: tokio::fs::File::from_std(file), path: path.to_path_buf(), limit: 0, pos, len, end: len })
+        Ok(Self {
+            file: tokio::fs::File::from_std(file),
+            path: path.to_path_buf(),
+            limit: 0,
+            pos,
+            len,
+            end: len,
+        })
     }
 
     /// Creates (or empties) `path` (mode 0600) to receive a snapshot of at most `limit` bytes.
@@ -76,7 +83,11 @@ impl SnapshotFile {
 }
 
 impl AsyncRead for SnapshotFile {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         ready!(Pin::new(&mut self.file).poll_read(cx, buf))?;
         self.pos += (buf.filled().len() - before) as u64;

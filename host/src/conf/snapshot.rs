@@ -364,7 +364,8 @@ mod tests {
     #[test]
     fn a_cut_snapshot_changes_nothing() {
         let (_a, source) = seeded();
-        let filler: Vec<u8> = (0..300_000u32).flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()).collect();
+        let filler: Vec<u8> =
+            (0..300_000u32).flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()).collect();
         fs::write(source.root().join("apps/search/lookups/zz-big.csv"), &filler).unwrap();
         let bytes = snapshot_of(&source, b"m");
         for cut in [bytes.len() / 3, bytes.len() * 2 / 3, bytes.len() - 1] {
@@ -372,7 +373,10 @@ mod tests {
             write(&dest, "apps/search/local/macros.conf", "[keep]\n");
             let before = listing(&dest);
             let err = install(&dest, &bytes[..cut], all).unwrap_err();
-            assert!(matches!(err, ConfError::SnapshotCorrupt(_) | ConfError::SnapshotEntry { .. }), "{cut}: {err}");
+            assert!(
+                matches!(err, ConfError::SnapshotCorrupt(_) | ConfError::SnapshotEntry { .. }),
+                "{cut}: {err}"
+            );
             assert_eq!(listing(&dest), before, "cut at {cut}");
         }
     }

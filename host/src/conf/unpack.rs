@@ -69,7 +69,8 @@ impl<R: Read> Read for Capped<R> {
 
 /// A tar reader over the decompressed snapshot, and the flag its cut-off sets.
 fn open<R: Read>(src: R, cap: u64) -> Result<(tar::Archive<impl Read>, Rc<Cell<bool>>), ConfError> {
-    let decoder = zstd::stream::read::Decoder::new(src).map_err(|e| ConfError::SnapshotCorrupt(e.to_string()))?;
+    let decoder =
+        zstd::stream::read::Decoder::new(src).map_err(|e| ConfError::SnapshotCorrupt(e.to_string()))?;
     let hit = Rc::new(Cell::new(false));
     let capped = Capped { inner: decoder, left: cap.saturating_add(STREAM_SLACK), hit: hit.clone() };
     Ok((tar::Archive::new(capped), hit))
@@ -140,7 +141,9 @@ pub(crate) fn stage<R: Read>(src: R, cap: u64, staging: Option<&Path>) -> Result
                 out.flush().map_err(io)?;
                 n
             }
-            None => copy(&mut entry, &mut io::sink(), size, &corrupt, &|e| ConfError::io(Path::new("<sink>"), e))?,
+            None => {
+                copy(&mut entry, &mut io::sink(), size, &corrupt, &|e| ConfError::io(Path::new("<sink>"), e))?
+            }
         };
         if copied != size {
             return Err(refuse("truncated"));

@@ -88,6 +88,8 @@ pub struct SnapshotChunk {
     pub snapshot_id: String,
     pub offset: u64,
     pub total: u64,
+    /// As bytes, not a sequence of numbers: one copy per chunk, not a call per byte.
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 

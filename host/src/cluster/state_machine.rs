@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::shared::{Shared, now_ms};
-use super::snapshot::{INCOMING_PREFIX, SHADOW_DIR, SNAPSHOT_FILE, read_blob};
+use super::snapshot::{INCOMING_PREFIX, SHADOW_DIR, remove_incoming};
 use super::snapshot_file::SnapshotFile;
 use super::types::{
     Entry, LogId, NodeId, Request, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
@@ -326,36 +326,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         tokio::task::spawn_blocking(move || this.current_snapshot())
             .await
             .map_err(|e| io_err("snapshot task", e))?
-    }
-}
-
-impl StateMachine {
-    /// The snapshot file kept here, opened once: its meta and its bytes come from the same
-    /// file even if a new snapshot replaces the path meanwhile.
-    pub(super) fn current_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        use std::io::Seek;
-        let path = self.inner.dir.join(SNAPSHOT_FILE);
-        let mut file = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("reading the snapshot", e)),
-        };
-        let blob = read_blob(std::io::BufReader::new(&file), self.inner.max_snapshot_bytes)?;
-        file.rewind().map_err(|e| io_err("reading the snapshot", e))?;
-        let data = SnapshotFile::from_std(file, &path).map_err(|e| io_err("reading the snapshot", e))?;
-        Ok(Some(Snapshot { meta: blob.meta, snapshot: Box::new(data) }))
-    }
-}
-
-/// Removes files of snapshots that were being received (a stream replaced or cut off, or a
-/// daemon that stopped meanwhile).
-pub(super) fn remove_incoming(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(INCOMING_PREFIX) {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
     }
 }
 

@@ -96,6 +96,16 @@ impl Config {
         self.log.validate().map_err(ConfigError::Invalid)?;
         self.api.validate().map_err(ConfigError::Invalid)?;
         self.cluster.validate().map_err(ConfigError::Invalid)?;
+        if self.cluster.snapshot_chunk_bytes.saturating_add(crate::cluster::CHUNK_FRAME_SLACK)
+            > self.peer.max_frame_bytes
+        {
+            return Err(ConfigError::Invalid(format!(
+                "cluster.snapshot_chunk_bytes = {}: a chunk travels in one peer frame, so it must stay {} bytes below peer.max_frame_bytes = {}",
+                self.cluster.snapshot_chunk_bytes,
+                crate::cluster::CHUNK_FRAME_SLACK,
+                self.peer.max_frame_bytes
+            )));
+        }
         self.sync.validate().map_err(ConfigError::Invalid)?;
         self.wal.validate().map_err(ConfigError::Invalid)?;
         self.standby.validate().map_err(ConfigError::Invalid)?;

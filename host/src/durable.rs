@@ -22,13 +22,26 @@ const LOCK_RETRY: Duration = Duration::from_millis(5);
 
 /// Replaces `path` with `bytes`, readable and writable by this user only (mode 0600).
 pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    replace(path, bytes, 0o600, None)
+    replace(path, 0o600, None, |file| file.write_all(bytes))
+}
+
+/// Replaces `path` (mode 0600) with what `write` streams into the new file: a large file (a
+/// snapshot) is never held in memory whole.
+pub fn write_private_with(path: &Path, write: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
+    replace(path, 0o600, None, write)
+}
+
+/// Renames `from` over `to` (same folder or file system) and makes the rename durable; `from`
+/// must already be durable (fsynced by its writer).
+pub fn rename_durable(from: &Path, to: &Path) -> io::Result<()> {
+    fs::rename(from, to)?;
+    sync_parent(to)
 }
 
 /// Replaces `path` with `bytes`, readable by all (mode 0644): a file other programs poll, such
 /// as the listeners' addresses, which a reader must never see empty or half written.
 pub fn write_readable(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    replace(path, bytes, 0o644, None)
+    replace(path, 0o644, None, |file| file.write_all(bytes))
 }
 
 /// Creates `path` with `bytes` (mode 0600) unless it exists already, and never replaces it:
@@ -56,10 +69,15 @@ pub fn create_private_once(path: &Path, bytes: &[u8]) -> io::Result<bool> {
 /// another program's, e.g. PostgreSQL's `pg_hba.conf`, rewritten by root).
 pub fn replace_keeping_owner(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let meta = fs::metadata(path)?;
-    replace(path, bytes, meta.mode() & 0o7777, Some((meta.uid(), meta.gid())))
+    replace(path, meta.mode() & 0o7777, Some((meta.uid(), meta.gid())), |file| file.write_all(bytes))
 }
 
-fn replace(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) -> io::Result<()> {
+fn replace(
+    path: &Path,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    write: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
     static WRITES: AtomicU64 = AtomicU64::new(0);
     let n = WRITES.fetch_add(1, Ordering::Relaxed);
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
@@ -70,7 +88,7 @@ fn replace(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) -> i
         .map_or(Ok(()), |(uid, gid)| std::os::unix::fs::fchown(&file, Some(uid), Some(gid)))
         // create_new's mode went through the umask; set it exactly.
         .and_then(|()| file.set_permissions(fs::Permissions::from_mode(mode)))
-        .and_then(|()| file.write_all(bytes))
+        .and_then(|()| write(&mut file))
         .and_then(|()| file.sync_all())
         .and_then(|()| fs::rename(&tmp, path))
         .and_then(|()| sync_parent(path));

@@ -21,7 +21,14 @@ pub fn run(config: Config, cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
         return Ok(super::report::nagios(judged));
     }
     runtime.block_on(async move {
+        // Adding a member and a destructive resync move the whole conf tree: they may take
+        // as long as the member allows a join (`cluster.join_timeout_ms`), plus a margin.
+        let slow = config.cluster.join_timeout() + std::time::Duration::from_secs(60);
         let api = ApiClient::new(&config)?;
+        let api = match cmd {
+            ClusterCommand::AddMember { .. } | ClusterCommand::Resync { .. } => api.with_timeout(slow)?,
+            _ => api,
+        };
         match cmd {
             ClusterCommand::Init => {
                 let r = api.post("/v1/cluster/init", &json!({})).await?;

@@ -28,8 +28,23 @@ pub const DEFAULT_MAX_APPEND_BYTES: u64 = 4 * 1024 * 1024;
 /// heartbeat; a send that takes longer goes on in the background and openraft's next attempt
 /// waits for it, up to this long.
 pub const DEFAULT_APPEND_TIMEOUT_MS: u64 = 30_000;
-/// Time allowed to move and install a snapshot (a chunk, or a joining member's download), ms.
+/// Time allowed for one step of a snapshot transfer, ms: building it and sending its first
+/// chunk, one chunk, or installing it once the last chunk arrived.
 pub const DEFAULT_SNAPSHOT_TIMEOUT_MS: u64 = 60_000;
+/// Time a joining member (or a destructive resync) has to download and install the captain's
+/// whole snapshot, ms. It grows with the conf tree (1 GiB at 20 MB/s: under a minute; a debug
+/// build or a slow link: several), so it is separate from the per-chunk `snapshot_timeout_ms`,
+/// which still stops a download that makes no progress.
+pub const DEFAULT_JOIN_TIMEOUT_MS: u64 = 1_800_000;
+/// Bytes of a snapshot per message (openraft's install chunks, a joining member's download).
+/// A chunk is the unit of resume after a cut and of memory per transfer on both ends.
+pub const DEFAULT_SNAPSHOT_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
+/// Largest snapshot (unpacked: file bytes plus per-file framing) this member builds, accepts
+/// or installs; the packed file it receives is bounded by the same number (see
+/// `conf::snapshot::max_packed_bytes`). Every member should have the same value.
+pub const DEFAULT_MAX_SNAPSHOT_BYTES: u64 = crate::conf::snapshot::DEFAULT_MAX_UNPACKED_BYTES;
+/// Smallest chunk allowed (a chunk per round trip must still move data at link speed).
+const MIN_SNAPSHOT_CHUNK_BYTES: u64 = 4096;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -47,6 +62,9 @@ pub struct ClusterConfig {
     pub max_append_bytes: u64,
     pub append_timeout_ms: u64,
     pub snapshot_timeout_ms: u64,
+    pub snapshot_chunk_bytes: u64,
+    pub max_snapshot_bytes: u64,
+    pub join_timeout_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -63,6 +81,9 @@ impl Default for ClusterConfig {
             max_append_bytes: DEFAULT_MAX_APPEND_BYTES,
             append_timeout_ms: DEFAULT_APPEND_TIMEOUT_MS,
             snapshot_timeout_ms: DEFAULT_SNAPSHOT_TIMEOUT_MS,
+            snapshot_chunk_bytes: DEFAULT_SNAPSHOT_CHUNK_BYTES,
+            max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT_BYTES,
+            join_timeout_ms: DEFAULT_JOIN_TIMEOUT_MS,
         }
     }
 }
@@ -84,10 +105,20 @@ impl ClusterConfig {
             ("max_append_bytes", self.max_append_bytes),
             ("append_timeout_ms", self.append_timeout_ms),
             ("snapshot_timeout_ms", self.snapshot_timeout_ms),
+            ("join_timeout_ms", self.join_timeout_ms),
         ] {
             if v == 0 {
                 return Err(format!("cluster.{name} must be above 0"));
             }
+        }
+        if self.snapshot_chunk_bytes < MIN_SNAPSHOT_CHUNK_BYTES {
+            return Err(format!(
+                "cluster.snapshot_chunk_bytes = {}: at least {MIN_SNAPSHOT_CHUNK_BYTES}",
+                self.snapshot_chunk_bytes
+            ));
+        }
+        if self.max_snapshot_bytes < 1 << 20 {
+            return Err(format!("cluster.max_snapshot_bytes = {}: at least 1 MiB", self.max_snapshot_bytes));
         }
         Ok(())
     }
@@ -102,6 +133,10 @@ impl ClusterConfig {
 
     pub fn snapshot_timeout(&self) -> Duration {
         Duration::from_millis(self.snapshot_timeout_ms)
+    }
+
+    pub fn join_timeout(&self) -> Duration {
+        Duration::from_millis(self.join_timeout_ms)
     }
 
     /// openraft's configuration: no automatic snapshots and no automatic purge; both happen
@@ -124,6 +159,7 @@ impl ClusterConfig {
             election_timeout_max: max,
             max_payload_entries: self.max_payload_entries,
             install_snapshot_timeout: self.snapshot_timeout_ms,
+            snapshot_max_chunk_size: self.snapshot_chunk_bytes,
             snapshot_policy: openraft::SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: u64::MAX,
             purge_batch_size: 1,

@@ -6,8 +6,7 @@
 //! Must never: let an entry reach the log store that the store would refuse (the store's
 //! refusal stops raft on that member).
 
-use serde::Serialize;
-
+use super::log_store::encoded_len;
 use super::types::{Entry, LogId, Request};
 use crate::conf::ConfChange;
 
@@ -64,17 +63,6 @@ pub fn check(request: &Request) -> Result<(), TooLarge> {
 /// Refuses a batch of `changes` the commit log could not hold (as [`check`] would).
 pub fn check_changes(changes: &[ConfChange]) -> Result<(), TooLarge> {
     check(&Request::Changes { origin: 0, at_ms: 0, batch: 0, changes: changes.to_vec() })
-}
-
-/// postcard's encoded length, counted without keeping the bytes.
-fn encoded_len<T: Serialize>(value: &T) -> u64 {
-    struct Count(u64);
-    impl Extend<u8> for Count {
-        fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
-            self.0 += iter.into_iter().count() as u64;
-        }
-    }
-    postcard::to_extend(value, Count(0)).map_or(u64::MAX, |c| c.0)
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ use crate::durable;
 use crate::plugin::Plugins;
 
 const MEMBER_FILE: &str = "member.json";
+/// The captain's snapshot while a join or a destructive resync downloads it.
+pub(super) const DOWNLOAD_FILE: &str = "download.tar.zst";
 
 /// Who this host is in a cluster, saved in `<data>/cluster/member.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,13 +165,17 @@ impl ClusterNode {
     }
 
     async fn start_raft(&self, identity: Identity) -> Result<Joined, ClusterError> {
-        let log = LogStore::open(&self.dir.join("log"), LogStoreConfig::default())?;
+        // A replication read clones no more entries than one append message carries.
+        let log_config =
+            LogStoreConfig { max_read_bytes: self.config.max_append_bytes, ..LogStoreConfig::default() };
+        let log = LogStore::open(&self.dir.join("log"), log_config)?;
         let sm = StateMachine::open(
             &self.dir.join("sm"),
             self.tree.clone(),
             self.shared.clone(),
             Self::replicated_files(self.plugins.clone()),
             identity.node_id,
+            self.config.max_snapshot_bytes,
         )?;
         let raft_config = self.config.raft(&identity.cluster_id).map_err(ClusterError::Config)?;
         let network = Network {
@@ -224,27 +230,34 @@ impl ClusterNode {
                 removed: id.removed,
             });
         }
-        let bytes = match self.call(&captain.peer, &RpcRequest::FetchSnapshot).await? {
-            RpcResponse::Snapshot(Ok(bytes)) => bytes,
-            RpcResponse::Snapshot(Err(refusal)) => return Err(ClusterError::Refused(refusal)),
-            other => return Err(ClusterError::Unexpected(format!("{other:?}"))),
-        };
-        let size = bytes.len();
         // Leftovers of an earlier membership (an interrupted clean or join) must not be
         // taken for this one's log or vote.
         for name in ["log", "sm"] {
             let _ = std::fs::remove_dir_all(self.dir.join(name));
         }
+        // Downloaded beside `sm/` (one file system: installing moves it there), chunk by chunk.
+        let download = self.dir.join(DOWNLOAD_FILE);
+        let size = match self.download_snapshot(&captain.peer, &download).await {
+            Ok(size) => size,
+            Err(e) => {
+                let _ = std::fs::remove_file(&download);
+                return Err(e);
+            }
+        };
         let sm = StateMachine::open(
             &self.dir.join("sm"),
             self.tree.clone(),
             self.shared.clone(),
             Self::replicated_files(self.plugins.clone()),
             node_id,
+            self.config.max_snapshot_bytes,
         )?;
-        let meta = tokio::task::spawn_blocking(move || sm.bootstrap(bytes).map_err(ClusterError::from))
+        let path = download.clone();
+        let meta = tokio::task::spawn_blocking(move || sm.bootstrap(&path).map_err(ClusterError::from))
             .await
-            .map_err(|e| ClusterError::Raft(e.to_string()))??;
+            .map_err(|e| ClusterError::Raft(e.to_string()));
+        let _ = std::fs::remove_file(&download);
+        let meta = meta??;
         info!(bytes = size, last = ?meta.last_log_id, "installed the captain's snapshot");
         let identity = Identity { cluster_id, node_id, removed: false };
         write_identity(&self.dir, &identity)?;
@@ -295,7 +308,7 @@ impl ClusterNode {
         }
         // The identity goes first: a crash midway leaves an unjoined host with leftovers,
         // never a member without its log.
-        for name in [MEMBER_FILE, "log", "sm", "outbox.json"] {
+        for name in [MEMBER_FILE, "log", "sm", "outbox.json", DOWNLOAD_FILE] {
             let path = self.dir.join(name);
             let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
         }
@@ -321,10 +334,10 @@ impl ClusterNode {
     /// One request to the member at `addr`, on a pooled connection.
     pub(super) async fn call(&self, addr: &str, req: &RpcRequest) -> Result<RpcResponse, CallError> {
         let timeout = match req {
-            // Joining downloads and installs the whole tarball; so does fetching it.
-            RpcRequest::Join { .. } | RpcRequest::FetchSnapshot | RpcRequest::AddMember { .. } => {
-                self.config.snapshot_timeout()
-            }
+            // Joining downloads and installs the whole snapshot, chunk by chunk.
+            RpcRequest::Join { .. } | RpcRequest::AddMember { .. } => self.config.join_timeout(),
+            // A chunk; the first one of a download waits for the snapshot to be built.
+            RpcRequest::FetchSnapshot { .. } => self.config.snapshot_timeout(),
             _ => self.config.commit_timeout(),
         };
         if addr == self.me.peer {

@@ -105,22 +105,27 @@ impl ClusterNode {
     pub async fn resync_destructive(&self) -> Result<usize, ClusterError> {
         let j = self.require_joined().await?;
         let _one = self.push_lock.lock().await;
+        let download = self.dir.join(super::node::DOWNLOAD_FILE);
         let snapshot = if j.sm.in_shadow() {
             None
         } else {
             let deadline = tokio::time::Instant::now() + self.config.commit_timeout();
             let (_, captain) = self.wait_captain(&j, deadline).await.ok_or(ClusterError::NoCaptain)?;
-            match self.call(&captain.peer, &RpcRequest::FetchSnapshot).await? {
-                RpcResponse::Snapshot(r) => Some(r?),
-                other => return Err(ClusterError::Unexpected(format!("{other:?}"))),
+            if let Err(e) = self.download_snapshot(&captain.peer, &download).await {
+                let _ = std::fs::remove_file(&download);
+                return Err(e);
             }
+            Some(download.clone())
         };
         // All or nothing: the outbox is cleared only once the captain's configuration is
         // installed; a failed install leaves the pending changes (and the tree) as they were.
         let sm = j.sm.clone();
-        let installed = tokio::task::spawn_blocking(move || sm.resync(snapshot).map_err(|e| e.to_string()))
-            .await
-            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let installed =
+            tokio::task::spawn_blocking(move || sm.resync(snapshot.as_deref()).map_err(|e| e.to_string()))
+                .await
+                .map_err(|e| ClusterError::Raft(e.to_string()));
+        let _ = std::fs::remove_file(&download);
+        let installed = installed?;
         if let Err(e) = installed {
             let pending = self.shared.outbox.len();
             warn!(error = %e, pending, "destructive resync failed; nothing was discarded");

@@ -15,6 +15,10 @@ use super::status::MemberReport;
 use super::types::{LogId, Member, NodeId, Request, Response, TypeConfig};
 use crate::peer::Frame;
 
+/// Room in a peer frame beyond a snapshot chunk's bytes (its ids, offsets and raft's snapshot
+/// meta): `cluster.snapshot_chunk_bytes` must stay this far below `peer.max_frame_bytes`.
+pub const CHUNK_FRAME_SLACK: u64 = 1 << 20;
+
 /// Frame kinds owned by the cluster (the transport's ping uses 1 and 2).
 pub const RPC_REQUEST: u16 = 16;
 pub const RPC_RESPONSE: u16 = 17;
@@ -51,8 +55,13 @@ pub enum RpcRequest {
         cluster_id: String,
         node_id: NodeId,
     },
-    /// The captain's current snapshot (the seed's tarball).
-    FetchSnapshot,
+    /// A chunk of the captain's snapshot (the seed's tarball), at `offset`. Without
+    /// `snapshot_id` (a download starting), the captain builds a fresh snapshot and answers
+    /// with its id; with one, the chunk must come from that snapshot (else `Refusal::Gone`).
+    FetchSnapshot {
+        snapshot_id: Option<String>,
+        offset: u64,
+    },
     /// Your own view of yourself, for the cluster status.
     Report,
 }
@@ -69,8 +78,19 @@ pub enum RpcResponse {
     MemberAdded(Result<NodeId, Refusal>),
     MemberRemoved(Result<(), Refusal>),
     Ack,
-    Snapshot(Result<Vec<u8>, Refusal>),
+    SnapshotChunk(Result<SnapshotChunk, Refusal>),
     Report(Box<MemberReport>),
+}
+
+/// Bytes of the captain's snapshot `snapshot_id` (`total` bytes long) from `offset`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    pub snapshot_id: String,
+    pub offset: u64,
+    pub total: u64,
+    /// As bytes, not a sequence of numbers: one copy per chunk, not a call per byte.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
 }
 
 /// Why a member-level request was not carried out.
@@ -82,6 +102,9 @@ pub enum Refusal {
     Refused(String),
     #[error("failed: {0}")]
     Failed(String),
+    /// The snapshot a download was reading was replaced by a newer one: start again.
+    #[error("snapshot {0} is no longer the captain's current one")]
+    Gone(String),
 }
 
 /// What a host says about itself when probed.

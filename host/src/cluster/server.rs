@@ -11,7 +11,6 @@ use tracing::debug;
 
 use super::node::ClusterNode;
 use super::rpc::{self, RPC_REQUEST, Refusal, RpcRequest, RpcResponse};
-use crate::conf::snapshot::MAX_UNPACKED_BYTES;
 use crate::peer::ping::{PING, PONG};
 use crate::peer::{Frame, PeerConnection, PeerError};
 
@@ -70,11 +69,8 @@ impl ClusterNode {
                 None => Err(stopped()),
             }),
             RpcRequest::InstallSnapshot(r) => RpcResponse::InstallSnapshot(match &joined {
-                // openraft grows the receive buffer to `offset`: a chunk claiming to sit past
-                // any snapshot we would accept must not make us allocate that much.
-                Some(_) if r.offset.saturating_add(r.data.len() as u64) > MAX_UNPACKED_BYTES => {
-                    Err(RaftError::Fatal(Fatal::Panicked))
-                }
+                // The chunks go to a file that refuses a gap or growth past this member's
+                // limit (`SnapshotFile`), so a hostile offset costs no memory.
                 Some(j) => j.raft.install_snapshot(r).await,
                 None => Err(stopped()),
             }),
@@ -110,8 +106,8 @@ impl ClusterNode {
                 let _ = self.removed(&cluster_id, node_id).await;
                 RpcResponse::Ack
             }
-            RpcRequest::FetchSnapshot => RpcResponse::Snapshot(match &joined {
-                Some(j) => j.sm.clone().snapshot_bytes().await.map_err(|e| Refusal::Failed(e.to_string())),
+            RpcRequest::FetchSnapshot { snapshot_id, offset } => RpcResponse::SnapshotChunk(match &joined {
+                Some(j) => self.snapshot_chunk(j, snapshot_id, offset).await,
                 None => Err(Refusal::Refused("not in a cluster".into())),
             }),
             RpcRequest::Report => RpcResponse::Report(Box::new(self.report().await)),

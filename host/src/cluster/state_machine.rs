@@ -16,7 +16,6 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::BTreeSet;
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -27,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::shared::{Shared, now_ms};
-use super::snapshot::{SHADOW_DIR, SNAPSHOT_FILE, read_blob};
+use super::snapshot::{INCOMING_PREFIX, SHADOW_DIR, remove_incoming};
+use super::snapshot_file::SnapshotFile;
 use super::types::{
     Entry, LogId, NodeId, Request, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -110,6 +110,8 @@ pub(super) struct Inner {
     pub(super) checkpointing: Mutex<Option<LogId>>,
     /// Set when raft stops here: an apply retrying a failed write gives up (recording nothing).
     pub(super) stop: CancellationToken,
+    /// `cluster.max_snapshot_bytes`: the cap on snapshots built, received and installed here.
+    pub(super) max_snapshot_bytes: u64,
 }
 
 /// Cheap to clone; clones share everything (openraft takes one as the snapshot builder).
@@ -131,6 +133,7 @@ impl StateMachine {
         shared: Arc<Shared>,
         replicated: ReplicatedFiles,
         me: NodeId,
+        max_snapshot_bytes: u64,
     ) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir).map_err(|e| io_err("creating the state-machine folder", e))?;
         let saved: Saved = match std::fs::read(dir.join(STATE_FILE)) {
@@ -141,6 +144,7 @@ impl StateMachine {
         if saved.shadow {
             shared.require_resync();
         }
+        remove_incoming(dir);
         shared.set_applied(saved.applied.map_or(0, |l| l.index));
         let inner = Inner {
             dir: dir.to_path_buf(),
@@ -154,6 +158,7 @@ impl StateMachine {
             state: Mutex::new(saved),
             dirty: Mutex::new(BTreeSet::new()),
             stop: CancellationToken::new(),
+            max_snapshot_bytes,
         };
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -265,30 +270,41 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
+        // One snapshot is received at a time: an earlier stream's file goes (openraft drops
+        // its handle when it replaces the stream).
+        let dir = self.inner.dir.clone();
+        remove_incoming(&dir);
+        static STREAMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = STREAMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("{INCOMING_PREFIX}{n}"));
+        let limit = conf::snapshot::max_packed_bytes(self.inner.max_snapshot_bytes);
+        let file = SnapshotFile::create(&path, limit).await.map_err(|e| io_err("receiving a snapshot", e))?;
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotFile>,
     ) -> Result<(), StorageError> {
+        let path = snapshot.finish().await.map_err(|e| io_err("keeping the received snapshot", e))?;
         let this = self.clone();
         let meta = meta.clone();
-        tokio::task::spawn_blocking(move || this.install(&meta, snapshot.into_inner()))
-            .await
-            .map_err(|e| io_err("install task", e))?
+        tokio::task::spawn_blocking(move || {
+            let installed = this.install(&meta, &path);
+            let _ = std::fs::remove_file(&path);
+            installed
+        })
+        .await
+        .map_err(|e| io_err("install task", e))?
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let bytes = match std::fs::read(self.inner.dir.join(SNAPSHOT_FILE)) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("reading the snapshot", e)),
-        };
-        let blob = read_blob(&bytes)?;
-        Ok(Some(Snapshot { meta: blob.meta, snapshot: Box::new(Cursor::new(bytes)) }))
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.current_snapshot())
+            .await
+            .map_err(|e| io_err("snapshot task", e))?
     }
 }
 

@@ -67,7 +67,7 @@ pub enum ConfError {
     Io { path: PathBuf, source: Arc<io::Error> },
     #[error("snapshot entry {} refused: {reason}", clip(path))]
     SnapshotEntry { path: String, reason: &'static str },
-    #[error("snapshot exceeds the cap of {limit} unpacked bytes")]
+    #[error("snapshot exceeds the cap of {limit} unpacked bytes (cluster.max_snapshot_bytes)")]
     SnapshotTooLarge { limit: u64 },
     #[error("snapshot has no metadata entry")]
     SnapshotNoMeta,

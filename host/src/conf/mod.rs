@@ -14,7 +14,7 @@
 //! - `listing`: `ConfTree::replicable_files`, what a snapshot carries.
 //! - [`layers`]: layered lookups (`default` < `local` < user).
 //! - [`snapshot`]: the tar+zstd snapshot of the replicated files.
-//! - `unpack`: reading and validating a snapshot before anything is written.
+//! - `unpack`: reading and validating a snapshot into a staging folder before the tree is touched.
 //! - [`error`]: the error type, `ConfError`.
 //! - `fsio`: symlink-refusing reads, atomic writes, batched fsyncs.
 

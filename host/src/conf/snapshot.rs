@@ -1,11 +1,14 @@
 //! Snapshots, the seed's "tarball": the replicated files of a tree plus a metadata blob (the
-//! raft layer's snapshot meta), packed as tar+zstd, and installed by validating every entry
-//! first and only then replacing the selected files.
+//! raft layer's snapshot meta), packed as tar+zstd straight into a writer (a file), and
+//! installed from a reader by staging every entry in a folder of its own first (validated,
+//! on disk) and only then replacing the selected files.
 //!
-//! Must never: write anything from a snapshot that has a single bad entry (path escaping the
-//! tree, absolute path, link, device, a path no op could have written, duplicate, or more
-//! than `MAX_UNPACKED_BYTES` unpacked), or touch a file the `replicated` predicate leaves out.
+//! Must never: hold a snapshot in memory whole (one file at a time is), write anything from a
+//! snapshot that has a single bad entry (path escaping the tree, absolute path, link, device,
+//! a path no op could have written, duplicate, or more than the cap unpacked), or touch a
+//! file the `replicated` predicate leaves out.
 
+use std::io::{Read, Write};
 use std::path::Path;
 
 use tracing::{debug, info, warn};
@@ -20,26 +23,37 @@ use crate::conf::unpack::{self, entry_cost};
 
 /// The tar entry holding the metadata blob; not a valid layout path, so never a tree file.
 pub const META_ENTRY: &str = ".tandem/snapshot-meta";
-/// Cap on the unpacked size of a snapshot: file bytes plus, per entry, its path and a bound on
-/// its tar framing (so a flood of empty entries is capped too).
-pub const MAX_UNPACKED_BYTES: u64 = 256 << 20;
+/// Default cap on the unpacked size of a snapshot (`cluster.max_snapshot_bytes`): file bytes
+/// plus, per entry, its path and a bound on its tar framing (so a flood of empty entries is
+/// capped too). The packer, the receiver's file and the unpacker all use the member's cap.
+pub const DEFAULT_MAX_UNPACKED_BYTES: u64 = 4 << 30;
 /// zstd's default level: fast, and config text compresses well at it.
 pub(crate) const ZSTD_LEVEL: i32 = 3;
 
-/// Packs `files` (sorted, deduplicated; files that vanished since listing are skipped) plus
-/// `meta` into tar+zstd bytes. Every path must be one an op could have written.
-pub fn pack(tree: &ConfTree, files: &[RelPath], meta: &[u8]) -> Result<Vec<u8>, ConfError> {
-    pack_capped(tree, files, meta, MAX_UNPACKED_BYTES)
+/// The most bytes a packed snapshot of at most `cap` unpacked bytes can take: zstd's worst
+/// case (incompressible input stored raw: a 3-byte header per 128 KiB block, frame header and
+/// checksum), with room to spare.
+pub fn max_packed_bytes(cap: u64) -> u64 {
+    cap.saturating_add(cap / 1024).saturating_add(1 << 20)
 }
 
-fn pack_capped(tree: &ConfTree, files: &[RelPath], meta: &[u8], cap: u64) -> Result<Vec<u8>, ConfError> {
+/// Packs `files` (sorted, deduplicated; files that vanished since listing are skipped) plus
+/// `meta` as tar+zstd into `out`, refusing past `cap` unpacked bytes; returns `out`. Every
+/// path must be one an op could have written. One file at a time is in memory.
+pub fn pack_to<W: Write>(
+    tree: &ConfTree,
+    files: &[RelPath],
+    meta: &[u8],
+    out: W,
+    cap: u64,
+) -> Result<W, ConfError> {
     let mut files = files.to_vec();
     files.sort();
     files.dedup();
-    let out = |e| ConfError::io(Path::new("<snapshot>"), e);
-    let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL).map_err(out)?;
+    let io = |e| ConfError::io(Path::new("<snapshot>"), e);
+    let mut encoder = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL).map_err(io)?;
     // A snapshot crosses the network and sits on disk: let the decoder catch corruption.
-    encoder.include_checksum(true).map_err(out)?;
+    encoder.include_checksum(true).map_err(io)?;
     let mut builder = tar::Builder::new(encoder);
     let mut total = 0u64;
     let mut add = |path: &str, data: &[u8]| -> Result<(), ConfError> {
@@ -65,54 +79,86 @@ fn pack_capped(tree: &ConfTree, files: &[RelPath], meta: &[u8], cap: u64) -> Res
             None => debug!(path = %rel, "file vanished before packing; left out of the snapshot"),
         }
     }
-    builder.into_inner().and_then(|encoder| encoder.finish()).map_err(out)
+    builder.into_inner().and_then(|encoder| encoder.finish()).map_err(io)
 }
 
-/// Installs a snapshot: validates every entry (nothing is written if one is bad), then makes
-/// the files `replicated` selects match the snapshot (new or changed ones written atomically,
-/// selected files absent from it deleted), leaves every other file alone, and makes it
-/// durable. Returns the metadata blob. Not atomic across files once writing starts; running
-/// it again converges.
+/// [`pack_to`] into memory: for small trees and tests.
+pub fn pack(tree: &ConfTree, files: &[RelPath], meta: &[u8], cap: u64) -> Result<Vec<u8>, ConfError> {
+    pack_to(tree, files, meta, Vec::new(), cap)
+}
+
+/// Removes a staging folder when the install ends, however it ends.
+struct Staging<'a>(&'a Path);
+
+impl Drop for Staging<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.0);
+    }
+}
+
+/// Installs the snapshot read from `src`: stages every entry under `staging` (a folder this
+/// call owns: emptied first, removed after), which validates the whole snapshot before the
+/// tree is touched (nothing is written to it if one entry is bad, the stream is cut or the
+/// staging disk fills); then makes the files `replicated` selects match the snapshot (new or
+/// changed ones written atomically, selected files absent from it deleted), leaves every
+/// other file alone, and makes it durable. Returns the metadata blob. Not atomic across files
+/// once writing the tree starts; running it again converges.
 pub fn install(
     tree: &ConfTree,
-    bytes: &[u8],
+    src: impl Read,
+    staging: &Path,
     replicated: impl Fn(&RelPath, &ConfChangeKey) -> bool,
+    cap: u64,
 ) -> Result<Vec<u8>, ConfError> {
-    let unpacked = unpack::unpack(bytes, MAX_UNPACKED_BYTES)?;
+    match std::fs::remove_dir_all(staging) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ConfError::io(staging, e)),
+    }
+    std::fs::create_dir_all(staging).map_err(|e| ConfError::io(staging, e))?;
+    let _cleanup = Staging(staging);
+    let staged = unpack::stage(src, cap, Some(staging))?;
     let mut selected = Vec::new();
-    for (rel, (key, data)) in &unpacked.files {
+    for (rel, key) in &staged.files {
         if replicated(rel, key) {
             // Refuse symlinks for every target before the first write, not halfway through.
             fsio::check_no_symlink(tree.root(), rel)?;
-            selected.push((rel, data));
+            selected.push(rel);
         } else {
             warn!(path = %rel, "snapshot carries a file this member does not replicate; skipped");
         }
     }
     let mut sync = DirSync::new(true);
     let (mut written, mut removed) = (0usize, 0usize);
-    for (rel, data) in selected {
+    for rel in selected {
+        let source = staging.join(rel.as_path());
+        let data = std::fs::read(&source).map_err(|e| ConfError::io(&source, e))?;
         if tree.read_file(rel)?.as_deref() != Some(data.as_slice()) {
-            fsio::write_atomic(tree.root(), rel, data, &mut sync)?;
+            fsio::write_atomic(tree.root(), rel, &data, &mut sync)?;
             written += 1;
         }
     }
     for (rel, key) in tree.replicable_files()? {
         if replicated(&rel, &key)
-            && !unpacked.files.contains_key(&rel)
+            && !staged.files.contains_key(&rel)
             && fsio::remove(tree.root(), &rel, &mut sync)?
         {
             removed += 1;
         }
     }
     sync.finish()?;
-    info!(written, removed, files = unpacked.files.len(), "installed configuration snapshot");
-    Ok(unpacked.meta)
+    info!(written, removed, files = staged.files.len(), "installed configuration snapshot");
+    Ok(staged.meta)
 }
 
-/// The metadata blob of a snapshot, without installing it.
-pub fn read_meta(bytes: &[u8]) -> Result<Vec<u8>, ConfError> {
-    unpack::meta(bytes, MAX_UNPACKED_BYTES)
+/// The metadata blob of the snapshot read from `src`, without installing it.
+pub fn read_meta(src: impl Read, cap: u64) -> Result<Vec<u8>, ConfError> {
+    unpack::meta(src, cap)
+}
+
+/// Checks a whole snapshot without writing anything (fuzzing, tests).
+pub fn validate(src: impl Read, cap: u64) -> Result<(), ConfError> {
+    unpack::stage(src, cap, None).map(drop)
 }
 
 #[cfg(test)]
@@ -183,9 +229,23 @@ mod tests {
         (dir, tree)
     }
 
+    const CAP: u64 = DEFAULT_MAX_UNPACKED_BYTES;
+
     fn snapshot_of(tree: &ConfTree, meta: &[u8]) -> Vec<u8> {
         let files: Vec<RelPath> = tree.replicable_files().unwrap().into_iter().map(|(p, _)| p).collect();
-        pack(tree, &files, meta).unwrap()
+        pack(tree, &files, meta, CAP).unwrap()
+    }
+
+    /// Installs `bytes` with a staging folder beside the tree (outside it).
+    fn install(
+        tree: &ConfTree,
+        bytes: &[u8],
+        replicated: impl Fn(&RelPath, &ConfChangeKey) -> bool,
+    ) -> Result<Vec<u8>, ConfError> {
+        let staging = tree.root().parent().unwrap().join("staging");
+        let meta = super::install(tree, bytes, &staging, replicated, CAP);
+        assert!(!staging.exists(), "the staging folder is removed");
+        meta
     }
 
     #[test]
@@ -193,7 +253,7 @@ mod tests {
         let (_a, source) = seeded();
         let bytes = snapshot_of(&source, b"raft meta");
         assert_eq!(bytes, snapshot_of(&source, b"raft meta"), "packing is deterministic");
-        assert_eq!(read_meta(&bytes).unwrap(), b"raft meta");
+        assert_eq!(read_meta(bytes.as_slice(), CAP).unwrap(), b"raft meta");
         let (_b, dest) = tree();
         assert_eq!(install(&dest, &bytes, all).unwrap(), b"raft meta");
         let replicated = |t: &ConfTree| {
@@ -252,14 +312,14 @@ mod tests {
     #[test]
     fn pack_refuses_paths_no_op_writes() {
         let (_a, source) = seeded();
-        let err = pack(&source, &[rel("apps/search/default/props.conf")], b"").unwrap_err();
+        let err = pack(&source, &[rel("apps/search/default/props.conf")], b"", CAP).unwrap_err();
         assert!(matches!(err, ConfError::SnapshotEntry { .. }), "{err}");
     }
 
     #[test]
     fn pack_refuses_beyond_the_cap() {
         let (_a, source) = seeded();
-        let err = pack_capped(&source, &[rel(LONG)], b"", 1000).unwrap_err();
+        let err = pack(&source, &[rel(LONG)], b"", 1000).unwrap_err();
         assert!(matches!(err, ConfError::SnapshotTooLarge { limit: 1000 }));
     }
 
@@ -279,7 +339,7 @@ mod tests {
             ("no meta", raw(&[good])),
             (
                 "huge entry",
-                raw(&[meta, good, ("apps/search/lookups/big.csv", tar::EntryType::Regular, 300 << 20, b"x")]),
+                raw(&[meta, good, ("apps/search/lookups/big.csv", tar::EntryType::Regular, 5 << 30, b"x")]),
             ),
             ("not zstd", b"definitely not a snapshot".to_vec()),
         ];
@@ -296,6 +356,28 @@ mod tests {
                 _ => matches!(err, ConfError::SnapshotEntry { .. }),
             };
             assert!(expected, "{name}: {err}");
+        }
+    }
+
+    /// A snapshot cut anywhere (a transfer that stopped) is refused whole: nothing of it
+    /// reaches the tree, even the files it carried completely before the cut.
+    #[test]
+    fn a_cut_snapshot_changes_nothing() {
+        let (_a, source) = seeded();
+        let filler: Vec<u8> =
+            (0..300_000u32).flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()).collect();
+        fs::write(source.root().join("apps/search/lookups/zz-big.csv"), &filler).unwrap();
+        let bytes = snapshot_of(&source, b"m");
+        for cut in [bytes.len() / 3, bytes.len() * 2 / 3, bytes.len() - 1] {
+            let (_dir, dest) = tree();
+            write(&dest, "apps/search/local/macros.conf", "[keep]\n");
+            let before = listing(&dest);
+            let err = install(&dest, &bytes[..cut], all).unwrap_err();
+            assert!(
+                matches!(err, ConfError::SnapshotCorrupt(_) | ConfError::SnapshotEntry { .. }),
+                "{cut}: {err}"
+            );
+            assert_eq!(listing(&dest), before, "cut at {cut}");
         }
     }
 

@@ -7,6 +7,7 @@ mod limits;
 mod recovery;
 mod replication;
 mod scale;
+mod snapshots;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -312,6 +313,11 @@ impl Node {
     /// The content of a file under the member's conf tree ("" if missing).
     pub fn conf_file(&self, rel: &str) -> String {
         std::fs::read_to_string(self.data().join("etc").join(rel)).unwrap_or_default()
+    }
+
+    /// The bytes of a file under the member's conf tree (empty if missing).
+    pub fn conf_file_bytes(&self, rel: &str) -> Vec<u8> {
+        std::fs::read(self.data().join("etc").join(rel)).unwrap_or_default()
     }
 
     pub fn set(&self, conf_type: &str, scope: &str, stanza: &str, key: &str, value: &str) -> String {

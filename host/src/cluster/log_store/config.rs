@@ -34,7 +34,13 @@ pub struct LogStoreConfig {
     /// at recovery); openraft's conformance suite needs it (it appends index 1 after purging
     /// up to 2, then index 3).
     pub lenient_appends: bool,
+    /// Encoded bytes of entries one replication read clones out of the log (one entry
+    /// always goes, however large): openraft asks for up to `max_payload_entries` at once.
+    pub max_read_bytes: u64,
 }
+
+/// Default [`LogStoreConfig::max_read_bytes`]: what one append message carries by default.
+pub const DEFAULT_MAX_READ_BYTES: u64 = 4 * 1024 * 1024;
 
 impl Default for LogStoreConfig {
     fn default() -> Self {
@@ -42,6 +48,7 @@ impl Default for LogStoreConfig {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
             lenient_appends: false,
+            max_read_bytes: DEFAULT_MAX_READ_BYTES,
         }
     }
 }

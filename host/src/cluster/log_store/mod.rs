@@ -29,4 +29,5 @@ mod test_support;
 
 pub use config::{DEFAULT_MAX_ENTRY_BYTES, DEFAULT_SEGMENT_BYTES, LogStoreConfig};
 pub use error::LogStoreError;
+pub use record::encoded_len;
 pub use store::{LogStore, LogStoreStats};

@@ -26,6 +26,14 @@ where
     ) -> Result<Vec<C::Entry>, StorageError<C::NodeId>> {
         Ok(self.entries(range))
     }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<C::Entry>, StorageError<C::NodeId>> {
+        Ok(self.entries_within(start, end))
+    }
 }
 
 impl<C> RaftLogStorage<C> for LogStore<C>
@@ -87,6 +95,7 @@ mod tests {
     use openraft::storage::RaftLogStorageExt;
     use openraft::testing::Suite;
 
+    use super::super::LogStoreConfig;
     use super::super::test_support::{TestBuilder, TestConfig, entries, log_id, open};
     use super::*;
 
@@ -117,5 +126,24 @@ mod tests {
         assert_eq!(store.read_committed().await.unwrap(), None);
         let mut reader = store.get_log_reader().await;
         assert_eq!(reader.try_get_log_entries(..).await.unwrap(), entries(1, 2..4, 10));
+    }
+
+    /// A replication read of large entries clones a bounded amount, one entry at least (the
+    /// captain cloned a whole range of 15 MB entries per send to a new member).
+    #[tokio::test]
+    async fn a_replication_read_stops_at_its_byte_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogStoreConfig { max_read_bytes: 2500, ..LogStoreConfig::for_test() };
+        let mut store: LogStore<TestConfig> = LogStore::open(dir.path(), config).unwrap();
+        store.blocking_append(entries(1, 1..9, 1000)).await.unwrap();
+        let mut reader = store.get_log_reader().await;
+        assert_eq!(reader.limited_get_log_entries(1, 9).await.unwrap(), entries(1, 1..3, 1000));
+        assert_eq!(reader.limited_get_log_entries(8, 9).await.unwrap(), entries(1, 8..9, 1000));
+        assert_eq!(reader.limited_get_log_entries(5, 5).await.unwrap(), vec![]);
+        let one_large = LogStoreConfig { max_read_bytes: 10, ..LogStoreConfig::for_test() };
+        drop((reader, store));
+        let mut store: LogStore<TestConfig> = LogStore::open(dir.path(), one_large).unwrap();
+        let mut reader = store.get_log_reader().await;
+        assert_eq!(reader.limited_get_log_entries(3, 9).await.unwrap(), entries(1, 3..4, 1000));
     }
 }

@@ -16,6 +16,17 @@ pub(crate) const HEADER_BYTES: usize = 8;
 
 /// Appends one record holding `postcard(value)` to `out`; returns the record's length.
 /// `index` only labels errors. `max_payload` bounds the payload so recovery can trust lengths.
+/// postcard's encoded length of `value`, counted without keeping the bytes.
+pub fn encoded_len<T: Serialize>(value: &T) -> u64 {
+    struct Count(u64);
+    impl Extend<u8> for Count {
+        fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+            self.0 += iter.into_iter().count() as u64;
+        }
+    }
+    postcard::to_extend(value, Count(0)).map_or(u64::MAX, |c| c.0)
+}
+
 pub(crate) fn encode_into<T: Serialize>(
     value: &T,
     index: u64,

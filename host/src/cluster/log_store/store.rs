@@ -210,6 +210,27 @@ where
         self.state().entries.range((Bound::Included(start), end)).map(|(_, e)| e.clone()).collect()
     }
 
+    /// Clones of the held entries from `start` (before `end`), stopping before the entry that
+    /// would take them past [`LogStoreConfig::max_read_bytes`] encoded (one entry at least):
+    /// a replication read costs a bounded amount of memory, not a range of large entries.
+    pub fn entries_within(&self, start: u64, end: u64) -> Vec<C::Entry> {
+        if end <= start {
+            return Vec::new();
+        }
+        let budget = self.inner.config.max_read_bytes;
+        let state = self.state();
+        let mut taken = Vec::new();
+        let mut bytes = 0u64;
+        for (_, entry) in state.entries.range(start..end) {
+            bytes = bytes.saturating_add(super::record::encoded_len(entry));
+            if bytes > budget && !taken.is_empty() {
+                break;
+            }
+            taken.push(entry.clone());
+        }
+        taken
+    }
+
     /// Appends `entries` (consecutive, following the log) and returns once they are readable;
     /// `done` runs on the writer thread once they are durable, or with the error that stopped
     /// them. Never blocks on disk.

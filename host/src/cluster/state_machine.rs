@@ -31,7 +31,7 @@ use super::snapshot_file::SnapshotFile;
 use super::types::{
     Entry, LogId, NodeId, Request, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
-use crate::conf::{ConfChangeKey, ConfTree, RelPath};
+use crate::conf::{self, ConfChangeKey, ConfTree, RelPath};
 use crate::durable;
 
 /// Which files of the tree replicate (the whitelist plugin's verdict per file).

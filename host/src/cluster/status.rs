@@ -46,6 +46,7 @@ pub struct MemberReport {
     pub peer: String,
     pub api: String,
     pub state: MemberState,
+    /// "captain", "member", "candidate", "learner" or "shut down" (raft's leader is the captain).
     pub role: String,
     pub captain: Option<NodeId>,
     pub term: u64,
@@ -84,7 +85,15 @@ impl ClusterNode {
         let (role, captain, term) = match &joined {
             Some(j) => {
                 let m = j.raft.metrics().borrow().clone();
-                (format!("{:?}", m.state).to_lowercase(), m.current_leader, m.current_term)
+                // The seed's words: the raft leader is the captain, its followers members.
+                let role = match m.state {
+                    openraft::ServerState::Leader => "captain",
+                    openraft::ServerState::Follower => "member",
+                    openraft::ServerState::Candidate => "candidate",
+                    openraft::ServerState::Learner => "learner",
+                    openraft::ServerState::Shutdown => "shut down",
+                };
+                (role.to_string(), m.current_leader, m.current_term)
             }
             None => ("none".into(), None, 0),
         };

@@ -373,7 +373,7 @@ pub fn three_tuned(cluster: &[(&str, &str)], extra: &str) -> Vec<Node> {
 
 pub(super) fn captain(nodes: &[Node]) -> usize {
     let (idx, _) =
-        wait_for(CONVERGE, || nodes.iter().position(|n| n.child.is_some() && n.me()["role"] == "leader"))
+        wait_for(CONVERGE, || nodes.iter().position(|n| n.child.is_some() && n.me()["role"] == "captain"))
             .expect("no captain");
     idx
 }

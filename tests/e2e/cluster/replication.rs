@@ -179,6 +179,12 @@ fn cluster_check_speaks_the_nagios_convention() {
     let (code, line) = check(&nodes[0]);
     assert_eq!(code, Some(0), "{line}");
     assert!(line.starts_with("OK: captain ") && line.ends_with("3 of 3 members up"), "{line}");
+    // The status says captain and member, as the header does (its rows said leader, follower).
+    let text = nodes[0].ok(&["cluster", "status"]);
+    let roles: Vec<&str> =
+        text.lines().filter_map(|l| l.trim().strip_prefix("role:")).map(str::trim).collect();
+    assert_eq!(roles.iter().filter(|r| **r == "captain").count(), 1, "{text}");
+    assert_eq!(roles.iter().filter(|r| **r == "member").count(), 2, "{text}");
     nodes[2].kill9();
     let (warned, _) =
         wait_for(Duration::from_secs(30), || Some(check(&nodes[0])).filter(|(c, _)| *c == Some(1)))

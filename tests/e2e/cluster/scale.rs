@@ -106,7 +106,7 @@ fn a_killed_captain_is_replaced_within_the_documented_election_timeout() {
         let killed = Instant::now();
         nodes[old].kill9();
         let (new, elected) = wait_for(Duration::from_secs(20), || {
-            nodes.iter().position(|n| n.is_running() && n.me()["role"] == "leader")
+            nodes.iter().position(|n| n.is_running() && n.me()["role"] == "captain")
         })
         .expect("no new captain");
         let out = nodes[new].set("macros", "app:search", &format!("after{round}"), "definition", "2");

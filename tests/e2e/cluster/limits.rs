@@ -3,7 +3,7 @@
 //! on every captain after it). Refused where it enters with 413 and the limit; a change
 //! exactly at the limit replicates; the cluster keeps electing and committing.
 
-use super::{MACROS, Node, captain, converge};
+use super::{MACROS, Node, captain, converge, put_lookup_args};
 use std::time::{Duration, Instant};
 
 use crate::support::{http_within, wait_for};
@@ -57,8 +57,7 @@ fn a_change_over_the_log_limit_is_refused_with_413_and_the_cluster_keeps_electin
     // The CLI measures the file before sending it: non-zero exit, the limit named.
     let big = nodes[0].data().join("big.csv");
     std::fs::write(&big, vec![b'a'; 17_000_000]).unwrap();
-    let args = ["conf", "put-file", "--type", "lookups", "--scope", "app:search", "--name", "big.csv"];
-    let out = nodes[follower].cli(&[&args[..], &[big.to_str().unwrap()]].concat());
+    let out = nodes[follower].cli(&put_lookup_args("big.csv", &big));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),

@@ -344,6 +344,12 @@ impl Drop for Node {
 
 pub(super) const MACROS: &str = "apps/search/local/macros.conf";
 
+/// The CLI's arguments that put `file` as lookup `name` in app:search.
+pub(super) fn put_lookup_args<'a>(name: &'a str, file: &'a std::path::Path) -> [&'a str; 9] {
+    let file = file.to_str().expect("a UTF-8 temporary path");
+    ["conf", "put-file", "--type", "lookups", "--scope", "app:search", "--name", name, file]
+}
+
 pub(super) fn has(node: &Node, rel: &str, line: &str) -> bool {
     node.conf_file(rel).lines().any(|l| l.trim() == line)
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{MACROS, Node, SECRET, converge, free_port, has, three};
+use super::{MACROS, Node, SECRET, converge, free_port, has, put_lookup_args, three};
 use crate::support::wait_for;
 
 #[test]
@@ -149,17 +149,7 @@ fn reads_show_layers_and_push_replicates_a_files_current_content() {
     // Whole files (a lookup table) replicate too.
     let csv = nodes[0].data().join("users.csv");
     std::fs::write(&csv, "user,team\nann,ops\n").unwrap();
-    nodes[0].ok(&[
-        "conf",
-        "put-file",
-        "--type",
-        "lookups",
-        "--scope",
-        "app:search",
-        "--name",
-        "users.csv",
-        csv.to_str().unwrap(),
-    ]);
+    nodes[0].ok(&put_lookup_args("users.csv", &csv));
     converge(&refs, "apps/search/lookups/users.csv", "ann,ops");
     let listed = nodes[1].ok(&["conf", "list"]);
     assert!(listed.contains("apps/search/lookups/users.csv") && listed.contains(MACROS), "{listed}");

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Node, three_tuned};
+use super::{Node, put_lookup_args, three_tuned};
 use crate::support::wait_for;
 
 const MIB: usize = 1024 * 1024;
@@ -32,17 +32,7 @@ fn put_lookups(node: &Node, first: usize, count: usize, size: usize) {
     for i in first..first + count {
         let file = node.data().join(format!("big{i}.csv"));
         std::fs::write(&file, big_lookup(i as u64, size)).unwrap();
-        let out = node.ok(&[
-            "conf",
-            "put-file",
-            "--type",
-            "lookups",
-            "--scope",
-            "app:search",
-            "--name",
-            &format!("big{i}.csv"),
-            file.to_str().unwrap(),
-        ]);
+        let out = node.ok(&put_lookup_args(&format!("big{i}.csv"), &file));
         assert!(out.starts_with("committed"), "{out}");
         std::fs::remove_file(&file).unwrap();
     }

@@ -7,7 +7,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::Node;
+use super::{Node, put_lookup_args};
 use crate::support::wait_for;
 
 const MIB: u64 = 1024 * 1024;
@@ -46,8 +46,7 @@ fn put_noise(node: &Node, count: usize) {
         let file = node.data().join(format!("noise{i}.csv"));
         std::fs::write(&file, noise(i as u64, LOOKUP_BYTES)).unwrap();
         let name = format!("noise{i}.csv");
-        let args = ["conf", "put-file", "--type", "lookups", "--scope", "app:search", "--name", &name];
-        let out = node.ok(&[&args[..], &[file.to_str().unwrap()]].concat());
+        let out = node.ok(&put_lookup_args(&name, &file));
         assert!(out.starts_with("committed"), "{out}");
         std::fs::remove_file(&file).unwrap();
     }

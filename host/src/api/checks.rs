@@ -124,8 +124,15 @@ fn reply(ok: bool, answer: Answer) -> Reply {
     (code, Json(serde_json::to_value(answer).expect("the answer serializes")))
 }
 
-fn bad_lag(why: String) -> Reply {
-    (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": why })))
+impl LagQuery {
+    /// The `?lag=` limit asked, if any; a 400 answer naming the units when it cannot be read.
+    fn limit(&self) -> Result<Option<Lag>, Reply> {
+        self.lag
+            .as_deref()
+            .map(parse_lag)
+            .transpose()
+            .map_err(|why| (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": why }))))
+    }
 }
 
 /// `/primary`: this host takes the application's writes.
@@ -136,9 +143,9 @@ pub async fn primary(State(s): State<AppState>) -> Reply {
 
 /// `/replica[?lag=]`: a standby whose database follows, within the lag asked.
 pub async fn replica(State(s): State<AppState>, Query(q): Query<LagQuery>) -> Reply {
-    let lag = match q.lag.as_deref().map(parse_lag).transpose() {
+    let lag = match q.limit() {
         Ok(lag) => lag,
-        Err(why) => return bad_lag(why),
+        Err(refused) => return refused,
     };
     let f = facts(&s.standby.status().await);
     let ok = f.replica && within(&f.answer, lag);
@@ -147,9 +154,9 @@ pub async fn replica(State(s): State<AppState>, Query(q): Query<LagQuery>) -> Re
 
 /// `/read-only[?lag=]`: the primary, or a replica within the lag asked.
 pub async fn read_only(State(s): State<AppState>, Query(q): Query<LagQuery>) -> Reply {
-    let lag = match q.lag.as_deref().map(parse_lag).transpose() {
+    let lag = match q.limit() {
         Ok(lag) => lag,
-        Err(why) => return bad_lag(why),
+        Err(refused) => return refused,
     };
     let f = facts(&s.standby.status().await);
     let ok = f.primary || (f.replica && within(&f.answer, lag));

@@ -29,6 +29,19 @@ fn watched(primary: &Node) {
     .unwrap_or_else(|| panic!("the primary never watched the tree:\n{}", primary.log()));
 }
 
+/// One tree only: nested default trees (vault/reports) keep their own roots' times apart.
+const VAULT_ONLY: &str = "[sync.trees]\nvault = \"vault\"\n";
+
+/// A primary serving the vault under `home`.
+fn primary_of(home: &std::path::Path) -> Node {
+    Node::new("primary", &format!("[sync]\napp_home = \"{}\"\n{VAULT_ONLY}", home.display()))
+}
+
+/// A standby following `primary`'s vault.
+fn standby_of(primary: &Node) -> Node {
+    Node::new("standby", &format!("[sync]\nprimary = \"{}\"\n{VAULT_ONLY}", primary.peer))
+}
+
 /// Writes one file at a time until one arrives from the primary's journal: the full passes
 /// of the start (no journal yet, then the first with one) are over. Returns how many it wrote.
 fn until_from_journal(standby: &Node, vault: &std::path::Path, copy: &std::path::Path) -> u64 {
@@ -57,17 +70,15 @@ fn converge(primary: &std::path::Path, copy: &std::path::Path, after: &str) {
 #[test]
 fn a_following_standby_gets_each_write_by_itself_and_resumes_after_kill_9() {
     let _one = one_at_a_time();
-    // One tree: nested default trees (vault/reports) keep their own roots' times apart.
-    let trees = "[sync.trees]\nvault = \"vault\"\n";
     // The tree's folder exists before the primary starts, so it is watched from the start.
     let home = tempfile::tempdir().unwrap();
     let vault = home.path().join("vault");
     fs::create_dir_all(vault.join("docs/deep")).unwrap();
-    let primary = Node::new("primary", &format!("[sync]\napp_home = \"{}\"\n{trees}", home.path().display()));
+    let primary = primary_of(home.path());
     for i in 0..50 {
         fs::write(vault.join(format!("docs/deep/f{i}.txt")), format!("file {i}\n").repeat(i + 1)).unwrap();
     }
-    let mut standby = Node::new("standby", &format!("[sync]\nprimary = \"{}\"\n{trees}", primary.peer));
+    let mut standby = standby_of(&primary);
     let copy = standby.data().join("app/vault");
     converge(&vault, &copy, "the initial copy");
 
@@ -142,10 +153,9 @@ fn a_following_standby_gets_each_write_by_itself_and_resumes_after_kill_9() {
 #[test]
 fn a_standby_paces_its_passes_while_the_primary_has_no_journal() {
     let _one = one_at_a_time();
-    let trees = "[sync.trees]\nvault = \"vault\"\n";
-    let primary = Node::new("primary", &format!("[sync]\n{trees}"));
+    let primary = Node::new("primary", &format!("[sync]\n{VAULT_ONLY}"));
     assert!(!primary.data().join("app/vault").exists(), "the tree's folder is missing at start");
-    let _standby = Node::new("standby", &format!("[sync]\nprimary = \"{}\"\n{trees}", primary.peer));
+    let _standby = standby_of(&primary);
     std::thread::sleep(Duration::from_secs(3));
     let log = primary.log();
     let served = log.lines().filter(|l| l.contains("sync pass served") && l.contains("tree=vault")).count();
@@ -162,7 +172,6 @@ fn a_standby_paces_its_passes_while_the_primary_has_no_journal() {
 #[test]
 fn a_reader_going_through_the_tree_never_resets_the_primarys_journal() {
     let _one = one_at_a_time();
-    let trees = "[sync.trees]\nvault = \"vault\"\n";
     let home = tempfile::tempdir().unwrap();
     let vault = home.path().join("vault");
     for d in 0..20 {
@@ -171,8 +180,8 @@ fn a_reader_going_through_the_tree_never_resets_the_primarys_journal() {
             fs::write(vault.join(format!("d{d}/f{f}.txt")), format!("{d} {f}\n").repeat(20)).unwrap();
         }
     }
-    let primary = Node::new("primary", &format!("[sync]\napp_home = \"{}\"\n{trees}", home.path().display()));
-    let standby = Node::new("standby", &format!("[sync]\nprimary = \"{}\"\n{trees}", primary.peer));
+    let primary = primary_of(home.path());
+    let standby = standby_of(&primary);
     let copy = standby.data().join("app/vault");
     converge(&vault, &copy, "the initial copy");
     watched(&primary);
@@ -233,12 +242,11 @@ fn a_reader_going_through_the_tree_never_resets_the_primarys_journal() {
 #[test]
 fn a_mode_change_after_a_pass_from_the_journal_sends_no_content() {
     let _one = one_at_a_time();
-    let trees = "[sync.trees]\nvault = \"vault\"\n";
     let home = tempfile::tempdir().unwrap();
     let vault = home.path().join("vault");
     fs::create_dir_all(&vault).unwrap();
-    let primary = Node::new("primary", &format!("[sync]\napp_home = \"{}\"\n{trees}", home.path().display()));
-    let standby = Node::new("standby", &format!("[sync]\nprimary = \"{}\"\n{trees}", primary.peer));
+    let primary = primary_of(home.path());
+    let standby = standby_of(&primary);
     let copy = standby.data().join("app/vault");
     watched(&primary);
     until_from_journal(&standby, &vault, &copy);
